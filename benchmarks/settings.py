@@ -1,0 +1,78 @@
+"""`Settings`: every knob of a bench run, in one place, passed to children."""
+
+import dataclasses
+import json
+
+# The four training configurations, in table order.
+KERAS_CONFIGS = ("full", "klr_lora", "keras_lora")
+PEFT_CONFIG = "peft_lora"
+LABELS = {
+    "full": "(a) full fine-tuning",
+    "klr_lora": "(b) keras_lowrank LoRA",
+    "keras_lora": "(c) keras-hub enable_lora",
+    PEFT_CONFIG: "(d) PEFT LoRA (PyTorch)",
+}
+EXPORTS = ("tflite", "tflite_dynamic", "onnx")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one bench run measures, and how long it spends on it.
+
+    Args:
+        batch_size: int. Rows of the training-step and latency batch.
+        sequence_length: int. Tokens per row of that batch.
+        warmup_steps: int. Untimed training steps (the first one traces).
+        steps: int. Timed training steps.
+        rank: int. LoRA rank of (b), (c) and (d).
+        xla: bool. Compile Keras training steps with XLA (`jit_compile`).
+        epochs: int. Epochs of the accuracy runs.
+        train_sequence_length: int. Tokens per row in the accuracy runs.
+        train_examples: int or None. Train rows used (None: the whole split).
+        test_examples: int or None. Test rows used (None: the whole split).
+        lora_learning_rate: float. AdamW learning rate of (b) and (c).
+        full_learning_rate: float. AdamW learning rate of (a).
+        latency_repeats: int. Timed calls per model at batch 1.
+        latency_repeats_batch: int. Timed calls per model at `batch_size`.
+        profile_steps: int. Timed repeats of each profiled function.
+        exports: tuple of str. Among `EXPORTS`.
+        seed: int. Seed of data order and initializers.
+    """
+
+    batch_size: int = 32
+    sequence_length: int = 128
+    warmup_steps: int = 3
+    steps: int = 15
+    rank: int = 8
+    xla: bool = False
+    epochs: int = 2
+    train_sequence_length: int = 64
+    train_examples: int | None = None
+    test_examples: int | None = None
+    lora_learning_rate: float = 1e-3
+    full_learning_rate: float = 5e-5
+    latency_repeats: int = 100
+    latency_repeats_batch: int = 20
+    profile_steps: int = 6
+    exports: tuple = EXPORTS
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **overrides):
+        """Small enough for a smoke test: every code path, few seconds each."""
+        small = dict(
+            batch_size=8, sequence_length=32, warmup_steps=1, steps=3,
+            epochs=1, train_sequence_length=32, train_examples=64,
+            test_examples=64, latency_repeats=5, latency_repeats_batch=3,
+            profile_steps=2, exports=("tflite_dynamic",),
+        )
+        return cls(**{**small, **overrides})
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text):
+        values = json.loads(text)
+        values["exports"] = tuple(values["exports"])
+        return cls(**values)

@@ -1,0 +1,32 @@
+"""keras_lowrank: low-rank adaptation and SVD compression for Keras 3.
+
+Example:
+```python
+import keras_lowrank as klr
+
+model = klr.add_adapters(classifier, rank=8)   # LoRA on query and value
+model.fit(train_data, epochs=3)
+klr.save_adapters(model, "adapters.safetensors")
+klr.export(model, "model.tflite", format="tflite", quantize="dynamic")
+```
+"""
+
+from keras_lowrank import layers
+from keras_lowrank import presets
+from keras_lowrank import svd
+from keras_lowrank.adapted_model import adapter_paths
+from keras_lowrank.adapted_model import add_adapters
+from keras_lowrank.adapter_files import load_adapters
+from keras_lowrank.adapter_files import read_adapter_metadata
+from keras_lowrank.adapter_files import save_adapters
+from keras_lowrank.layers import LoRADense
+from keras_lowrank.layers import LoRAEinsumDense
+from keras_lowrank.layers import LoRAEmbedding
+from keras_lowrank.layers import LowRankDense
+from keras_lowrank.layers import LowRankEinsumDense
+from keras_lowrank.lora_config import LoRAConfig
+from keras_lowrank.merge import merge_adapters
+from keras_lowrank.model_summary import parameter_counts
+from keras_lowrank.model_summary import trainable_summary
+
+__version__ = "0.1.0"

@@ -1,0 +1,227 @@
+"""`add_adapters`: a new model with LoRA on the layers a config names."""
+
+import warnings
+
+import keras
+
+from keras_lowrank import layer_patterns
+from keras_lowrank import model_surgery
+from keras_lowrank.layers import LoRAAdapter
+from keras_lowrank.layers import adapter_class_for
+from keras_lowrank.lora_config import ALL_LINEAR
+from keras_lowrank.lora_config import LoRAConfig
+
+_LINEAR = (keras.layers.Dense, keras.layers.EinsumDense)
+
+
+def add_adapters(model, config=None, **overrides):
+    """A new model with LoRA adapters on the layers `config` targets.
+
+    Adapters go on every matched Dense, EinsumDense and Embedding, at any
+    depth (inside keras-hub transformer blocks and attention layers too).
+    Everything else is frozen, except the layers `config.trainable` keeps
+    trainable (for a keras-hub task, its head). The input model is untouched:
+    its weights, its layers' `trainable` flags and its layer objects.
+
+    Args:
+        model: keras.Model. A Functional or Sequential model, or a keras-hub
+            Backbone or Task (`BertTextClassifier`, `GPT2CausalLM`, ...).
+        config: LoRAConfig. Defaults to `LoRAConfig()` (rank 8 on the
+            attention query and value projections).
+        **overrides: fields of `LoRAConfig` that replace `config`'s.
+
+    Returns:
+        A new model of the input's class (keras-hub models keep `generate()`,
+        their preprocessor and `predict` on raw strings).
+
+    Raises:
+        ValueError: no layer matched `targets` (the message lists the layer
+            paths there are), a matched layer already holds an adapter, or a
+            rank does not fit a layer (the message names the path).
+
+    Example:
+    ```python
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        klr.presets.minilm_path(), num_classes=2)
+    model = klr.add_adapters(classifier, rank=8)
+    print(klr.trainable_summary(model))
+    model.fit(train_data, epochs=2)
+    ```
+    """
+    config = (config or LoRAConfig()).replace(**overrides)
+    paths = model_surgery.layer_paths(model)
+    keep_trainable = _trainable_patterns(model, config)
+    specs = {
+        path: {
+            "rank": config.rank_for(path),
+            "alpha": config.alpha_for(path),
+            "dropout": config.dropout,
+            "use_rslora": config.use_rslora,
+        }
+        for path in _targeted_paths(paths, config, keep_trainable)
+    }
+    return apply_adapters(model, specs, keep_trainable, init=config.init, config=config)
+
+
+def apply_adapters(model, specs, keep_trainable, init="default", config=None):
+    """Wraps the layers at `specs`' paths and freezes the rest.
+
+    Args:
+        model: keras.Model. Left untouched.
+        specs: `{path: {"rank", "alpha", "dropout", "use_rslora"}}`.
+        keep_trainable: patterns of layers left fully trainable.
+        init: "default" or "pissa".
+        config: the LoRAConfig to remember on the result, if any.
+
+    Returns:
+        The new model.
+    """
+    paths = model_surgery.layer_paths(model)
+    for path in specs:
+        if isinstance(paths[path], LoRAAdapter):
+            raise ValueError(
+                f"Layer '{path}' of model '{model.name}' already holds a "
+                f"{type(paths[path]).__name__}. Merge it first "
+                "(`klr.merge_adapters`) or adapt the base model."
+            )
+        adapter_class = adapter_class_for(paths[path])
+        try:
+            adapter_class._check_rank_fits(paths[path], specs[path]["rank"])
+        except ValueError as error:
+            raise ValueError(f"Layer '{path}': {error}") from None
+
+    def wrap(path, layer):
+        if path not in specs:
+            return None
+        adapter = adapter_class_for(layer)(layer, **specs[path])
+        if init == "pissa":
+            from keras_lowrank.pissa import pissa_init
+
+            pissa_init(adapter)
+        return adapter
+
+    adapted, _ = model_surgery.rewrite_model(model, wrap)
+    freeze_all_but(adapted, keep_trainable)
+    if config is not None:
+        object.__setattr__(adapted, "_klr_lora_config", config)
+    return adapted
+
+
+def freeze_all_but(model, keep_trainable):
+    """Freezes every leaf layer except adapters and `keep_trainable` ones.
+
+    Containers stay trainable so that their children's flags decide.
+    """
+    for path, layer in model_surgery.layer_paths(model).items():
+        if isinstance(layer, LoRAAdapter):
+            layer.trainable = True  # the adapter keeps its base frozen
+        elif _is_leaf(layer) or layer_patterns.matches_any(keep_trainable, path):
+            keep = _kept(path, keep_trainable)
+            layer.trainable = keep
+
+
+def adapter_paths(model):
+    """Paths of the layers of `model` that hold a LoRA adapter, in order."""
+    return [
+        path
+        for path, layer in model_surgery.layer_paths(model).items()
+        if isinstance(layer, LoRAAdapter)
+    ]
+
+
+def adapters(model):
+    """`{path: adapter layer}` of `model`."""
+    return {
+        path: layer
+        for path, layer in model_surgery.layer_paths(model).items()
+        if isinstance(layer, LoRAAdapter)
+    }
+
+
+# === Matching ===
+
+
+def _targeted_paths(paths, config, keep_trainable):
+    candidates = {
+        path: layer
+        for path, layer in paths.items()
+        if adapter_class_for(layer) is not None or isinstance(layer, LoRAAdapter)
+        if not _kept(path, keep_trainable)
+    }
+    if config.targets == ALL_LINEAR:
+        chosen = [p for p, layer in candidates.items() if isinstance(layer, _LINEAR)]
+        unmatched = [] if chosen else [ALL_LINEAR]
+    else:
+        chosen = [
+            p for p in candidates if layer_patterns.matches_any(config.targets, p)
+        ]
+        unmatched = [
+            t
+            for t in config.targets
+            if not any(layer_patterns.matches(t, p) for p in candidates)
+        ]
+    if not chosen:
+        raise ValueError(
+            f"No layer matched targets={_show(config.targets)}: no Dense, "
+            "EinsumDense or Embedding layer has a path, last path component, "
+            "glob or 're:' match for them. Layers of the model: "
+            f"{_available(paths)}"
+        )
+    for target in unmatched:
+        warnings.warn(
+            f"Target pattern {target!r} matched no adaptable layer.", stacklevel=3
+        )
+    excluded = [p for p in chosen if layer_patterns.matches_any(config.exclude, p)]
+    for pattern in config.exclude:
+        if not any(layer_patterns.matches(pattern, p) for p in paths):
+            warnings.warn(
+                f"Exclude pattern {pattern!r} matched no layer of the model.",
+                stacklevel=3,
+            )
+    chosen = [p for p in chosen if p not in excluded]
+    if not chosen:
+        raise ValueError(
+            f"Every layer that targets={_show(config.targets)} matched is "
+            f"excluded by exclude={list(config.exclude)}: {excluded}"
+        )
+    return chosen
+
+
+def _trainable_patterns(model, config):
+    if config.trainable is not None:
+        return tuple(config.trainable)
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return ()
+    # A keras-hub task: its head is what lies outside its backbone.
+    preprocessor = getattr(model, "preprocessor", None)
+    return tuple(
+        layer.name
+        for layer in model._layers
+        if layer is not backbone and layer is not preprocessor and layer.weights
+    )
+
+
+def _kept(path, keep_trainable):
+    parts = path.split("/")
+    ancestors = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(layer_patterns.matches_any(keep_trainable, p) for p in ancestors)
+
+
+def _is_leaf(layer):
+    return isinstance(layer, LoRAAdapter) or not layer._layers
+
+
+def _available(paths):
+    shown = [
+        f"{path} ({type(layer).__name__})"
+        for path, layer in paths.items()
+        if adapter_class_for(layer) is not None
+    ]
+    if len(shown) > 40:
+        shown = shown[:40] + [f"... and {len(shown) - 40} more"]
+    return ", ".join(shown) or "(none: the model has no Dense, EinsumDense or Embedding)"
+
+
+def _show(targets):
+    return targets if isinstance(targets, str) else list(targets)

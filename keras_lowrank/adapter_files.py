@@ -1,0 +1,245 @@
+"""Adapter files: the adapters of a model in one small safetensors file.
+
+A file holds, keyed by layer path, `<path>/lora_a` and `<path>/lora_b` of
+every adapter, and the weights of the layers kept fully trainable (a task's
+head, as PEFT's `modules_to_save`), `<path>/<weight name>`. Its metadata holds
+JSON: each adapter's rank, alpha, dropout and rsLoRA flag, the trainable
+layers, the `LoRAConfig`, and the model's class. Keys are paths, never layer
+indices, so weights cannot land in the wrong layer; nothing is pickled.
+"""
+
+import json
+import os
+
+import numpy as np
+
+import keras_lowrank
+from keras_lowrank import model_surgery
+from keras_lowrank._atomic import atomic_path
+from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapted_model import apply_adapters
+from keras_lowrank.layers import LoRAAdapter
+
+FORMAT = "keras_lowrank.adapters/1"
+
+
+def save_adapters(model, path):
+    """Writes the adapters of `model` (and its trainable head) to `path`.
+
+    The write is atomic: a temporary file beside `path`, then a rename, so an
+    interrupted save leaves any earlier file at `path` intact.
+
+    Args:
+        model: keras.Model holding LoRA adapters (from `add_adapters`).
+        path: str. The `.safetensors` file to write.
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        ValueError: the model holds no adapter.
+    """
+    from safetensors.numpy import save_file
+
+    found = adapters(model)
+    if not found:
+        raise ValueError(
+            f"Model '{model.name}' holds no LoRA adapter to save. Add some "
+            "with `klr.add_adapters` first."
+        )
+    tensors, specs = {}, {}
+    for layer_path, adapter in found.items():
+        tensors[f"{layer_path}/lora_a"] = _numpy(adapter.lora_a)
+        tensors[f"{layer_path}/lora_b"] = _numpy(adapter.lora_b)
+        specs[layer_path] = {
+            "kind": type(adapter).__name__,
+            "rank": adapter.rank,
+            "alpha": adapter.alpha,
+            "dropout": adapter.dropout,
+            "use_rslora": adapter.use_rslora,
+            "base_kernel_shape": list(adapter.base_kernel.shape),
+        }
+    kept = _trainable_layers(model)
+    for layer_path, layer in kept.items():
+        for weight in layer.weights:
+            tensors[f"{layer_path}/{_weight_name(weight)}"] = _numpy(weight)
+    config = getattr(model, "_klr_lora_config", None)
+    metadata = {
+        "format": FORMAT,
+        "keras_lowrank_version": keras_lowrank.__version__,
+        "model_class": type(model).__name__,
+        "adapters": specs,
+        "trainable_layers": sorted(kept),
+        "config": config.to_dict() if config is not None else None,
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"keras_lowrank": json.dumps(metadata)})
+    return os.path.getsize(path)
+
+
+def read_adapter_metadata(path):
+    """The JSON metadata of an adapter file, as a dict."""
+    from safetensors import safe_open
+
+    _check_exists(path)
+    with safe_open(os.fspath(path), framework="numpy") as handle:
+        raw = (handle.metadata() or {}).get("keras_lowrank")
+    if raw is None:
+        raise ValueError(
+            f"'{path}' is a safetensors file but not a keras_lowrank adapter "
+            "file (no 'keras_lowrank' metadata)."
+        )
+    metadata = json.loads(raw)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"'{path}' has adapter format {metadata.get('format')!r}; this "
+            f"version of keras_lowrank reads {FORMAT!r}."
+        )
+    return metadata
+
+
+def load_adapters(model, path):
+    """A new model: `model` with the adapters (and head) saved at `path`.
+
+    Every path and shape is checked before anything is built; the input model
+    is untouched. Predictions equal those of the model that was saved.
+
+    Args:
+        model: keras.Model. A base model of the saved model's architecture,
+            without adapters (for example a fresh `from_preset`).
+        path: str. A file written by `save_adapters`.
+
+    Returns:
+        A new model with the adapters, frozen as `add_adapters` leaves it.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: a saved layer path is missing from `model`, or a shape
+            differs (the message names the layer path and both shapes).
+    """
+    from safetensors.numpy import load_file
+
+    metadata = read_adapter_metadata(path)
+    tensors = load_file(os.fspath(path))
+    paths = model_surgery.layer_paths(model)
+    specs = metadata["adapters"]
+    _check_adapters_fit(model, paths, specs, tensors)
+    kept = metadata["trainable_layers"]
+    _check_kept_fit(paths, kept, tensors)
+
+    config = None
+    if metadata.get("config"):
+        from keras_lowrank.lora_config import LoRAConfig
+
+        config = LoRAConfig.from_dict(metadata["config"])
+    settings = ("rank", "alpha", "dropout", "use_rslora")
+    adapted = apply_adapters(
+        model,
+        {p: {k: spec[k] for k in settings} for p, spec in specs.items()},
+        keep_trainable=tuple(kept),
+        config=config,
+    )
+    new_paths = model_surgery.layer_paths(adapted)
+    for layer_path in specs:
+        adapter = new_paths[layer_path]
+        adapter.lora_a.assign(tensors[f"{layer_path}/lora_a"])
+        adapter.lora_b.assign(tensors[f"{layer_path}/lora_b"])
+    for layer_path in kept:
+        for weight in new_paths[layer_path].weights:
+            weight.assign(tensors[f"{layer_path}/{_weight_name(weight)}"])
+    return adapted
+
+
+# === Checks ===
+
+
+def _check_adapters_fit(model, paths, specs, tensors):
+    from keras_lowrank.layers import adapter_class_for
+
+    for layer_path, spec in specs.items():
+        layer = paths.get(layer_path)
+        if layer is None:
+            raise ValueError(
+                f"The adapter file has an adapter for layer '{layer_path}', "
+                f"which model '{model.name}' does not have. Load it on a base "
+                "model of the same architecture."
+            )
+        if isinstance(layer, LoRAAdapter):
+            raise ValueError(
+                f"Layer '{layer_path}' of model '{model.name}' already holds "
+                "an adapter. Load adapters on the base model."
+            )
+        adapter_class = adapter_class_for(layer)
+        if adapter_class is None or adapter_class.__name__ != spec["kind"]:
+            raise ValueError(
+                f"Layer '{layer_path}' is a {type(layer).__name__}; the file "
+                f"has a {spec['kind']} adapter for it."
+            )
+        layout = adapter_class.layout_of(layer)
+        rank = spec["rank"]
+        for name, want in (
+            ("lora_a", (layout.fan_in, rank)),
+            ("lora_b", (rank, layout.fan_out)),
+        ):
+            got = tuple(tensors[f"{layer_path}/{name}"].shape)
+            if got != want:
+                raise ValueError(
+                    f"Shape mismatch at layer '{layer_path}' ({name}): the "
+                    f"file has {got}, the model's layer needs {want} (kernel "
+                    f"{tuple(layer_kernel_shape(layer, adapter_class))})."
+                )
+
+
+def _check_kept_fit(paths, kept, tensors):
+    for layer_path in kept:
+        layer = paths.get(layer_path)
+        if layer is None:
+            raise ValueError(
+                f"The adapter file has weights for trainable layer "
+                f"'{layer_path}', which the model does not have."
+            )
+        for weight in layer.weights:
+            key = f"{layer_path}/{_weight_name(weight)}"
+            if key not in tensors:
+                raise ValueError(f"The adapter file lacks weight '{key}'.")
+            got, want = tuple(tensors[key].shape), tuple(weight.shape)
+            if got != want:
+                raise ValueError(
+                    f"Shape mismatch at layer '{layer_path}' "
+                    f"({_weight_name(weight)}): the file has {got}, the "
+                    f"model has {want}."
+                )
+
+
+def layer_kernel_shape(layer, adapter_class):
+    return getattr(layer, adapter_class.kernel_name).shape
+
+
+def _check_exists(path):
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(
+            f"No adapter file at '{path}'. Write one with "
+            "`klr.save_adapters(model, path)`."
+        )
+
+
+# === Helpers ===
+
+
+def _trainable_layers(model):
+    """Non-adapter leaf layers with trainable weights: the kept head."""
+    found = {}
+    for layer_path, layer in model_surgery.layer_paths(model).items():
+        if isinstance(layer, LoRAAdapter) or layer._layers:
+            continue
+        if layer.trainable_weights:
+            found[layer_path] = layer
+    return found
+
+
+def _weight_name(weight):
+    return weight.path.rsplit("/", 1)[-1]
+
+
+def _numpy(weight):
+    return np.ascontiguousarray(np.asarray(weight.numpy()))

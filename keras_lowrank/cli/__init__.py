@@ -1,0 +1,1 @@
+"""The `keras-lowrank` command line."""

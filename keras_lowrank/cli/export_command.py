@@ -1,0 +1,135 @@
+"""`keras-lowrank export`: a saved Keras model to SavedModel, TFLite or ONNX.
+
+Example:
+```
+keras-lowrank export classifier.keras --format tflite --quantize dynamic \
+    --out classifier.tflite
+```
+
+Exit status: 0 when the artifact was written and matched Keras, 1 when it did
+not match (nothing is left at `--out`), 2 for a usage error.
+"""
+
+import os
+import sys
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to SavedModel, TFLite or ONNX and verify it",
+        description="Merge LoRA adapters, export, run the artifact in its "
+        "runtime at batch 1 and 8, and compare it with Keras.",
+    )
+    parser.add_argument("model", help="a .keras model file")
+    # No argparse `choices`: an unknown format then gets the one-line error
+    # of `export`, like every other usage error.
+    parser.add_argument(
+        "--format", required=True, help="saved_model, tflite or onnx"
+    )
+    parser.add_argument("--out", required=True, help="the artifact to write")
+    parser.add_argument(
+        "--quantize", default=None, help="TFLite only: float16, dynamic or int8"
+    )
+    parser.add_argument(
+        "--allow-flex",
+        action="store_true",
+        help="TFLite only: keep TensorFlow ops outside the builtins (Flex)",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset")
+    parser.add_argument(
+        "--atol", type=float, default=None, help="largest allowed abs diff"
+    )
+    parser.add_argument(
+        "--sample-inputs", default=None, help=".npz of inputs to verify with"
+    )
+    parser.add_argument(
+        "--representative-data",
+        default=None,
+        help="int8 only: .npz of calibration inputs, one sample per row",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip running the artifact"
+    )
+    return parser
+
+
+def run(args):
+    from keras_lowrank.exporters import validate_export_arguments
+
+    representative = args.representative_data
+    validate_export_arguments(
+        args.out,
+        args.format,
+        quantize=args.quantize,
+        allow_flex=args.allow_flex,
+        opset=args.opset,
+        representative_data=representative,
+        atol=args.atol,
+    )
+    model_path = _existing_file(args.model, ".keras", "model")
+    sample_inputs = None
+    if args.sample_inputs:
+        sample_inputs = _load_npz(args.sample_inputs, "--sample-inputs")
+    if representative:
+        rows = _load_npz(representative, "--representative-data")
+        count = len(next(iter(rows.values())))
+        representative = [
+            {name: value[i : i + 1] for name, value in rows.items()}
+            for i in range(count)
+        ]
+
+    from keras_lowrank.exporters import ExportVerificationError
+    from keras_lowrank.exporters import export
+
+    model = _load_model(model_path)
+    try:
+        report = export(
+            model,
+            args.out,
+            args.format,
+            quantize=args.quantize,
+            sample_inputs=sample_inputs,
+            verify=not args.no_verify,
+            allow_flex=args.allow_flex,
+            opset=args.opset,
+            representative_data=representative,
+            atol=args.atol,
+        )
+    except ExportVerificationError as error:
+        message = " ".join(str(error).split())
+        print(f"keras-lowrank export: verification failed: {message}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+def _existing_file(path, extension, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file: {path}")
+    if not path.endswith(extension):
+        raise ValueError(f"{what} must be a {extension} file. Received: {path}")
+    return path
+
+
+def _load_npz(path, what):
+    import numpy as np
+
+    _existing_file(path, ".npz", what)
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    if not arrays:
+        raise ValueError(f"{path} holds no arrays.")
+    return arrays
+
+
+def _load_model(path):
+    import keras
+
+    try:  # registers the keras-hub classes a saved task or backbone needs
+        import keras_hub  # noqa: F401
+    except ImportError:
+        pass
+    # compile=False: exporting needs no optimizer, and keras-hub tasks warn
+    # when their custom compile() cannot be restored.
+    return keras.saving.load_model(path, compile=False)

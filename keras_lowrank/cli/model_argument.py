@@ -1,0 +1,75 @@
+"""The MODEL argument of the commands: a `.keras` file, or a base folder.
+
+- `model.keras`: a saved Keras model (adapted, merged, or plain).
+- `FOLDER --adapters adapters.safetensors`: a keras-hub preset folder, or a
+  Hugging Face folder keras-hub converts (like all-MiniLM-L6-v2), loaded as
+  the task class the adapter file names, with the adapters put on it.
+- `FOLDER` alone: loaded as a keras-hub backbone.
+"""
+
+import os
+
+
+def add_model_arguments(parser):
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .keras file, or a keras-hub / Hugging Face model folder",
+    )
+    parser.add_argument(
+        "--adapters",
+        metavar="FILE",
+        help="an adapter file from save_adapters, put on MODEL",
+    )
+
+
+def load_model_argument(model_path, adapters=None):
+    """The model the MODEL and --adapters arguments name."""
+    import keras
+
+    import keras_lowrank as klr
+
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(
+            f"MODEL '{model_path}' does not exist. Give a .keras file or a "
+            "model folder."
+        )
+    if adapters is not None and not os.path.isfile(adapters):
+        raise FileNotFoundError(f"--adapters file '{adapters}' does not exist.")
+    if os.path.isfile(model_path):
+        if not model_path.endswith(".keras"):
+            raise ValueError(
+                f"MODEL '{model_path}' is a file but not a .keras file. Give a "
+                ".keras file or a model folder."
+            )
+        model = keras.models.load_model(model_path)
+        return klr.load_adapters(model, adapters) if adapters else model
+    if adapters is None:
+        import keras_hub
+
+        return keras_hub.models.Backbone.from_preset(model_path)
+    return klr.load_adapters(_task_for_adapters(model_path, adapters), adapters)
+
+
+def _task_for_adapters(folder, adapters):
+    import keras_hub
+    from safetensors import safe_open
+
+    import keras_lowrank as klr
+
+    metadata = klr.read_adapter_metadata(adapters)
+    class_name = metadata["model_class"]
+    cls = getattr(keras_hub.models, class_name, None)
+    if cls is None:
+        raise ValueError(
+            f"The adapter file was saved from a {class_name}, which keras-hub "
+            "has no class for."
+        )
+    kwargs = {}
+    if issubclass(cls, keras_hub.models.TextClassifier):
+        # The number of classes is the width of the saved head.
+        with safe_open(adapters, framework="numpy") as handle:
+            heads = [k for k in handle.keys() if k.endswith("/kernel")]
+            if heads:
+                kwargs["num_classes"] = handle.get_slice(heads[-1]).get_shape()[-1]
+    return cls.from_preset(folder, **kwargs)

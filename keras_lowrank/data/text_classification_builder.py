@@ -1,0 +1,255 @@
+"""A tensorflow-datasets builder over local text-classification files.
+
+It reads local files only (nothing is downloaded), splits them once with a
+seed, and writes the splits as TFRecords under a `data_dir`. The config name
+holds a hash of the files' bytes and of every option, so a later load with
+the same files and options reuses the prepared data, and a change to either
+prepares a new copy next to the old one.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+
+import tensorflow_datasets as tfds
+
+from keras_lowrank.data import readers
+from keras_lowrank.data import splits as splits_lib
+from keras_lowrank.data.data_error import DataError
+
+READERS = ("table", "mr_polarity")
+
+
+@dataclasses.dataclass(eq=False)
+class TextClassificationConfig(tfds.core.BuilderConfig):
+    """What to read and how to split it; see `make_config`.
+
+    Args:
+        sources: tuple of (split, path, sha256) for every file; split is
+            "train" (pooled, then split), "validation" or "test".
+        reader: str. "table" (CSV / TSV / JSONL) or "mr_polarity".
+        text_column: str. Column or key of the text ("table" only).
+        label_column: str. Column or key of the label ("table" only).
+        labels: tuple of str, or None to collect the labels from the files.
+        seed: int. Seed of the split.
+        validation_fraction: float. Share of the train files held out.
+        test_fraction: float. Share of the train files held out.
+    """
+
+    sources: tuple = ()
+    reader: str = "table"
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: tuple | None = None
+    seed: int = 1337
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+
+def make_config(sources, *, prefix, **options) -> TextClassificationConfig:
+    """Builds a config whose name is a hash of the file bytes and options.
+
+    Args:
+        sources: list of (split, path) pairs.
+        prefix: str. Start of the config name, e.g. "mr_polarity".
+        **options: the other fields of `TextClassificationConfig`.
+
+    Returns:
+        A `TextClassificationConfig`, named `<prefix>_<16 hex digits>`.
+
+    Raises:
+        DataError: if a file is missing.
+    """
+    reader = options.get("reader", "table")
+    if reader not in READERS:
+        raise ValueError(f"Unrecognized reader={reader!r}. Supported readers "
+                         f"are: {list(READERS)}")
+    hashed = []
+    for split, path in sources:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: no such file")
+        hashed.append((split, path, _sha256(path)))
+    # Paths are left out of the key: a moved file is the same data.
+    key = json.dumps(
+        {"sources": [(split, digest) for split, _, digest in hashed],
+         "options": options},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return TextClassificationConfig(
+        name=f"{prefix}_{digest}", sources=tuple(hashed), **options
+    )
+
+
+class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder):
+    """Local text-classification files as a tfds dataset of (text, label).
+
+    Example:
+    ```python
+    config = make_config([("train", "reviews.csv")], prefix="reviews")
+    builder = prepared_builder(config, data_dir=".cache/tfds")
+    train = builder.as_dataset(split="train", as_supervised=True)
+    ```
+    """
+
+    # Part of the cache path: bump it when the prepared output changes.
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Stratified seeded split of local files."}
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Local text-classification files, split by "
+            "keras_lowrank.",
+            features=tfds.features.FeaturesDict({
+                "text": tfds.features.Text(),
+                # Names are set in `_split_generators`, once files are read.
+                "label": tfds.features.ClassLabel(),
+            }),
+            supervised_keys=("text", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is local
+        label_names, split_examples = read_and_split(self.builder_config)
+        self.info.features["label"].names = label_names
+        # tfds cannot write an empty split: it is left out, and the loader
+        # returns an empty dataset for it.
+        return {
+            split: self._generate_examples(examples)
+            for split, examples in split_examples.items()
+            if examples
+        }
+
+    def _generate_examples(self, examples):
+        for index, (text, label) in enumerate(examples):
+            yield index, {"text": text, "label": label}
+
+
+def read_and_split(config):
+    """Reads the files of `config`, resolves labels and splits the records.
+
+    Returns:
+        (label_names, {split: [(text, label_id), ...]}) for the three splits.
+
+    Raises:
+        DataError: bad files, unknown labels, or a split left empty.
+    """
+    records_by_split = {split: [] for split in splits_lib.SPLITS}
+    for split, path, _ in config.sources:
+        if config.reader == "mr_polarity":
+            records = readers.read_mr_polarity(path)
+        else:
+            records = readers.read_records(
+                path, config.text_column, config.label_column
+            )
+        records_by_split[split].extend(records)
+
+    all_records = [r for records in records_by_split.values() for r in records]
+    label_names = _label_names(all_records, config.labels)
+    ids = {name: index for index, name in enumerate(label_names)}
+    examples = {
+        split: [(r.text, ids[r.label], r.where) for r in records]
+        for split, records in records_by_split.items()
+    }
+    fractions = {}
+    for split, fraction in (("validation", config.validation_fraction),
+                            ("test", config.test_fraction)):
+        if not examples[split]:
+            fractions[split] = fraction
+    train_files = sorted({p for s, p, _ in config.sources if s == "train"})
+    try:
+        result = splits_lib.stratified_split(
+            examples["train"], config.seed, fractions
+        )
+    except DataError as error:
+        raise DataError(f"{', '.join(train_files)}: {error}") from None
+    for split in splits_lib.SPLITS:
+        if split not in result:
+            result[split] = [(text, label) for text, label, _ in examples[split]]
+    return label_names, result
+
+
+def _label_names(records, labels):
+    if labels is not None:
+        allowed = set(labels)
+        for record in records:
+            if record.label not in allowed:
+                raise DataError(
+                    f"{record.where}: unknown label '{record.label}'. "
+                    f"Allowed labels are: {list(labels)}"
+                )
+        return list(labels)
+    found = {record.label for record in records}
+    if all(_is_int(label) for label in found):
+        return sorted(found, key=int)  # labels 0..K-1 keep their value as id
+    return sorted(found)
+
+
+def _is_int(text):
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def prepared_builder(config, data_dir) -> TextClassificationBuilder:
+    """Returns the builder of `config`, prepared under `data_dir` if needed.
+
+    Preparation runs offline and quietly (no progress bars, no info logs),
+    and only when `data_dir` does not already hold this config.
+
+    Args:
+        config: `TextClassificationConfig`, from `make_config`.
+        data_dir: str. The tfds data folder.
+
+    Returns:
+        A prepared `TextClassificationBuilder`.
+
+    Raises:
+        DataError: from reading the files, when they are prepared.
+    """
+    with _quiet_tfds():
+        builder = TextClassificationBuilder(config=config, data_dir=data_dir)
+        if builder.is_prepared():
+            return builder
+        try:
+            builder.download_and_prepare(
+                download_dir=os.path.join(data_dir, "downloads")
+            )
+        except BaseException:
+            # tfds removes its incomplete folder but not the config's.
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(builder.data_dir))
+            raise
+    return builder
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """Hides tfds' progress bars, logs and prints, then restores them."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    bars = getattr(tfds.core.utils.tqdm_utils, "_active", True)
+    absl_logger.setLevel(logging.ERROR)
+    tfds.display_progress_bar(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.display_progress_bar(bars)
+        absl_logger.setLevel(level)

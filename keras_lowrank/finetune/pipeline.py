@@ -1,0 +1,284 @@
+"""`finetune`: data to adapters to verified LiteRT / ONNX artifacts."""
+
+import contextlib
+import os
+import time
+
+import keras
+import numpy as np
+
+import keras_lowrank as klr
+from keras_lowrank.finetune import batching
+from keras_lowrank.finetune import evaluation
+from keras_lowrank.finetune import report as report_lib
+from keras_lowrank.finetune import training
+from keras_lowrank.finetune.options import FinetuneOptions
+
+STAGES = ("data", "model", "train", "evaluate", "export", "report")
+ADAPTERS_FILE = "adapters.safetensors"
+REPORT_FILE = "report.json"
+CURVES_FILE = "training_curves.png"
+ARTIFACT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+# Rows of the test split that export runs through Keras and its runtime.
+_VERIFY_ROWS = 8
+# Quantized artifacts: the largest logit difference allowed, relative to the
+# largest logit of the verification rows.
+_QUANTIZED_RELATIVE_TOLERANCE = 0.05
+
+
+def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
+    """Fine-tunes a BERT classifier with LoRA, exports it, measures it all.
+
+    Stages, each announced as `[k/6] name ...` through `log`:
+    1. data: the MR polarity data, or the user's files, split with the seed.
+    2. model: the classifier from `options.model` with LoRA adapters; every
+       split tokenized once by the classifier's preprocessor.
+    3. train: AdamW (warmup, cosine decay), validation accuracy each epoch,
+       early stopping that keeps the best epoch's weights.
+    4. evaluate: test accuracy in Keras; the adapters saved to
+       `<out>/adapters.safetensors`.
+    5. export: adapters merged, LiteRT and / or ONNX written and verified
+       against Keras (`keras_lowrank.exporters.export`), then each artifact's
+       test accuracy measured in its own runtime on the whole test split.
+    6. report: `<out>/report.json`, `<out>/training_curves.png` and a
+       summary table.
+
+    Args:
+        options: FinetuneOptions. Defaults to `FinetuneOptions()`.
+        log: callable taking one str. Where stage lines go.
+
+    Returns:
+        The report (a JSON-ready dict, as written to report.json).
+
+    Raises:
+        DataError: bad data files (the message names the file and line).
+        ValueError: a model that cannot be loaded, a target that matches no
+            layer.
+        FileNotFoundError: the default model package is not installed.
+
+    Example:
+    ```python
+    report = finetune(FinetuneOptions(out="runs/demo"))
+    print(report["test_accuracy"], report["tflite_test_accuracy"])
+    ```
+    """
+    options = options or FinetuneOptions()
+    progress = _Progress(log)
+    keras.utils.set_random_seed(options.seed)
+    os.makedirs(options.out, exist_ok=True)
+    start = time.perf_counter()
+
+    with progress.stage("data") as note:
+        data = training.load_data(options)
+        note(f"{_source(options)}, labels {data.label_names}, "
+             f"{_counts(data.num_examples)}")
+
+    with progress.stage("model") as note:
+        model, base = training.build_classifier(options, data.num_classes)
+        preprocessor = model.preprocessor
+        splits = {
+            "train": training.tokenize(preprocessor, data.train, options.max_train_examples),
+            "validation": training.tokenize(
+                preprocessor, data.validation, options.max_eval_examples),
+            "test": training.tokenize(preprocessor, data.test, options.max_eval_examples),
+        }
+        trainable, total = klr.parameter_counts(model)
+        note(f"{options.model or 'all-MiniLM-L6-v2'} + LoRA rank {options.rank} on "
+             f"{list(options.targets)}: {klr.trainable_summary(model)}; "
+             f"tokenized {_counts({k: len(v[1]) for k, v in splits.items()})} "
+             f"at sequence length {options.sequence_length}")
+    if not len(splits["train"][1]) or not len(splits["test"][1]):
+        raise ValueError(
+            "Fine-tuning needs training and test examples. Received: "
+            f"{_counts({k: len(v[1]) for k, v in splits.items()})}"
+        )
+
+    with _detached(model):
+        with progress.stage("train") as note:
+            train_start = time.perf_counter()
+            history = training.fit(model, splits["train"], splits["validation"], options)
+            train_seconds = time.perf_counter() - train_start
+            best_epoch = _best_epoch(history)
+            note(f"{len(history['loss'])} epochs, best epoch {best_epoch}")
+
+        with progress.stage("evaluate") as note:
+            keras_result = evaluation.keras_accuracy(
+                model, *splits["test"], options.batch_size)
+            adapters_path = os.path.join(options.out, ADAPTERS_FILE)
+            adapter_bytes = klr.save_adapters(model, adapters_path)
+            os.chmod(adapters_path, report_lib.FILE_MODE)
+            note(f"test accuracy {keras_result['accuracy']:.4f} on "
+                 f"{keras_result['examples']} examples; {adapters_path} "
+                 f"({adapter_bytes:,} bytes)")
+
+        with progress.stage("export") as note:
+            exports = {}
+            for format in options.export:
+                exports[format] = _export_and_evaluate(
+                    model, format, splits["test"], options)
+                note(_export_line(format, exports[format]))
+
+    with progress.stage("report") as note:
+        report = _report(
+            options, data, splits, base, (trainable, total), history, best_epoch,
+            train_seconds, keras_result, adapter_bytes, exports,
+        )
+        report["files"] = {"adapters": adapters_path}
+        for format, exported in exports.items():
+            if "error" not in exported:
+                report["files"][format] = exported["path"]
+        curves = os.path.join(options.out, CURVES_FILE)
+        report_lib.plot_training_curves(history, curves, best_epoch)
+        report["files"]["training_curves"] = curves
+        report["files"]["report"] = os.path.join(options.out, REPORT_FILE)
+        note(f"{report['files']['report']}, {curves}")
+    # Written after the report stage, so that it holds that stage's time.
+    report["stage_seconds"] = dict(progress.seconds)
+    report["total_seconds"] = time.perf_counter() - start
+    report_lib.write_json(report, report["files"]["report"])
+    log("")
+    log(report_lib.summary_table(report))
+    return report
+
+
+def _export_and_evaluate(model, format, test, options):
+    """Exports to `format`, then measures the artifact's test accuracy."""
+    from keras_lowrank.exporters import ExportVerificationError
+    from keras_lowrank.exporters import UnsupportedOpsError
+    from keras_lowrank.exporters import export
+
+    inputs, labels = test
+    rows = np.arange(min(_VERIFY_ROWS, len(labels)))
+    sample = batching.trim(inputs, rows, inputs["token_ids"].shape[1])
+    path = os.path.join(options.out, ARTIFACT_FILES[format])
+    quantize = options.tflite_quantize if format == "tflite" else None
+    try:
+        exported = export(
+            model, path, format, quantize=quantize, sample_inputs=sample,
+            atol=_tolerance(model, sample, quantize),
+        )
+    except (ExportVerificationError, UnsupportedOpsError) as error:
+        return {"error": " ".join(str(error).split()), "quantize": quantize}
+    result = exported.to_dict()
+    result["evaluation"] = evaluation.artifact_accuracy(
+        format, path, inputs, labels, options.batch_size)
+    return result
+
+
+def _tolerance(model, sample, quantize):
+    """The export check's bound on the logits: scaled to them when quantized.
+
+    The exporter's defaults for quantized weights are absolute (5e-2 for
+    "dynamic"), set on an untrained head whose logits are near 0; a trained
+    classifier's logits reach several units, and int8 weights move them by
+    about 2% of that. The accuracy on the whole test split, measured next,
+    is the check that matters for a classifier.
+    """
+    if quantize is None:
+        return None  # the exporter's float32 bound
+    from keras_lowrank.exporters import DEFAULT_TOLERANCES
+
+    scale = float(np.max(np.abs(model.predict_on_batch(sample))))
+    return max(DEFAULT_TOLERANCES[quantize], _QUANTIZED_RELATIVE_TOLERANCE * scale)
+
+
+def _report(options, data, splits, base, counts, history, best_epoch,
+            train_seconds, keras_result, adapter_bytes, exports):
+    trainable, total = counts
+    base_bytes = int(sum(np.asarray(w.numpy()).nbytes for w in base.weights))
+    report = {
+        "test_accuracy": keras_result["accuracy"],
+        "trainable_params": int(trainable),
+        "total_params": int(total),
+        "base_params": int(klr.parameter_counts(base)[1]),
+        "base_bytes": base_bytes,
+        "adapter_bytes": int(adapter_bytes),
+        "adapter_share_of_base": adapter_bytes / base_bytes,
+        "train_seconds": train_seconds,
+        "epochs_run": len(history["loss"]),
+        "best_epoch": best_epoch,
+        "best_val_accuracy": (history["val_accuracy"][best_epoch - 1]
+                              if history.get("val_accuracy") else None),
+        "val_accuracy_per_epoch": history.get("val_accuracy", []),
+        "history": history,
+        "keras_eval_seconds": keras_result["seconds"],
+        "label_names": list(data.label_names),
+        "num_examples": {k: int(len(v[1])) for k, v in splits.items()},
+        "data": _source(options),
+        "model": options.model or klr.presets.minilm_path(),
+        "options": options.to_dict(),
+        "versions": {"keras": keras.__version__, "keras_lowrank": klr.__version__},
+        "exports": exports,
+    }
+    for format in ("tflite", "onnx"):
+        exported = exports.get(format, {})
+        evaluated = exported.get("evaluation", {})
+        accuracy = evaluated.get("accuracy")
+        report[f"{format}_test_accuracy"] = accuracy
+        report[f"{format}_accuracy_diff"] = (
+            None if accuracy is None else accuracy - keras_result["accuracy"])
+        report[f"{format}_bytes"] = exported.get("size_bytes")
+        report[f"{format}_latency_ms"] = report_lib.finite_or_none(
+            exported.get("latency_ms"))
+        report[f"{format}_max_abs_diff"] = report_lib.finite_or_none(
+            exported.get("max_abs_diff"))
+    return report
+
+
+def _best_epoch(history):
+    """1-based epoch of the best validation accuracy (the first if tied)."""
+    values = history.get("val_accuracy")
+    if not values:
+        return len(history["loss"])
+    return int(np.argmax(values)) + 1
+
+
+@contextlib.contextmanager
+def _detached(model):
+    """Runs with the model's preprocessor detached: it is fed token ids."""
+    preprocessor = model.preprocessor
+    model.preprocessor = None
+    try:
+        yield model
+    finally:
+        model.preprocessor = preprocessor
+
+
+def _export_line(format, exported):
+    if "error" in exported:
+        return f"{format}: FAILED: {exported['error']}"
+    return (f"{format}: {exported['path']} ({exported['size_bytes']:,} bytes), "
+            f"max abs diff {exported['max_abs_diff']:.2g} vs Keras, test "
+            f"accuracy {exported['evaluation']['accuracy']:.4f} "
+            f"({exported['evaluation']['seconds']:.1f} s)")
+
+
+def _source(options):
+    if not options.train_files:
+        return "MR sentence polarity"
+    return "files " + ", ".join(
+        options.train_files + options.validation_files + options.test_files)
+
+
+def _counts(num_examples):
+    return " / ".join(f"{num_examples[k]:,} {k}" for k in ("train", "validation", "test"))
+
+
+class _Progress:
+    """Announces each stage as `[k/n] name ...` and times it."""
+
+    def __init__(self, log):
+        self._log = log
+        self.seconds = {}
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        index = STAGES.index(name) + 1
+        self._log(f"[{index}/{len(STAGES)}] {name} ...")
+        start = time.perf_counter()
+        notes = []
+        yield notes.append
+        self.seconds[name] = time.perf_counter() - start
+        for line in notes:
+            self._log(f"      {line}")
+        self._log(f"      {name} done in {self.seconds[name]:.1f} s")

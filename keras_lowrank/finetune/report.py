@@ -1,0 +1,145 @@
+"""What a fine-tuning run leaves: a summary table, report.json, a plot."""
+
+import json
+import math
+import os
+
+from keras_lowrank._atomic import atomic_path
+
+# `atomic_path`'s temporary file is private (0600); run outputs are meant to
+# be read by others, as the exported artifacts are.
+FILE_MODE = 0o644
+
+# Keys every report.json holds (None where a step was skipped).
+REQUIRED_KEYS = (
+    "test_accuracy",
+    "tflite_test_accuracy",
+    "onnx_test_accuracy",
+    "trainable_params",
+    "total_params",
+    "adapter_bytes",
+    "tflite_bytes",
+    "onnx_bytes",
+    "train_seconds",
+    "tflite_latency_ms",
+)
+
+
+def write_json(report, path):
+    """Writes `report` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=2, sort_keys=True, allow_nan=False)
+            file.write("\n")
+        os.chmod(tmp, FILE_MODE)
+
+
+def plot_training_curves(history, path, best_epoch=None):
+    """Loss and accuracy per epoch, train and validation, as a PNG.
+
+    Args:
+        history: dict of per-epoch lists: `loss`, `accuracy`, and
+            `val_loss`, `val_accuracy` when there was validation data.
+        path: str. The `.png` file to write (atomically).
+        best_epoch: int or None. The 1-based epoch whose weights were kept;
+            marked with a vertical line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(10, 4), dpi=100)
+    for index, metric in enumerate(("loss", "accuracy")):
+        axes = figure.add_subplot(1, 2, index + 1)
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = history.get(prefix + metric)
+            if values:
+                epochs = range(1, len(values) + 1)
+                axes.plot(epochs, values, marker="o", label=label)
+        if best_epoch:
+            axes.axvline(best_epoch, color="gray", linestyle="--", label="best epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.set_title(metric)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+        os.chmod(tmp, FILE_MODE)
+
+
+def summary_table(report) -> str:
+    """The lines printed at the end of a run: accuracy, size and latency."""
+    rows = [("model", "test accuracy", "size", "latency (batch 1)")]
+    rows.append((
+        "Keras (LoRA)",
+        _accuracy(report["test_accuracy"]),
+        _size(report["base_bytes"]),
+        "-",
+    ))
+    rows.append(("adapters.safetensors", "-", _size(report["adapter_bytes"]), "-"))
+    for format, name in (("tflite", "LiteRT"), ("onnx", "ONNX")):
+        exported = report["exports"].get(format)
+        if exported is None:
+            continue
+        if "error" in exported:
+            rows.append((f"{name}", "failed", "-", "-"))
+            continue
+        quantize = exported.get("quantize")
+        rows.append((
+            f"{name}" + (f" ({quantize})" if quantize else ""),
+            _accuracy(report[f"{format}_test_accuracy"]),
+            _size(report[f"{format}_bytes"]),
+            _latency(report[f"{format}_latency_ms"]),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    share = 100.0 * report["trainable_params"] / report["total_params"]
+    lines += [
+        "",
+        f"trainable params: {report['trainable_params']:,} of "
+        f"{report['total_params']:,} ({share:.2f}%)",
+        f"training: {report['epochs_run']} epochs in "
+        f"{report['train_seconds']:.0f} s, best epoch {report['best_epoch']}"
+        + (f" (validation accuracy {_accuracy(report['best_val_accuracy'])})"
+           if report.get("best_val_accuracy") is not None else ""),
+        "stages: " + ", ".join(
+            f"{name} {seconds:.0f} s" for name, seconds in report["stage_seconds"].items()
+        ) + f"; total {report['total_seconds']:.0f} s",
+    ]
+    for format, exported in report["exports"].items():
+        if "error" in exported:
+            lines.append(f"{format} export failed: {exported['error']}")
+    return "\n".join(lines)
+
+
+def _accuracy(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _latency(value):
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _size(size):
+    if size is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return "-"
+
+
+def finite_or_none(value):
+    """`value` as a float, or None when it is missing or not finite."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,179 @@
+"""Data, model and training of a fine-tuning run.
+
+Texts are tokenized once, through the classifier's own preprocessor mapped
+over batches in tf.data; training then feeds the token-id tensors (shuffled
+each epoch, batched, prefetched) with the preprocessor detached, so no epoch
+tokenizes again. Batches are padded to their longest row (`batching`). The
+same token ids feed evaluation and the exported models.
+"""
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_lowrank as klr
+from keras_lowrank.finetune import batching
+from keras_lowrank.finetune.options import FinetuneOptions
+
+ACCURACY = "accuracy"
+_TOKENIZE_BATCH = 256
+
+
+def load_data(options: FinetuneOptions):
+    """The `TextClassificationData` the options name (MR by default)."""
+    from keras_lowrank.data import load_mr_polarity
+    from keras_lowrank.data import load_text_classification
+
+    if not options.train_files:
+        return load_mr_polarity(cache_dir=options.cache_dir, seed=options.seed)
+    return load_text_classification(
+        list(options.train_files),
+        text_column=options.text_column,
+        label_column=options.label_column,
+        labels=options.labels,
+        validation_files=list(options.validation_files) or None,
+        test_files=list(options.test_files) or None,
+        cache_dir=options.cache_dir,
+        seed=options.seed,
+    )
+
+
+def build_classifier(options: FinetuneOptions, num_classes):
+    """A `BertTextClassifier` from `options.model` with LoRA adapters.
+
+    Returns:
+        `(model, base_model)`: the adapted classifier, and the base it was
+        made from (untouched, for its parameter count).
+
+    Raises:
+        FileNotFoundError: the default model is not installed.
+        ValueError: the model folder cannot be loaded as a BERT classifier,
+            or a target pattern matches no layer.
+    """
+    import keras_hub
+
+    folder = options.model or klr.presets.minilm_path()
+    if _looks_like_path(folder) and not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"model={folder!r}: no such folder. Pass a Hugging Face BERT "
+            "folder (config.json, model.safetensors, vocab.txt) or a keras-hub "
+            "preset name."
+        )
+    try:
+        base = keras_hub.models.BertTextClassifier.from_preset(
+            folder, num_classes=num_classes
+        )
+    except FileNotFoundError:
+        raise
+    except (ValueError, KeyError, OSError) as error:
+        raise ValueError(
+            f"Cannot load a BERT text classifier from model={folder!r}: "
+            f"{error}. Pass a keras-hub BERT preset or a Hugging Face BERT "
+            "folder (config.json, model.safetensors, vocab.txt)."
+        ) from None
+    base.preprocessor.sequence_length = options.sequence_length
+    model = klr.add_adapters(
+        base,
+        rank=options.rank,
+        alpha=options.alpha,
+        dropout=options.dropout,
+        targets=options.targets_for_config,
+    )
+    return model, base
+
+
+def tokenize(preprocessor, dataset, limit=None):
+    """Token ids of an unbatched `(text, label)` dataset, as numpy arrays.
+
+    Args:
+        preprocessor: the classifier's preprocessor (sequence length set).
+        dataset: tf.data.Dataset of `(text, label)` scalars.
+        limit: int or None. Keep only the first `limit` examples.
+
+    Returns:
+        `(inputs, labels)`: `{"token_ids", "segment_ids", "padding_mask"}`
+        int32 arrays of shape (n, sequence_length), and int64 labels (n,).
+    """
+    if limit is not None:
+        dataset = dataset.take(limit)
+    batches = dataset.batch(_TOKENIZE_BATCH).map(
+        preprocessor, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    inputs, labels = {}, []
+    for x, y in batches.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        for name, value in x.items():
+            inputs.setdefault(name, []).append(np.asarray(value).astype("int32"))
+        labels.append(y)
+    if not labels:
+        return {}, np.zeros((0,), "int64")
+    return (
+        {name: np.concatenate(parts) for name, parts in inputs.items()},
+        np.concatenate(labels).astype("int64"),
+    )
+
+
+def fit(model, train, validation, options: FinetuneOptions):
+    """Trains `model` on token ids; early stopping keeps the best epoch.
+
+    Args:
+        model: the adapted classifier, preprocessor detached.
+        train: `(inputs, labels)` from `tokenize`.
+        validation: `(inputs, labels)`, possibly empty.
+        options: the run's options.
+
+    Returns:
+        The Keras `History.history` dict (`loss`, `accuracy`, `val_loss`,
+        `val_accuracy` per epoch).
+    """
+    inputs, labels = train
+    steps_per_epoch = math.ceil(len(labels) / options.batch_size)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            _schedule(options, steps_per_epoch * options.epochs),
+            weight_decay=options.weight_decay,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
+    )
+    train_data = batching.training_dataset(
+        inputs, labels, options.batch_size, options.seed
+    )
+    callbacks, validation_data = [], None
+    if len(validation[1]):
+        validation_data = batching.evaluation_dataset(*validation, options.batch_size)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=f"val_{ACCURACY}",
+                mode="max",
+                patience=options.patience,
+                restore_best_weights=True,
+                verbose=int(options.verbose > 0),
+            )
+        )
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=options.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=options.verbose,
+    )
+    return {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def _looks_like_path(name):
+    return os.sep in name or name.startswith(".") or os.path.exists(name)
+
+
+def _schedule(options, total_steps):
+    warmup = int(options.warmup_fraction * total_steps)
+    # Linear warmup to the peak, then cosine decay to 0 at the last step.
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else options.learning_rate,
+        decay_steps=max(total_steps - warmup, 1),
+        warmup_target=options.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )

@@ -1,0 +1,158 @@
+"""How a Dense or EinsumDense kernel maps onto a `(fan_in, fan_out)` matrix.
+
+Low-rank factors live on that matrix: `A` is `(fan_in, rank)` and `B` is
+`(rank, fan_out)`. For a Dense kernel the matrix is the kernel itself. For an
+EinsumDense kernel the axes contracted with the input are flattened into
+`fan_in` and the axes that reach the output into `fan_out`: a query kernel
+`(384, 12, 32)` under `"abc,cde->abde"` is the matrix `(384, 384)`, an output
+kernel `(12, 32, 384)` under `"abcd,cde->abe"` is `(384, 384)` as well. This is
+the layout PEFT uses for the same projections.
+"""
+
+import dataclasses
+import math
+import string
+
+from keras import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelLayout:
+    """The matrix view of a kernel, and the einsums that apply its factors.
+
+    Args:
+        equation: str. The layer's einsum equation, `"ab,bc->ac"` for Dense.
+        kernel_shape: tuple of int. The kernel's shape.
+        in_axes: tuple of int. Kernel axes contracted with the input.
+        out_axes: tuple of int. Kernel axes that reach the output.
+        rank_letter: str. A letter of no axis, for the rank axis.
+    """
+
+    equation: str
+    kernel_shape: tuple
+    in_axes: tuple
+    out_axes: tuple
+    rank_letter: str
+
+    @classmethod
+    def for_dense(cls, kernel_shape):
+        return cls.for_einsum("...a,ab->...b", kernel_shape)
+
+    @classmethod
+    def for_einsum(cls, equation, kernel_shape):
+        """Splits the kernel axes of `equation` into input and output axes.
+
+        Raises:
+            ValueError: when the equation is not `input,kernel->output`, or a
+                kernel axis is both contracted and kept (a per-head, batched
+                kernel), which no single matrix describes.
+        """
+        inputs_spec, kernel_spec, output_spec = _split_equation(equation)
+        if len(kernel_spec) != len(kernel_shape):
+            raise ValueError(
+                f"The kernel spec '{kernel_spec}' of equation '{equation}' "
+                f"has {len(kernel_spec)} axes but the kernel has shape "
+                f"{tuple(kernel_shape)}."
+            )
+        in_axes, out_axes = [], []
+        for axis, letter in enumerate(kernel_spec):
+            in_input, in_output = letter in inputs_spec, letter in output_spec
+            if in_input and in_output:
+                raise ValueError(
+                    f"Kernel axis '{letter}' of equation '{equation}' is both "
+                    "contracted with the input and kept in the output (a "
+                    "batched kernel). Low-rank factors need each kernel axis "
+                    "to be either an input axis or an output axis."
+                )
+            if in_input:
+                in_axes.append(axis)
+            elif in_output:
+                out_axes.append(axis)
+            else:
+                raise ValueError(
+                    f"Kernel axis '{letter}' of equation '{equation}' is "
+                    "summed away; such kernels are not supported."
+                )
+        if not in_axes or not out_axes:
+            raise ValueError(
+                f"Equation '{equation}' needs at least one input and one "
+                "output kernel axis for low-rank factors."
+            )
+        used = set(equation)
+        rank_letter = next(c for c in string.ascii_letters if c not in used)
+        return cls(
+            equation=equation,
+            kernel_shape=tuple(int(d) for d in kernel_shape),
+            in_axes=tuple(in_axes),
+            out_axes=tuple(out_axes),
+            rank_letter=rank_letter,
+        )
+
+    @property
+    def in_dims(self):
+        return tuple(self.kernel_shape[a] for a in self.in_axes)
+
+    @property
+    def out_dims(self):
+        return tuple(self.kernel_shape[a] for a in self.out_axes)
+
+    @property
+    def fan_in(self):
+        return math.prod(self.in_dims)
+
+    @property
+    def fan_out(self):
+        return math.prod(self.out_dims)
+
+    def to_matrix(self, kernel):
+        """`kernel` (kernel_shape) -> `(fan_in, fan_out)`."""
+        kernel = ops.transpose(kernel, self.in_axes + self.out_axes)
+        return ops.reshape(kernel, (self.fan_in, self.fan_out))
+
+    def from_matrix(self, matrix):
+        """`(fan_in, fan_out)` -> kernel_shape; the inverse of `to_matrix`."""
+        kernel = ops.reshape(matrix, self.in_dims + self.out_dims)
+        order = self.in_axes + self.out_axes
+        return ops.transpose(kernel, [order.index(a) for a in range(len(order))])
+
+    @property
+    def left_equation(self):
+        """Contracts the input with `A` reshaped to `in_dims + (rank,)`."""
+        inputs_spec, kernel_spec, _ = _split_equation(self.equation)
+        in_letters = "".join(kernel_spec[a] for a in self.in_axes)
+        kept = "".join(c for c in inputs_spec if c not in in_letters)
+        r = self.rank_letter
+        return f"{inputs_spec},{in_letters}{r}->{kept}{r}"
+
+    @property
+    def right_equation(self):
+        """Expands `(..., rank)` with `B` reshaped to `(rank,) + out_dims`."""
+        inputs_spec, kernel_spec, output_spec = _split_equation(self.equation)
+        in_letters = "".join(kernel_spec[a] for a in self.in_axes)
+        out_letters = "".join(kernel_spec[a] for a in self.out_axes)
+        kept = "".join(c for c in inputs_spec if c not in in_letters)
+        r = self.rank_letter
+        return f"{kept}{r},{r}{out_letters}->{output_spec}"
+
+    def apply_factors(self, inputs, left, right):
+        """`inputs · left · right` for `left` (fan_in, k), `right` (k, fan_out).
+
+        Never forms the `(fan_in, fan_out)` product: the cost is that of two
+        thin matmuls.
+        """
+        rank = left.shape[-1]
+        left = ops.reshape(left, self.in_dims + (rank,))
+        right = ops.reshape(right, (rank,) + self.out_dims)
+        hidden = ops.einsum(self.left_equation, inputs, left)  # (..., rank)
+        return ops.einsum(self.right_equation, hidden, right)
+
+
+def _split_equation(equation):
+    if "->" not in equation or equation.count(",") != 1:
+        raise ValueError(
+            "Expected an einsum equation of the form 'input,kernel->output'. "
+            f"Received: equation='{equation}'"
+        )
+    lhs, output_spec = equation.replace(" ", "").split("->")
+    inputs_spec, kernel_spec = lhs.split(",")
+    return inputs_spec, kernel_spec, output_spec

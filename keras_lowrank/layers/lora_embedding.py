@@ -1,0 +1,72 @@
+"""`LoRAEmbedding`: a low-rank delta on a frozen `keras.layers.Embedding`."""
+
+import keras
+from keras import ops
+
+from keras_lowrank.layers.kernel_layout import KernelLayout
+from keras_lowrank.layers.lora_adapter import LoRAAdapter
+
+
+@keras.saving.register_keras_serializable(package="keras_lowrank")
+class LoRAEmbedding(LoRAAdapter):
+    """Wraps an `Embedding` table: rows of `E + s·A·B`.
+
+    `A` is `(vocab, r)` and `B` is `(r, dim)`: a lookup gathers the ids' rows
+    of `A` (dropout acts on those, in training) and expands them by `B`, so a
+    step costs `batch·seq·r·dim`, never a `(vocab, dim)` table. Large
+    recommender tables are the classic case: a rank-8 delta on a 1M × 64
+    table trains 8.5M instead of 64M values. keras-hub's tied
+    `ReversibleEmbedding` also works in reverse (`reverse=True`), where
+    the output projection uses the same adapted table.
+
+    Args:
+        layer: keras.layers.Embedding. The table to adapt.
+        rank: int. Rank `r`, from 1 to min(vocab, dim).
+        alpha: float. Scale numerator; `s = alpha / rank`. Defaults to rank.
+        dropout: float in [0, 1). Dropout on the gathered rows of `A`, in
+            training only.
+        use_rslora: bool. Use `s = alpha / sqrt(rank)`.
+        a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
+        b_initializer: initializer of `B`. Defaults to `"zeros"`, so the
+            outputs equal the table's at init.
+        **kwargs: base layer arguments; `name` defaults to the layer's.
+
+    Example:
+    ```python
+    table = keras.layers.Embedding(10_000, 64)
+    table.build()
+    lora = klr.LoRAEmbedding(table, rank=8)
+    vectors = lora(keras.ops.array([[1, 2, 3]]))
+    ```
+    """
+
+    wrapped_class = keras.layers.Embedding
+    kernel_name = "embeddings"
+
+    @classmethod
+    def layout_of(cls, layer):
+        return KernelLayout.for_dense(tuple(layer.embeddings.shape))
+
+    def call(self, inputs, reverse=False, training=None):
+        if reverse:
+            return self._reverse(inputs)
+        layer = self.layer
+        ids = ops.cast(inputs, "int32")
+        outputs = ops.take(layer.embeddings, ids, axis=0)
+        rows = self._adapter_inputs(ops.take(self.lora_a, ids, axis=0), training)
+        outputs = outputs + ops.matmul(rows, self.lora_b) * self.scale
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _reverse(self, inputs):
+        """Logits against the adapted table, for tied output projections."""
+        layer = self.layer
+        if not getattr(layer, "tie_weights", False):
+            return layer(inputs, reverse=True)
+        kernel = ops.transpose(layer.embeddings)
+        logits = ops.matmul(inputs, kernel)
+        hidden = ops.matmul(inputs, ops.transpose(self.lora_b))  # (..., rank)
+        logits = logits + ops.matmul(hidden, ops.transpose(self.lora_a)) * self.scale
+        soft_cap = getattr(layer, "logit_soft_cap", None)
+        if soft_cap is not None:
+            logits = ops.multiply(ops.tanh(ops.divide(logits, soft_cap)), soft_cap)
+        return logits

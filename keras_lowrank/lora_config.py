@@ -1,0 +1,170 @@
+"""`LoRAConfig`: what `add_adapters` puts where, validated in one place."""
+
+import dataclasses
+import json
+import numbers
+
+from keras_lowrank.layer_patterns import check_pattern
+
+ALL_LINEAR = "all-linear"
+INIT_METHODS = ("default", "pissa")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+    """Settings of LoRA adapters, as PEFT's `LoraConfig` has them.
+
+    Patterns are layer paths, last path components, globs or `re:` regular
+    expressions (see `keras_lowrank.layer_patterns`).
+
+    Args:
+        rank: int. Rank `r` of each delta. Defaults to 8.
+        alpha: float or None. Scale numerator, `s = alpha / rank`; None means
+            alpha = rank (s = 1).
+        dropout: float in [0, 1). Dropout on the adapter path in training.
+        use_rslora: bool. Scale by `alpha / sqrt(rank)` (rank-stabilized).
+        targets: patterns of the layers to adapt (Dense, EinsumDense,
+            Embedding), or `"all-linear"` for every Dense and EinsumDense
+            not kept `trainable`. Defaults to the attention query and value
+            projections, `("query", "value")`.
+        exclude: patterns of layers never adapted, even when targeted.
+        trainable: patterns of layers kept fully trainable. None means: the
+            head of a keras-hub task (its layers outside the backbone), and
+            nothing for other models.
+        rank_pattern: `{pattern: rank}` overrides; the first match wins.
+        alpha_pattern: `{pattern: alpha}` overrides; the first match wins.
+        init: `"default"` (A random, B zero) or `"pissa"` (A·B starts as the
+            top-r singular part of W, and W keeps the residual).
+
+    Example:
+    ```python
+    config = klr.LoRAConfig(rank=16, targets="all-linear",
+                            rank_pattern={"*/attention_output": 4})
+    model = klr.add_adapters(model, config)
+    ```
+    """
+
+    rank: int = 8
+    alpha: float | None = None
+    dropout: float = 0.0
+    use_rslora: bool = False
+    targets: str | tuple = ("query", "value")
+    exclude: tuple = ()
+    trainable: tuple | None = None
+    rank_pattern: dict = dataclasses.field(default_factory=dict)
+    alpha_pattern: dict = dataclasses.field(default_factory=dict)
+    init: str = "default"
+
+    def __post_init__(self):
+        _check_rank(self.rank, "rank")
+        if self.alpha is not None:
+            _check_alpha(self.alpha, "alpha")
+        if not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
+            raise ValueError(
+                f"LoRAConfig expected `dropout` in [0, 1). Received: dropout={self.dropout!r}"
+            )
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("use_rslora", bool(self.use_rslora))
+        if self.targets != ALL_LINEAR:
+            set_("targets", _patterns(self.targets, "targets"))
+            if not self.targets:
+                raise ValueError(
+                    "LoRAConfig expected at least one pattern in `targets` "
+                    f"(or '{ALL_LINEAR}'). Received: targets=()"
+                )
+        set_("exclude", _patterns(self.exclude, "exclude"))
+        if self.trainable is not None:
+            set_("trainable", _patterns(self.trainable, "trainable"))
+        for pattern, rank in dict(self.rank_pattern).items():
+            check_pattern(pattern, "rank_pattern")
+            _check_rank(rank, f"rank_pattern['{pattern}']")
+        for pattern, alpha in dict(self.alpha_pattern).items():
+            check_pattern(pattern, "alpha_pattern")
+            _check_alpha(alpha, f"alpha_pattern['{pattern}']")
+        set_("rank_pattern", dict(self.rank_pattern))
+        set_("alpha_pattern", dict(self.alpha_pattern))
+        if self.init not in INIT_METHODS:
+            raise ValueError(
+                f"LoRAConfig got an unknown `init`. Received: init={self.init!r}. "
+                f"Supported: {list(INIT_METHODS)}"
+            )
+
+    def rank_for(self, path):
+        from keras_lowrank.layer_patterns import first_match
+
+        pattern = first_match(self.rank_pattern, path)
+        return self.rank if pattern is None else int(self.rank_pattern[pattern])
+
+    def alpha_for(self, path):
+        from keras_lowrank.layer_patterns import first_match
+
+        pattern = first_match(self.alpha_pattern, path)
+        if pattern is not None:
+            return float(self.alpha_pattern[pattern])
+        return self.alpha
+
+    def replace(self, **overrides):
+        """A copy with `overrides`; unknown names raise a ValueError."""
+        _check_names(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        for key in ("exclude", "trainable"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        if data["targets"] != ALL_LINEAR:
+            data["targets"] = list(data["targets"])
+        return data
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data):
+        _check_names(data)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
+def _check_names(names):
+    fields = [f.name for f in dataclasses.fields(LoRAConfig)]
+    unknown = sorted(set(names) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"LoRAConfig has no field {unknown[0]!r}. Received: {unknown}. "
+            f"Fields: {fields}"
+        )
+
+
+def _check_rank(rank, name):
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise ValueError(
+            f"LoRAConfig expected `{name}` to be a positive integer. "
+            f"Received: {name}={rank!r}"
+        )
+
+
+def _check_alpha(alpha, name):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+        raise ValueError(
+            f"LoRAConfig expected `{name}` > 0. Received: {name}={alpha!r}"
+        )
+
+
+def _patterns(value, name):
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        patterns = tuple(value)
+    except TypeError:
+        raise ValueError(
+            f"LoRAConfig expected `{name}` to be a pattern or a list of "
+            f"patterns. Received: {name}={value!r}"
+        ) from None
+    for pattern in patterns:
+        check_pattern(pattern, name)
+    return patterns

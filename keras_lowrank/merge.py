@@ -1,0 +1,41 @@
+"""`merge_adapters`: fold every adapter into its kernel, `W + s·A·B`."""
+
+from keras_lowrank import model_surgery
+from keras_lowrank.layers import LoRAAdapter
+
+
+def merge_adapters(model):
+    """A new model of the original architecture with the adapters merged.
+
+    Each adapter becomes a plain layer of the class it wraps, kernel
+    `W + s·A·B` (`LoRAAdapter.merge`). When no keras_lowrank layer is left the
+    result is an instance of the original class (the keras-hub class where the
+    input is one) whose config mentions nothing of keras_lowrank: it loads
+    with plain Keras / keras-hub and `save_to_preset` works. Factorized layers
+    from `klr.compress` are kept as they are. Every layer of the result is
+    trainable, as in a freshly loaded model.
+
+    Args:
+        model: keras.Model. Left untouched.
+
+    Returns:
+        The merged model; a model without adapters is returned as it is.
+
+    Example:
+    ```python
+    merged = klr.merge_adapters(model)
+    merged.save_to_preset("my_preset")  # keras-hub models
+    ```
+    """
+    if not any(
+        isinstance(layer, LoRAAdapter)
+        for layer in model_surgery.layer_paths(model).values()
+    ):
+        return model
+
+    def merge(path, layer):
+        return layer.merge() if isinstance(layer, LoRAAdapter) else None
+
+    merged, _ = model_surgery.rewrite_model(model, merge)
+    merged.trainable = True
+    return merged

@@ -1,0 +1,362 @@
+"""Rewriting a model: new copies with some of their layers replaced.
+
+Every model operation of keras_lowrank (`add_adapters`, `load_adapters`,
+`merge_adapters`, `compress`, `shrink_adapters`) is one call to
+`rewrite_model(model, replace)`: copy the model (a fresh instance of its class
+from its config, with its weights), then swap the chosen layers, at any depth,
+for new ones. The input model is never touched.
+
+A swapped layer can sit anywhere: an attribute of a keras-hub transformer
+block, an item of `backbone.transformer_layers`, an operation of a Functional
+graph. `_swap` updates every reference the copy holds to it.
+
+The copy must still save to `.keras` and load back. The configs of keras-hub
+models (hyperparameters) and of nested layers (which build their sublayers
+themselves) cannot describe the swapped layers, so a rewritten model records
+them: its class becomes a subclass of the input's class (so `isinstance`,
+`generate()` and the preprocessor keep working) whose config is the original
+model's config plus `{layer path: serialized new layer}`. Loading rebuilds the
+original, swaps the same layers back in, and Keras then restores the weights.
+When no keras_lowrank layer is left (after `merge_adapters`), the model gets its
+original class back, and its config is plain Keras / keras-hub again.
+"""
+
+import contextlib
+
+import keras
+
+_REGISTERED_NAME = "keras_lowrank>RewrittenModel"
+_REWRITTEN_CLASSES = {}
+
+
+# === Paths ===
+
+
+def layer_paths(model):
+    """`{path: layer}` for every layer nested in `model`, depth first.
+
+    The layers of keras_lowrank (adapters, factorized layers) are leaves: the
+    layer an adapter wraps is reached through it, not listed.
+
+    Paths are those Keras gives layers built the usual way
+    (`transformer_layer_3/self_attention_layer/query`): a layer's path is its
+    parent's path plus its name, and the layers of a model (a backbone inside
+    a task, too) start at the top, since a model builds its layers itself.
+    """
+    paths = {}
+    # A keras-hub task's preprocessor is tracked but is not part of the model.
+    preprocessor = getattr(model, "preprocessor", None)
+
+    def visit(layer, prefix):
+        for child in _sublayers(layer):
+            if isinstance(child, keras.layers.InputLayer) or child is preprocessor:
+                continue
+            path = child.name if not prefix else f"{prefix}/{child.name}"
+            if path in paths or any(child is seen for seen in paths.values()):
+                continue
+            paths[path] = child
+            if _is_ours(child):
+                continue  # an adapter or factorized layer is one unit
+            is_model = isinstance(child, keras.Model)
+            visit(child, "" if is_model else path)
+
+    visit(model, "")
+    return paths
+
+
+def _sublayers(layer):
+    return list(getattr(layer, "_layers", []))
+
+
+# === Copy and rewrite ===
+
+
+def copy_model(model):
+    """A new instance of `model`'s class with equal config, weights and flags.
+
+    A keras-hub task's preprocessor holds no weights and is shared, not
+    copied (its tokenizer's vocabulary lives in assets, not in its config).
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Expected a keras.Model (Functional, Sequential, or a keras-hub "
+            f"Backbone or Task). Received: {type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"Model '{model.name}' is not built: call it on data or build it "
+            "first, so that its layers have weights to copy."
+        )
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is not None:
+        inner = config["config"]
+        if is_rewritten(model):
+            inner["base"] = {**inner["base"], "config": dict(inner["base"]["config"])}
+            inner = inner["base"]["config"]
+        if "preprocessor" in inner:
+            inner["preprocessor"] = preprocessor
+    fresh = keras.saving.deserialize_keras_object(config)
+    _copy_weights(model, fresh)
+    _apply_trainable_flags(fresh, _trainable_flags(model))
+    return fresh
+
+
+def rewrite_model(model, replace):
+    """A copy of `model` where `replace(path, layer)` swaps layers.
+
+    Args:
+        model: keras.Model. Left untouched.
+        replace: callable `(path, layer) -> new layer or None`, called once
+            per nested layer of the copy, parents before children. It receives
+            the copy's layer (free to wrap), never the input's. The layers
+            inside a replaced layer are not visited.
+
+    Returns:
+        `(new_model, replaced_paths)`.
+    """
+    fresh = copy_model(model)
+    replaced = []
+    skip_below = []
+    for path, layer in list(layer_paths(fresh).items()):
+        if any(path.startswith(p + "/") for p in skip_below):
+            continue
+        with _name_scope_of(path):
+            new = replace(path, layer)
+        if new is None or new is layer:
+            continue
+        _swap(fresh, layer, new)
+        _record(fresh, model).append(path)
+        replaced.append(path)
+        skip_below.append(path)
+    _settle_class(fresh, model)
+    return fresh, replaced
+
+
+# === Swapping one layer for another ===
+
+
+def _swap(root, old, new):
+    """Points every reference that objects in `root` hold to `old` at `new`."""
+    new._inbound_nodes = old._inbound_nodes
+    new._outbound_nodes = old._outbound_nodes
+    for owner in _all_layers(root):
+        _swap_in_attributes(owner, old, new)
+        if hasattr(owner, "_operations"):
+            _swap_in_graph(owner, old, new)
+
+
+def _all_layers(root):
+    seen, stack, found = set(), [root], []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        found.append(layer)
+        stack.extend(_sublayers(layer))
+        functional = getattr(layer, "_functional", None)  # Sequential's graph
+        if functional is not None:
+            stack.append(functional)
+    return found
+
+
+def _swap_in_attributes(owner, old, new):
+    with _unlocked(owner):
+        for name, value in list(vars(owner).items()):
+            if value is old:
+                setattr(owner, name, new)
+            elif isinstance(value, list) and name != "_layers":
+                _swap_in_list(value, old, new)
+            elif isinstance(value, dict):
+                for key, item in list(value.items()):
+                    if item is old:
+                        value[key] = new
+    layers = getattr(owner, "_layers", None)
+    if layers is not None and any(item is old for item in layers):
+        # Keep the old layer's position: weight order follows `_layers`.
+        position = next(i for i, item in enumerate(layers) if item is old)
+        kept = [item for item in layers if item is not old and item is not new]
+        kept.insert(min(position, len(kept)), new)
+        layers[:] = kept
+
+
+def _swap_in_list(items, old, new):
+    for i, item in enumerate(list(items)):
+        if item is old:
+            items[i] = new
+
+
+def _swap_in_graph(function, old, new):
+    _swap_in_list(function._operations, old, new)
+    for operations in getattr(function, "_operations_by_depth", {}).values():
+        _swap_in_list(operations, old, new)
+    for nodes in getattr(function, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            if node.operation is old:
+                node.operation = new
+                for tensor in node.outputs:
+                    history = tensor._keras_history
+                    tensor._keras_history = type(history)(
+                        new, history.node_index, history.tensor_index
+                    )
+
+
+@contextlib.contextmanager
+def _unlocked(layer):
+    """Lets a built layer's tracker take a new sublayer for a moment."""
+    tracker = getattr(layer, "_tracker", None)
+    locked = tracker is not None and tracker.locked
+    if locked:
+        tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            tracker.lock()
+
+
+@contextlib.contextmanager
+def _name_scope_of(path):
+    """Builds new layers under their parent's path, as Keras would have."""
+    with contextlib.ExitStack() as stack:
+        for part in path.split("/")[:-1]:
+            stack.enter_context(keras.name_scope(part))
+        yield
+
+
+# === Weights and flags ===
+
+
+def _copy_weights(source, target):
+    values = source.get_weights()
+    shapes = [tuple(w.shape) for w in target.weights]
+    if len(values) != len(shapes) or any(
+        tuple(v.shape) != s for v, s in zip(values, shapes)
+    ):
+        raise ValueError(
+            f"Could not copy model '{source.name}': a rebuild from its config "
+            f"has {len(shapes)} weights, the model {len(values)}. Models whose "
+            "config does not describe all their layers cannot be copied."
+        )
+    target.set_weights(values)
+
+
+def _trainable_flags(model):
+    return {path: layer.trainable for path, layer in layer_paths(model).items()}
+
+
+def _apply_trainable_flags(model, flags):
+    by_depth = sorted(flags.items(), key=lambda item: item[0].count("/"))
+    current = layer_paths(model)
+    for path, trainable in by_depth:
+        layer = current.get(path)
+        if layer is not None and layer.trainable != trainable:
+            layer.trainable = trainable
+
+
+# === The record that makes rewritten models serializable ===
+
+
+def _record(fresh, original):
+    """The list of replaced paths of `fresh`, started from `original`'s."""
+    if "_klr_replaced" not in vars(fresh):
+        inherited = list(getattr(original, "_klr_replaced", []))
+        base = getattr(original, "_klr_base_config", None)
+        if base is None:
+            base = keras.saving.serialize_keras_object(original)
+            base.pop("compile_config", None)
+        object.__setattr__(fresh, "_klr_replaced", inherited)
+        object.__setattr__(fresh, "_klr_base_config", base)
+    return fresh._klr_replaced
+
+
+def _settle_class(fresh, original):
+    """Gives `fresh` the rewritten class while keras_lowrank layers remain."""
+    paths = layer_paths(fresh)
+    replaced = [
+        p for p in getattr(fresh, "_klr_replaced", []) if _is_ours(paths.get(p))
+    ]
+    base_class = _base_class(type(original))
+    if replaced:
+        object.__setattr__(fresh, "_klr_replaced", replaced)
+        fresh.__class__ = _rewritten_class(base_class)
+    else:
+        vars(fresh).pop("_klr_replaced", None)
+        vars(fresh).pop("_klr_base_config", None)
+        fresh.__class__ = base_class
+
+
+def _is_ours(layer):
+    return layer is not None and type(layer).__module__.startswith("keras_lowrank.")
+
+
+def _base_class(cls):
+    return getattr(cls, "_klr_base_class", cls)
+
+
+def is_rewritten(model):
+    return "_klr_base_class" in vars(type(model))
+
+
+def _rewritten_class(base_class):
+    if base_class not in _REWRITTEN_CLASSES:
+
+        class Rewritten(base_class):
+            _klr_base_class = base_class
+
+            def get_config(self):
+                paths = layer_paths(self)
+                return {
+                    "base": self._klr_base_config,
+                    "replaced": {
+                        p: keras.saving.serialize_keras_object(paths[p])
+                        for p in self._klr_replaced
+                    },
+                    "frozen": [p for p, l in paths.items() if not l.trainable],
+                }
+
+            from_config = classmethod(lambda cls, config: _from_config(config))
+
+        Rewritten.__name__ = Rewritten.__qualname__ = base_class.__name__
+        Rewritten.__module__ = __name__
+        keras.saving.get_custom_objects()  # make sure the registry exists
+        from keras.src.saving import object_registration
+
+        object_registration.GLOBAL_CUSTOM_NAMES[Rewritten] = _REGISTERED_NAME
+        _REWRITTEN_CLASSES[base_class] = Rewritten
+    return _REWRITTEN_CLASSES[base_class]
+
+
+class _RewrittenModelLoader:
+    """What `keras.models.load_model` finds under the registered name."""
+
+    @classmethod
+    def from_config(cls, config):
+        return _from_config(config)
+
+
+def _from_config(config):
+    model = keras.saving.deserialize_keras_object(dict(config["base"]))
+    paths = layer_paths(model)
+    object.__setattr__(model, "_klr_replaced", [])
+    object.__setattr__(model, "_klr_base_config", config["base"])
+    for path, layer_config in config["replaced"].items():
+        if path not in paths:
+            raise ValueError(
+                f"The saved model replaces layer '{path}', which its base "
+                "model does not have."
+            )
+        with _name_scope_of(path):
+            new = keras.saving.deserialize_keras_object(layer_config)
+        _swap(model, paths[path], new)
+        model._klr_replaced.append(path)
+    frozen = set(config.get("frozen", []))
+    flags = {p: p not in frozen for p in layer_paths(model)}
+    _apply_trainable_flags(model, flags)
+    _settle_class(model, model)
+    return model
+
+
+keras.saving.get_custom_objects()[_REGISTERED_NAME] = _RewrittenModelLoader

@@ -1,0 +1,150 @@
+"""The bench's pure parts: ratios, targets, FLOPs, trace naming, RESULTS.md.
+
+`make bench` itself takes ~25 minutes and even `--quick` several (each
+configuration loads MiniLM in its own process), so the end-to-end smoke run
+is opt-in: `KLR_BENCH_SMOKE=1 pytest tests/benchmarks`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import report
+from benchmarks import results_md
+from benchmarks import trace_summary
+from benchmarks.profile_step import step_flops
+from benchmarks.settings import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAYER = "bert_text_classifier_1/bert_backbone_1/transformer_layer_2_1"
+
+
+def _step(median, trainable, rss):
+    return {"step": {"median_s": median, "min_s": median, "max_s": median,
+                     "mean_s": median, "n": 1},
+            "trainable_params": trainable, "peak_rss_bytes": rss}
+
+
+def _latency(base, merged):
+    return {name: {"median_s": value} for name, value in
+            (("base", base), ("adapted", base * 1.1), ("merged", merged))}
+
+
+def fake_results():
+    micro = {"shape": [32, 128, 384], "rank": 8,
+             "median_ms": {"frozen": 18.0, "klr": 24.0, "klr_flat": 21.0, "keras": 28.0},
+             "overhead_ms": {"klr": 6.0, "klr_flat": 3.0, "keras": 10.0}}
+    results = {
+        "command": "python benchmarks/run.py", "note": "TRIAL",
+        "settings": json.loads(Settings().to_json()),
+        "machine": {"cpu_model": "cpu", "cores_usable": 2, "ram_bytes": 2**34,
+                    "python": "3.11", "date": "today", "git_commit": "abc",
+                    "versions": {"tensorflow": "2.21.0", "keras": "3.15.1",
+                                 "keras-hub": "0.32.0"},
+                    "load_average_at_start": [0.1, 0.1, 0.1]},
+        "wall_s": 1200.0,
+        "train_step": {
+            "full": _step(1.0, 22_713_986, 3_000_000_000),
+            "klr_lora": _step(0.7, 74_498, 2_400_000_000),
+            "keras_lora": _step(0.8, 450_818, 2_500_000_000),
+            "peft_lora": {"skipped": "No module named 'torch'"},
+        },
+        "accuracy": {c: {"learning_rate": 1e-3, "test_accuracy": 0.8,
+                         "fit_s": 90.0, "fit_s_per_step": 0.5}
+                     for c in ("full", "klr_lora", "keras_lora")},
+        "latency": {"method": "tf.function", "sequence_length": 128,
+                    "merged_vs_adapted_max_abs_diff": 1e-7,
+                    "batches": {"1": _latency(0.010, 0.0101),
+                                "32": _latency(0.300, 0.309)}},
+        "exports": {"sequence_length": 128, "formats": {
+            "tflite": {"size_bytes": 91e6, "latency_ms_batch_1": 9.0,
+                       "max_abs_diff": 1e-7, "runtime": "litert"},
+            "onnx": {"error": "ValueError: boom"}}},
+        "profile": {
+            "phases_ms": {"lora_forward": 300.0, "lora_forward_backward": 680.0,
+                          "lora_step": 700.0, "floor_forward": 290.0,
+                          "floor_forward_backward": 640.0, "floor_step": 650.0},
+            "trace": {"op_ms_per_step": 1000.0, "by_phase": {"forward": 450.0},
+                      "by_type": {"MatMul": 300.0, "BatchMatMulV2": 500.0},
+                      "by_component": {"query": 80.0, "key": 60.0},
+                      "adapter_ops_ms": 30.0, "adapter_minus_key_ms": 40.0},
+            "adapter_microbench": micro,
+            "flops": step_flops(32, 128, 8),
+        },
+    }
+    results["ratios"] = report.ratios(results)
+    results["targets"] = report.targets(results, results["ratios"])
+    return results
+
+
+def test_ratios_are_medians_and_peaks_divided():
+    ratio = fake_results()["ratios"]
+    assert ratio["lora_vs_full_step"] == pytest.approx(0.7)
+    assert ratio["lora_vs_keras_builtin_step"] == pytest.approx(0.875)
+    assert ratio["lora_vs_full_peak_rss"] == pytest.approx(0.8)
+    assert ratio["merged_vs_base_latency"] == pytest.approx(1.03)
+    assert ratio["merged_vs_base_latency_batch_1"] == pytest.approx(1.01)
+    assert ratio["lora_vs_peft_step"] is None  # PEFT skipped
+
+
+def test_targets_say_which_are_met():
+    met = {t["name"]: t["met"] for t in fake_results()["targets"]}
+    assert met == {
+        "lora_vs_keras_builtin_step": True, "lora_vs_full_step": True,
+        "lora_vs_full_peak_rss": True, "trainable_params": True,
+        "merged_vs_base_latency": False, "merged_vs_base_latency_batch_1": True,
+    }
+
+
+def test_step_flops_of_minilm():
+    flops = step_flops(32, 128, 8)
+    # 6 blocks x 2 x 4096 tokens x (4 x 384^2 + 2 x 384 x 1536) multiply-adds
+    assert flops["forward"] == 86_973_087_744 + 4_831_838_208
+    assert flops["lora_vs_full"] == pytest.approx(0.6908, abs=1e-4)
+    assert flops["adapter_share_of_lora_step"] == pytest.approx(0.00953, abs=1e-5)
+
+
+@pytest.mark.parametrize("name, component, adapter", [
+    (f"{LAYER}/self_attention_layer_1/query_1/MatMul", "query", False),
+    (f"gradient_tape/{LAYER}/self_attention_layer_1/value_1/MatMul_1/MatMul_1",
+     "value", True),
+    (f"{LAYER}/self_attention_layer_1/key_1/Add", "key", False),
+    (f"gradient_tape/{LAYER}/self_attention_layer_1/MatMul/x", "attention_core", False),
+    (f"{LAYER}/feedforward_intermediate_dense_1/MatMul",
+     "feedforward_intermediate_dense", False),
+    ("bert_text_classifier_1/bert_backbone_1/embeddings_layer_norm_1/mul",
+     "embeddings_layer_norm", False),
+])
+def test_trace_names_map_to_layers(name, component, adapter):
+    assert trace_summary.component_of(name) == component
+    assert trace_summary.is_adapter_op(name) is adapter
+    assert trace_summary.phase_of(name) == (
+        "backward" if name.startswith("gradient_tape/") else "forward")
+
+
+def test_results_md_has_every_table_and_the_skips():
+    text = results_md.render(fake_results())
+    for heading in ("## Targets", "## Training step", "## Test accuracy on MR",
+                    "## Inference latency", "## Exports of the merged model",
+                    "### What bounds the LoRA step"):
+        assert heading in text
+    assert "| merged_vs_base_latency | 1.030 | within 2% | **no** |" in text
+    assert "skipped: No module named 'torch'" in text
+    assert "failed: ValueError: boom" in text
+    assert "> **TRIAL**" in text
+    # (6.0 - 3.0) ms x 12 adapters
+    assert "would save about 36 ms/step" in text
+
+
+@pytest.mark.skipif(not os.environ.get("KLR_BENCH_SMOKE"),
+                    reason="several minutes; set KLR_BENCH_SMOKE=1 to run")
+def test_quick_bench_runs_end_to_end(tmp_path):
+    subprocess.run([sys.executable, "benchmarks/run.py", "--quick",
+                    "--out-dir", str(tmp_path)], cwd=ROOT, check=True)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["train_step"]["klr_lora"]["trainable_params"] == 74_498
+    assert results["errors"] == {}
+    assert "### What bounds the LoRA step" in (tmp_path / "RESULTS.md").read_text()

@@ -1,0 +1,110 @@
+"""Argument checks: each fails before anything is written."""
+
+import os
+
+import numpy as np
+import pytest
+
+from keras_lowrank.exporters import export
+from keras_lowrank.exporters import validate_export_arguments
+
+
+def _assert_nothing_written(folder):
+    assert os.listdir(folder) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(format="tf_lite"), r"Unrecognized format='tf_lite'\. Supported "
+         r"formats are: \['saved_model', 'tflite', 'onnx'\]"),
+        (dict(format=None), r"Unrecognized format=None"),
+        (dict(format="tflite", quantize="int4"), r"Unrecognized quantize='int4'\. "
+         r"Supported values are: \[None, 'float16', 'dynamic', 'int8'\]"),
+        (dict(format="onnx", quantize="dynamic"), r"`quantize` only applies to "
+         r"format='tflite'\. Received: quantize='dynamic' with format='onnx'"),
+        (dict(format="saved_model", quantize="float16"), r"only applies to "
+         r"format='tflite'"),
+        (dict(format="tflite", quantize="int8"), r"Received: "
+         r"representative_data=None"),
+        (dict(format="tflite", representative_data=[{}]), r"only used with "
+         r"quantize='int8'\. Received: quantize=None"),
+        (dict(format="onnx", allow_flex=True), r"`allow_flex` only applies to "
+         r"format='tflite'"),
+        (dict(format="tflite", opset=13), r"`opset` only applies to "
+         r"format='onnx'\. Received: opset=13 with format='tflite'"),
+        (dict(format="onnx", opset=0), r"positive integer\. Received: opset=0"),
+        (dict(format="onnx", opset="15"), r"Received: opset='15'"),
+        (dict(format="onnx", atol=-1.0), r"finite number >= 0\. Received: "
+         r"atol=-1\.0"),
+        (dict(format="onnx", atol=float("nan")), r"Received: atol=nan"),
+    ],
+)
+def test_invalid_arguments_raise_and_write_nothing(models, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export(models["dense"], tmp_path / "model.out", **kwargs)
+    _assert_nothing_written(tmp_path)
+
+
+def test_validation_needs_no_model(tmp_path):
+    with pytest.raises(ValueError, match="Unrecognized format='pt'"):
+        validate_export_arguments(tmp_path / "x", "pt")
+    validate_export_arguments(tmp_path / "x.tflite", "tflite", quantize="dynamic")
+
+
+def test_saved_model_path_must_not_be_a_file(models, tmp_path):
+    path = tmp_path / "model"
+    path.write_text("keep me")
+    with pytest.raises(ValueError, match="writes a folder, but .* existing file"):
+        export(models["dense"], path, "saved_model")
+    assert path.read_text() == "keep me"
+
+
+def test_file_format_path_must_not_be_a_folder(models, tmp_path):
+    with pytest.raises(ValueError, match="writes a file, but .* existing folder"):
+        export(models["dense"], tmp_path, "onnx")
+
+
+def test_sample_inputs_with_wrong_names(models, tmp_path):
+    with pytest.raises(ValueError, match=r"exactly the model's inputs \['features'\]"
+                       r"\. Received: keys=\['x'\]"):
+        export(models["dense"], tmp_path / "m.onnx", "onnx",
+               sample_inputs={"x": np.zeros((2, 6))})
+    _assert_nothing_written(tmp_path)
+
+
+def test_sample_inputs_with_wrong_shape(models, tmp_path):
+    with pytest.raises(ValueError, match=r"sample_inputs\['features'\]` does not "
+                       r"fit the input shape \(None, 6\)\. Received: shape=\(2, 5\)"):
+        export(models["dense"], tmp_path / "m.onnx", "onnx",
+               sample_inputs=np.zeros((2, 5)))
+    _assert_nothing_written(tmp_path)
+
+
+def test_representative_data_is_checked_before_converting(models, tmp_path):
+    with pytest.raises(ValueError, match=r"representative_data\['token_ids'\]"):
+        export(models["bert"], tmp_path / "m.tflite", "tflite", quantize="int8",
+               representative_data=[{"token_ids": np.zeros((1, 4, 2)),
+                                     "padding_mask": np.ones((1, 4)),
+                                     "segment_ids": np.zeros((1, 4))}])
+    _assert_nothing_written(tmp_path)
+
+
+def test_verify_false_writes_without_running(models, tmp_path):
+    report = export(models["dense"], tmp_path / "m.tflite", "tflite", verify=False)
+    assert not report.verified
+    assert report.max_abs_diff is None and report.latency_ms is None
+    assert report.batch_sizes_checked == ()
+    assert report.size_bytes == os.path.getsize(tmp_path / "m.tflite")
+    assert "max abs diff:  not checked" in str(report)
+
+
+def test_missing_converter_names_the_pip_command(models, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import now fails
+    with pytest.raises(ImportError, match=r"`tf2onnx` is required to export ONNX "
+                       r"but is not installed\. Install it with: pip install "
+                       r"'tf2onnx==1\.17\.0'"):
+        export(models["dense"], tmp_path / "m.onnx", "onnx")
+    assert os.listdir(tmp_path) == []

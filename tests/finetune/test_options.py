@@ -1,0 +1,82 @@
+"""FinetuneOptions: defaults, and one error per precondition."""
+
+import pytest
+
+from keras_lowrank.finetune.options import FinetuneOptions
+
+
+def test_defaults_are_the_demo():
+    options = FinetuneOptions()
+    assert options.out == "runs/demo"
+    assert options.model is None and options.train_files == ()
+    assert (options.rank, options.targets) == (8, ("query", "value"))
+    assert options.export == ("tflite", "onnx")
+    assert options.tflite_quantize == "dynamic"
+    assert options.sequence_length == 64
+
+
+def test_lists_become_tuples_and_to_dict_is_json_ready(tmp_path):
+    import json
+
+    options = FinetuneOptions(
+        train_files=[str(tmp_path / "a.csv")], labels=[0, 1],
+        targets=["query"], export=["onnx"],
+    )
+    assert options.train_files == (str(tmp_path / "a.csv"),)
+    assert options.labels == ("0", "1")
+    assert options.targets == ("query",) and options.export == ("onnx",)
+    data = json.loads(json.dumps(options.to_dict()))
+    assert data["export"] == ["onnx"] and data["rank"] == 8
+
+
+def test_all_linear_target_is_unwrapped_for_lora_config():
+    assert FinetuneOptions(targets=["all-linear"]).targets_for_config == "all-linear"
+    assert FinetuneOptions().targets_for_config == ("query", "value")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("rank", 0, "rank must be a positive integer. Received: rank=0"),
+        ("rank", 2.5, "rank must be a positive integer"),
+        ("epochs", True, "epochs must be a positive integer"),
+        ("batch_size", -1, "batch_size must be a positive integer"),
+        ("sequence_length", 0, "sequence_length must be a positive integer"),
+        ("patience", 0, "patience must be a positive integer"),
+        ("max_train_examples", 0, "max_train_examples must be a positive integer"),
+        ("max_eval_examples", -3, "max_eval_examples must be a positive integer"),
+        ("learning_rate", 0.0, "learning_rate must be a number > 0"),
+        ("learning_rate", float("nan"), "learning_rate must be a number > 0"),
+        ("alpha", -1.0, "alpha must be a number > 0"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("warmup_fraction", -0.1, r"warmup_fraction must be in \[0, 1\)"),
+        ("weight_decay", -0.5, "weight_decay must be a number >= 0"),
+        ("targets", [], "targets must hold at least one non-empty layer pattern"),
+        ("targets", ["query", ""], "targets must hold at least one non-empty"),
+        ("export", ["tflite", "coreml"], r"Unrecognized or repeated export format.*coreml.*\['tflite', 'onnx'\]"),
+        ("export", ["onnx", "onnx"], "Unrecognized or repeated export format"),
+        ("tflite_quantize", "int4", r"Unrecognized tflite_quantize='int4'"),
+        ("labels", ["a"], "labels must hold at least two distinct names"),
+        ("labels", ["a", "a"], "labels must hold at least two distinct names"),
+        ("seed", "1", "seed must be an integer"),
+        ("verbose", 3, "verbose must be 0, 1 or 2"),
+        ("out", "", "out must be a non-empty string"),
+        ("text_column", "", "text_column must be a non-empty string"),
+        ("model", "", "model must be a non-empty string"),
+    ],
+)
+def test_invalid_option_raises(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneOptions(**{field: value})
+
+
+def test_validation_or_test_files_need_train_files():
+    with pytest.raises(ValueError, match="validation_files and test_files need train_files"):
+        FinetuneOptions(test_files=["test.csv"])
+
+
+def test_out_must_not_be_a_file(tmp_path):
+    path = tmp_path / "report"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="out must be a folder, but .* is an existing file"):
+        FinetuneOptions(out=str(path))

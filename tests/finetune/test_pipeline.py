@@ -1,0 +1,106 @@
+"""The whole `keras-lowrank finetune` run on a slice of the real MR data.
+
+300 training sentences, 1 epoch at sequence length 32, 200 validation and
+200 test sentences: every stage runs (MiniLM + LoRA, Keras test accuracy,
+adapter file, LiteRT and ONNX export, accuracy in LiteRT and ONNX Runtime,
+report.json and the PNG) in about two minutes on 2 cores.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_lowrank as klr
+from keras_lowrank.cli.main import main
+from keras_lowrank.data import fetch
+from keras_lowrank.finetune.report import REQUIRED_KEYS
+
+pytestmark = pytest.mark.large
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EVAL_EXAMPLES = 200
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cache = os.path.join(REPO, ".cache")
+    fetch.fetch_mr_polarity(cache)  # a no-op when `make fetch` ran
+    out = tmp_path_factory.mktemp("finetune") / "run"
+    code = main([
+        "finetune", "--quiet", "--cache-dir", cache, "--out", str(out),
+        "--max-train-examples", "300", "--max-eval-examples", str(EVAL_EXAMPLES),
+        "--epochs", "1", "--sequence-length", "32", "--learning-rate", "3e-3",
+    ])
+    with open(out / "report.json", encoding="utf-8") as file:
+        return code, out, json.load(file)
+
+
+def test_exit_code_and_report_keys(run):
+    code, _, report = run
+    assert code == 0
+    assert set(REQUIRED_KEYS) <= set(report)
+    assert all(report[key] is not None for key in REQUIRED_KEYS)
+    assert report["num_examples"] == {"train": 300, "validation": EVAL_EXAMPLES,
+                                      "test": EVAL_EXAMPLES}
+    assert report["label_names"] == ["negative", "positive"]
+    assert list(report["stage_seconds"]) == [
+        "data", "model", "train", "evaluate", "export", "report"]
+    assert report["total_seconds"] >= sum(report["stage_seconds"].values()) - 1e-6
+
+
+def test_accuracies_agree_across_runtimes(run):
+    _, _, report = run
+    keras_accuracy = report["test_accuracy"]
+    for key in ("test_accuracy", "tflite_test_accuracy", "onnx_test_accuracy"):
+        assert 0.0 <= report[key] <= 1.0
+    # One epoch on 300 sentences already learns something.
+    assert keras_accuracy > 0.6
+    # float32 ONNX: at most one of 200 predictions may flip on a near tie.
+    assert abs(report["onnx_test_accuracy"] - keras_accuracy) <= 1 / EVAL_EXAMPLES
+    # int8 weights: a few near-ties may flip.
+    assert abs(report["tflite_test_accuracy"] - keras_accuracy) <= 4 / EVAL_EXAMPLES
+    assert report["onnx_max_abs_diff"] < 1e-4
+    assert report["tflite_max_abs_diff"] < 5e-2
+    for format in ("tflite", "onnx"):
+        assert report["exports"][format]["evaluation"]["examples"] == EVAL_EXAMPLES
+
+
+def test_parameter_counts_and_sizes(run):
+    _, out, report = run
+    # 2 factors x 6 layers x rank 8 x (384 + 384), plus the head 384 * 2 + 2.
+    assert report["trainable_params"] == 74_498
+    assert report["total_params"] == 22_787_714
+    assert report["adapter_bytes"] == os.path.getsize(out / "adapters.safetensors")
+    assert report["adapter_bytes"] < 0.01 * report["base_bytes"]
+    assert report["tflite_bytes"] == os.path.getsize(out / "model.tflite")
+    assert report["onnx_bytes"] == os.path.getsize(out / "model.onnx")
+    # int8 weights: about a quarter of the float32 model.
+    assert report["tflite_bytes"] < 0.4 * report["base_bytes"]
+    assert report["onnx_bytes"] > 0.9 * report["base_bytes"]
+    assert report["tflite_latency_ms"] > 0
+
+
+def test_history_and_training_curves(run):
+    _, out, report = run
+    assert report["epochs_run"] == 1 and report["best_epoch"] == 1
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(report["history"][key]) == 1
+    assert report["val_accuracy_per_epoch"] == report["history"]["val_accuracy"]
+    png = (out / "training_curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(out / "training_curves.png"))
+    assert image.shape[:2] == (400, 1000)
+    assert float(np.std(image)) > 0.01  # something was drawn
+
+
+def test_adapter_file_loads_on_a_fresh_base(run):
+    _, out, report = run
+    metadata = klr.read_adapter_metadata(out / "adapters.safetensors")
+    assert len(metadata["adapters"]) == 12
+    assert {spec["rank"] for spec in metadata["adapters"].values()} == {8}
+    assert report["options"]["rank"] == 8
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]

@@ -1,0 +1,69 @@
+"""report.json, the summary table and the training-curves PNG."""
+
+import json
+
+import pytest
+
+from keras_lowrank.finetune import report as report_lib
+
+HISTORY = {"loss": [0.6, 0.4, 0.3], "accuracy": [0.6, 0.8, 0.88],
+           "val_loss": [0.5, 0.45, 0.5], "val_accuracy": [0.77, 0.8, 0.79]}
+
+
+def _report(**overrides):
+    report = {
+        "test_accuracy": 0.8163, "tflite_test_accuracy": 0.815,
+        "onnx_test_accuracy": 0.8163, "trainable_params": 74_498,
+        "total_params": 22_787_714, "base_bytes": 90_850_000,
+        "adapter_bytes": 303_744, "tflite_bytes": 23_400_000,
+        "onnx_bytes": 101_689_995, "tflite_latency_ms": 9.87,
+        "onnx_latency_ms": 7.8, "train_seconds": 273.0, "epochs_run": 3,
+        "best_epoch": 2, "best_val_accuracy": 0.8,
+        "stage_seconds": {"data": 0.4, "train": 273.0}, "total_seconds": 334.0,
+        "exports": {"tflite": {"quantize": "dynamic"}, "onnx": {"quantize": None}},
+    }
+    report.update(overrides)
+    return report
+
+
+def test_summary_table_lists_every_model_with_numbers():
+    table = report_lib.summary_table(_report())
+    lines = table.splitlines()
+    assert lines[0].split() == ["model", "test", "accuracy", "size", "latency", "(batch", "1)"]
+    assert "Keras (LoRA)          0.8163" in table
+    assert "LiteRT (dynamic)" in table and "0.8150" in table and "23.4 MB" in table
+    assert "9.9 ms" in table and "303.7 KB" in table and "101.7 MB" in table
+    assert "trainable params: 74,498 of 22,787,714 (0.33%)" in table
+    assert "3 epochs in 273 s, best epoch 2 (validation accuracy 0.8000)" in table
+    assert "total 334 s" in table
+
+
+def test_summary_table_shows_a_failed_or_skipped_export():
+    failed = _report(exports={"tflite": {"error": "max abs diff 0.2", "quantize": "dynamic"}},
+                     tflite_test_accuracy=None, onnx_test_accuracy=None)
+    table = report_lib.summary_table(failed)
+    assert "LiteRT                failed" in table
+    assert "tflite export failed: max abs diff 0.2" in table
+    assert "ONNX" not in table
+
+
+def test_write_json_is_atomic_and_rejects_nan(tmp_path):
+    path = tmp_path / "report.json"
+    report_lib.write_json({"test_accuracy": 0.5}, path)
+    assert json.loads(path.read_text()) == {"test_accuracy": 0.5}
+    with pytest.raises(ValueError):
+        report_lib.write_json({"test_accuracy": float("nan")}, path)
+    assert json.loads(path.read_text()) == {"test_accuracy": 0.5}  # unchanged
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_training_curves_png(tmp_path):
+    import matplotlib.image
+
+    path = tmp_path / "curves.png"
+    report_lib.plot_training_curves(HISTORY, path, best_epoch=2)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert matplotlib.image.imread(str(path)).shape[:2] == (400, 1000)
+    report_lib.plot_training_curves({"loss": [0.5], "accuracy": [0.7]}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
