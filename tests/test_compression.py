@@ -144,7 +144,7 @@ def test_input_model_is_untouched():
 
 def test_save_and_reload_keep_predictions_and_flags(tmp_path):
     model = tiny.bert_classifier()
-    model.get_layer("bert_backbone").get_layer("token_embedding").trainable = False
+    model.backbone.get_layer("token_embedding").trainable = False
     compressed, _ = compress(model, param_ratio=0.3)
     path = tmp_path / "compressed.keras"
     compressed.save(path)

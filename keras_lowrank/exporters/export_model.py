@@ -19,6 +19,7 @@ from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.exporters.verification import median_latency_ms
 from keras_lowrank.exporters.verification import tolerance_for
 from keras_lowrank.exporters.verification import verify as verify_outputs
+from keras_lowrank.merge import merge_adapters
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZE_MODES = tflite_format.QUANTIZE_MODES
@@ -95,7 +96,7 @@ def export(
     )
     # The artifact holds the merged model; Keras outputs come from the model
     # as given, so verification checks the merge as well as the conversion.
-    merged = _merge_for_export(model)
+    merged = merge_adapters(model)
     path = os.fspath(path)
     signature = input_signature(merged, sample_inputs)
     batches = None
@@ -148,18 +149,6 @@ def export(
         runtime=runner.runtime,
         notes=tuple(notes),
     )
-
-
-def _merge_for_export(model):
-    """The model with its LoRA adapters merged (unchanged without any)."""
-    try:
-        from keras_lowrank.merge import merge_adapters
-    except ModuleNotFoundError as error:
-        # TODO(lead): remove this fallback once keras_lowrank.merge lands.
-        if error.name != "keras_lowrank.merge":
-            raise
-        return model
-    return merge_adapters(model)
 
 
 def validate_export_arguments(

@@ -84,7 +84,12 @@ def serving_function(model, signature):
 
     @tf.function(input_signature=[signature], autograph=False)
     def serve(inputs):
-        return named_outputs(model(inputs, training=False))
+        # TensorFlow rejects a root name scope that starts with "_" (Keras
+        # names a subclassed model `_Net` "__net"), and Keras has pushed the
+        # scope onto its own stack by then, so every later layer path would
+        # carry it. A valid root scope makes the model's scope a nested one.
+        with tf.name_scope("serving"):
+            return named_outputs(model(inputs, training=False))
 
     return serve
 

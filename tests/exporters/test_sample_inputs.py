@@ -94,6 +94,11 @@ def test_subclassed_model_needs_sample_inputs(tmp_path):
                     sample_inputs=np.ones((2, 4), "float32"))
     assert report.input_names == ("input_0",)
     assert report.max_abs_diff <= 1e-6
+    # The model's name starts with "_": tracing it must not leave its name
+    # scope behind, or every layer built later would get a wrong path.
+    later = keras.layers.Dense(2, name="later")
+    later.build((None, 4))
+    assert later.kernel.path == "later/kernel"
 
 
 def test_report_to_dict_and_str(exported):
