@@ -75,7 +75,8 @@ def copy_model(model):
     """A new instance of `model`'s class with equal config, weights and flags.
 
     A keras-hub task's preprocessor holds no weights and is shared, not
-    copied (its tokenizer's vocabulary lives in assets, not in its config).
+    copied (its tokenizer's vocabulary lives in assets, not in its config);
+    a task whose preprocessor was set to None gets a copy without one.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -89,14 +90,15 @@ def copy_model(model):
         )
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
-    preprocessor = getattr(model, "preprocessor", None)
-    if preprocessor is not None:
-        inner = config["config"]
-        if is_rewritten(model):
-            inner["base"] = {**inner["base"], "config": dict(inner["base"]["config"])}
-            inner = inner["base"]["config"]
-        if "preprocessor" in inner:
-            inner["preprocessor"] = preprocessor
+    inner = config["config"]
+    if is_rewritten(model):
+        inner["base"] = {**inner["base"], "config": dict(inner["base"]["config"])}
+        inner = inner["base"]["config"]
+    if "preprocessor" in inner:
+        # The copy gets the model's preprocessor as it is now: the same
+        # object, or none when it was detached. A rebuilt one would have no
+        # vocabulary, and the recorded config may predate the detaching.
+        inner["preprocessor"] = getattr(model, "preprocessor", None)
     fresh = keras.saving.deserialize_keras_object(config)
     _copy_weights(model, fresh)
     _apply_trainable_flags(fresh, _trainable_flags(model))

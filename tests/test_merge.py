@@ -45,6 +45,22 @@ def test_merge_leaves_adapted_model_untouched():
     assert len(klr.adapter_paths(adapted)) == 4
 
 
+def test_preprocessor_is_kept_or_stays_detached():
+    adapted = randomized(klr.add_adapters(tiny.bert_classifier_with_preprocessor(), rank=2))
+    merged = klr.merge_adapters(adapted)
+    assert merged.preprocessor is adapted.preprocessor
+    diff = np.abs(merged.predict(tiny.TEXTS, verbose=0) - adapted.predict(tiny.TEXTS, verbose=0))
+    assert diff.max() < 1e-5
+    # Detached to feed token ids: the merged copy must not grow back a
+    # preprocessor rebuilt from config, which would have no vocabulary.
+    adapted.preprocessor = None
+    merged = klr.merge_adapters(adapted)
+    assert merged.preprocessor is None
+    x = tiny.bert_inputs()
+    diff = np.abs(merged.predict(x, verbose=0) - adapted.predict(x, verbose=0)).max()
+    assert diff < 1e-5
+
+
 def test_merged_kernel_is_w_plus_delta():
     adapted = randomized(klr.add_adapters(tiny.sequential_mlp(), targets="hidden", rank=2))
     adapter = layer_paths(adapted)["hidden"]

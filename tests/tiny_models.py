@@ -18,6 +18,22 @@ def bert_classifier(num_classes=2):
     )
 
 
+def bert_classifier_with_preprocessor():
+    """A tiny BERT classifier that takes raw strings (WordPiece tokenizer)."""
+    words = ["a", "great", "awful", "movie", "plot", "the", "was", "good"]
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer(vocabulary=vocabulary), sequence_length=SEQ
+    )
+    model = bert_classifier()
+    return keras_hub.models.BertTextClassifier(
+        backbone=model.backbone, num_classes=2, preprocessor=preprocessor
+    )
+
+
+TEXTS = ["a great movie", "the plot was awful", "good"]
+
+
 def bert_inputs(batch=3, seed=0):
     rng = np.random.default_rng(seed)
     mask = np.ones((batch, SEQ), "int32")

@@ -29,7 +29,7 @@ def write_json(report, path):
     """Writes `report` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2, sort_keys=True, allow_nan=False)
+            json.dump(report, file, indent=2, allow_nan=False)
             file.write("\n")
         os.chmod(tmp, FILE_MODE)
 
