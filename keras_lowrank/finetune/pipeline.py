@@ -21,9 +21,12 @@ CURVES_FILE = "training_curves.png"
 ARTIFACT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 # Rows of the test split that export runs through Keras and its runtime.
 _VERIFY_ROWS = 8
-# Quantized artifacts: the largest logit difference allowed, relative to the
-# largest logit of the verification rows.
-_QUANTIZED_RELATIVE_TOLERANCE = 0.05
+# Quantized artifacts: the largest logit difference allowed on the
+# verification rows, relative to their largest logit. Measured on the default
+# run (int8 weights, logits up to 1.92): 0.10 on its 8 rows and 0.27 at most
+# over the 800 test sentences (median 0.016), with test accuracy +0.25 point;
+# a broken conversion differs by about the logits themselves.
+_QUANTIZED_RELATIVE_TOLERANCE = 0.25
 
 
 def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
@@ -169,10 +172,11 @@ def _tolerance(model, sample, quantize):
     """The export check's bound on the logits: scaled to them when quantized.
 
     The exporter's defaults for quantized weights are absolute (5e-2 for
-    "dynamic"), set on an untrained head whose logits are near 0; a trained
-    classifier's logits reach several units, and int8 weights move them by
-    about 2% of that. The accuracy on the whole test split, measured next,
-    is the check that matters for a classifier.
+    "dynamic"), right for an untrained head whose logits are near 0; a
+    trained classifier's logits reach several units, and int8 weights move
+    single logits by up to ~14% of the largest. This bound only catches a
+    broken artifact; the accuracy on the whole test split, measured next, is
+    the check that matters for a classifier.
     """
     if quantize is None:
         return None  # the exporter's float32 bound

@@ -10,6 +10,10 @@ from keras_lowrank._atomic import atomic_path
 # be read by others, as the exported artifacts are.
 FILE_MODE = 0o644
 
+# An exported model whose test accuracy moves further than this from the
+# Keras model's is called out in the summary.
+ACCURACY_DRIFT = 0.005
+
 # Keys every report.json holds (None where a step was skipped).
 REQUIRED_KEYS = (
     "test_accuracy",
@@ -116,6 +120,16 @@ def summary_table(report) -> str:
     for format, exported in report["exports"].items():
         if "error" in exported:
             lines.append(f"{format} export failed: {exported['error']}")
+            continue
+        accuracy = report.get(f"{format}_test_accuracy")
+        if accuracy is not None:
+            drift = accuracy - report["test_accuracy"]
+            if abs(drift) > ACCURACY_DRIFT:
+                lines.append(
+                    f"warning: {format} test accuracy differs from Keras by "
+                    f"{100 * drift:+.2f} points (more than "
+                    f"{100 * ACCURACY_DRIFT:.1f}); check before shipping it"
+                )
     return "\n".join(lines)
 
 

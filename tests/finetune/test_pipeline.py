@@ -1,7 +1,7 @@
 """The whole `keras-lowrank finetune` run on a slice of the real MR data.
 
-300 training sentences, 1 epoch at sequence length 32, 200 validation and
-200 test sentences: every stage runs (MiniLM + LoRA, Keras test accuracy,
+960 training sentences, 2 epochs (60 steps) at sequence length 32, 200
+validation and 200 test sentences: every stage runs (MiniLM + LoRA, Keras test accuracy,
 adapter file, LiteRT and ONNX export, accuracy in LiteRT and ONNX Runtime,
 report.json and the PNG) in about two minutes on 2 cores.
 """
@@ -20,7 +20,9 @@ from keras_lowrank.finetune.report import REQUIRED_KEYS
 pytestmark = pytest.mark.large
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN_EXAMPLES = 960
 EVAL_EXAMPLES = 200
+EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune") / "run"
     code = main([
         "finetune", "--quiet", "--cache-dir", cache, "--out", str(out),
-        "--max-train-examples", "300", "--max-eval-examples", str(EVAL_EXAMPLES),
-        "--epochs", "1", "--sequence-length", "32", "--learning-rate", "3e-3",
+        "--max-train-examples", str(TRAIN_EXAMPLES),
+        "--max-eval-examples", str(EVAL_EXAMPLES), "--epochs", str(EPOCHS), "--sequence-length", "32", "--learning-rate", "3e-3",
     ])
     with open(out / "report.json", encoding="utf-8") as file:
         return code, out, json.load(file)
@@ -42,7 +44,7 @@ def test_exit_code_and_report_keys(run):
     assert code == 0
     assert set(REQUIRED_KEYS) <= set(report)
     assert all(report[key] is not None for key in REQUIRED_KEYS)
-    assert report["num_examples"] == {"train": 300, "validation": EVAL_EXAMPLES,
+    assert report["num_examples"] == {"train": TRAIN_EXAMPLES, "validation": EVAL_EXAMPLES,
                                       "test": EVAL_EXAMPLES}
     assert report["label_names"] == ["negative", "positive"]
     assert list(report["stage_seconds"]) == [
@@ -55,8 +57,8 @@ def test_accuracies_agree_across_runtimes(run):
     keras_accuracy = report["test_accuracy"]
     for key in ("test_accuracy", "tflite_test_accuracy", "onnx_test_accuracy"):
         assert 0.0 <= report[key] <= 1.0
-    # One epoch on 300 sentences already learns something.
-    assert keras_accuracy > 0.6
+    # 60 steps on 960 sentences already learn something.
+    assert keras_accuracy > 0.7  # measured: 0.775
     # float32 ONNX: at most one of 200 predictions may flip on a near tie.
     assert abs(report["onnx_test_accuracy"] - keras_accuracy) <= 1 / EVAL_EXAMPLES
     # int8 weights: a few near-ties may flip.
@@ -84,9 +86,11 @@ def test_parameter_counts_and_sizes(run):
 
 def test_history_and_training_curves(run):
     _, out, report = run
-    assert report["epochs_run"] == 1 and report["best_epoch"] == 1
+    assert report["epochs_run"] == EPOCHS and report["best_epoch"] in (1, 2)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert len(report["history"][key]) == 1
+        assert len(report["history"][key]) == EPOCHS
+    best = report["history"]["val_accuracy"][report["best_epoch"] - 1]
+    assert report["best_val_accuracy"] == best == max(report["history"]["val_accuracy"])
     assert report["val_accuracy_per_epoch"] == report["history"]["val_accuracy"]
     png = (out / "training_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -47,6 +47,14 @@ def test_summary_table_shows_a_failed_or_skipped_export():
     assert "ONNX" not in table
 
 
+def test_summary_table_warns_when_an_artifact_loses_accuracy():
+    assert "warning" not in report_lib.summary_table(_report())  # -0.13 point
+    table = report_lib.summary_table(_report(tflite_test_accuracy=0.80))
+    assert ("warning: tflite test accuracy differs from Keras by -1.63 points "
+            "(more than 0.5)") in table
+    assert "warning: onnx" not in table
+
+
 def test_write_json_is_atomic_and_rejects_nan(tmp_path):
     path = tmp_path / "report.json"
     report_lib.write_json({"test_accuracy": 0.5}, path)
