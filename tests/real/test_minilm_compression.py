@@ -77,11 +77,18 @@ def test_outputs_finite_and_factors_train(classifier, compressed, sentences):
     # changed, but not beyond recognition.
     diff = np.abs(logits - classifier.predict(texts, verbose=0)).max()
     assert 1e-3 < diff < 5.0
+    frozen = {w.path: w.numpy().copy() for w in model.non_trainable_weights}
+    left = layer_paths(model)["transformer_layer_0/feedforward_intermediate_dense"].left
+    left_before = left.numpy().copy()
     model.compile(
-        optimizer=keras.optimizers.AdamW(5e-4),
+        optimizer=keras.optimizers.AdamW(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    before = model.evaluate(texts, labels, batch_size=32, verbose=0, return_dict=True)["loss"]
-    model.fit(texts, labels, batch_size=16, epochs=2, verbose=0)
-    after = model.evaluate(texts, labels, batch_size=32, verbose=0, return_dict=True)["loss"]
-    assert after < before - 0.02
+    # Ten steps on one batch: the factors and the head must fit it.
+    batch, batch_labels = texts[:32], labels[:32]
+    before = model.evaluate(batch, batch_labels, verbose=0, return_dict=True)["loss"]
+    model.fit(batch, batch_labels, batch_size=32, epochs=10, verbose=0)
+    after = model.evaluate(batch, batch_labels, verbose=0, return_dict=True)["loss"]
+    assert after < 0.5 * before, (before, after)  # measured: 0.695 -> 0.241
+    assert np.abs(left.numpy() - left_before).max() > 1e-3
+    assert all(np.array_equal(w.numpy(), frozen[w.path]) for w in model.non_trainable_weights)
