@@ -33,10 +33,21 @@ def onnx_accuracy(path, inputs, labels, batch_size):
 
 def artifact_accuracy(format, path, inputs, labels, batch_size):
     """`tflite_accuracy` or `onnx_accuracy`, by `format`."""
+    return _accuracy(artifact_predictor(format, path), inputs, labels, batch_size)
+
+
+def artifact_predictor(format, path):
+    """A callable `{name: array} -> logits` running `path` in its runtime.
+
+    Args:
+        format: `"tflite"` (the LiteRT interpreter) or `"onnx"` (ONNX
+            Runtime, CPU).
+        path: the artifact.
+    """
     if format == "tflite":
-        return tflite_accuracy(path, inputs, labels, batch_size)
+        return _TFLiteClassifier(path)
     if format == "onnx":
-        return onnx_accuracy(path, inputs, labels, batch_size)
+        return _ONNXClassifier(path)
     raise ValueError(
         f"Unrecognized format={format!r}. Supported formats are: ['tflite', 'onnx']"
     )
