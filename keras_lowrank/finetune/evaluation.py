@@ -21,23 +21,16 @@ def keras_accuracy(model, inputs, labels, batch_size):
     )
 
 
-def tflite_accuracy(path, inputs, labels, batch_size, num_threads=None):
-    """Accuracy of a `.tflite` classifier run by the LiteRT interpreter."""
-    return _accuracy(_TFLiteClassifier(path, num_threads), inputs, labels, batch_size)
-
-
-def onnx_accuracy(path, inputs, labels, batch_size):
-    """Accuracy of an `.onnx` classifier run by ONNX Runtime (CPU)."""
-    return _accuracy(_ONNXClassifier(path), inputs, labels, batch_size)
-
-
 def artifact_accuracy(format, path, inputs, labels, batch_size):
-    """`tflite_accuracy` or `onnx_accuracy`, by `format`."""
+    """Accuracy of a `.tflite` or `.onnx` classifier, run in its own runtime."""
     return _accuracy(artifact_predictor(format, path), inputs, labels, batch_size)
 
 
 def artifact_predictor(format, path):
     """A callable `{name: array} -> logits` running `path` in its runtime.
+
+    It is the exporter's runner (`TFLiteRunner`, `ONNXRunner`): the same
+    code that verified the artifact also measures it.
 
     Args:
         format: `"tflite"` (the LiteRT interpreter) or `"onnx"` (ONNX
@@ -45,12 +38,23 @@ def artifact_predictor(format, path):
         path: the artifact.
     """
     if format == "tflite":
-        return _TFLiteClassifier(path)
-    if format == "onnx":
-        return _ONNXClassifier(path)
-    raise ValueError(
-        f"Unrecognized format={format!r}. Supported formats are: ['tflite', 'onnx']"
-    )
+        from keras_lowrank.exporters.tflite import TFLiteRunner
+
+        runner = TFLiteRunner(str(path))
+    elif format == "onnx":
+        from keras_lowrank.exporters.onnx import ONNXRunner
+
+        runner = ONNXRunner(str(path))
+    else:
+        raise ValueError(
+            f"Unrecognized format={format!r}. Supported formats are: "
+            "['tflite', 'onnx']"
+        )
+    logits = runner.output_names[0]
+    # Trimmed batches are column slices; both runtimes want contiguous input.
+    return lambda batch: runner(
+        {name: np.ascontiguousarray(value) for name, value in batch.items()}
+    )[logits]
 
 
 def _accuracy(predict, inputs, labels, batch_size):
@@ -67,66 +71,3 @@ def _accuracy(predict, inputs, labels, batch_size):
         "seconds": time.perf_counter() - start,
         "examples": int(len(labels)),
     }
-
-
-class _TFLiteClassifier:
-    """Runs the serving signature of a `.tflite` file on `{name: array}`.
-
-    The input tensors are resized to each batch's shape (the batch and
-    sequence dimensions are dynamic in the artifact) and re-allocated only
-    when the shape changes.
-    """
-
-    def __init__(self, path, num_threads=None):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError(
-                "Running TFLite artifacts needs ai-edge-litert: "
-                "`pip install ai-edge-litert==2.3.0`."
-            ) from None
-        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        signatures = self._interpreter.get_signature_list()
-        runner = self._interpreter.get_signature_runner(next(iter(signatures)))
-        self._inputs = runner.get_input_details()
-        outputs = runner.get_output_details()
-        self._output = outputs[sorted(outputs)[0]]["index"]
-        self._shape = None
-
-    def __call__(self, batch):
-        interpreter = self._interpreter
-        shape = next(iter(batch.values())).shape
-        if shape != self._shape:
-            for detail in self._inputs.values():
-                interpreter.resize_tensor_input(detail["index"], shape, strict=True)
-            interpreter.allocate_tensors()
-            self._shape = shape
-        for name, detail in self._inputs.items():
-            interpreter.set_tensor(detail["index"], batch[name].astype(detail["dtype"]))
-        interpreter.invoke()
-        return interpreter.get_tensor(self._output)
-
-
-class _ONNXClassifier:
-    """Runs an `.onnx` file with ONNX Runtime's CPU provider."""
-
-    _DTYPES = {"tensor(int32)": "int32", "tensor(int64)": "int64",
-               "tensor(bool)": "bool", "tensor(float)": "float32"}
-
-    def __init__(self, path):
-        try:
-            import onnxruntime
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError(
-                "Running ONNX artifacts needs onnxruntime: "
-                "`pip install onnxruntime==1.32.0`."
-            ) from None
-        self._session = onnxruntime.InferenceSession(
-            str(path), providers=["CPUExecutionProvider"]
-        )
-        self._inputs = {i.name: self._DTYPES[i.type] for i in self._session.get_inputs()}
-        self._output = sorted(o.name for o in self._session.get_outputs())[0]
-
-    def __call__(self, batch):
-        feed = {name: batch[name].astype(dtype) for name, dtype in self._inputs.items()}
-        return self._session.run([self._output], feed)[0]

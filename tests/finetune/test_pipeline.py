@@ -1,8 +1,8 @@
 """The whole `keras-lowrank finetune` run on a slice of the real MR data.
 
 960 training sentences, 2 epochs (60 steps) at sequence length 32, 200
-validation and 200 test sentences: every stage runs (MiniLM + LoRA, Keras test accuracy,
-adapter file, LiteRT and ONNX export, accuracy in LiteRT and ONNX Runtime,
+validation and 200 test sentences: every stage runs (MiniLM + LoRA, Keras
+test accuracy, adapter file, LiteRT and ONNX export, accuracy in LiteRT and ONNX Runtime,
 report.json and the PNG) in about two minutes on 2 cores.
 """
 
@@ -33,7 +33,8 @@ def run(tmp_path_factory):
     code = main([
         "finetune", "--quiet", "--cache-dir", cache, "--out", str(out),
         "--max-train-examples", str(TRAIN_EXAMPLES),
-        "--max-eval-examples", str(EVAL_EXAMPLES), "--epochs", str(EPOCHS), "--sequence-length", "32", "--learning-rate", "3e-3",
+        "--max-eval-examples", str(EVAL_EXAMPLES), "--epochs", str(EPOCHS),
+        "--sequence-length", "32", "--learning-rate", "3e-3",
     ])
     with open(out / "report.json", encoding="utf-8") as file:
         return code, out, json.load(file)
