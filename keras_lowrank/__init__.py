@@ -19,6 +19,14 @@ from keras_lowrank.adapted_model import add_adapters
 from keras_lowrank.adapter_files import load_adapters
 from keras_lowrank.adapter_files import read_adapter_metadata
 from keras_lowrank.adapter_files import save_adapters
+from keras_lowrank.adapter_shrinking import ShrinkReport
+from keras_lowrank.adapter_shrinking import shrink_adapters
+from keras_lowrank.compression import CompressionReport
+from keras_lowrank.compression import compress
+from keras_lowrank.exporters import ExportReport
+from keras_lowrank.exporters import ExportVerificationError
+from keras_lowrank.exporters import UnsupportedOpsError
+from keras_lowrank.exporters import export
 from keras_lowrank.layers import LoRADense
 from keras_lowrank.layers import LoRAEinsumDense
 from keras_lowrank.layers import LoRAEmbedding

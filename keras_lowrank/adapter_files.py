@@ -3,7 +3,7 @@
 A file holds, keyed by layer path, `<path>/lora_a` and `<path>/lora_b` of
 every adapter, and the weights of the layers kept fully trainable (a task's
 head, as PEFT's `modules_to_save`), `<path>/<weight name>`. Its metadata holds
-JSON: each adapter's rank, alpha, dropout and rsLoRA flag, the trainable
+JSON: each adapter's rank, alpha, dropout, rsLoRA flag and PiSSA rank, the trainable
 layers, the `LoRAConfig`, and the model's class. Keys are paths, never layer
 indices, so weights cannot land in the wrong layer; nothing is pickled.
 """
@@ -19,6 +19,7 @@ from keras_lowrank._atomic import atomic_path
 from keras_lowrank.adapted_model import adapters
 from keras_lowrank.adapted_model import apply_adapters
 from keras_lowrank.layers import LoRAAdapter
+from keras_lowrank.pissa import remove_principal_part
 
 FORMAT = "keras_lowrank.adapters/1"
 
@@ -58,6 +59,7 @@ def save_adapters(model, path):
             "dropout": adapter.dropout,
             "use_rslora": adapter.use_rslora,
             "base_kernel_shape": list(adapter.base_kernel.shape),
+            "pissa_rank": adapter.pissa_rank,
         }
     kept = _trainable_layers(model)
     for layer_path, layer in kept.items():
@@ -140,8 +142,11 @@ def load_adapters(model, path):
         config=config,
     )
     new_paths = model_surgery.layer_paths(adapted)
-    for layer_path in specs:
+    for layer_path, spec in specs.items():
         adapter = new_paths[layer_path]
+        if spec.get("pissa_rank"):
+            # Trained on a PiSSA residual kernel: rebuild it from the base.
+            remove_principal_part(adapter, spec["pissa_rank"])
         adapter.lora_a.assign(tensors[f"{layer_path}/lora_a"])
         adapter.lora_b.assign(tensors[f"{layer_path}/lora_b"])
     for layer_path in kept:
@@ -177,6 +182,13 @@ def _check_adapters_fit(model, paths, specs, tensors):
             )
         layout = adapter_class.layout_of(layer)
         rank = spec["rank"]
+        pissa_rank = spec.get("pissa_rank")
+        if pissa_rank and pissa_rank > min(layout.fan_in, layout.fan_out):
+            raise ValueError(
+                f"Layer '{layer_path}': the file's adapter was trained on a "
+                f"PiSSA residual of rank {pissa_rank}, more than the layer's "
+                f"min(fan_in, fan_out) = {min(layout.fan_in, layout.fan_out)}."
+            )
         for name, want in (
             ("lora_a", (layout.fan_in, rank)),
             ("lora_b", (rank, layout.fan_out)),

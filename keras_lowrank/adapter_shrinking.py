@@ -32,6 +32,9 @@ class AdapterShrink:
         rank_after: int. Its rank in the shrunk model.
         energy: float. The share of the delta's `sum σ²` the new rank keeps.
         relative_error: float. `‖Δ − Δ_k‖_F / ‖Δ‖_F` of the delta `Δ = s·A·B`.
+        spectral_error: float. `σ_{k+1}` of the delta, `‖Δ − Δ_k‖_2`: the
+            most the layer's output can move, for any input of norm 1 (0
+            when the rank is kept). An input-free tolerance per layer.
         params_before: int. `rank_before · (fan_in + fan_out)`.
         params_after: int. `rank_after · (fan_in + fan_out)`.
     """
@@ -41,6 +44,7 @@ class AdapterShrink:
     rank_after: int
     energy: float
     relative_error: float
+    spectral_error: float
     params_before: int
     params_after: int
 
@@ -54,7 +58,8 @@ class ShrinkReport:
         adapters: tuple of `AdapterShrink`, in model order.
         max_abs_diff: float or None. The largest absolute difference between
             the outputs of the input and the shrunk model on `sample_inputs`
-            (None when none were given).
+            (None when none were given; each row's `spectral_error` bounds
+            its layer without inputs).
 
     Example:
     ```python
@@ -93,10 +98,11 @@ class ShrinkReport:
 
     def __str__(self):
         header = ("path", "rank before", "rank after", "energy", "rel. error",
-                  "params before", "params after")
+                  "spectral error", "params before", "params after")
         rows = [
             (r.path, str(r.rank_before), str(r.rank_after), f"{r.energy:.4f}",
-             f"{r.relative_error:.4f}", f"{r.params_before:,}",
+             f"{r.relative_error:.4f}", f"{r.spectral_error:.3g}",
+             f"{r.params_before:,}",
              f"{r.params_after:,}")
             for r in self.adapters
         ]
@@ -171,7 +177,7 @@ def shrink_adapters(
         new = type(layer)(
             layer.layer, rank=rank, alpha=alpha, dropout=layer.dropout,
             use_rslora=layer.use_rslora, a_initializer=layer.a_initializer,
-            b_initializer=layer.b_initializer,
+            b_initializer=layer.b_initializer, pissa_rank=layer.pissa_rank,
         )
         new.lora_a.assign(a.astype(new.lora_a.dtype))
         new.lora_b.assign(b.astype(new.lora_b.dtype))
@@ -204,6 +210,7 @@ def _shrink(path, adapter, energy, max_rank):
         path=path, rank_before=rank, rank_after=k,
         energy=1.0 - dropped / total if total else 1.0,
         relative_error=math.sqrt(dropped / total) if total else 0.0,
+        spectral_error=float(sigma[k]) if k < len(sigma) else 0.0,
         params_before=rank * per_rank, params_after=k * per_rank,
     )
     if k == rank:

@@ -292,9 +292,14 @@ def _plan(path, layer, rank, energy, param_ratio):
         )
     return LayerCompression(
         path=path, kernel_shape=shape, rank=k, params_before=before,
-        params_after=before - m * n + factored, relative_error=error,
+        params_after=factored + _bias_size(layer), relative_error=error,
         energy=share, status=FACTORIZED,
     )
+
+
+def _bias_size(layer):
+    bias = getattr(layer, "bias", None)
+    return 0 if bias is None else math.prod(bias.shape)
 
 
 def _balance(low_rank):

@@ -7,6 +7,11 @@ unchanged at init, but training moves the directions that matter most, so it
 converges faster than zero-init LoRA when the task needs more than a small
 nudge (larger ranks, full fine-tuning-like gains); merged it is the same model
 shape as plain LoRA. It costs one SVD per adapted layer at setup.
+
+The residual kernel is part of the trained model. Adapter files stay small
+by not storing it: the adapter records `pissa_rank`, and `load_adapters`
+recomputes the same residual from the base model's kernel
+(`remove_principal_part`), bit for bit, before it loads the factors.
 """
 
 from keras import ops
@@ -29,16 +34,34 @@ def pissa_init(adapter):
     model = klr.add_adapters(model, rank=16, init="pissa")  # calls this
     ```
     """
-    layout, rank, scale = adapter.layout, adapter.rank, adapter.scale
+    u, s, vt = remove_principal_part(adapter, adapter.rank)
+    a, b = balanced_factors(u, s, vt, scale=adapter.scale)  # s·a·b = U_r Σ_r V_rᵀ
+    adapter.lora_a.assign(a.astype("float32"))
+    adapter.lora_b.assign(b.astype("float32"))
+
+
+def remove_principal_part(adapter, rank):
+    """Replaces the wrapped kernel `W` by `W - U_r Σ_r V_rᵀ`; records `rank`.
+
+    Deterministic for a given kernel, so a base model loaded afresh gets the
+    very kernel the adapter was trained on.
+
+    Args:
+        adapter: LoRAAdapter on a copy of the user's layer (changed in place).
+        rank: int. How many singular triplets to move out of the kernel.
+
+    Returns:
+        `(u, s, vt)`: the removed triplets, float64.
+    """
+    layout = adapter.layout
     kernel_var = getattr(adapter.layer, f"_{adapter.kernel_name}", None)
     if kernel_var is None:
         kernel_var = adapter.base_kernel
     kernel = ops.convert_to_numpy(kernel_var).astype("float64")
     u, s, vt = truncated_triplets(kernel, rank=rank, layout=layout)
-    a, b = balanced_factors(u, s, vt, scale=scale)  # scale·a·b = U_r Σ_r V_rᵀ
     matrix = ops.convert_to_numpy(layout.to_matrix(kernel))  # (fan_in, fan_out)
-    residual = matrix - scale * (a @ b)
-    adapter.lora_a.assign(a.astype("float32"))
-    adapter.lora_b.assign(b.astype("float32"))
+    residual = matrix - (u * s) @ vt
     residual_kernel = ops.convert_to_numpy(layout.from_matrix(residual))
     kernel_var.assign(residual_kernel.astype(kernel_var.dtype))
+    adapter.pissa_rank = int(rank)
+    return u, s, vt

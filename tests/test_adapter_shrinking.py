@@ -93,8 +93,25 @@ def test_max_rank_caps_and_energy_combines():
     assert set(report.ranks.values()) == {2}
     row = report.adapters[0]
     assert row.relative_error == pytest.approx(1.5 / np.sqrt(9 + 4 + 2.25), rel=1e-5)
+    assert row.spectral_error == pytest.approx(1.5, rel=1e-5)  # σ_3, dropped
     _, report = shrink_adapters(model, energy=0.5, max_rank=2)
     assert set(report.ranks.values()) == {1}  # 9 / 15.25 >= 0.5 already
+
+
+def test_lossy_shrink_reports_the_output_difference_and_layer_bounds():
+    model = adapted()
+    x = tiny.bert_inputs(batch=6, seed=2)
+    shrunk, report = shrink_adapters(model, max_rank=1, sample_inputs=x)
+    actual = np.abs(shrunk.predict(x, verbose=0) - model.predict(x, verbose=0)).max()
+    assert report.max_abs_diff == pytest.approx(float(actual), rel=1e-6)
+    assert report.max_abs_diff > 1e-5  # the lossless shrink stays below 1e-5
+    # Each layer's operator-norm change is exactly the dropped σ_2 = 2.
+    for row in report.adapters:
+        new = adapters(shrunk)[row.path]
+        change = delta_matrix(new) - delta_matrix(adapters(model)[row.path])
+        assert row.spectral_error == pytest.approx(2.0, rel=1e-5)
+        assert np.linalg.norm(change.astype("float64"), 2) == pytest.approx(2.0, rel=1e-4)
+    assert "spectral error" in str(report)
 
 
 def test_merge_of_the_shrunk_model_is_within_the_reported_error():

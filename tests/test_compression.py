@@ -57,6 +57,21 @@ def test_exact_low_rank_kernels_keep_the_outputs():
     assert report.total_params_after == compressed.count_params() == 1732 - 368 - 832
 
 
+def test_layer_with_keras_lora_counts_its_factors_before_only():
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Dense(64, name="proj")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("proj").enable_lora(4)
+    compressed, report = compress(model, rank=4)
+    row = report.layers[0]
+    # Kernel 64·64 + Keras' LoRA 4·(64 + 64) + bias 64, then 4·(64 + 64) + 64.
+    assert (row.params_before, row.params_after) == (4_672, 576)
+    assert report.total_params_after == compressed.count_params() == 576
+    assert report.total_params_before - report.total_params_after == (
+        row.params_before - row.params_after
+    )
+
+
 def test_param_ratio_ranks_and_parameter_totals_on_bert():
     model = tiny.bert_classifier()
     compressed, report = compress(model, param_ratio=0.5)

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 import keras_lowrank as klr
 from keras_lowrank.model_surgery import layer_paths
@@ -41,3 +42,51 @@ def test_pissa_merge_recovers_the_original_kernel():
         keras.ops.convert_to_numpy(layer_paths(model)["hidden"].kernel),
         atol=1e-6,
     )
+
+
+
+def test_pissa_adapter_file_rebuilds_the_residual_kernel(tmp_path):
+    base = tiny.bert_classifier()
+    original = tiny.weights_of(base)
+    adapted = klr.add_adapters(base, rank=4, init="pissa")
+    adapted.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    adapted.fit(tiny.bert_inputs(batch=8), np.arange(8) % 2, epochs=2, verbose=0)
+    path = tmp_path / "pissa.safetensors"
+    klr.save_adapters(adapted, path)
+    specs = klr.read_adapter_metadata(path)["adapters"]
+    assert {spec["pissa_rank"] for spec in specs.values()} == {4}
+    # Only the factors and the head travel: no kernel-sized residual.
+    query = "transformer_layer_1/self_attention_layer/query"
+    assert layer_paths(adapted)[query].pissa_rank == 4
+
+    loaded = klr.load_adapters(base, path)
+    x = tiny.bert_inputs(batch=5, seed=3)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), adapted.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        layer_paths(loaded)[query].base_kernel.numpy(),
+        layer_paths(adapted)[query].base_kernel.numpy(),
+    )
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(original, base.weights))
+
+
+def test_pissa_rank_survives_keras_files_and_shrinking(tmp_path):
+    adapted = klr.add_adapters(tiny.bert_classifier(), rank=4, init="pissa")
+    path = tmp_path / "pissa.keras"
+    adapted.save(path)
+    reloaded = keras.models.load_model(path)
+    query = "transformer_layer_0/self_attention_layer/query"
+    assert layer_paths(reloaded)[query].pissa_rank == 4
+    shrunk, _ = klr.shrink_adapters(adapted, max_rank=2)
+    assert layer_paths(shrunk)[query].rank == 2
+    assert layer_paths(shrunk)[query].pissa_rank == 4
+
+
+def test_pissa_rank_errors():
+    dense = keras.layers.Dense(4, name="proj")
+    dense.build((None, 8))
+    with pytest.raises(ValueError, match=r"LoRADense\(layer='proj'\) expected `pissa_rank` "
+                                         r"to be None or a positive integer\. Received: pissa_rank=0"):
+        klr.LoRADense(dense, rank=2, pissa_rank=0)

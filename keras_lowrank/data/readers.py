@@ -100,6 +100,21 @@ def _check_file(path, hint=None):
         raise DataError(f"{path}: no such file{extra}")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: the file is empty (no rows)")
+    _check_utf8(path)
+
+
+def _check_utf8(path):
+    """Names the line of the first byte that is not UTF-8 (csv cannot)."""
+    with open(path, "rb") as file:
+        content = file.read()
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{content[error.start]:02x}). "
+            "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
 
 
 def _numbered_rows(reader, path):

@@ -150,8 +150,11 @@ def read_and_split(config):
             )
         records_by_split[split].extend(records)
 
-    all_records = [r for records in records_by_split.values() for r in records]
-    label_names = _label_names(all_records, config.labels)
+    # The classes are those of the training data: a label that only a
+    # validation or test file has is an error, not a class never trained.
+    label_names = _label_names(records_by_split["train"], config.labels)
+    for split in ("validation", "test"):
+        _check_known(records_by_split[split], label_names)
     ids = {name: index for index, name in enumerate(label_names)}
     examples = {
         split: [(r.text, ids[r.label], r.where) for r in records]
@@ -189,6 +192,17 @@ def _label_names(records, labels):
     if all(_is_int(label) for label in found):
         return sorted(found, key=int)  # labels 0..K-1 keep their value as id
     return sorted(found)
+
+
+def _check_known(records, label_names):
+    allowed = set(label_names)
+    for record in records:
+        if record.label not in allowed:
+            raise DataError(
+                f"{record.where}: unknown label '{record.label}': the training "
+                f"data has only {label_names}. Fix the label, or name every "
+                "class with --labels"
+            )
 
 
 def _is_int(text):

@@ -36,9 +36,11 @@ class LoRAAdapter(keras.layers.Layer):
         use_rslora=False,
         a_initializer="he_uniform",
         b_initializer="zeros",
+        pissa_rank=None,
         **kwargs,
     ):
         self._check_arguments(layer, rank, alpha, dropout)
+        _check_pissa_rank(type(self).__name__, layer, pissa_rank)
         kwargs.setdefault("name", layer.name)
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
@@ -49,6 +51,9 @@ class LoRAAdapter(keras.layers.Layer):
         self.use_rslora = bool(use_rslora)
         self.a_initializer = keras.initializers.get(a_initializer)
         self.b_initializer = keras.initializers.get(b_initializer)
+        # Set by PiSSA init: the wrapped kernel holds `W` minus its top
+        # `pissa_rank` singular part, which the factors started from.
+        self.pissa_rank = None if pissa_rank is None else int(pissa_rank)
         self.supports_masking = layer.supports_masking
         self.dropout_layer = (
             keras.layers.Dropout(self.dropout, name="lora_dropout")
@@ -236,6 +241,7 @@ class LoRAAdapter(keras.layers.Layer):
             "use_rslora": self.use_rslora,
             "a_initializer": keras.initializers.serialize(self.a_initializer),
             "b_initializer": keras.initializers.serialize(self.b_initializer),
+            "pissa_rank": self.pissa_rank,
         }
 
     @classmethod
@@ -243,6 +249,20 @@ class LoRAAdapter(keras.layers.Layer):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
         return cls(layer, **config)
+
+
+def _check_pissa_rank(name, layer, pissa_rank):
+    if pissa_rank is None:
+        return
+    if (
+        isinstance(pissa_rank, bool)
+        or not isinstance(pissa_rank, numbers.Integral)
+        or pissa_rank < 1
+    ):
+        raise ValueError(
+            f"{name}(layer='{layer.name}') expected `pissa_rank` to be None or "
+            f"a positive integer. Received: pissa_rank={pissa_rank!r}"
+        )
 
 
 def _built_input_shape(layer):

@@ -26,6 +26,9 @@ class LoRADense(LoRAAdapter):
         use_rslora: bool. Use `s = alpha / sqrt(rank)` (rank-stabilized LoRA).
         a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
         b_initializer: initializer of `B`. Defaults to `"zeros"`.
+        pissa_rank: int or None. Set by `LoRAConfig(init="pissa")`: the
+            wrapped kernel then holds `W` minus its top-`pissa_rank` singular
+            part, so that adapter files can rebuild it. Leave it None.
         **kwargs: base layer arguments; `name` defaults to the layer's.
 
     Example:

@@ -29,6 +29,9 @@ class LoRAEinsumDense(LoRAAdapter):
         use_rslora: bool. Use `s = alpha / sqrt(rank)`.
         a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
         b_initializer: initializer of `B`. Defaults to `"zeros"`.
+        pissa_rank: int or None. Set by `LoRAConfig(init="pissa")`: the
+            wrapped kernel then holds `W` minus its top-`pissa_rank` singular
+            part, so that adapter files can rebuild it. Leave it None.
         **kwargs: base layer arguments; `name` defaults to the layer's.
 
     Example:

@@ -18,7 +18,7 @@ class LowRankDense(keras.layers.Layer):
     Holds `rank · (input_dim + units)` kernel parameters instead of
     `input_dim · units`, and applies them as two thin matmuls. Built from a
     trained `keras.layers.Dense` by truncated SVD (`from_layer`), and
-    multiplied back into one (`to_layer`).
+    multiplied back into one (`to_dense`).
 
     Args:
         units: int. Dimensionality of the output space.
@@ -42,7 +42,7 @@ class LowRankDense(keras.layers.Layer):
     ```python
     dense = model.get_layer("feedforward")  # a built keras.layers.Dense
     low_rank = LowRankDense.from_layer(dense, energy=0.9)
-    dense_again = low_rank.to_layer()  # keras.layers.Dense, kernel left @ right
+    dense_again = low_rank.to_dense()  # keras.layers.Dense, kernel left @ right
     ```
     """
 
@@ -200,7 +200,7 @@ class LowRankDense(keras.layers.Layer):
             _assign(low_rank.bias, layer.bias)
         return low_rank
 
-    def to_layer(self):
+    def to_dense(self):
         """Multiplies the factors back into a plain `keras.layers.Dense`.
 
         Returns:
@@ -212,10 +212,10 @@ class LowRankDense(keras.layers.Layer):
 
         Example:
         ```python
-        dense = low_rank.to_layer()
+        dense = low_rank.to_dense()
         ```
         """
-        _check_built(self, "to_layer")
+        _check_built(self, "to_dense")
         dense = keras.layers.Dense(
             units=self.units,
             activation=self.activation,

@@ -226,7 +226,7 @@ class LowRankEinsumDense(keras.layers.Layer):
             _assign(low_rank.bias, layer.bias)
         return low_rank
 
-    def to_layer(self):
+    def to_dense(self):
         """Multiplies the factors back into a plain `keras.layers.EinsumDense`.
 
         Returns:
@@ -239,10 +239,10 @@ class LowRankEinsumDense(keras.layers.Layer):
 
         Example:
         ```python
-        einsum_dense = low_rank.to_layer()
+        einsum_dense = low_rank.to_dense()
         ```
         """
-        _check_built(self, "to_layer")
+        _check_built(self, "to_dense")
         einsum_dense = keras.layers.EinsumDense(
             equation=self.equation,
             output_shape=self.partial_output_shape,

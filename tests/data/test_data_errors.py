@@ -80,6 +80,27 @@ def test_unknown_label_names_label_line_and_allowed(tmp_path):
         _load(path, tmp_path, labels=["neg", "pos"])
 
 
+def test_label_only_in_the_test_file_is_unknown(tmp_path):
+    train = _file(tmp_path, "train.csv", "text,label\n" + "".join(
+        f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)))
+    test = _file(tmp_path, "test.csv", "text,label\nx,pos\ny,meh\n")
+    with pytest.raises(
+        DataError,
+        match=r"test\.csv:3: unknown label 'meh': the training data has only "
+        r"\['neg', 'pos'\]\. Fix the label, or name every class with --labels",
+    ):
+        _load(train, tmp_path, test_files=test)
+
+
+def test_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"text,label\ngood,1\ncaf\xe9 noir,0\n")
+    with pytest.raises(
+        DataError, match=r"latin1\.csv:3: not UTF-8 text \(byte 0xe9\)\. Re-save"
+    ):
+        _load(str(path), tmp_path)
+
+
 def test_malformed_json_line(tmp_path):
     path = _file(tmp_path, "bad.jsonl",
                  '{"text": "a", "label": 1}\n\n{"text": "b", "label": \n')

@@ -48,6 +48,14 @@ def test_unknown_label_names_file_and_line(capsys, tmp_path):
     _assert_one_line(code, err, f"{train}:4:", "unknown label 'meh'")
 
 
+def test_label_missing_from_training_data(capsys, tmp_path):
+    train = _write(tmp_path / "train.csv", "text,label\n" + "".join(
+        f"review {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)))
+    test = _write(tmp_path / "test.csv", "text,label\nfine,pos\nso-so,meh\n")
+    code, err = _run(capsys, tmp_path, "--train", train, "--test", test)
+    _assert_one_line(code, err, f"{test}:3:", "unknown label 'meh'")
+
+
 def test_missing_label_column_names_file_and_line(capsys, tmp_path):
     train = _write(tmp_path / "train.csv", "text,label\ngreat film,pos\n")
     code, err = _run(capsys, tmp_path, "--train", train, "--label-column", "sentiment")

@@ -87,7 +87,7 @@ def test_to_layer_round_trip():
     layer = LowRankDense(10, rank=3, activation="tanh", bias_initializer="random_normal")
     x = inputs(4, 7, 6)
     expected = layer(x)
-    dense = layer.to_layer()
+    dense = layer.to_dense()
     assert type(dense) is keras.layers.Dense and dense.name == layer.name
     np.testing.assert_allclose(
         dense.kernel.numpy(), layer.left.numpy() @ layer.right.numpy(), atol=1e-6
@@ -95,7 +95,7 @@ def test_to_layer_round_trip():
     assert np.max(np.abs(dense(x) - expected)) <= 1e-5
     # Dense -> factors at full rank -> Dense gives the original kernel back.
     original = trained_dense()
-    rebuilt = LowRankDense.from_layer(original, rank=24).to_layer()
+    rebuilt = LowRankDense.from_layer(original, rank=24).to_dense()
     assert np.max(np.abs(rebuilt.kernel.numpy() - original.kernel.numpy())) <= 1e-5
 
 
@@ -183,5 +183,5 @@ def test_from_layer_and_to_layer_errors():
     with pytest.raises(ValueError, match=r"cannot factor layer 'ffn': Expected exactly one of "
                                          r"`rank` or `energy`\. Received: rank=None, energy=None"):
         LowRankDense.from_layer(dense)
-    with pytest.raises(ValueError, match=r"LowRankDense 'lazy' is not built; `to_layer`"):
-        LowRankDense(4, rank=2, name="lazy").to_layer()
+    with pytest.raises(ValueError, match=r"LowRankDense 'lazy' is not built; `to_dense`"):
+        LowRankDense(4, rank=2, name="lazy").to_dense()

@@ -62,7 +62,7 @@ def test_from_layer_full_rank_matches_and_to_layer_round_trips(case):
     low_rank = LowRankEinsumDense.from_layer(original, rank=min(fan_in, fan_out))
     x = inputs(input_shape)
     assert np.max(np.abs(low_rank(x) - original(x))) <= 1e-5
-    rebuilt = low_rank.to_layer()
+    rebuilt = low_rank.to_dense()
     assert type(rebuilt) is keras.layers.EinsumDense and rebuilt.name == "proj"
     assert np.max(np.abs(rebuilt.kernel.numpy() - original.kernel.numpy())) <= 1e-5
     assert np.max(np.abs(rebuilt(x) - low_rank(x))) <= 1e-5
@@ -90,7 +90,7 @@ def test_to_layer_of_a_fresh_layer():
     )
     x = inputs((2, 6, 16))
     expected = layer(x)
-    merged = layer.to_layer()
+    merged = layer.to_dense()
     assert np.max(np.abs(merged(x) - expected)) <= 1e-5
     kernel = (layer.left.numpy() @ layer.right.numpy()).reshape(16, 4, 8)
     np.testing.assert_allclose(merged.kernel.numpy(), kernel, atol=1e-6)
