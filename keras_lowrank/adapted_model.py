@@ -118,6 +118,11 @@ def freeze_all_but(model, keep_trainable):
         elif _is_leaf(layer) or layer_patterns.matches_any(keep_trainable, path):
             keep = _kept(path, keep_trainable)
             layer.trainable = keep
+        elif not _kept(path, keep_trainable):
+            # A container's own weights (a ViT's class token, say): freezing
+            # the container would hide its children's weights too.
+            for variable in layer._trainable_variables:
+                variable.trainable = False
 
 
 def adapter_paths(model):
@@ -161,6 +166,18 @@ def _targeted_paths(paths, config, keep_trainable):
             if not any(layer_patterns.matches(t, p) for p in candidates)
         ]
     if not chosen:
+        kept = [
+            p for p in paths
+            if _kept(p, keep_trainable) and layer_patterns.matches_any(
+                () if config.targets == ALL_LINEAR else config.targets, p)
+        ]
+        if kept:
+            raise ValueError(
+                f"targets={_show(config.targets)} matched only layers kept "
+                f"fully trainable: {kept} (trainable={list(keep_trainable)}, "
+                "by default a task's head). To adapt them instead, pass "
+                "`trainable=()` or patterns that leave them out."
+            )
         raise ValueError(
             f"No layer matched targets={_show(config.targets)}: no Dense, "
             "EinsumDense or Embedding layer has a path, last path component, "
@@ -193,12 +210,15 @@ def _trainable_patterns(model, config):
     backbone = getattr(model, "backbone", None)
     if backbone is None:
         return ()
-    # A keras-hub task: its head is what lies outside its backbone.
+    # A keras-hub task: its head is what lies outside its backbone. A causal
+    # LM lists the backbone's token embedding too (its tied output
+    # projection): that is part of the backbone, and stays frozen.
     preprocessor = getattr(model, "preprocessor", None)
+    inside = [backbone, preprocessor, *model_surgery.layer_paths(backbone).values()]
     return tuple(
         layer.name
         for layer in model._layers
-        if layer is not backbone and layer is not preprocessor and layer.weights
+        if not any(layer is part for part in inside) and layer.weights
     )
 
 

@@ -80,12 +80,25 @@ def save_adapters(model, path):
 
 
 def read_adapter_metadata(path):
-    """The JSON metadata of an adapter file, as a dict."""
+    """The JSON metadata of an adapter file, as a dict.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is not a safetensors file, or not one that
+            `save_adapters` wrote.
+    """
+    from safetensors import SafetensorError
     from safetensors import safe_open
 
     _check_exists(path)
-    with safe_open(os.fspath(path), framework="numpy") as handle:
-        raw = (handle.metadata() or {}).get("keras_lowrank")
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as handle:
+            raw = (handle.metadata() or {}).get("keras_lowrank")
+    except SafetensorError as error:
+        raise ValueError(
+            f"'{path}' is not a safetensors adapter file ({error}). Give a "
+            "file written by save_adapters."
+        ) from error
     if raw is None:
         raise ValueError(
             f"'{path}' is a safetensors file but not a keras_lowrank adapter "
@@ -122,6 +135,14 @@ def load_adapters(model, path):
     from safetensors.numpy import load_file
 
     metadata = read_adapter_metadata(path)
+    existing = list(adapters(model))
+    if existing:
+        raise ValueError(
+            f"Model '{model.name}' already holds adapters at {existing}; "
+            "adapter files load onto the base model they were trained on. "
+            "Pass the base model (or `klr.merge_adapters(model)` to stack "
+            "the file's adapters on top of merged ones)."
+        )
     tensors = load_file(os.fspath(path))
     paths = model_surgery.layer_paths(model)
     specs = metadata["adapters"]
@@ -168,11 +189,6 @@ def _check_adapters_fit(model, paths, specs, tensors):
                 f"The adapter file has an adapter for layer '{layer_path}', "
                 f"which model '{model.name}' does not have. Load it on a base "
                 "model of the same architecture."
-            )
-        if isinstance(layer, LoRAAdapter):
-            raise ValueError(
-                f"Layer '{layer_path}' of model '{model.name}' already holds "
-                "an adapter. Load adapters on the base model."
             )
         adapter_class = adapter_class_for(layer)
         if adapter_class is None or adapter_class.__name__ != spec["kind"]:

@@ -368,7 +368,7 @@ def _targeted(paths, targets, exclude, head):
 
 
 def _train_only(model, factorized, head):
-    model.trainable = True
+    model_surgery.set_trainable(model, True)
     for path, layer in model_surgery.layer_paths(model).items():
         if path in factorized or _kept(path, head):
             layer.trainable = True

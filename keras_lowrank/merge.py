@@ -37,5 +37,5 @@ def merge_adapters(model):
         return layer.merge() if isinstance(layer, LoRAAdapter) else None
 
     merged, _ = model_surgery.rewrite_model(model, merge)
-    merged.trainable = True
+    model_surgery.set_trainable(merged, True)
     return merged

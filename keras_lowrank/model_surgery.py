@@ -102,6 +102,7 @@ def copy_model(model):
     fresh = keras.saving.deserialize_keras_object(config)
     _copy_weights(model, fresh)
     _apply_trainable_flags(fresh, _trainable_flags(model))
+    _freeze_own_weights(fresh, _frozen_own_weights(model))
     return fresh
 
 
@@ -245,6 +246,17 @@ def _copy_weights(source, target):
     target.set_weights(values)
 
 
+def set_trainable(root, value):
+    """Sets `trainable` on `root` and every layer and weight below it.
+
+    Not `root.trainable = value`: TensorFlow's tracking skips assigning an
+    attribute the value it already has, so a `True` would not reach the
+    frozen layers below a trainable one.
+    """
+    for layer in root._flatten_layers(include_self=True):
+        type(layer).trainable.fset(layer, value)
+
+
 def _trainable_flags(model):
     return {path: layer.trainable for path, layer in layer_paths(model).items()}
 
@@ -256,6 +268,35 @@ def _apply_trainable_flags(model, flags):
         layer = current.get(path)
         if layer is not None and layer.trainable != trainable:
             layer.trainable = trainable
+
+
+def _frozen_own_weights(model):
+    """`{path: [index]}`: frozen own weights of trainable containers.
+
+    A container (a layer with sublayers) whose own weight is frozen while
+    the container stays trainable, as `add_adapters` leaves a ViT's class
+    token. Indices are into the layer's own trainable-variable list.
+    """
+    found = {}
+    for path, layer in layer_paths(model).items():
+        if not layer._layers or not layer.trainable:
+            continue
+        frozen = [
+            i for i, v in enumerate(layer._trainable_variables) if not v.trainable
+        ]
+        if frozen:
+            found[path] = frozen
+    return found
+
+
+def _freeze_own_weights(model, frozen):
+    current = layer_paths(model)
+    for path, indices in frozen.items():
+        layer = current.get(path)
+        if layer is None:
+            continue
+        for i in indices:
+            layer._trainable_variables[i].trainable = False
 
 
 # === The record that makes rewritten models serializable ===
@@ -317,6 +358,7 @@ def _rewritten_class(base_class):
                         for p in self._klr_replaced
                     },
                     "frozen": [p for p, l in paths.items() if not l.trainable],
+                    "frozen_own_weights": _frozen_own_weights(self),
                 }
 
             from_config = classmethod(lambda cls, config: _from_config(config))
@@ -357,6 +399,7 @@ def _from_config(config):
     frozen = set(config.get("frozen", []))
     flags = {p: p not in frozen for p in layer_paths(model)}
     _apply_trainable_flags(model, flags)
+    _freeze_own_weights(model, config.get("frozen_own_weights", {}))
     _settle_class(model, model)
     return model
 

@@ -188,3 +188,48 @@ def test_trainable_summary_format():
     text = klr.trainable_summary(klr.add_adapters(tiny.sequential_mlp(), targets="hidden", rank=2))
     # 8*16 + 16 + 16*4 + 4 = 212 base parameters, 2 * (8 + 16) = 48 in the adapter.
     assert text == "trainable params: 48 || all params: 260 || trainable%: 18.4615"
+
+
+@pytest.mark.parametrize("build", [tiny.gpt2_causal_lm, tiny.llama_causal_lm])
+def test_causal_lm_keeps_its_tied_embedding_frozen(build):
+    lm = build()
+    adapted = klr.add_adapters(lm, rank=2)
+    # The default head of a causal LM is empty: its output projection is the
+    # backbone's token embedding, which stays frozen.
+    assert {w.path.rsplit("/", 1)[-1] for w in adapted.trainable_weights} == {"lora_a", "lora_b"}
+    trainable = count(adapted)[0]
+    assert trainable == sum(int(np.prod(w.shape)) for w in adapted.trainable_weights)
+    assert trainable == 2 * 2 * 2 * (16 + 16) or build is tiny.llama_causal_lm
+    tied = klr.add_adapters(lm, targets=["token_embedding"], rank=2)
+    assert klr.adapter_paths(tied) == ["token_embedding"]
+    assert count(tied)[0] == 2 * (tiny.VOCAB + 16)
+
+
+def test_container_weights_are_frozen_and_stay_frozen(tmp_path):
+    vit = keras_hub.models.ViTBackbone(
+        image_shape=(8, 8, 3), patch_size=4, num_layers=1, num_heads=2,
+        hidden_dim=8, mlp_dim=16,
+    )
+    adapted = klr.add_adapters(vit, rank=2)
+    names = {w.path.rsplit("/", 1)[-1] for w in adapted.trainable_weights}
+    assert names == {"lora_a", "lora_b"}
+    assert any(w.path.endswith("class_token") for w in vit.trainable_weights)
+    adapted.save(tmp_path / "vit.keras")
+    loaded = keras.models.load_model(tmp_path / "vit.keras")
+    assert {w.path.rsplit("/", 1)[-1] for w in loaded.trainable_weights} == names
+    merged_back = klr.merge_adapters(adapted)
+    assert any(w.path.endswith("class_token") for w in merged_back.trainable_weights)
+
+
+def test_targeting_the_head_says_it_is_kept_trainable():
+    with pytest.raises(ValueError, match=r"targets=\['logits'\] matched only layers kept fully "
+                                         r"trainable: \['logits'\] \(trainable=\['logits'\].*pass `trainable=\(\)`"):
+        klr.add_adapters(tiny.bert_classifier(), targets=["logits"], rank=2)
+    adapted = klr.add_adapters(tiny.bert_classifier(), targets=["logits"], trainable=(), rank=2)
+    assert klr.adapter_paths(adapted) == ["logits"]
+
+
+def test_every_match_excluded():
+    with pytest.raises(ValueError, match=r"Every layer that targets=\['query'\] matched is excluded "
+                                         r"by exclude=\['\*/query'\]"):
+        klr.add_adapters(tiny.bert_classifier(), targets=["query"], exclude=["*/query"], rank=2)

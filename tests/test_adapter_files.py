@@ -115,8 +115,80 @@ def test_saving_a_model_without_adapters_is_refused(tmp_path):
     assert not (tmp_path / "a.safetensors").exists()
 
 
-def test_load_refuses_an_adapted_model(trained, tmp_path):
+def test_load_refuses_a_model_with_adapters_anywhere(base, tmp_path):
+    path = tmp_path / "a.safetensors"
+    klr.save_adapters(klr.add_adapters(base, targets=["query"], rank=2), path)
+    on_keys = klr.add_adapters(base, targets=["key"], rank=2)
+    with pytest.raises(
+        ValueError,
+        match=r"already holds adapters at \['transformer_layer_0/self_attention_layer/key', "
+        r"'transformer_layer_1/self_attention_layer/key'\]; adapter files load onto the base model",
+    ):
+        klr.load_adapters(on_keys, path)
+
+
+def _rewrite_metadata(path, target, change):
+    """Copies the adapter file at `path` to `target` with edited metadata."""
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    metadata = klr.read_adapter_metadata(path)
+    tensors = load_file(path)
+    change(metadata, tensors)
+    save_file(tensors, target, metadata={"keras_lowrank": json.dumps(metadata)})
+    return target
+
+
+def test_load_errors_leave_the_base_model_unchanged(base, trained, tmp_path):
     path = tmp_path / "a.safetensors"
     klr.save_adapters(trained, path)
-    with pytest.raises(ValueError, match=r"already holds an adapter. Load adapters on the base model"):
-        klr.load_adapters(trained, path)
+    weights, flags = tiny.weights_of(base), tiny.flags_of(base)
+
+    def kind(metadata, tensors):
+        metadata["adapters"]["pooled_dense"]["kind"] = "LoRAEmbedding"
+
+    def head_weight(metadata, tensors):
+        del tensors["logits/bias"]
+
+    def head_shape(metadata, tensors):
+        tensors["logits/bias"] = np.zeros(3, "float32")
+
+    def version(metadata, tensors):
+        metadata["format"] = "keras_lowrank.adapters/99"
+
+    cases = [
+        (kind, r"Layer 'pooled_dense' is a Dense; the file has a LoRAEmbedding adapter for it"),
+        (head_weight, r"The adapter file lacks weight 'logits/bias'"),
+        (head_shape, r"Shape mismatch at layer 'logits' \(bias\): the file has \(3,\), the model has \(2,\)"),
+        (version, r"has adapter format 'keras_lowrank.adapters/99'; this version of "
+                  r"keras_lowrank reads 'keras_lowrank.adapters/1'"),
+    ]
+    for change, message in cases:
+        edited = _rewrite_metadata(path, tmp_path / f"{change.__name__}.safetensors", change)
+        with pytest.raises(ValueError, match=message):
+            klr.load_adapters(base, edited)
+    assert all(np.array_equal(a, b) for a, b in zip(tiny.weights_of(base), weights))
+    assert tiny.flags_of(base) == flags
+    assert klr.adapter_paths(base) == []
+
+
+def test_safetensors_file_without_our_metadata(base, tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"x": np.zeros(2, "float32")}, path)
+    with pytest.raises(ValueError, match=r"is a safetensors file but not a keras_lowrank adapter file"):
+        klr.load_adapters(base, path)
+
+
+def test_causal_lm_adapter_file_holds_only_the_adapters(tmp_path):
+    lm = tiny.gpt2_causal_lm()
+    adapted = klr.add_adapters(lm, targets="all-linear", rank=2)
+    for w in adapted.trainable_weights:
+        w.assign(np.random.default_rng(3).normal(size=w.shape).astype("float32") * 0.1)
+    path = tmp_path / "lm.safetensors"
+    klr.save_adapters(adapted, path)
+    assert klr.read_adapter_metadata(path)["trainable_layers"] == []
+    loaded = klr.load_adapters(lm, path)
+    x = tiny.lm_inputs()
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), adapted.predict(x, verbose=0))

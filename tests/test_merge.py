@@ -33,6 +33,8 @@ def test_merged_bert_matches_and_is_plain(targets, tmp_path):
     reloaded = keras_hub.models.BertTextClassifier.from_preset(str(tmp_path / "preset"))
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), merged.predict(x, verbose=0), atol=1e-6)
     assert klr.parameter_counts(merged)[1] == klr.parameter_counts(tiny.bert_classifier())[1]
+    # As a freshly loaded model: every weight trainable again.
+    assert klr.parameter_counts(merged)[0] == klr.parameter_counts(merged)[1]
 
 
 def test_merge_leaves_adapted_model_untouched():

@@ -66,9 +66,17 @@ class LoRAEmbedding(LoRAAdapter):
         if not getattr(layer, "tie_weights", False):
             return layer(inputs, reverse=True)
         kernel = ops.transpose(layer.embeddings)
+        lora_a, lora_b = self.lora_a, self.lora_b
+        reverse_dtype = getattr(layer, "reverse_dtype", None)
+        if reverse_dtype is not None:
+            # As the wrapped layer: logits in their own (often float32) dtype.
+            inputs = ops.cast(inputs, reverse_dtype)
+            kernel = ops.cast(kernel, reverse_dtype)
+            lora_a = ops.cast(lora_a, reverse_dtype)
+            lora_b = ops.cast(lora_b, reverse_dtype)
         logits = ops.matmul(inputs, kernel)
-        hidden = ops.matmul(inputs, ops.transpose(self.lora_b))  # (..., rank)
-        logits = logits + ops.matmul(hidden, ops.transpose(self.lora_a)) * self.scale
+        hidden = ops.matmul(inputs, ops.transpose(lora_b))  # (..., rank)
+        logits = logits + ops.matmul(hidden, ops.transpose(lora_a)) * self.scale
         soft_cap = getattr(layer, "logit_soft_cap", None)
         if soft_cap is not None:
             logits = ops.multiply(ops.tanh(ops.divide(logits, soft_cap)), soft_cap)
