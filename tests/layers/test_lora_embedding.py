@@ -41,3 +41,14 @@ def test_tied_reversible_embedding_in_reverse(rng):
     assert type(merged) is type(table)
     diff = keras.ops.convert_to_numpy(merged(hidden, reverse=True) - lora(hidden, reverse=True))
     assert np.abs(diff).max() < 1e-5
+
+
+def test_reverse_dtype_is_kept_under_mixed_precision(rng):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    table = keras_hub.layers.ReversibleEmbedding(25, 8, tie_weights=True, reverse_dtype="float32")
+    table.build()
+    lora = klr.LoRAEmbedding(table, rank=3)
+    hidden = keras.ops.cast(rng.normal(size=(2, 4, 8)), "bfloat16")
+    got, want = lora(hidden, reverse=True), table(hidden, reverse=True)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want))
