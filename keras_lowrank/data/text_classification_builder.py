@@ -234,8 +234,13 @@ def prepared_builder(config, data_dir) -> TextClassificationBuilder:
         if builder.is_prepared():
             return builder
         try:
+            # Everything is read from local files: tfds must never try its
+            # GCS mirror (the offline equivalent of `download=False`).
             builder.download_and_prepare(
-                download_dir=os.path.join(data_dir, "downloads")
+                download_dir=os.path.join(data_dir, "downloads"),
+                download_config=tfds.download.DownloadConfig(
+                    try_download_gcs=False
+                ),
             )
         except BaseException:
             # tfds removes its incomplete folder but not the config's.
