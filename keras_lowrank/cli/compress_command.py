@@ -1,7 +1,5 @@
 """`keras-lowrank compress`: factorize kernels by SVD, save, print the report."""
 
-import os
-
 _METHODS = (("rank", "--rank"), ("energy", "--energy"), ("param_ratio", "--param-ratio"))
 
 
@@ -59,11 +57,15 @@ def run(args):
 
     import keras_lowrank as klr
     from keras_lowrank._atomic import atomic_path
+    from keras_lowrank._atomic import check_target
     from keras_lowrank.cli.model_argument import load_model_argument
     from keras_lowrank.compression import compress
     from keras_lowrank.model_surgery import layer_paths
     from keras_lowrank.svd import plot_spectrum
 
+    check_target(args.out)
+    if args.plot is not None:
+        check_target(args.plot)
     model = load_model_argument(args.model, args.adapters)
     merged = len(klr.adapter_paths(model))
     if merged:
@@ -75,9 +77,8 @@ def run(args):
         train_only_factors=args.train_only_factors, **given,
     )
     print(report)
-    with atomic_path(args.out) as tmp:
-        compressed.save(tmp + ".keras")
-        os.replace(tmp + ".keras", tmp)
+    with atomic_path(args.out, suffix=".keras") as tmp:
+        compressed.save(tmp)
     print(f"compressed model -> {args.out}")
     if args.plot is not None:
         paths = layer_paths(model)

@@ -1,9 +1,13 @@
 """`keras-lowrank export`: a saved Keras model to SavedModel, TFLite or ONNX.
 
+MODEL is a .keras file, or a base preset folder plus `--adapters FILE`.
+
 Example:
 ```
 keras-lowrank export classifier.keras --format tflite --quantize dynamic \
     --out classifier.tflite
+keras-lowrank export base_preset/ --adapters adapters.safetensors \
+    --format onnx --out classifier.onnx
 ```
 
 Exit status: 0 when the artifact was written and matched Keras, 1 when it did
@@ -15,13 +19,16 @@ import sys
 
 
 def add_parser(subparsers):
+    from keras_lowrank.cli.model_argument import add_model_arguments
+
     parser = subparsers.add_parser(
         "export",
         help="export a model to SavedModel, TFLite or ONNX and verify it",
         description="Merge LoRA adapters, export, run the artifact in its "
-        "runtime at batch 1 and 8, and compare it with Keras.",
+        "runtime at batch 1 and 8, and compare it with Keras. MODEL is a "
+        ".keras file, or a base preset folder plus --adapters FILE.",
     )
-    parser.add_argument("model", help="a .keras model file")
+    add_model_arguments(parser)
     # No argparse `choices`: an unknown format then gets the one-line error
     # of `export`, like every other usage error.
     parser.add_argument(
@@ -55,6 +62,8 @@ def add_parser(subparsers):
 
 
 def run(args):
+    from keras_lowrank._atomic import check_target
+    from keras_lowrank._atomic import has_files
     from keras_lowrank.exporters import validate_export_arguments
 
     representative = args.representative_data
@@ -67,7 +76,9 @@ def run(args):
         representative_data=representative,
         atol=args.atol,
     )
-    model_path = _existing_file(args.model, ".keras", "model")
+    # Before the model loads: an --out that cannot be written fails first.
+    check_target(args.out, directory=args.format == "saved_model",
+                 replaceable=has_files("saved_model.pb"))
     sample_inputs = None
     if args.sample_inputs:
         sample_inputs = _load_npz(args.sample_inputs, "--sample-inputs")
@@ -79,10 +90,11 @@ def run(args):
             for i in range(count)
         ]
 
+    from keras_lowrank.cli.model_argument import load_model_argument
     from keras_lowrank.exporters import ExportVerificationError
     from keras_lowrank.exporters import export
 
-    model = _load_model(model_path)
+    model = load_model_argument(args.model, args.adapters)
     try:
         report = export(
             model,
@@ -121,15 +133,3 @@ def _load_npz(path, what):
     if not arrays:
         raise ValueError(f"{path} holds no arrays.")
     return arrays
-
-
-def _load_model(path):
-    import keras
-
-    try:  # registers the keras-hub classes a saved task or backbone needs
-        import keras_hub  # noqa: F401
-    except ImportError:
-        pass
-    # compile=False: exporting needs no optimizer, and keras-hub tasks warn
-    # when their custom compile() cannot be restored.
-    return keras.saving.load_model(path, compile=False)

@@ -1,8 +1,11 @@
 """Entry point of `keras-lowrank`: one module per subcommand.
 
 Each `keras_lowrank/cli/<name>_command.py` defines `add_parser(subparsers)`
-and `run(args) -> int`. A user error raises `UsageError` (or `ValueError`,
-`FileNotFoundError`): it prints one line on stderr and exits 2.
+and `run(args) -> int`. A user error prints one line on stderr,
+`keras-lowrank <command>: error: ...`, and exits 2: a bad command line, a
+`UsageError`, `ValueError` or `OSError` (a missing file, an `--out` that
+cannot be written), or a missing optional package. Anything else is a bug
+and keeps its traceback.
 """
 
 import argparse
@@ -10,11 +13,21 @@ import importlib
 import os
 import sys
 
+from keras_lowrank.exporters._optional import MissingDependencyError
+
 COMMANDS = ("finetune", "export", "merge", "inspect", "compress")
 
 
 class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose usage errors take one line."""
+
+    def error(self, message):
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _load_commands():
@@ -31,29 +44,48 @@ def _load_commands():
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    """The parser of `keras-lowrank`, and of each command, and its module.
+
+    Returns:
+        `(parser, command_parsers, modules)`, the last two keyed by command.
+    """
+    parser = ArgumentParser(
         prog="keras-lowrank",
         description="Low-rank adaptation and compression for Keras models, "
         "exported to LiteRT and ONNX.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, parser_class=ArgumentParser
+    )
     modules = _load_commands()
     for module in modules.values():
         module.add_parser(subparsers)
-    return parser, modules
+    return parser, subparsers.choices, modules
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    parser, command_parsers, modules = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Left over by the command's parser: its error, not the top one's.
+        command_parsers[args.command].error(
+            f"unrecognized arguments: {' '.join(extras)}"
+        )
     try:
         return int(modules[args.command].run(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError) as error:
-        message = " ".join(str(error).split())
+    except (UsageError, ValueError, OSError, MissingDependencyError) as error:
+        message = " ".join(_describe(error).split())
         print(f"keras-lowrank {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _describe(error):
+    # `open()` and `os` errors read "[Errno 20] Not a directory: 'x/y'".
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.strerror}: '{error.filename}'"
+    return str(error)
 
 
 if __name__ == "__main__":

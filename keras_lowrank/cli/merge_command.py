@@ -1,6 +1,10 @@
 """`keras-lowrank merge`: fold the adapters into the kernels, save the model."""
 
-import os
+from keras_lowrank._atomic import has_files
+
+# What an earlier `merge --out FOLDER` left: a folder holding other files is
+# never replaced.
+_PRESET = has_files("config.json", "metadata.json")
 
 
 def add_parser(subparsers):
@@ -23,8 +27,11 @@ def add_parser(subparsers):
 def run(args):
     import keras_lowrank as klr
     from keras_lowrank._atomic import atomic_path
+    from keras_lowrank._atomic import check_target
     from keras_lowrank.cli.model_argument import load_model_argument
 
+    to_file = args.out.endswith(".keras")
+    check_target(args.out, directory=not to_file, replaceable=_PRESET)
     model = load_model_argument(args.model, args.adapters)
     if not klr.adapter_paths(model):
         raise ValueError(
@@ -32,17 +39,16 @@ def run(args):
             "adapted .keras file, or a base folder with --adapters FILE."
         )
     merged = klr.merge_adapters(model)
-    if args.out.endswith(".keras"):
-        with atomic_path(args.out) as tmp:
-            merged.save(tmp + ".keras")
-            os.replace(tmp + ".keras", tmp)
+    if to_file:
+        with atomic_path(args.out, suffix=".keras") as tmp:
+            merged.save(tmp)
     else:
         if not hasattr(merged, "save_to_preset"):
             raise ValueError(
                 "--out without .keras writes a keras-hub preset, but the model "
                 f"is a {type(merged).__name__}. Use --out PATH.keras."
             )
-        with atomic_path(args.out, directory=True) as tmp:
+        with atomic_path(args.out, directory=True, replaceable=_PRESET) as tmp:
             merged.save_to_preset(tmp)
     print(f"merged {len(klr.adapter_paths(model))} adapters -> {args.out}")
     print(klr.trainable_summary(merged))

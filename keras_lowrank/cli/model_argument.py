@@ -24,7 +24,13 @@ def add_model_arguments(parser):
 
 
 def load_model_argument(model_path, adapters=None):
-    """The model the MODEL and --adapters arguments name."""
+    """The model the MODEL and --adapters arguments name.
+
+    Raises:
+        FileNotFoundError: MODEL or the --adapters file does not exist.
+        ValueError: MODEL is a file but not a .keras file, the --adapters
+            file is not an adapter file, or its adapters do not fit MODEL.
+    """
     import keras
 
     import keras_lowrank as klr
@@ -42,13 +48,23 @@ def load_model_argument(model_path, adapters=None):
                 f"MODEL '{model_path}' is a file but not a .keras file. Give a "
                 ".keras file or a model folder."
             )
-        model = keras.models.load_model(model_path)
+        _import_keras_hub()  # registers the classes a saved task needs
+        # compile=False: no command needs the optimizer, and keras-hub tasks
+        # warn on stderr that their custom compile() cannot be restored.
+        model = keras.models.load_model(model_path, compile=False)
         return klr.load_adapters(model, adapters) if adapters else model
     if adapters is None:
         import keras_hub
 
         return keras_hub.models.Backbone.from_preset(model_path)
     return klr.load_adapters(_task_for_adapters(model_path, adapters), adapters)
+
+
+def _import_keras_hub():
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:  # a plain Keras model needs no keras-hub
+        pass
 
 
 def _task_for_adapters(folder, adapters):

@@ -11,6 +11,10 @@ _PIP_SPECS = {
 }
 
 
+class MissingDependencyError(ImportError):
+    """An optional package is not installed; the message gives the pip command."""
+
+
 def import_optional(name, purpose):
     """Imports module `name`, or fails with the pip command that installs it.
 
@@ -18,12 +22,16 @@ def import_optional(name, purpose):
         name: the module, one of `ai_edge_litert`, `onnx`, `onnxruntime`,
             `tf2onnx`.
         purpose: what it is needed for, e.g. `"to verify TFLite artifacts"`.
+
+    Raises:
+        MissingDependencyError: `name` cannot be imported.
     """
     try:
         return importlib.import_module(name)
     except ImportError as error:
         spec = _PIP_SPECS[name.split(".")[0]]
-        raise ImportError(
+        raise MissingDependencyError(
             f"`{name}` is required {purpose} but is not installed. "
-            f"Install it with: pip install '{spec}'"
+            f"Install it with: pip install '{spec}'",
+            name=name,
         ) from error

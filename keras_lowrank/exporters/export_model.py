@@ -6,6 +6,7 @@ import tempfile
 import warnings
 
 from keras_lowrank._atomic import atomic_path
+from keras_lowrank._atomic import has_files
 from keras_lowrank.exporters import onnx as onnx_format
 from keras_lowrank.exporters import saved_model as saved_model_format
 from keras_lowrank.exporters import tflite as tflite_format
@@ -110,7 +111,8 @@ def export(
     notes = []
     checked = None
     try:
-        with atomic_path(path, directory=format == "saved_model") as tmp:
+        with atomic_path(path, directory=format == "saved_model",
+                         replaceable=has_files("saved_model.pb")) as tmp:
             runner = _write_and_load(
                 format, merged, signature, tmp, quantize, allow_flex, opset,
                 calibration,

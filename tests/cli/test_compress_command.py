@@ -1,5 +1,7 @@
 """`keras-lowrank compress` on a tiny model saved to .keras."""
 
+import os
+
 import keras
 import keras_hub
 import numpy as np
@@ -36,7 +38,7 @@ def test_compress_prints_the_report_and_saves(saved, tmp_path, capsys):
                            "5", "544", "272", row.split()[5], "factorized"]
     assert f"compressed model -> {out}" in printed
     assert f"spectra of 4 layers -> {plot}" in printed
-    loaded = keras.models.load_model(out)
+    loaded = keras.models.load_model(out, compile=False)
     assert isinstance(loaded, keras_hub.models.BertTextClassifier)
     assert isinstance(layer_paths(loaded)["transformer_layer_1/feedforward_output_dense"],
                       LowRankDense)
@@ -58,7 +60,8 @@ def test_adapters_are_merged_first(tmp_path, capsys):
     assert "merged 4 adapters before compressing" in capsys.readouterr().out
     expected, _ = compress(klr.merge_adapters(adapted), rank=2)
     x = tiny.bert_inputs()
-    np.testing.assert_allclose(keras.models.load_model(out).predict(x, verbose=0),
+    loaded = keras.models.load_model(out, compile=False)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
                                expected.predict(x, verbose=0), atol=1e-6)
 
 
@@ -88,3 +91,19 @@ def test_out_must_be_a_keras_file(saved, tmp_path, capsys):
     _, path = saved
     assert main(["compress", str(path), "--rank", "2", "--out", str(tmp_path / "x.h5")]) == 2
     assert "--out must end with .keras" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--plot"])
+def test_an_unwritable_output_fails_before_loading(tmp_path, capsys, flag):
+    taken = tmp_path / ("taken.keras" if flag == "--out" else "taken.png")
+    taken.mkdir()
+    paths = {"--out": str(tmp_path / "c.keras"), "--plot": str(tmp_path / "p.png"),
+             flag: str(taken)}
+    argv = ["compress", str(tmp_path / "missing.keras"), "--rank", "2",
+            "--out", paths["--out"], "--plot", paths["--plot"]]
+    assert main(argv) == 2  # not "MODEL ... does not exist": checked first
+    assert capsys.readouterr().err.splitlines() == [
+        f"keras-lowrank compress: error: Cannot write a file at '{taken}': it is "
+        "an existing folder. Choose another path or remove the folder."
+    ]
+    assert os.listdir(tmp_path) == [taken.name]

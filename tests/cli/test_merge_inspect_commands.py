@@ -1,3 +1,5 @@
+import os
+
 import keras
 import keras_hub
 import numpy as np
@@ -22,7 +24,7 @@ def test_merge_keras_file(adapted_file, tmp_path, capsys):
     model, path = adapted_file
     out = tmp_path / "merged.keras"
     assert main(["merge", str(path), "--out", str(out)]) == 0
-    merged = keras.models.load_model(out)
+    merged = keras.models.load_model(out, compile=False)
     assert type(merged) is keras_hub.models.BertTextClassifier
     x = tiny.bert_inputs()
     assert np.abs(merged.predict(x, verbose=0) - model.predict(x, verbose=0)).max() < 1e-5
@@ -72,3 +74,86 @@ def test_merge_refuses_a_model_without_adapters(tmp_path, capsys):
     assert main(["merge", str(path), "--out", str(tmp_path / "m.keras")]) == 2
     assert "holds no adapters to merge" in capsys.readouterr().err
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_loading_a_keras_task_prints_no_compile_warning(adapted_file, recwarn,
+                                                        capsys):
+    _, path = adapted_file
+    assert main(["inspect", str(path)]) == 0
+    assert [str(w.message) for w in recwarn if "compile" in str(w.message)] == []
+    assert capsys.readouterr().err == ""
+
+
+def test_inspect_a_file_that_is_not_safetensors(tmp_path, capsys):
+    path = tmp_path / "a.safetensors"
+    path.write_text("not safetensors")
+    assert main(["inspect", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"keras-lowrank inspect: error: '{path}' is not a safetensors adapter "
+        "file (Error while deserializing header: header too large). Give a "
+        "file written by save_adapters."
+    ]
+
+
+def test_merge_refuses_a_folder_holding_other_files_before_loading(
+        tmp_path, capsys, monkeypatch):
+    from keras_lowrank.cli import model_argument
+
+    def never(*args):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(model_argument, "load_model_argument", never)
+    out = tmp_path / "mywork"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["merge", "adapted.keras", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"keras-lowrank merge: error: '{out}' is an existing folder holding "
+        "other files (notes.txt), not an earlier output of this kind (a folder "
+        "with config.json and metadata.json); it was left as it is. Choose "
+        "another path or remove the folder."
+    ]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert os.listdir(tmp_path) == ["mywork"]
+
+
+def test_merge_replaces_its_own_earlier_preset(adapted_file, tmp_path):
+    _, path = adapted_file
+    out = tmp_path / "preset"
+    assert main(["merge", str(path), "--out", str(out)]) == 0
+    first = sorted(os.listdir(out))
+    (out / "model.weights.h5").write_bytes(b"stale")
+    assert main(["merge", str(path), "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == first
+    assert (out / "model.weights.h5").stat().st_size > 1000
+    assert sorted(os.listdir(tmp_path)) == ["adapted.keras", "preset"]
+
+
+@pytest.mark.parametrize(
+    "out, line",
+    [
+        ("notes.txt/merged.keras",
+         "Cannot write '{root}/notes.txt/merged.keras': '{root}/notes.txt' is a "
+         "file, not a folder. Choose another path or remove that file."),
+        ("notes.txt/preset",
+         "Cannot write '{root}/notes.txt/preset': '{root}/notes.txt' is a file, "
+         "not a folder. Choose another path or remove that file."),
+        ("folder.keras",
+         "Cannot write a file at '{root}/folder.keras': it is an existing "
+         "folder. Choose another path or remove the folder."),
+        ("notes.txt",
+         "Cannot write a folder at '{root}/notes.txt': it is an existing file. "
+         "Choose another path or remove the file."),
+    ],
+)
+def test_merge_to_an_unwritable_out_is_one_line(adapted_file, tmp_path, capsys,
+                                                out, line):
+    _, path = adapted_file
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder.keras").mkdir()
+    assert main(["merge", str(path), "--out", str(tmp_path / out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "keras-lowrank merge: error: " + line.format(root=tmp_path)
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["adapted.keras", "folder.keras", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"

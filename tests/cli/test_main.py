@@ -1,0 +1,121 @@
+"""`keras-lowrank`: one-line usage errors, --help, and the console script."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from keras_lowrank.cli import inspect_command
+from keras_lowrank.cli.main import COMMANDS
+from keras_lowrank.cli.main import main
+
+
+def _exit_code(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["export", "m.keras", "--format", "onnx", "--opset", "abc", "--out", "m.onnx"],
+         "keras-lowrank export: error: argument --opset: invalid int value: 'abc' "
+         "(see keras-lowrank export --help)"),
+        (["merge", "m.keras"],
+         "keras-lowrank merge: error: the following arguments are required: --out "
+         "(see keras-lowrank merge --help)"),
+        (["inspect", "m.keras", "--adaptors", "a.safetensors"],
+         "keras-lowrank inspect: error: unrecognized arguments: --adaptors "
+         "a.safetensors (see keras-lowrank inspect --help)"),
+        (["compress", "m.keras", "--rank", "two", "--out", "c.keras"],
+         "keras-lowrank compress: error: argument --rank: invalid int value: 'two' "
+         "(see keras-lowrank compress --help)"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(argv, line, capsys):
+    assert _exit_code(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [line]
+    assert captured.out == ""
+
+
+def test_an_unknown_command_is_one_line(capsys):
+    assert _exit_code(["exprot", "m.keras"]) == 2
+    # How the choices are quoted depends on the Python version.
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        "keras-lowrank: error: argument command: invalid choice: 'exprot' (choose from "
+    )
+    assert re.search(r"compress'?\) \(see keras-lowrank --help\)$", line)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_each_command(command, capsys):
+    assert _exit_code([command, "--help"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"usage: keras-lowrank {command} [-h]")
+    assert "-h, --help" in printed
+
+
+@pytest.mark.parametrize("command", ["export", "merge", "inspect", "compress"])
+def test_model_argument_of_each_command(command, capsys):
+    _exit_code([command, "--help"])
+    printed = capsys.readouterr().out
+    assert "MODEL" in printed and "--adapters FILE" in printed
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (NotADirectoryError(20, "Not a directory", "notes.txt/out.keras"),
+         "Not a directory: 'notes.txt/out.keras'"),
+        (PermissionError(13, "Permission denied", "/root/out.keras"),
+         "Permission denied: '/root/out.keras'"),
+        (FileNotFoundError("--adapters file 'a.safetensors' does not exist."),
+         "--adapters file 'a.safetensors' does not exist."),
+        (ValueError("two\nlines"), "two lines"),
+    ],
+)
+def test_os_and_value_errors_are_one_line(error, line, monkeypatch, capsys):
+    def run(args):
+        raise error
+
+    monkeypatch.setattr(inspect_command, "run", run)
+    assert main(["inspect", "m.keras"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"keras-lowrank inspect: error: {line}"
+    ]
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def run(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(inspect_command, "run", run)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["inspect", "m.keras"])
+
+
+# TensorFlow's C++ runtime logs a few lines before absl is set up, whatever
+# TF_CPP_MIN_LOG_LEVEL says (e.g. "Could not find cuda drivers"); they are not
+# keras-lowrank's.
+_NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )")
+
+
+def test_the_console_script(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "keras-lowrank")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TF_ENABLE_ONEDNN_OPTS": "0"}
+    done = subprocess.run(
+        [script, "export", "--help"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: keras-lowrank export [-h] [--adapters FILE]")
+    assert "MODEL is a .keras file, or a base preset folder plus --adapters FILE" in (
+        " ".join(done.stdout.split()))
+    assert [line for line in done.stderr.splitlines()
+            if not _NATIVE_LOG.match(line)] == []
