@@ -101,7 +101,7 @@ def bounds_paragraph(results):
         f"{flops['lora_vs_full']:.2f}x the FLOPs of a full step (no weight "
         f"gradients for frozen kernels), the floor any LoRA implementation on "
         f"this graph can reach.",
-        (f"So the step is bound by the frozen forward pass and the backward "
+        ("So the step is bound by the frozen forward pass and the backward "
          f"pass through the activations of the six blocks, not by the adapter "
          f"math. " if floor >= 0.85 * step else
          f"The adapters cost {_share(step - floor, step)} of the step, more "

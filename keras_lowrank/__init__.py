@@ -38,3 +38,31 @@ from keras_lowrank.model_summary import parameter_counts
 from keras_lowrank.model_summary import trainable_summary
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "adapter_paths",
+    "add_adapters",
+    "compress",
+    "CompressionReport",
+    "export",
+    "ExportReport",
+    "ExportVerificationError",
+    "layers",
+    "load_adapters",
+    "LoRAConfig",
+    "LoRADense",
+    "LoRAEinsumDense",
+    "LoRAEmbedding",
+    "LowRankDense",
+    "LowRankEinsumDense",
+    "merge_adapters",
+    "parameter_counts",
+    "presets",
+    "read_adapter_metadata",
+    "save_adapters",
+    "shrink_adapters",
+    "ShrinkReport",
+    "svd",
+    "trainable_summary",
+    "UnsupportedOpsError",
+]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank import adapter_files
 from tests import tiny_models as tiny
 
 

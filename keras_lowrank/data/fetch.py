@@ -68,7 +68,6 @@ def _extract_member(tarball, out_path):
         with atomic_path(out_path) as tmp:
             with open(tmp, "wb") as target:
                 shutil.copyfileobj(source, target)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private to its owner
 
 
 def fetch_mr_polarity(cache_dir=".cache") -> str:

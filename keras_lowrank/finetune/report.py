@@ -2,13 +2,8 @@
 
 import json
 import math
-import os
 
 from keras_lowrank._atomic import atomic_path
-
-# `atomic_path`'s temporary file is private (0600); run outputs are meant to
-# be read by others, as the exported artifacts are.
-FILE_MODE = 0o644
 
 # An exported model whose test accuracy moves further than this from the
 # Keras model's is called out in the summary.
@@ -35,7 +30,6 @@ def write_json(report, path):
         with open(tmp, "w", encoding="utf-8") as file:
             json.dump(report, file, indent=2, allow_nan=False)
             file.write("\n")
-        os.chmod(tmp, FILE_MODE)
 
 
 def plot_training_curves(history, path, best_epoch=None):
@@ -73,7 +67,6 @@ def plot_training_curves(history, path, best_epoch=None):
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
-        os.chmod(tmp, FILE_MODE)
 
 
 def summary_table(report) -> str:

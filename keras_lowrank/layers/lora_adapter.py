@@ -14,7 +14,6 @@ import numbers
 import keras
 from keras import ops
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
 
 
 class LoRAAdapter(keras.layers.Layer):

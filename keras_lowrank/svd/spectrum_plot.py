@@ -21,7 +21,6 @@ from keras_lowrank.svd.rank_selection import cumulative_energy, select_rank
 # Up to this many layers get a subplot each; more share two overlaid panels.
 _GRID_LIMIT = 12
 _GRID_COLUMNS = 3
-_FILE_MODE = 0o644
 
 
 def plot_spectrum(
@@ -90,7 +89,6 @@ def plot_spectrum(
         fig = _overlay_figure(figure_cls, spectra, ranks)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.chmod(tmp, _FILE_MODE)  # the temporary file is private (0600)
     return os.fspath(path)
 
 

@@ -3,7 +3,6 @@
 import json
 import os
 
-import pytest
 
 from keras_lowrank.data import load_text_classification
 
