@@ -102,8 +102,8 @@ def bounds_paragraph(results):
         f"gradients for frozen kernels), the floor any LoRA implementation on "
         f"this graph can reach.",
         ("So the step is bound by the frozen forward pass and the backward "
-         f"pass through the activations of the six blocks, not by the adapter "
-         f"math. " if floor >= 0.85 * step else
+         "pass through the activations of the six blocks, not by the adapter "
+         "math. " if floor >= 0.85 * step else
          f"The adapters cost {_share(step - floor, step)} of the step, more "
          f"than their FLOPs suggest. ")
         + f"The adapters' own measurable cost: one adapted query projection "
