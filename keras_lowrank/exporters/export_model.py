@@ -18,7 +18,6 @@ from keras_lowrank.exporters.signature import input_signature
 from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.exporters.verification import median_latency_ms
-from keras_lowrank.exporters.verification import tolerance_for
 from keras_lowrank.exporters.verification import verify as verify_outputs
 from keras_lowrank.merge import merge_adapters
 
@@ -71,8 +70,14 @@ def export(
         representative_data: for `quantize="int8"`: an iterable (or a
             callable returning one) of input batches, in the forms
             `sample_inputs` accepts.
-        atol: the largest allowed absolute difference. Default: 1e-4, or the
-            looser default of the quantize mode (see `DEFAULT_TOLERANCES`).
+        atol: the largest allowed absolute difference. Default: 1e-4 for
+            float32; for a quantize mode, `max(DEFAULT_TOLERANCES[quantize],
+            RELATIVE_TOLERANCES[quantize] * scale)`, where `scale` is the
+            largest absolute Keras output on the checked batches: float16
+            `max(1e-2, 0.01 * scale)`, dynamic `max(5e-2, 0.25 * scale)`,
+            int8 `max(1e-1, 0.25 * scale)` (measurements in
+            `keras_lowrank.exporters.verification`). A given `atol` is used
+            as is, for every mode.
 
     Returns:
         An `ExportReport`.
@@ -106,7 +111,6 @@ def export(
     calibration = None
     if quantize == "int8":
         calibration = _calibration_data(signature, representative_data)
-    tolerance = tolerance_for(quantize, atol) if verify else None
 
     notes = []
     checked = None
@@ -126,15 +130,16 @@ def export(
                 )
             if verify:
                 checked = _check(
-                    runner, model, signature, batches, format, tolerance,
-                    quantize, notes,
+                    runner, model, signature, batches, format, quantize,
+                    atol, notes,
                 )
     except ExportVerificationError as error:
         error.args = (
             f"{error.args[0]} The artifact was removed; {path!r} is unchanged.",
         )
         raise
-    max_abs_diff, batch_sizes, latency = checked or (None, (), None)
+    max_abs_diff, tolerance, batch_sizes, latency = checked or (
+        None, None, (), None)
     return ExportReport(
         format=format,
         path=path,
@@ -271,14 +276,14 @@ def _write_and_load(
     return onnx_format.ONNXRunner(tmp)
 
 
-def _check(runner, model, signature, batches, format, tolerance, quantize, notes):
+def _check(runner, model, signature, batches, format, quantize, atol, notes):
     def reference(batch):
         return keras_outputs(model, signature, batch)
 
     try:
-        max_abs_diff, batch_sizes = verify_outputs(
-            runner, reference, batches, format=format, tolerance=tolerance,
-            quantize=quantize,
+        max_abs_diff, tolerance, batch_sizes = verify_outputs(
+            runner, reference, batches, format=format, quantize=quantize,
+            atol=atol,
         )
     except RuntimeError as error:
         if isinstance(error, ExportVerificationError) or not (
@@ -294,4 +299,4 @@ def _check(runner, model, signature, batches, format, tolerance, quantize, notes
         notes.append(message)
         return None
     latency = median_latency_ms(runner, batches[0])
-    return max_abs_diff, batch_sizes, latency
+    return max_abs_diff, tolerance, batch_sizes, latency

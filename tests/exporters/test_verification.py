@@ -1,16 +1,22 @@
-"""Failed verification: an error with the numbers, and no artifact left."""
+"""Verification: the tolerance rule, and failures that say the numbers and
+leave no artifact."""
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
 from keras_lowrank.exporters import DEFAULT_TOLERANCES
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import export
+from keras_lowrank.exporters import export_model
 from keras_lowrank.exporters import onnx as onnx_format
 from keras_lowrank.exporters import saved_model as saved_model_format
+from keras_lowrank.exporters.verification import RELATIVE_TOLERANCES
 from keras_lowrank.exporters.verification import output_difference
+from keras_lowrank.exporters.verification import output_scale
+from keras_lowrank.exporters.verification import tolerance_for
 from keras_lowrank.exporters.verification import verify
 
 
@@ -90,16 +96,111 @@ def test_verify_reports_the_worst_batch():
     def runtime(batch):
         return {"y": batch["x"] + (0.0 if len(batch["x"]) == 1 else 2e-5)}
 
-    diff, sizes = verify(runtime, lambda b: {"y": b["x"]}, batches, format="x",
-                         tolerance=1e-4)
+    diff, tolerance, sizes = verify(runtime, lambda b: {"y": b["x"]}, batches,
+                                    format="x")
     assert diff == pytest.approx(2e-5)
+    assert tolerance == 1e-4
     assert sizes == (1, 8)
     with pytest.raises(ExportVerificationError, match=r"batch 1: 0, batch 8: 2e-05"):
-        verify(runtime, lambda b: {"y": b["x"]}, batches, format="x",
-               tolerance=1e-5)
+        verify(runtime, lambda b: {"y": b["x"]}, batches, format="x", atol=1e-5)
 
 
 def test_default_tolerances():
     assert DEFAULT_TOLERANCES == {
         None: 1e-4, "float16": 1e-2, "dynamic": 5e-2, "int8": 1e-1
     }
+    assert RELATIVE_TOLERANCES == {
+        None: 0.0, "float16": 1e-2, "dynamic": 0.25, "int8": 0.25
+    }
+
+
+@pytest.mark.parametrize("quantize,scale,atol,expected", [
+    (None, 1000.0, None, 1e-4),  # float32: absolute, whatever the scale
+    ("float16", 0.5, None, 1e-2),  # the floor under small outputs
+    ("float16", 30.0, None, 0.3),
+    ("dynamic", 0.1, None, 5e-2),
+    ("dynamic", 1.92, None, 0.48),  # the fine-tuned demo classifier
+    ("int8", 0.2, None, 1e-1),
+    ("int8", 10.0, None, 2.5),
+    ("dynamic", 1.92, 0.01, 0.01),  # a given atol is used as is
+    (None, 0.0, 0, 0.0),
+])
+def test_tolerance_rule(quantize, scale, atol, expected):
+    assert tolerance_for(quantize, atol, scale) == pytest.approx(expected)
+
+
+def test_output_scale_is_the_largest_finite_absolute_output():
+    outputs = [{"a": np.array([[1.0, -3.0]]), "b": np.array([np.nan])},
+               {"a": np.array([[2.0, np.inf]]), "b": np.array([-0.5])}]
+    assert output_scale(outputs) == 3.0
+    assert output_scale([{"a": np.zeros((0, 2))}]) == 0.0
+
+
+def _scaled_outputs(scale, error):
+    batches = [{"x": np.ones((1, 2))}, {"x": np.ones((8, 2))}]
+    return batches, (lambda b: {"y": scale * b["x"]}), (
+        lambda b: {"y": scale * b["x"] + error})
+
+
+def test_quantized_tolerance_scales_with_the_keras_outputs():
+    batches, keras_model, runtime = _scaled_outputs(scale=-100.0, error=10.0)
+    diff, tolerance, _ = verify(runtime, keras_model, batches, format="tflite",
+                                quantize="dynamic")
+    assert (diff, tolerance) == (pytest.approx(10.0), pytest.approx(25.0))
+    with pytest.raises(ExportVerificationError, match=r"exceeds the tolerance "
+                       r"0\.0001 \(the default for quantize=None\)"):
+        verify(runtime, keras_model, batches, format="tflite")
+
+
+def test_failed_scaled_check_names_the_diff_the_tolerance_and_the_rule():
+    batches, keras_model, runtime = _scaled_outputs(scale=100.0, error=30.0)
+    with pytest.raises(ExportVerificationError) as info:
+        verify(runtime, keras_model, batches, format="tflite", quantize="dynamic")
+    assert info.value.max_abs_diff == pytest.approx(30.0)
+    assert info.value.tolerance == pytest.approx(25.0)
+    assert ("max abs diff 30 on output 'y' (batch 1: 30, batch 8: 30) exceeds "
+            "the tolerance 25 (the default for quantize='dynamic': max(0.05, "
+            "0.25 x largest |Keras output| 100))") in str(info.value)
+
+
+def _large_output_model():
+    """Logits up to ~100: dynamic range quantization moves them by ~0.6."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((32,), name="features")
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(4, name="scores")(hidden)
+    model = keras.Model(inputs, outputs)
+    kernel, bias = model.get_layer("scores").get_weights()
+    model.get_layer("scores").set_weights([40.0 * kernel, bias])
+    rows = np.random.default_rng(0).standard_normal((8, 32)).astype("float32")
+    return model, rows
+
+
+def test_dynamic_export_of_large_outputs_passes_with_a_scaled_tolerance(tmp_path):
+    model, rows = _large_output_model()
+    scale = float(np.max(np.abs(model(rows))))
+    report = export(model, tmp_path / "m.tflite", "tflite", quantize="dynamic",
+                    sample_inputs=rows)
+    assert scale > 50
+    assert report.tolerance == pytest.approx(0.25 * scale)
+    # The absolute floor alone would refuse this artifact.
+    assert DEFAULT_TOLERANCES["dynamic"] < report.max_abs_diff < 0.02 * scale
+
+
+def test_a_corrupted_artifact_fails_the_scaled_tolerance(tmp_path, monkeypatch):
+    model, rows = _large_output_model()
+
+    def transposed_hidden_kernel(given):
+        # A layout bug: the square hidden kernel written transposed.
+        clone = keras.models.clone_model(given)
+        clone.set_weights(given.get_weights())
+        kernel, bias = clone.get_layer("hidden").get_weights()
+        clone.get_layer("hidden").set_weights([kernel.T, bias])
+        return clone
+
+    monkeypatch.setattr(export_model, "merge_adapters", transposed_hidden_kernel)
+    with pytest.raises(ExportVerificationError, match=r"quantize='dynamic'") as info:
+        export(model, tmp_path / "m.tflite", "tflite", quantize="dynamic",
+               sample_inputs=rows)
+    assert info.value.max_abs_diff > 2 * info.value.tolerance
+    assert os.listdir(tmp_path) == []
