@@ -23,9 +23,6 @@ from keras_lowrank.merge import merge_adapters
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZE_MODES = tflite_format.QUANTIZE_MODES
-# The temporary file of `atomic_path` is private (0600); artifacts are meant
-# to be copied into apps and read by other users.
-_FILE_MODE = 0o644
 
 
 def export(
@@ -267,12 +264,10 @@ def _write_and_load(
             )
         with open(tmp, "wb") as file:
             file.write(flatbuffer)
-        os.chmod(tmp, _FILE_MODE)
         return tflite_format.TFLiteRunner(tmp)
     onnx_format.write_onnx(
         model, signature, tmp, opset=opset or onnx_format.DEFAULT_OPSET
     )
-    os.chmod(tmp, _FILE_MODE)
     return onnx_format.ONNXRunner(tmp)
 
 
