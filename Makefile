@@ -11,7 +11,6 @@ MR_DATA := .cache/mr_polarity/polarity.csv
 
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 3
-export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 
 .PHONY: install fetch test test-fast demo bench clean

@@ -67,5 +67,7 @@ def machine_info(root):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "load_average_at_start": os.getloadavg(),
+        # Unset means TensorFlow's default: oneDNN on (x86 Linux).
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "git_commit": _git_commit(root),
     }

@@ -107,8 +107,7 @@ _NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )"
 
 def test_the_console_script(tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "keras-lowrank")
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "TF_ENABLE_ONEDNN_OPTS": "0"}
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
         [script, "export", "--help"], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=300,
