@@ -154,7 +154,11 @@ def read_and_split(config):
     # validation or test file has is an error, not a class never trained.
     label_names = _label_names(records_by_split["train"], config.labels)
     for split in ("validation", "test"):
-        _check_known(records_by_split[split], label_names)
+        _check_known(
+            records_by_split[split], label_names,
+            f": the training data has only {label_names}. Fix the label, or "
+            "name every class with --labels",
+        )
     ids = {name: index for index, name in enumerate(label_names)}
     examples = {
         split: [(r.text, ids[r.label], r.where) for r in records]
@@ -180,13 +184,7 @@ def read_and_split(config):
 
 def _label_names(records, labels):
     if labels is not None:
-        allowed = set(labels)
-        for record in records:
-            if record.label not in allowed:
-                raise DataError(
-                    f"{record.where}: unknown label '{record.label}'. "
-                    f"Allowed labels are: {list(labels)}"
-                )
+        _check_known(records, labels, f". Allowed labels are: {list(labels)}")
         return list(labels)
     found = {record.label for record in records}
     if all(_is_int(label) for label in found):
@@ -194,14 +192,12 @@ def _label_names(records, labels):
     return sorted(found)
 
 
-def _check_known(records, label_names):
+def _check_known(records, label_names, allowed_note):
     allowed = set(label_names)
     for record in records:
         if record.label not in allowed:
             raise DataError(
-                f"{record.where}: unknown label '{record.label}': the training "
-                f"data has only {label_names}. Fix the label, or name every "
-                "class with --labels"
+                f"{record.where}: unknown label '{record.label}'{allowed_note}"
             )
 
 
