@@ -99,22 +99,38 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         main(["inspect", "m.keras"])
 
 
-# TensorFlow's C++ runtime logs a few lines before absl is set up, whatever
-# TF_CPP_MIN_LOG_LEVEL says (e.g. "Could not find cuda drivers"); they are not
-# keras-lowrank's.
-_NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )")
+def _console_script(tmp_path, *args):
+    script = os.path.join(os.path.dirname(sys.executable), "keras-lowrank")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [script, *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
 
 
 def test_the_console_script(tmp_path):
-    script = os.path.join(os.path.dirname(sys.executable), "keras-lowrank")
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [script, "export", "--help"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=300,
-    )
+    done = _console_script(tmp_path, "export", "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: keras-lowrank export [-h] [--adapters FILE]")
     assert "MODEL is a .keras file, or a base preset folder plus --adapters FILE" in (
         " ".join(done.stdout.split()))
-    assert [line for line in done.stderr.splitlines()
-            if not _NATIVE_LOG.match(line)] == []
+    # TensorFlow's native start-up lines ("Could not find cuda drivers", ...)
+    # are kept out of the command line's stderr.
+    assert done.stderr == ""
+    done = _console_script(tmp_path, "export", "missing.keras", "--format", "tflite",
+                           "--out", "x.tflite")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "keras-lowrank export: error: MODEL 'missing.keras' does not exist. Give a "
+        ".keras file or a model folder."
+    ]
+
+
+def test_the_launcher_passes_on_what_is_not_a_native_log(capfd):
+    import keras_lowrank_cli
+
+    with keras_lowrank_cli._native_logs_dropped():
+        os.write(2, b"I0000 00:00:1.0  1 cudart_stub.cc:31] Could not find cuda drivers\n")
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() ...\n")
+        os.write(2, b"UserWarning: something the user should see\n")
+    assert capfd.readouterr().err == "UserWarning: something the user should see\n"
