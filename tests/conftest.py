@@ -21,3 +21,23 @@ def _seed_and_policy():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def model_never_loaded(monkeypatch):
+    """Fails the test if a CLI command loads its MODEL argument."""
+    from keras_lowrank.cli import model_argument
+
+    def never(*args):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(model_argument, "load_model_argument", never)
+
+
+@pytest.fixture
+def occupied_folder(tmp_path):
+    """A folder holding a file of the user's: never to be replaced."""
+    folder = tmp_path / "mywork"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    return folder

@@ -62,11 +62,10 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_lowrank._atomic import check_target
-    from keras_lowrank._atomic import has_files
     from keras_lowrank.exporters import validate_export_arguments
 
     representative = args.representative_data
+    # Before the model loads: an --out that cannot be written fails first.
     validate_export_arguments(
         args.out,
         args.format,
@@ -76,9 +75,6 @@ def run(args):
         representative_data=representative,
         atol=args.atol,
     )
-    # Before the model loads: an --out that cannot be written fails first.
-    check_target(args.out, directory=args.format == "saved_model",
-                 replaceable=has_files("saved_model.pb"))
     sample_inputs = None
     if args.sample_inputs:
         sample_inputs = _load_npz(args.sample_inputs, "--sample-inputs")

@@ -6,6 +6,7 @@ import tempfile
 import warnings
 
 from keras_lowrank._atomic import atomic_path
+from keras_lowrank._atomic import check_target
 from keras_lowrank._atomic import has_files
 from keras_lowrank.exporters import onnx as onnx_format
 from keras_lowrank.exporters import saved_model as saved_model_format
@@ -23,6 +24,8 @@ from keras_lowrank.merge import merge_adapters
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZE_MODES = tflite_format.QUANTIZE_MODES
+# An earlier SavedModel export, which a new one may replace.
+_SAVED_MODEL = has_files("saved_model.pb")
 
 
 def export(
@@ -113,7 +116,7 @@ def export(
     checked = None
     try:
         with atomic_path(path, directory=format == "saved_model",
-                         replaceable=has_files("saved_model.pb")) as tmp:
+                         replaceable=_SAVED_MODEL) as tmp:
             runner = _write_and_load(
                 format, merged, signature, tmp, quantize, allow_flex, opset,
                 calibration,
@@ -165,6 +168,9 @@ def validate_export_arguments(
     atol=None,
 ):
     """Checks every argument of `export` that does not need the model.
+
+    Runs before any slow work, `path` included: what stands there must be
+    replaceable by the artifact (see `keras_lowrank._atomic.check_target`).
 
     Raises:
         ValueError: naming the argument, what was received and what is
@@ -231,6 +237,8 @@ def validate_export_arguments(
             f"format={format!r} writes a file, but {os.fspath(path)!r} is an "
             "existing folder."
         )
+    # A file where a parent folder should be, a folder of other files.
+    check_target(path, directory=format == "saved_model", replaceable=_SAVED_MODEL)
 
 
 def _calibration_data(signature, representative_data):

@@ -96,16 +96,8 @@ def test_inspect_a_file_that_is_not_safetensors(tmp_path, capsys):
 
 
 def test_merge_refuses_a_folder_holding_other_files_before_loading(
-        tmp_path, capsys, monkeypatch):
-    from keras_lowrank.cli import model_argument
-
-    def never(*args):
-        raise AssertionError("the model must not be loaded")
-
-    monkeypatch.setattr(model_argument, "load_model_argument", never)
-    out = tmp_path / "mywork"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
+        tmp_path, occupied_folder, model_never_loaded, capsys):
+    out = occupied_folder
     assert main(["merge", "adapted.keras", "--out", str(out)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"keras-lowrank merge: error: '{out}' is an existing folder holding "

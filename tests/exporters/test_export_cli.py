@@ -172,16 +172,8 @@ def test_bad_quantize_is_one_line(preset_and_adapters, tmp_path, capsys):
 
 
 def test_a_saved_model_folder_holding_other_files_is_refused_first(
-        tmp_path, capsys, monkeypatch):
-    from keras_lowrank.cli import model_argument
-
-    def never(*args):
-        raise AssertionError("the model must not be loaded")
-
-    monkeypatch.setattr(model_argument, "load_model_argument", never)
-    out = tmp_path / "mywork"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
+        occupied_folder, model_never_loaded, capsys):
+    out = occupied_folder
     code = main(["export", "any.keras", "--format", "saved_model",
                  "--out", str(out)])
     assert code == 2
