@@ -1,13 +1,49 @@
-"""Atomic writes: a temporary sibling, synced, then `os.replace`."""
+"""Atomic writes: a hidden temporary folder beside the target, then a rename.
+
+Every write goes through a temporary folder in the target's own folder,
+named `.<target name>.<pid>-<host id>.<8 hex digits>.tmp`, which holds the
+file or folder being written and whatever side files its writer makes
+(safetensors, for one, writes its own `.tmpXXXXXX` and renames it over the
+path it was given). On success the output is synced, given the umask's
+permissions and renamed into place, and the temporary folder removed; on an
+error or an interrupt the temporary folder is removed and the target is as
+it was.
+
+A killed process cleans nothing up. The next write to the same target
+removes the temporary folders of that target that are stale, and only
+those (`_is_stale`):
+- one named with this machine's host id (a hash of the host name) is stale
+  when the process whose id it carries is no longer running (POSIX only);
+- any other (written from another machine on a shared file system, or
+  where process ids cannot be checked) is stale when nothing in it changed
+  for `STALE_SECONDS`.
+A running writer's temporary folder is never removed, so concurrent writes
+of one target each complete, and the last rename wins. A replacement killed
+between its two renames left the earlier output only in its temporary
+folder: the cleanup puts it back when nothing has taken its place.
+"""
 
 import contextlib
+import hashlib
 import os
+import re
 import secrets
 import shutil
-import tempfile
+import socket
+import time
 
-# The mode `open(path, "w")` asks for; the kernel applies the umask to it.
+# Modes `open(path, "w")` and `os.mkdir` ask for; the kernel applies the umask.
 _NEW_FILE_MODE = 0o666
+_NEW_FOLDER_MODE = 0o777
+# A day: longer than any write, so that a live writer of another machine
+# (whose process cannot be checked from here) is never cleaned up.
+STALE_SECONDS = 24 * 3600
+_HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+# What follows `.<target name>.` in the name of a temporary folder.
+_TEMPORARY = re.compile(r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[0-9a-f]{8}\.tmp")
+# A replaced folder waits inside the temporary folder as `<name>.previous`,
+# beside the new output, which keeps the target's own name.
+_PREVIOUS = ".previous"
 
 
 def has_files(*names):
@@ -73,15 +109,19 @@ def check_target(path, *, directory=False, replaceable=None):
 
 @contextlib.contextmanager
 def atomic_path(path, *, directory=False, replaceable=None, suffix=""):
-    """Yields a temporary path next to `path`; moves it into place on success.
+    """Yields a temporary path for `path`; moves it into place on success.
 
     Before anything is created, `check_target(path, directory=directory,
     replaceable=replaceable)` runs: an existing folder is only replaced when
-    it is empty or an earlier artifact of the same kind. A temporary file
-    gets the mode `open()` would give (0o666 less the umask) and is synced
-    to disk before the rename, as is every file of a temporary folder. On
-    any error the temporary file or folder, and the parent folders created
-    for it, are removed; whatever was at `path` is left as it was.
+    it is empty or an earlier artifact of the same kind. Then the stale
+    temporary folders of earlier writes of `path` are removed (see the
+    module docstring). The yielded path lies in a new hidden folder beside
+    `path` and has the same name (plus `suffix`). On success every file
+    written is synced to disk and given the mode `open()` gives (0o666 less
+    the umask; folders 0o777 less the umask), even where the writer
+    replaced the file it was given, and then renamed to `path`. On any
+    error the temporary folder, and the parent folders created for it, are
+    removed; whatever was at `path` is left as it was.
 
     Args:
         path: str or path. The file or folder to write.
@@ -89,7 +129,8 @@ def atomic_path(path, *, directory=False, replaceable=None, suffix=""):
             creates it) instead of an empty file.
         replaceable: see `check_target`.
         suffix: str. Ends the temporary name, for writers that insist on an
-            extension (Keras saves only to names ending in `.keras`).
+            extension (Keras saves only to names ending in `.keras`); not
+            repeated when the name already ends with it.
 
     Raises:
         ValueError: from `check_target`, before anything is written.
@@ -108,46 +149,107 @@ def atomic_path(path, *, directory=False, replaceable=None, suffix=""):
     parent = os.path.dirname(os.path.abspath(path))
     created = _missing_folders(parent)
     base = os.path.basename(path)
-    tmp = None
+    workspace = None
     try:
         os.makedirs(parent, exist_ok=True)
-        if directory:
-            tmp = tempfile.mkdtemp(
-                prefix=f".{base}.", suffix=f".tmp{suffix}", dir=parent
-            )
-            os.rmdir(tmp)  # writers expect to create it themselves
-        else:
-            tmp = _new_file(parent, base, suffix)
+        _remove_stale(parent, base)
+        workspace = _new_workspace(parent, base)
+        folder_mode = os.stat(workspace).st_mode & 0o777  # the umask's
+        tmp = os.path.join(workspace, base if base.endswith(suffix) else base + suffix)
+        if not directory:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE))
         yield tmp
-        _sync(tmp)
+        _finish(tmp, folder_mode)
         # Again: the writer may have run long, and `path` may have changed.
         check_target(path, directory=directory, replaceable=replaceable)
         if directory and os.path.isdir(path):
-            _replace_folder(tmp, path)
+            _replace_folder(tmp, path, os.path.join(workspace, base + _PREVIOUS))
         else:
             os.replace(tmp, path)
         _sync_folder(parent)
     except BaseException:
-        if tmp is not None and os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp is not None and os.path.lexists(tmp):
-            os.remove(tmp)
+        if workspace is not None:
+            _discard(workspace, path)
         _remove_empty(created)
         raise
+    _discard(workspace, path)
 
 
-def _replace_folder(tmp, path):
+def _replace_folder(tmp, path, previous):
     # A folder cannot be renamed over a non-empty one: move the old aside.
-    parent, base = os.path.split(os.path.abspath(path))
-    old = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)
-    os.rmdir(old)
-    os.replace(path, old)
+    os.replace(path, previous)
     try:
         os.replace(tmp, path)
     except BaseException:
-        os.replace(old, path)
+        os.replace(previous, path)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_workspace(parent, base):
+    while True:
+        token = secrets.token_hex(4)
+        workspace = os.path.join(
+            parent, f".{base}.{os.getpid()}-{_HOST_ID}.{token}.tmp")
+        try:
+            os.mkdir(workspace, _NEW_FOLDER_MODE)
+        except FileExistsError:
+            continue
+        return workspace
+
+
+def _remove_stale(parent, base):
+    """Removes the stale temporary folders of `<parent>/<base>`."""
+    prefix = f".{base}."
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        match = name.startswith(prefix) and _TEMPORARY.fullmatch(name[len(prefix):])
+        workspace = os.path.join(parent, name)
+        try:
+            if (match and not os.path.islink(workspace)
+                    and os.path.isdir(workspace) and _is_stale(workspace, match)):
+                _discard(workspace, os.path.join(parent, base))
+        except OSError:  # removed meanwhile, by another writer's cleanup
+            continue
+
+
+def _discard(workspace, path):
+    """Removes a temporary folder, after putting back the earlier output
+    that a replacement had moved into it, unless something took its place."""
+    previous = os.path.join(workspace, os.path.basename(path) + _PREVIOUS)
+    if os.path.lexists(previous) and not os.path.lexists(path):
+        try:
+            os.replace(previous, path)
+        except OSError:
+            return  # the only copy of the earlier output: keep it
+    shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _is_stale(workspace, match):
+    if match["host"] == _HOST_ID and os.name == "posix":
+        return not _is_running(int(match["pid"]))
+    return time.time() - _last_change(workspace) > STALE_SECONDS
+
+
+def _is_running(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process, or no answer: assume running
+        return True
+    return True
+
+
+def _last_change(folder):
+    newest = os.lstat(folder).st_mtime
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
 
 
 def _occupied_message(path, replaceable):
@@ -183,27 +285,28 @@ def _remove_empty(folders):
             return
 
 
-def _new_file(parent, base, suffix):
-    # Not `mkstemp`: it makes the file 0600 whatever the umask.
-    while True:
-        tmp = os.path.join(parent, f".{base}.{secrets.token_hex(4)}.tmp{suffix}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
+def _finish(tmp, folder_mode):
+    """Syncs the file or tree at `tmp` to disk, with the umask's modes.
 
-
-def _sync(tmp):
-    """Flushes what the writer wrote at `tmp` (a file or a tree) to disk."""
+    A writer may have replaced the file it was given by one of its own
+    (safetensors' is 0600); every output gets the same modes regardless.
+    """
+    file_mode = folder_mode & _NEW_FILE_MODE
     if not os.path.isdir(tmp):
         _fsync_file(tmp)
+        _chmod(tmp, file_mode)
         return
     for root, _, files in os.walk(tmp):
         for name in files:
             _fsync_file(os.path.join(root, name))
+            _chmod(os.path.join(root, name), file_mode)
         _sync_folder(root)
+        _chmod(root, folder_mode)
+
+
+def _chmod(path, mode):
+    if not os.path.islink(path):
+        os.chmod(path, mode)
 
 
 def _fsync_file(path):

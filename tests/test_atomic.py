@@ -2,7 +2,13 @@
 
 import os
 import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
+import numpy as np
 import pytest
 
 from keras_lowrank import _atomic
@@ -181,9 +187,175 @@ def test_a_target_of_the_wrong_kind_is_refused(tmp_path, existing, target,
 
 
 def test_suffix_ends_the_temporary_name(tmp_path):
-    with atomic_path(tmp_path / "model.keras", suffix=".keras") as tmp:
-        assert os.path.dirname(tmp) == str(tmp_path)
-        assert re.fullmatch(r"\.model\.keras\.[0-9a-f]{8}\.tmp\.keras",
-                            os.path.basename(tmp))
+    with atomic_path(tmp_path / "model", suffix=".keras") as tmp:
+        assert os.path.basename(tmp) == "model.keras"
         _write(tmp, "saved")
-    assert _tree(tmp_path) == ["model.keras"]
+    with atomic_path(tmp_path / "other.keras", suffix=".keras") as tmp:
+        assert os.path.basename(tmp) == "other.keras"
+        _write(tmp, "saved")
+    assert _tree(tmp_path) == ["model", "other.keras"]
+
+
+def test_the_temporary_lies_in_a_hidden_folder_beside_the_target(tmp_path):
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        workspace = os.path.dirname(tmp)
+        assert os.path.dirname(workspace) == str(tmp_path)
+        assert re.fullmatch(
+            rf"\.out\.txt\.{os.getpid()}-[0-9a-f]{{8}}\.[0-9a-f]{{8}}\.tmp",
+            os.path.basename(workspace))
+        _write(tmp)
+    assert _tree(tmp_path) == ["out.txt"]
+
+
+# === Permissions: every output follows the umask ===
+
+
+def _replace_like_safetensors(tmp, data=b"tensors"):
+    # safetensors writes its own 0600 temporary beside `tmp`, then renames it.
+    fd, own = tempfile.mkstemp(dir=os.path.dirname(tmp))
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.replace(own, tmp)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_file_the_writer_replaced_gets_the_umask_mode(tmp_path, umask, mask, mode):
+    umask(mask)
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        _replace_like_safetensors(tmp)
+    assert os.stat(tmp_path / "out.bin").st_mode & 0o777 == mode
+    assert (tmp_path / "out.bin").read_bytes() == b"tensors"
+    assert _tree(tmp_path) == ["out.bin"]
+
+
+def test_safetensors_save_file_gets_the_umask_mode(tmp_path, umask):
+    from safetensors.numpy import save_file
+
+    umask(0o022)
+    with atomic_path(tmp_path / "adapters.safetensors") as tmp:
+        save_file({"a": np.ones((4, 4), "float32")}, tmp)
+    assert os.stat(tmp_path / "adapters.safetensors").st_mode & 0o777 == 0o644
+    assert _tree(tmp_path) == ["adapters.safetensors"]
+
+
+def test_every_file_and_folder_of_a_written_folder_gets_the_umask_modes(
+        tmp_path, umask):
+    umask(0o022)
+    with atomic_path(tmp_path / "model", directory=True) as tmp:
+        os.makedirs(os.path.join(tmp, "variables"), mode=0o700)
+        _write(os.path.join(tmp, "saved_model.pb"))
+        _replace_like_safetensors(os.path.join(tmp, "variables", "data"))
+    modes = {name: os.stat(tmp_path / "model" / name).st_mode & 0o777
+             for name in ("", "variables", "saved_model.pb", "variables/data")}
+    assert modes == {"": 0o755, "variables": 0o755, "saved_model.pb": 0o644,
+                     "variables/data": 0o644}
+
+
+# === Stale temporaries: what a killed write left ===
+
+
+def _dead_pid():
+    """The id of a process that has exited (and been waited for)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def _temporary(folder, base, pid, host=_atomic._HOST_ID, size=1000):
+    """A temporary folder as a write of `base` by `pid` on `host` leaves it."""
+    workspace = folder / f".{base}.{pid}-{host}.0123abcd.tmp"
+    workspace.mkdir()
+    (workspace / base).write_bytes(b"\0" * size)
+    return workspace
+
+
+_KILLED_WRITER = """
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("_atomic", sys.argv[1])
+atomic = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(atomic)
+with atomic.atomic_path(sys.argv[2]) as tmp:
+    with open(tmp, "wb") as file:
+        file.write(b"\\1" * 100_000)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_write_is_cleaned_up_by_the_next_write(tmp_path):
+    _write(tmp_path / "out.bin", "old")
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, _atomic.__file__,
+         str(tmp_path / "out.bin")], capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (left,) = [name for name in os.listdir(tmp_path) if name != "out.bin"]
+    assert os.path.getsize(tmp_path / left / "out.bin") == 100_000
+    assert (tmp_path / "out.bin").read_text() == "old"
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        _write(tmp, "new")
+    assert _tree(tmp_path) == ["out.bin"]
+    assert (tmp_path / "out.bin").read_text() == "new"
+
+
+def test_a_running_writers_temporary_is_kept(tmp_path):
+    # This process and its parent are running: their temporaries are kept,
+    # so concurrent writes of one target each complete.
+    ours = _temporary(tmp_path, "out.bin", os.getpid())
+    parents = _temporary(tmp_path, "out.bin", os.getppid())
+    with atomic_path(tmp_path / "out.bin") as outer:
+        with atomic_path(tmp_path / "out.bin") as inner:
+            _write(inner, "inner")
+        assert os.path.isfile(outer)
+        _write(outer, "outer")
+    assert (tmp_path / "out.bin").read_text() == "outer"
+    assert _tree(tmp_path) == sorted([
+        "out.bin", ours.name, f"{ours.name}/out.bin", parents.name,
+        f"{parents.name}/out.bin"])
+
+
+def test_only_temporaries_of_our_naming_and_target_are_removed(tmp_path):
+    dead, host = _dead_pid(), _atomic._HOST_ID
+    stale = _temporary(tmp_path, "out.bin", dead)
+    kept = [
+        _temporary(tmp_path, "other.bin", dead).name,  # another target
+        _temporary(tmp_path, "out.bin.1", dead).name,  # another target
+        f".out.bin.{dead}-{host}.0123abcd.tmp.bak",
+        f".out.bin.{dead}.0123abcd.tmp",
+        ".out.bin.0123abcd.tmp",  # the earlier scheme, without a process id
+        ".tmpAbC123",  # safetensors' own
+    ]
+    for name in kept[2:]:
+        (tmp_path / name).mkdir()
+    _write(tmp_path / f".out.bin.{dead}-{host}.fedcba98.tmp")  # a file, not ours
+    kept.append(f".out.bin.{dead}-{host}.fedcba98.tmp")
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        _write(tmp)
+    assert not stale.exists()
+    assert sorted(name for name in os.listdir(tmp_path) if name != "out.bin") == (
+        sorted(kept))
+
+
+def test_another_machines_temporary_is_removed_after_a_day(tmp_path):
+    other = "0" * 8 if _atomic._HOST_ID != "0" * 8 else "1" * 8
+    recent = _temporary(tmp_path, "out.bin", 1, host=other)
+    old = _temporary(tmp_path, "out.bin", 2, host=other)
+    day_ago = time.time() - _atomic.STALE_SECONDS - 60
+    for path in (old / "out.bin", old):
+        os.utime(path, (day_ago, day_ago))
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        _write(tmp)
+    assert recent.exists() and not old.exists()
+
+
+def test_a_replacement_killed_between_its_renames_is_put_back(tmp_path):
+    # Killed after moving the earlier folder aside, before moving the new
+    # one in: the earlier folder is only in the temporary folder.
+    workspace = _temporary(tmp_path, "preset", _dead_pid())
+    previous = workspace / "preset.previous"
+    previous.mkdir()
+    for name in ("config.json", "metadata.json"):
+        _write(previous / name, "earlier")
+    with pytest.raises(KeyError):
+        with atomic_path(tmp_path / "preset", directory=True, replaceable=PRESET):
+            raise KeyError("writer failed")
+    assert _tree(tmp_path) == ["preset", "preset/config.json", "preset/metadata.json"]
+    assert (tmp_path / "preset" / "config.json").read_text() == "earlier"
