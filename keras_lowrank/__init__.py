@@ -15,6 +15,7 @@ from keras_lowrank import layers
 from keras_lowrank import presets
 from keras_lowrank import svd
 from keras_lowrank.adapted_model import adapter_paths
+from keras_lowrank.adapter_spec import AdapterSpec
 from keras_lowrank.adapted_model import add_adapters
 from keras_lowrank.adapter_files import load_adapters
 from keras_lowrank.adapter_files import read_adapter_metadata
@@ -40,6 +41,7 @@ from keras_lowrank.model_summary import trainable_summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterSpec",
     "adapter_paths",
     "add_adapters",
     "compress",

@@ -4,6 +4,7 @@ import warnings
 
 import keras
 
+from keras_lowrank import _compat
 from keras_lowrank import layer_patterns
 from keras_lowrank import model_surgery
 from keras_lowrank.layers import LoRAAdapter
@@ -52,12 +53,7 @@ def add_adapters(model, config=None, **overrides):
     paths = model_surgery.layer_paths(model)
     keep_trainable = _trainable_patterns(model, config)
     specs = {
-        path: {
-            "rank": config.rank_for(path),
-            "alpha": config.alpha_for(path),
-            "dropout": config.dropout,
-            "use_rslora": config.use_rslora,
-        }
+        path: config.spec_for(path)
         for path in _targeted_paths(paths, config, keep_trainable)
     }
     return apply_adapters(model, specs, keep_trainable, init=config.init, config=config)
@@ -68,7 +64,7 @@ def apply_adapters(model, specs, keep_trainable, init="default", config=None):
 
     Args:
         model: keras.Model. Left untouched.
-        specs: `{path: {"rank", "alpha", "dropout", "use_rslora"}}`.
+        specs: `{path: AdapterSpec}`.
         keep_trainable: patterns of layers left fully trainable.
         init: "default" or "pissa".
         config: the LoRAConfig to remember on the result, if any.
@@ -85,19 +81,24 @@ def apply_adapters(model, specs, keep_trainable, init="default", config=None):
                 "(`klr.merge_adapters`) or adapt the base model."
             )
         adapter_class = adapter_class_for(paths[path])
+        spec = specs[path]
         try:
-            adapter_class._check_rank_fits(paths[path], specs[path]["rank"])
+            adapter_class._check_arguments(
+                paths[path], spec.rank, spec.alpha, spec.dropout
+            )
+            adapter_class._check_variant(paths[path], spec.variant)
         except ValueError as error:
             raise ValueError(f"Layer '{path}': {error}") from None
 
     def wrap(path, layer):
         if path not in specs:
             return None
-        adapter = adapter_class_for(layer)(layer, **specs[path])
+        adapter = adapter_class_for(layer).from_spec(layer, specs[path])
         if init == "pissa":
             from keras_lowrank.pissa import pissa_init
 
             pissa_init(adapter)
+        adapter.variant.initialize(adapter)
         return adapter
 
     adapted, _ = model_surgery.rewrite_model(model, wrap)
@@ -121,7 +122,7 @@ def freeze_all_but(model, keep_trainable):
         elif not _kept(path, keep_trainable):
             # A container's own weights (a ViT's class token, say): freezing
             # the container would hide its children's weights too.
-            for variable in layer._trainable_variables:
+            for variable in _compat.own_trainable_variables(layer):
                 variable.trainable = False
 
 
@@ -217,7 +218,7 @@ def _trainable_patterns(model, config):
     inside = [backbone, preprocessor, *model_surgery.layer_paths(backbone).values()]
     return tuple(
         layer.name
-        for layer in model._layers
+        for layer in _compat.sublayers(model)
         if not any(layer is part for part in inside) and layer.weights
     )
 
@@ -229,7 +230,7 @@ def _kept(path, keep_trainable):
 
 
 def _is_leaf(layer):
-    return isinstance(layer, LoRAAdapter) or not layer._layers
+    return isinstance(layer, LoRAAdapter) or not _compat.has_sublayers(layer)
 
 
 def _available(paths):

@@ -1,11 +1,13 @@
 """Adapter files: the adapters of a model in one small safetensors file.
 
 A file holds, keyed by layer path, `<path>/lora_a` and `<path>/lora_b` of
-every adapter, and the weights of the layers kept fully trainable (a task's
-head, as PEFT's `modules_to_save`), `<path>/<weight name>`. Its metadata holds
-JSON: each adapter's rank, alpha, dropout, rsLoRA flag and PiSSA rank, the trainable
-layers, the `LoRAConfig`, and the model's class. Keys are paths, never layer
-indices, so weights cannot land in the wrong layer; nothing is pickled.
+every adapter (and `<path>/<name>` of a variant's extra weights), and the
+weights of the layers kept fully trainable (a task's head, as PEFT's
+`modules_to_save`), `<path>/<weight name>`. Its metadata holds JSON: each
+adapter's kind and `AdapterSpec`, the trainable layers, the `LoRAConfig`, and
+the model's class. Keys are paths, never layer indices, so weights cannot land
+in the wrong layer; nothing is pickled. A NaN or Inf is never written or
+read: it names the tensor.
 """
 
 import json
@@ -14,8 +16,10 @@ import os
 import numpy as np
 
 import keras_lowrank
+from keras_lowrank import _compat
 from keras_lowrank import model_surgery
 from keras_lowrank._atomic import atomic_path
+from keras_lowrank.adapter_spec import AdapterSpec
 from keras_lowrank.adapted_model import adapters
 from keras_lowrank.adapted_model import apply_adapters
 from keras_lowrank.layers import LoRAAdapter
@@ -42,6 +46,8 @@ def save_adapters(model, path):
     """
     from safetensors.numpy import save_file
 
+    _check_model(model, "save_adapters")
+    _check_path_argument(path, "save_adapters")
     found = adapters(model)
     if not found:
         raise ValueError(
@@ -50,21 +56,18 @@ def save_adapters(model, path):
         )
     tensors, specs = {}, {}
     for layer_path, adapter in found.items():
-        tensors[f"{layer_path}/lora_a"] = _numpy(adapter.lora_a)
-        tensors[f"{layer_path}/lora_b"] = _numpy(adapter.lora_b)
+        for name, weight in _adapter_weights(adapter).items():
+            tensors[f"{layer_path}/{name}"] = _numpy(weight)
         specs[layer_path] = {
             "kind": type(adapter).__name__,
-            "rank": adapter.rank,
-            "alpha": adapter.alpha,
-            "dropout": adapter.dropout,
-            "use_rslora": adapter.use_rslora,
+            **adapter.spec.to_dict(),
             "base_kernel_shape": list(adapter.base_kernel.shape),
-            "pissa_rank": adapter.pissa_rank,
         }
     kept = _trainable_layers(model)
     for layer_path, layer in kept.items():
         for weight in layer.weights:
             tensors[f"{layer_path}/{_weight_name(weight)}"] = _numpy(weight)
+    _check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
     config = getattr(model, "_klr_lora_config", None)
     metadata = {
         "format": FORMAT,
@@ -90,6 +93,7 @@ def read_adapter_metadata(path):
     from safetensors import SafetensorError
     from safetensors import safe_open
 
+    _check_path_argument(path, "read_adapter_metadata")
     _check_exists(path)
     try:
         with safe_open(os.fspath(path), framework="numpy") as handle:
@@ -104,12 +108,20 @@ def read_adapter_metadata(path):
             f"'{path}' is a safetensors file but not a keras_lowrank adapter "
             "file (no 'keras_lowrank' metadata)."
         )
-    metadata = json.loads(raw)
-    if metadata.get("format") != FORMAT:
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as error:
         raise ValueError(
-            f"'{path}' has adapter format {metadata.get('format')!r}; this "
+            f"'{path}': its 'keras_lowrank' metadata is not valid JSON "
+            f"({error}). The file is damaged; write it again with save_adapters."
+        ) from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else metadata
+        raise ValueError(
+            f"'{path}' has adapter format {found!r}; this "
             f"version of keras_lowrank reads {FORMAT!r}."
         )
+    _check_metadata_fields(metadata, path)
     return metadata
 
 
@@ -134,6 +146,8 @@ def load_adapters(model, path):
     """
     from safetensors.numpy import load_file
 
+    _check_model(model, "load_adapters")
+    _check_path_argument(path, "load_adapters")
     metadata = read_adapter_metadata(path)
     existing = list(adapters(model))
     if existing:
@@ -144,32 +158,38 @@ def load_adapters(model, path):
             "the file's adapters on top of merged ones)."
         )
     tensors = load_file(os.fspath(path))
+    _check_finite_tensors(tensors, f"adapter file '{path}'", "Nothing was loaded")
     paths = model_surgery.layer_paths(model)
-    specs = metadata["adapters"]
-    _check_adapters_fit(model, paths, specs, tensors)
+    specs = {
+        layer_path: AdapterSpec.from_dict(
+            fields, source=f"'{path}', adapter '{layer_path}'"
+        )
+        for layer_path, fields in metadata["adapters"].items()
+    }
+    kinds = {p: fields["kind"] for p, fields in metadata["adapters"].items()}
+    _check_adapters_fit(model, paths, specs, kinds, tensors, path)
     kept = metadata["trainable_layers"]
-    _check_kept_fit(paths, kept, tensors)
+    _check_kept_fit(paths, kept, tensors, path)
 
     config = None
     if metadata.get("config"):
         from keras_lowrank.lora_config import LoRAConfig
 
         config = LoRAConfig.from_dict(metadata["config"])
-    settings = ("rank", "alpha", "dropout", "use_rslora")
     adapted = apply_adapters(
         model,
-        {p: {k: spec[k] for k in settings} for p, spec in specs.items()},
+        {p: spec.replace(pissa_rank=None) for p, spec in specs.items()},
         keep_trainable=tuple(kept),
         config=config,
     )
     new_paths = model_surgery.layer_paths(adapted)
     for layer_path, spec in specs.items():
         adapter = new_paths[layer_path]
-        if spec.get("pissa_rank"):
+        if spec.pissa_rank:
             # Trained on a PiSSA residual kernel: rebuild it from the base.
-            remove_principal_part(adapter, spec["pissa_rank"])
-        adapter.lora_a.assign(tensors[f"{layer_path}/lora_a"])
-        adapter.lora_b.assign(tensors[f"{layer_path}/lora_b"])
+            remove_principal_part(adapter, spec.pissa_rank)
+        for name, weight in _adapter_weights(adapter).items():
+            weight.assign(tensors[f"{layer_path}/{name}"])
     for layer_path in kept:
         for weight in new_paths[layer_path].weights:
             weight.assign(tensors[f"{layer_path}/{_weight_name(weight)}"])
@@ -179,7 +199,7 @@ def load_adapters(model, path):
 # === Checks ===
 
 
-def _check_adapters_fit(model, paths, specs, tensors):
+def _check_adapters_fit(model, paths, specs, kinds, tensors, file):
     from keras_lowrank.layers import adapter_class_for
 
     for layer_path, spec in specs.items():
@@ -191,25 +211,31 @@ def _check_adapters_fit(model, paths, specs, tensors):
                 "model of the same architecture."
             )
         adapter_class = adapter_class_for(layer)
-        if adapter_class is None or adapter_class.__name__ != spec["kind"]:
+        if adapter_class is None or adapter_class.__name__ != kinds[layer_path]:
             raise ValueError(
                 f"Layer '{layer_path}' is a {type(layer).__name__}; the file "
-                f"has a {spec['kind']} adapter for it."
+                f"has a {kinds[layer_path]} adapter for it."
             )
         layout = adapter_class.layout_of(layer)
-        rank = spec["rank"]
-        pissa_rank = spec.get("pissa_rank")
-        if pissa_rank and pissa_rank > min(layout.fan_in, layout.fan_out):
+        limit = min(layout.fan_in, layout.fan_out)
+        if spec.pissa_rank and spec.pissa_rank > limit:
             raise ValueError(
                 f"Layer '{layer_path}': the file's adapter was trained on a "
-                f"PiSSA residual of rank {pissa_rank}, more than the layer's "
-                f"min(fan_in, fan_out) = {min(layout.fan_in, layout.fan_out)}."
+                f"PiSSA residual of rank {spec.pissa_rank}, more than the "
+                f"layer's min(fan_in, fan_out) = {limit}."
             )
         for name, want in (
-            ("lora_a", (layout.fan_in, rank)),
-            ("lora_b", (rank, layout.fan_out)),
+            ("lora_a", (layout.fan_in, spec.rank)),
+            ("lora_b", (spec.rank, layout.fan_out)),
         ):
-            got = tuple(tensors[f"{layer_path}/{name}"].shape)
+            key = f"{layer_path}/{name}"
+            if key not in tensors:
+                raise ValueError(
+                    f"The adapter file '{file}' lacks tensor '{key}' of the "
+                    f"adapter on layer '{layer_path}'. The file is damaged or "
+                    "was not written by save_adapters."
+                )
+            got = tuple(tensors[key].shape)
             if got != want:
                 raise ValueError(
                     f"Shape mismatch at layer '{layer_path}' ({name}): the "
@@ -218,7 +244,7 @@ def _check_adapters_fit(model, paths, specs, tensors):
                 )
 
 
-def _check_kept_fit(paths, kept, tensors):
+def _check_kept_fit(paths, kept, tensors, file):
     for layer_path in kept:
         layer = paths.get(layer_path)
         if layer is None:
@@ -229,7 +255,9 @@ def _check_kept_fit(paths, kept, tensors):
         for weight in layer.weights:
             key = f"{layer_path}/{_weight_name(weight)}"
             if key not in tensors:
-                raise ValueError(f"The adapter file lacks weight '{key}'.")
+                raise ValueError(
+                    f"The adapter file lacks weight '{key}' ('{file}')."
+                )
             got, want = tuple(tensors[key].shape), tuple(weight.shape)
             if got != want:
                 raise ValueError(
@@ -237,6 +265,59 @@ def _check_kept_fit(paths, kept, tensors):
                     f"({_weight_name(weight)}): the file has {got}, the "
                     f"model has {want}."
                 )
+
+
+def _check_metadata_fields(metadata, path):
+    adapters_ = metadata.get("adapters")
+    if not isinstance(adapters_, dict) or not adapters_:
+        raise ValueError(
+            f"'{path}': its metadata has no 'adapters' table (received "
+            f"{type(adapters_).__name__}). The file is damaged or was not "
+            "written by save_adapters."
+        )
+    for layer_path, fields in adapters_.items():
+        if not isinstance(fields, dict) or not isinstance(fields.get("kind"), str):
+            raise ValueError(
+                f"'{path}': the metadata of adapter '{layer_path}' has no "
+                f"'kind' (received {fields!r}). The file is damaged."
+            )
+        AdapterSpec.from_dict(fields, source=f"'{path}', adapter '{layer_path}'")
+    kept = metadata.get("trainable_layers", [])
+    if not isinstance(kept, list) or not all(isinstance(p, str) for p in kept):
+        raise ValueError(
+            f"'{path}': its metadata's 'trainable_layers' must be a list of "
+            f"layer paths. Received: {kept!r}"
+        )
+    metadata.setdefault("trainable_layers", kept)
+
+
+def _check_finite_tensors(tensors, where, outcome):
+    for key, value in tensors.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            raise ValueError(
+                f"{where}: tensor '{key}' holds {bad} NaN or Inf value(s) "
+                f"of {value.size}. {outcome}; adapters with non-finite "
+                "weights would make every output NaN."
+            )
+
+
+def _check_model(model, function):
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{function} expected a keras.Model. Received: "
+            f"{type(model).__name__} {model!r:.80}"
+        )
+
+
+def _check_path_argument(path, function):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(
+            f"{function} expected the path of a .safetensors file. "
+            f"Received: path={path!r}"
+        )
 
 
 def layer_kernel_shape(layer, adapter_class):
@@ -258,11 +339,20 @@ def _trainable_layers(model):
     """Non-adapter leaf layers with trainable weights: the kept head."""
     found = {}
     for layer_path, layer in model_surgery.layer_paths(model).items():
-        if isinstance(layer, LoRAAdapter) or layer._layers:
+        if isinstance(layer, LoRAAdapter) or _compat.has_sublayers(layer):
             continue
         if layer.trainable_weights:
             found[layer_path] = layer
     return found
+
+
+def _adapter_weights(adapter):
+    """`{name: variable}` an adapter file holds for `adapter`."""
+    return {
+        "lora_a": adapter.lora_a,
+        "lora_b": adapter.lora_b,
+        **adapter.variant.extra_weights(adapter),
+    }
 
 
 def _weight_name(weight):

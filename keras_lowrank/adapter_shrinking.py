@@ -174,10 +174,9 @@ def shrink_adapters(
         a, b, rank = factors
         scale = layer.scale
         alpha = scale * (math.sqrt(rank) if layer.use_rslora else rank)
-        new = type(layer)(
-            layer.layer, rank=rank, alpha=alpha, dropout=layer.dropout,
-            use_rslora=layer.use_rslora, a_initializer=layer.a_initializer,
-            b_initializer=layer.b_initializer, pissa_rank=layer.pissa_rank,
+        new = type(layer).from_spec(
+            layer.layer, layer.spec.replace(rank=rank, alpha=alpha),
+            a_initializer=layer.a_initializer, b_initializer=layer.b_initializer,
         )
         new.lora_a.assign(a.astype(new.lora_a.dtype))
         new.lora_b.assign(b.astype(new.lora_b.dtype))

@@ -16,6 +16,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_lowrank import _compat
 from keras_lowrank import layer_patterns
 from keras_lowrank import model_surgery
 from keras_lowrank.adapted_model import _kept
@@ -372,7 +373,7 @@ def _train_only(model, factorized, head):
     for path, layer in model_surgery.layer_paths(model).items():
         if path in factorized or _kept(path, head):
             layer.trainable = True
-        elif not layer._layers:
+        elif not _compat.has_sublayers(layer):
             layer.trainable = False
 
 

@@ -2,11 +2,15 @@
 
 import dataclasses
 import json
-import numbers
 
+from keras_lowrank.adapter_spec import AdapterSpec
+from keras_lowrank.adapter_spec import check_alpha
+from keras_lowrank.adapter_spec import check_dropout
+from keras_lowrank.adapter_spec import check_rank
 from keras_lowrank.layer_patterns import check_pattern
 
 ALL_LINEAR = "all-linear"
+_OWNER = "LoRAConfig"
 INIT_METHODS = ("default", "pissa")
 
 
@@ -56,13 +60,10 @@ class LoRAConfig:
     init: str = "default"
 
     def __post_init__(self):
-        _check_rank(self.rank, "rank")
+        check_rank(self.rank, "rank", _OWNER)
         if self.alpha is not None:
-            _check_alpha(self.alpha, "alpha")
-        if not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
-            raise ValueError(
-                f"LoRAConfig expected `dropout` in [0, 1). Received: dropout={self.dropout!r}"
-            )
+            check_alpha(self.alpha, "alpha", _OWNER)
+        check_dropout(self.dropout, _OWNER)
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         set_("use_rslora", bool(self.use_rslora))
         if self.targets != ALL_LINEAR:
@@ -77,10 +78,10 @@ class LoRAConfig:
             set_("trainable", _patterns(self.trainable, "trainable"))
         for pattern, rank in dict(self.rank_pattern).items():
             check_pattern(pattern, "rank_pattern")
-            _check_rank(rank, f"rank_pattern['{pattern}']")
+            check_rank(rank, f"rank_pattern['{pattern}']", _OWNER)
         for pattern, alpha in dict(self.alpha_pattern).items():
             check_pattern(pattern, "alpha_pattern")
-            _check_alpha(alpha, f"alpha_pattern['{pattern}']")
+            check_alpha(alpha, f"alpha_pattern['{pattern}']", _OWNER)
         set_("rank_pattern", dict(self.rank_pattern))
         set_("alpha_pattern", dict(self.alpha_pattern))
         if self.init not in INIT_METHODS:
@@ -102,6 +103,15 @@ class LoRAConfig:
         if pattern is not None:
             return float(self.alpha_pattern[pattern])
         return self.alpha
+
+    def spec_for(self, path) -> AdapterSpec:
+        """The `AdapterSpec` of the adapter at layer `path`."""
+        return AdapterSpec(
+            rank=self.rank_for(path),
+            alpha=self.alpha_for(path),
+            dropout=self.dropout,
+            use_rslora=self.use_rslora,
+        )
 
     def replace(self, **overrides):
         """A copy with `overrides`; unknown names raise a ValueError."""
@@ -137,21 +147,6 @@ def _check_names(names):
         raise ValueError(
             f"LoRAConfig has no field {unknown[0]!r}. Received: {unknown}. "
             f"Fields: {fields}"
-        )
-
-
-def _check_rank(rank, name):
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-        raise ValueError(
-            f"LoRAConfig expected `{name}` to be a positive integer. "
-            f"Received: {name}={rank!r}"
-        )
-
-
-def _check_alpha(alpha, name):
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(
-            f"LoRAConfig expected `{name}` > 0. Received: {name}={alpha!r}"
         )
 
 

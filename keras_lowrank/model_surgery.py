@@ -25,6 +25,8 @@ import contextlib
 
 import keras
 
+from keras_lowrank import _compat
+
 _REGISTERED_NAME = "keras_lowrank>RewrittenModel"
 _REWRITTEN_CLASSES = {}
 
@@ -65,7 +67,7 @@ def layer_paths(model):
 
 
 def _sublayers(layer):
-    return list(getattr(layer, "_layers", []))
+    return _compat.sublayers(layer)
 
 
 # === Copy and rewrite ===
@@ -142,12 +144,11 @@ def rewrite_model(model, replace):
 
 def _swap(root, old, new):
     """Points every reference that objects in `root` hold to `old` at `new`."""
-    new._inbound_nodes = old._inbound_nodes
-    new._outbound_nodes = old._outbound_nodes
+    _compat.move_nodes(old, new)
     for owner in _all_layers(root):
         _swap_in_attributes(owner, old, new)
-        if hasattr(owner, "_operations"):
-            _swap_in_graph(owner, old, new)
+        if _compat.is_graph(owner):
+            _compat.replace_in_graph(owner, old, new)
 
 
 def _all_layers(root):
@@ -159,14 +160,14 @@ def _all_layers(root):
         seen.add(id(layer))
         found.append(layer)
         stack.extend(_sublayers(layer))
-        functional = getattr(layer, "_functional", None)  # Sequential's graph
+        functional = _compat.sequential_graph(layer)
         if functional is not None:
             stack.append(functional)
     return found
 
 
 def _swap_in_attributes(owner, old, new):
-    with _unlocked(owner):
+    with _compat.unlocked_tracker(owner):
         for name, value in list(vars(owner).items()):
             if value is old:
                 setattr(owner, name, new)
@@ -176,48 +177,19 @@ def _swap_in_attributes(owner, old, new):
                 for key, item in list(value.items()):
                     if item is old:
                         value[key] = new
-    layers = getattr(owner, "_layers", None)
-    if layers is not None and any(item is old for item in layers):
+    layers = _compat.sublayers(owner)
+    if any(item is old for item in layers):
         # Keep the old layer's position: weight order follows `_layers`.
         position = next(i for i, item in enumerate(layers) if item is old)
         kept = [item for item in layers if item is not old and item is not new]
         kept.insert(min(position, len(kept)), new)
-        layers[:] = kept
+        _compat.set_sublayers(owner, kept)
 
 
 def _swap_in_list(items, old, new):
     for i, item in enumerate(list(items)):
         if item is old:
             items[i] = new
-
-
-def _swap_in_graph(function, old, new):
-    _swap_in_list(function._operations, old, new)
-    for operations in getattr(function, "_operations_by_depth", {}).values():
-        _swap_in_list(operations, old, new)
-    for nodes in getattr(function, "_nodes_by_depth", {}).values():
-        for node in nodes:
-            if node.operation is old:
-                node.operation = new
-                for tensor in node.outputs:
-                    history = tensor._keras_history
-                    tensor._keras_history = type(history)(
-                        new, history.node_index, history.tensor_index
-                    )
-
-
-@contextlib.contextmanager
-def _unlocked(layer):
-    """Lets a built layer's tracker take a new sublayer for a moment."""
-    tracker = getattr(layer, "_tracker", None)
-    locked = tracker is not None and tracker.locked
-    if locked:
-        tracker.unlock()
-    try:
-        yield
-    finally:
-        if locked:
-            tracker.lock()
 
 
 @contextlib.contextmanager
@@ -253,7 +225,7 @@ def set_trainable(root, value):
     attribute the value it already has, so a `True` would not reach the
     frozen layers below a trainable one.
     """
-    for layer in root._flatten_layers(include_self=True):
+    for layer in _compat.flatten_layers(root, include_self=True):
         type(layer).trainable.fset(layer, value)
 
 
@@ -279,11 +251,10 @@ def _frozen_own_weights(model):
     """
     found = {}
     for path, layer in layer_paths(model).items():
-        if not layer._layers or not layer.trainable:
+        if not _compat.has_sublayers(layer) or not layer.trainable:
             continue
-        frozen = [
-            i for i, v in enumerate(layer._trainable_variables) if not v.trainable
-        ]
+        own = _compat.own_trainable_variables(layer)
+        frozen = [i for i, v in enumerate(own) if not v.trainable]
         if frozen:
             found[path] = frozen
     return found
@@ -295,8 +266,9 @@ def _freeze_own_weights(model, frozen):
         layer = current.get(path)
         if layer is None:
             continue
+        own = _compat.own_trainable_variables(layer)
         for i in indices:
-            layer._trainable_variables[i].trainable = False
+            own[i].trainable = False
 
 
 # === The record that makes rewritten models serializable ===
@@ -365,10 +337,7 @@ def _rewritten_class(base_class):
 
         Rewritten.__name__ = Rewritten.__qualname__ = base_class.__name__
         Rewritten.__module__ = __name__
-        keras.saving.get_custom_objects()  # make sure the registry exists
-        from keras.src.saving import object_registration
-
-        object_registration.GLOBAL_CUSTOM_NAMES[Rewritten] = _REGISTERED_NAME
+        _compat.register_serializable_name(Rewritten, _REGISTERED_NAME)
         _REWRITTEN_CLASSES[base_class] = Rewritten
     return _REWRITTEN_CLASSES[base_class]
 

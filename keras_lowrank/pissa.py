@@ -54,14 +54,12 @@ def remove_principal_part(adapter, rank):
         `(u, s, vt)`: the removed triplets, float64.
     """
     layout = adapter.layout
-    kernel_var = getattr(adapter.layer, f"_{adapter.kernel_name}", None)
-    if kernel_var is None:
-        kernel_var = adapter.base_kernel
+    kernel_var = adapter.base_kernel
     kernel = ops.convert_to_numpy(kernel_var).astype("float64")
     u, s, vt = truncated_triplets(kernel, rank=rank, layout=layout)
     matrix = ops.convert_to_numpy(layout.to_matrix(kernel))  # (fan_in, fan_out)
     residual = matrix - (u * s) @ vt
     residual_kernel = ops.convert_to_numpy(layout.from_matrix(residual))
     kernel_var.assign(residual_kernel.astype(kernel_var.dtype))
-    adapter.pissa_rank = int(rank)
+    adapter.spec = adapter.spec.replace(pissa_rank=int(rank))
     return u, s, vt

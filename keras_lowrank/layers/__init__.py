@@ -1,7 +1,13 @@
-"""Keras layers of keras_lowrank: LoRA adapters and factorized layers."""
+"""Keras layers of keras_lowrank: LoRA adapters and factorized layers.
 
-import keras
+The seams: a layer kind is a `LoRAAdapter` subclass registered with
+`register_adapter_class`; a variant is an `AdapterVariant` subclass
+registered with `register_variant`.
+"""
 
+from keras_lowrank.layers.dispatch import adapter_class_for
+from keras_lowrank.layers.dispatch import register_adapter_class
+from keras_lowrank.layers.dispatch import supported_classes
 from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
 from keras_lowrank.layers.lora_dense import LoRADense
@@ -9,24 +15,16 @@ from keras_lowrank.layers.lora_einsum_dense import LoRAEinsumDense
 from keras_lowrank.layers.lora_embedding import LoRAEmbedding
 from keras_lowrank.layers.low_rank_dense import LowRankDense
 from keras_lowrank.layers.low_rank_einsum_dense import LowRankEinsumDense
+from keras_lowrank.layers.variants import AdapterVariant
+from keras_lowrank.layers.variants import get_variant
+from keras_lowrank.layers.variants import register_variant
 
-# First match wins: the order puts subclasses before their bases.
-_ADAPTER_CLASSES = (
-    (keras.layers.EinsumDense, LoRAEinsumDense),
-    (keras.layers.Dense, LoRADense),
-    (keras.layers.Embedding, LoRAEmbedding),
-)
-
-
-def adapter_class_for(layer):
-    """The LoRA class that wraps `layer`, or None when none does."""
-    for wrapped, adapter in _ADAPTER_CLASSES:
-        if isinstance(layer, wrapped):
-            return adapter
-    return None
-
+register_adapter_class(LoRADense)
+register_adapter_class(LoRAEinsumDense)
+register_adapter_class(LoRAEmbedding)
 
 __all__ = [
+    "AdapterVariant",
     "KernelLayout",
     "LoRAAdapter",
     "LoRADense",
@@ -35,4 +33,8 @@ __all__ = [
     "LowRankDense",
     "LowRankEinsumDense",
     "adapter_class_for",
+    "get_variant",
+    "register_adapter_class",
+    "register_variant",
+    "supported_classes",
 ]

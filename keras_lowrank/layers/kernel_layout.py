@@ -13,7 +13,10 @@ import dataclasses
 import math
 import string
 
+import keras
 from keras import ops
+
+_MATRIX_EQUATION = "...a,ab->...b"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +38,35 @@ class KernelLayout:
     rank_letter: str
 
     @classmethod
+    def of(cls, layer):
+        """The layout of a built Dense, EinsumDense or Embedding kernel.
+
+        An Embedding table `(vocab, dim)` is a `(fan_in, fan_out)` matrix
+        whose rows a lookup gathers.
+
+        Raises:
+            ValueError: `layer` is none of these, or not built.
+        """
+        if not getattr(layer, "built", False):
+            raise ValueError(
+                f"Layer '{getattr(layer, 'name', layer)}' is not built, so its "
+                "kernel has no shape yet. Build it (or call it on data) first."
+            )
+        if isinstance(layer, keras.layers.EinsumDense):
+            return cls.for_einsum(layer.equation, tuple(layer.kernel.shape))
+        if isinstance(layer, keras.layers.Dense):
+            return cls.for_dense(tuple(layer.kernel.shape))
+        if isinstance(layer, keras.layers.Embedding):
+            return cls.for_dense(tuple(layer.embeddings.shape))
+        raise ValueError(
+            "KernelLayout.of expected a Dense, EinsumDense or Embedding layer. "
+            f"Received: layer '{getattr(layer, 'name', layer)}' of class "
+            f"{type(layer).__name__}"
+        )
+
+    @classmethod
     def for_dense(cls, kernel_shape):
-        return cls.for_einsum("...a,ab->...b", kernel_shape)
+        return cls.for_einsum(_MATRIX_EQUATION, kernel_shape)
 
     @classmethod
     def for_einsum(cls, equation, kernel_shape):
@@ -89,6 +119,11 @@ class KernelLayout:
         )
 
     @property
+    def is_matrix(self):
+        """Whether the kernel is a plain `(fan_in, fan_out)` matrix (Dense)."""
+        return self.equation == _MATRIX_EQUATION
+
+    @property
     def in_dims(self):
         return tuple(self.kernel_shape[a] for a in self.in_axes)
 
@@ -134,12 +169,20 @@ class KernelLayout:
         r = self.rank_letter
         return f"{kept}{r},{r}{out_letters}->{output_spec}"
 
+    def apply_kernel(self, inputs, kernel):
+        """`inputs` contracted with a kernel of this layout, as the layer does."""
+        if self.is_matrix:
+            return ops.matmul(inputs, kernel)
+        return ops.einsum(self.equation, inputs, kernel)
+
     def apply_factors(self, inputs, left, right):
         """`inputs · left · right` for `left` (fan_in, k), `right` (k, fan_out).
 
         Never forms the `(fan_in, fan_out)` product: the cost is that of two
         thin matmuls.
         """
+        if self.is_matrix:
+            return ops.matmul(ops.matmul(inputs, left), right)  # via (..., k)
         rank = left.shape[-1]
         left = ops.reshape(left, self.in_dims + (rank,))
         right = ops.reshape(right, (rank,) + self.out_dims)

@@ -1,30 +1,56 @@
-"""`LoRAAdapter`: what the three LoRA layers share.
+"""`LoRAAdapter`: the one forward pass of every adapter layer.
 
 A LoRA layer wraps a (possibly pretrained) layer, freezes it, and adds a
 trainable low-rank delta `s·A·B` to its kernel, where `A` is
-`(fan_in, rank)`, `B` is `(rank, fan_out)` and `s = alpha / rank`
-(`alpha / sqrt(rank)` with rsLoRA). The delta in the kernel's own shape is
-computed in exactly one place, `delta_kernel()`; `merge()` and export use it,
-and `call()` applies the same factors and the same `scale` without forming it.
+`(fan_in, rank)`, `B` is `(rank, fan_out)` on the kernel's matrix view
+(`KernelLayout.of(layer)`) and `s = alpha / rank` (`alpha / sqrt(rank)`
+with rsLoRA). Its hyperparameters are one `AdapterSpec`; how the delta
+enters the outputs is its variant (`keras_lowrank.layers.variants`).
+
+`call` is written once for every kernel: the frozen product, the factors'
+product, the variant's combination, then the wrapped layer's bias and
+activation. A layer kind with another kind of product (an embedding's
+lookup) overrides `base_product` and `factor_product` only. The delta in the
+kernel's own shape is computed in exactly one place, `delta_kernel()`;
+merging and export use it.
 """
 
-import math
-import numbers
-
 import keras
+import numpy as np
 from keras import ops
 
+from keras_lowrank import _compat
+from keras_lowrank.adapter_spec import AdapterSpec
+from keras_lowrank.adapter_spec import check_alpha
+from keras_lowrank.adapter_spec import check_dropout
+from keras_lowrank.adapter_spec import check_rank
+from keras_lowrank.layers.kernel_layout import KernelLayout
+from keras_lowrank.layers.variants import get_variant
 
 
 class LoRAAdapter(keras.layers.Layer):
-    """Base class of `LoRADense`, `LoRAEinsumDense` and `LoRAEmbedding`.
+    """Base class of the LoRA layers (`LoRADense`, `LoRAEinsumDense`, ...).
 
-    Subclasses set `wrapped_class` and the name of the wrapped kernel
-    (`kernel_name`), and implement `layout_of(layer)` and `call`.
+    A layer kind is a subclass that sets `wrapped_class` (and
+    `kernel_name` when the kernel is not `kernel`), registered with
+    `keras_lowrank.layers.register_adapter_class`. `reproduces` lists the
+    classes whose `call` the kind computes; a subclass of the wrapped class
+    that overrides `call` otherwise is refused, since the adapter would
+    silently drop what that `call` adds.
+
+    Args:
+        layer: the layer to adapt, built or not.
+        rank, alpha, dropout, use_rslora, variant, pissa_rank: the fields of
+            `AdapterSpec`, documented there.
+        a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
+        b_initializer: initializer of `B`. Defaults to `"zeros"`, so the
+            outputs equal the wrapped layer's at init.
+        **kwargs: base layer arguments; `name` defaults to the layer's.
     """
 
     wrapped_class = None
     kernel_name = "kernel"
+    reproduces = ()
 
     def __init__(
         self,
@@ -33,35 +59,60 @@ class LoRAAdapter(keras.layers.Layer):
         alpha=None,
         dropout=0.0,
         use_rslora=False,
+        variant="lora",
+        pissa_rank=None,
         a_initializer="he_uniform",
         b_initializer="zeros",
-        pissa_rank=None,
         **kwargs,
     ):
         self._check_arguments(layer, rank, alpha, dropout)
-        _check_pissa_rank(type(self).__name__, layer, pissa_rank)
+        if pissa_rank is not None:
+            check_rank(
+                pissa_rank, "pissa_rank", f"{type(self).__name__}(layer='{layer.name}')",
+                hint=" to be None or",
+            )
+        spec = AdapterSpec(
+            rank=rank, alpha=alpha, dropout=dropout, use_rslora=use_rslora,
+            variant=variant, pissa_rank=pissa_rank,
+        )
+        self._check_variant(layer, spec.variant)
         kwargs.setdefault("name", layer.name)
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
         self.layer = layer
-        self.rank = int(rank)
-        self.alpha = float(alpha) if alpha is not None else float(rank)
-        self.dropout = float(dropout)
-        self.use_rslora = bool(use_rslora)
+        self.spec = spec
         self.a_initializer = keras.initializers.get(a_initializer)
         self.b_initializer = keras.initializers.get(b_initializer)
-        # Set by PiSSA init: the wrapped kernel holds `W` minus its top
-        # `pissa_rank` singular part, which the factors started from.
-        self.pissa_rank = None if pissa_rank is None else int(pissa_rank)
         self.supports_masking = layer.supports_masking
         self.dropout_layer = (
-            keras.layers.Dropout(self.dropout, name="lora_dropout")
-            if self.dropout > 0
+            keras.layers.Dropout(spec.dropout, name="lora_dropout")
+            if spec.dropout > 0
             else None
         )
         self.layer.trainable = False
         if layer.built:
             self.build(_built_input_shape(layer))
+
+    @classmethod
+    def from_spec(cls, layer, spec, **kwargs):
+        """An adapter on `layer` with the hyperparameters of `spec`."""
+        return cls(layer, **spec.to_dict(), **kwargs)
+
+    # === The spec's fields, read-only ===
+
+    rank = property(lambda self: self.spec.rank)
+    alpha = property(lambda self: self.spec.alpha)
+    dropout = property(lambda self: self.spec.dropout)
+    use_rslora = property(lambda self: self.spec.use_rslora)
+    pissa_rank = property(lambda self: self.spec.pissa_rank)
+    scale = property(
+        lambda self: self.spec.scale,
+        doc="`alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA.",
+    )
+
+    @property
+    def variant(self):
+        return get_variant(self.spec.variant)
 
     # === Validation ===
 
@@ -76,43 +127,26 @@ class LoRAAdapter(keras.layers.Layer):
                 "first with `layer.merge()`, or adapt the original layer."
             )
         if not isinstance(layer, cls.wrapped_class):
-            from keras_lowrank.layers import adapter_class_for
+            from keras_lowrank.layers.dispatch import adapter_class_for
+            from keras_lowrank.layers.dispatch import supported_classes
 
             fits = adapter_class_for(layer)
             hint = (
                 f" Use {fits.__name__} for it."
                 if fits is not None
-                else " LoRA layers exist for Dense, EinsumDense and Embedding."
+                else f" LoRA layers exist for {supported_classes()}."
             )
             raise ValueError(
                 f"{name} wraps a keras.layers.{cls.wrapped_class.__name__}. "
                 f"Received: layer '{getattr(layer, 'name', layer)}' of class "
                 f"{type(layer).__name__}.{hint}"
             )
-        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-            raise ValueError(
-                f"{name}(layer='{layer.name}') expected `rank` to be a positive "
-                f"integer. Received: rank={rank!r}"
-            )
-        if rank < 1:
-            raise ValueError(
-                f"{name}(layer='{layer.name}') expected `rank` to be a positive "
-                f"integer. Received: rank={rank}"
-            )
-        if alpha is not None and (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, numbers.Real)
-            or not alpha > 0
-        ):
-            raise ValueError(
-                f"{name}(layer='{layer.name}') expected `alpha` > 0 (or None "
-                f"for alpha = rank). Received: alpha={alpha!r}"
-            )
-        if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-            raise ValueError(
-                f"{name}(layer='{layer.name}') expected `dropout` in [0, 1). "
-                f"Received: dropout={dropout!r}"
-            )
+        owner = f"{name}(layer='{layer.name}')"
+        check_rank(rank, "rank", owner)
+        if alpha is not None:
+            check_alpha(alpha, "alpha", owner, hint=" (or None for alpha = rank)")
+        check_dropout(dropout, owner)
+        cls._check_call_reproduced(layer)
         if getattr(layer, "lora_enabled", False):
             raise ValueError(
                 f"{name} received layer '{layer.name}' with Keras' own LoRA "
@@ -126,6 +160,31 @@ class LoRAAdapter(keras.layers.Layer):
             )
         if layer.built:
             cls._check_rank_fits(layer, rank)
+
+    @classmethod
+    def _check_call_reproduced(cls, layer):
+        owner = next(c for c in type(layer).__mro__ if "call" in vars(c))
+        if owner in (cls.wrapped_class, *cls.reproduces):
+            return
+        raise ValueError(
+            f"{cls.__name__} cannot adapt layer '{layer.name}' of class "
+            f"{type(layer).__name__}: it overrides `call()` of "
+            f"keras.layers.{cls.wrapped_class.__name__}, and an adapter "
+            "computes the plain layer's forward pass, so what that `call` "
+            "adds would be silently lost (and the merged model would differ "
+            "from the trained one). Leave it out with `exclude=`, or adapt "
+            "the plain layers inside it."
+        )
+
+    @classmethod
+    def _check_variant(cls, layer, variant_name):
+        variant = get_variant(variant_name)
+        if not variant.supports(cls):
+            raise ValueError(
+                f"{cls.__name__}(layer='{layer.name}'): the {variant.name!r} "
+                f"variant does not support {cls.wrapped_class.__name__} "
+                "layers. Use variant='lora' for them."
+            )
 
     @classmethod
     def _check_rank_fits(cls, layer, rank):
@@ -142,7 +201,7 @@ class LoRAAdapter(keras.layers.Layer):
     @classmethod
     def layout_of(cls, layer):
         """The `KernelLayout` of the wrapped layer's kernel."""
-        raise NotImplementedError
+        return KernelLayout.of(layer)
 
     @property
     def trainable(self):
@@ -172,18 +231,13 @@ class LoRAAdapter(keras.layers.Layer):
             shape=(self.rank, self.layout.fan_out),
             initializer=self.b_initializer,
         )
+        self.variant.build(self)
         self.built = True
 
     @property
-    def scale(self):
-        """`alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA."""
-        if self.use_rslora:
-            return self.alpha / math.sqrt(self.rank)
-        return self.alpha / self.rank
-
-    @property
     def base_kernel(self):
-        return getattr(self.layer, self.kernel_name)
+        """The wrapped layer's kernel (its variable: never Keras' LoRA sum)."""
+        return _compat.kernel_variable(self.layer, self.kernel_name)
 
     def delta_kernel(self):
         """`s·A·B` in the shape of the wrapped kernel, in float32."""
@@ -191,37 +245,62 @@ class LoRAAdapter(keras.layers.Layer):
         b = ops.cast(self.lora_b, "float32")
         return self.layout.from_matrix(ops.matmul(a, b) * self.scale)
 
-    def _adapter_inputs(self, inputs, training):
-        if self.dropout_layer is None:
-            return inputs
-        return self.dropout_layer(inputs, training=training)
+    # === Forward ===
+
+    def call(self, inputs, training=None):
+        base = self.base_product(inputs)
+        delta = self.factor_product(inputs, training)
+        return self.finish(self.variant.combine(self, base, delta))
+
+    def base_product(self, inputs):
+        """The frozen kernel applied to `inputs`, before bias."""
+        return self.layout.apply_kernel(inputs, self.layer.kernel)
+
+    def factor_product(self, inputs, training=None):
+        """`s·(dropout(x)·A)·B`, contracted as the kernel is."""
+        if self.dropout_layer is not None:
+            inputs = self.dropout_layer(inputs, training=training)
+        return self.layout.apply_factors(inputs, self.lora_a, self.lora_b) * self.scale
+
+    def finish(self, outputs):
+        """The wrapped layer's bias and activation."""
+        layer = self.layer
+        if getattr(layer, "bias", None) is not None:
+            outputs = ops.add(outputs, layer.bias)
+        if getattr(layer, "activation", None) is not None:
+            outputs = layer.activation(outputs)
+        return outputs
 
     # === Merge ===
 
-    def merge(self):
-        """A new plain layer of the wrapped class with kernel `W + s·A·B`.
+    def merged_kernel(self):
+        """The kernel of the merged layer, float32 (the variant decides)."""
+        return self.variant.merged_kernel(self)
 
-        It has the wrapped layer's config and name; it is trainable.
+    def merge(self):
+        """A new plain layer of the wrapped class with the merged kernel.
+
+        For LoRA the kernel is `W + s·A·B`. It has the wrapped layer's config
+        and name; it is trainable.
 
         Returns:
             A new layer of the wrapped layer's class. This adapter is left
             untouched.
+
+        Raises:
+            FloatingPointError: the merged kernel has a NaN or Inf value, or
+                does not fit the kernel's dtype (float16 overflow).
         """
         layer = self.layer
         config = layer.get_config()
         config["trainable"] = True
         merged = type(layer).from_config(config)
         merged.build(_built_input_shape(layer))
-        kernel = ops.convert_to_numpy(
-            ops.cast(self.base_kernel, "float32") + self.delta_kernel()
-        )
-        kernel_var = getattr(layer, f"_{self.kernel_name}", None)
-        if kernel_var is None:
-            kernel_var = self.base_kernel
-        values = [
-            kernel.astype(v.dtype) if v is kernel_var else v.numpy()
-            for v in layer.weights
-        ]
+        kernel_var = self.base_kernel
+        kernel = ops.convert_to_numpy(self.merged_kernel())
+        cast = kernel.astype(kernel_var.dtype)
+        _check_finite(cast, f"layer '{self.name}'", kernel_var.dtype)
+        values = [cast if v is kernel_var else v.numpy() for v in layer.weights]
         merged.set_weights(values)
         return merged
 
@@ -234,13 +313,9 @@ class LoRAAdapter(keras.layers.Layer):
         return {
             **super().get_config(),
             "layer": keras.saving.serialize_keras_object(self.layer),
-            "rank": self.rank,
-            "alpha": self.alpha,
-            "dropout": self.dropout,
-            "use_rslora": self.use_rslora,
+            **self.spec.to_dict(),
             "a_initializer": keras.initializers.serialize(self.a_initializer),
             "b_initializer": keras.initializers.serialize(self.b_initializer),
-            "pissa_rank": self.pissa_rank,
         }
 
     @classmethod
@@ -250,21 +325,20 @@ class LoRAAdapter(keras.layers.Layer):
         return cls(layer, **config)
 
 
-def _check_pissa_rank(name, layer, pissa_rank):
-    if pissa_rank is None:
+def _check_finite(kernel, where, dtype):
+    if np.isfinite(kernel).all():
         return
-    if (
-        isinstance(pissa_rank, bool)
-        or not isinstance(pissa_rank, numbers.Integral)
-        or pissa_rank < 1
-    ):
-        raise ValueError(
-            f"{name}(layer='{layer.name}') expected `pissa_rank` to be None or "
-            f"a positive integer. Received: pissa_rank={pissa_rank!r}"
-        )
+    bad = int((~np.isfinite(kernel)).sum())
+    raise FloatingPointError(
+        f"Merging {where} gives {bad} non-finite value(s) in its {dtype} "
+        "kernel (NaN or Inf in the base kernel or the factors, or a merged "
+        f"value beyond the range of {dtype}). Nothing was merged. Check the "
+        "adapter's weights, or merge in float32."
+    )
 
 
 def _built_input_shape(layer):
     """The input shape a built layer was built with, if Keras recorded it."""
     build_config = layer.get_build_config() or {}
     return build_config.get("input_shape")
+

@@ -1,9 +1,7 @@
 """`LoRADense`: a trainable low-rank delta on a frozen `keras.layers.Dense`."""
 
 import keras
-from keras import ops
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
 
 
@@ -24,6 +22,8 @@ class LoRADense(LoRAAdapter):
         dropout: float in [0, 1). Dropout on the adapter path's input, in
             training only.
         use_rslora: bool. Use `s = alpha / sqrt(rank)` (rank-stabilized LoRA).
+        variant: str. How the delta enters the outputs: `"lora"` or
+            another registered variant (`keras_lowrank.layers.variants`).
         a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
         b_initializer: initializer of `B`. Defaults to `"zeros"`.
         pissa_rank: int or None. Set by `LoRAConfig(init="pissa")`: the
@@ -42,18 +42,3 @@ class LoRADense(LoRAAdapter):
     """
 
     wrapped_class = keras.layers.Dense
-
-    @classmethod
-    def layout_of(cls, layer):
-        return KernelLayout.for_dense(tuple(layer.kernel.shape))
-
-    def call(self, inputs, training=None):
-        layer = self.layer
-        outputs = ops.matmul(inputs, layer.kernel)
-        hidden = ops.matmul(self._adapter_inputs(inputs, training), self.lora_a)
-        outputs = outputs + ops.matmul(hidden, self.lora_b) * self.scale
-        if layer.bias is not None:
-            outputs = ops.add(outputs, layer.bias)
-        if layer.activation is not None:
-            outputs = layer.activation(outputs)
-        return outputs

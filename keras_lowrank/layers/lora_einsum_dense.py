@@ -1,9 +1,7 @@
 """`LoRAEinsumDense`: a low-rank delta on a frozen `keras.layers.EinsumDense`."""
 
 import keras
-from keras import ops
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
 
 
@@ -27,6 +25,8 @@ class LoRAEinsumDense(LoRAAdapter):
         alpha: float. Scale numerator; `s = alpha / rank`. Defaults to rank.
         dropout: float in [0, 1). Dropout on the adapter path, training only.
         use_rslora: bool. Use `s = alpha / sqrt(rank)`.
+        variant: str. How the delta enters the outputs: `"lora"` or
+            another registered variant (`keras_lowrank.layers.variants`).
         a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
         b_initializer: initializer of `B`. Defaults to `"zeros"`.
         pissa_rank: int or None. Set by `LoRAConfig(init="pissa")`: the
@@ -44,20 +44,3 @@ class LoRAEinsumDense(LoRAAdapter):
     """
 
     wrapped_class = keras.layers.EinsumDense
-
-    @classmethod
-    def layout_of(cls, layer):
-        return KernelLayout.for_einsum(layer.equation, tuple(layer.kernel.shape))
-
-    def call(self, inputs, training=None):
-        layer = self.layer
-        outputs = ops.einsum(layer.equation, inputs, layer.kernel)
-        adapter = self.layout.apply_factors(
-            self._adapter_inputs(inputs, training), self.lora_a, self.lora_b
-        )
-        outputs = outputs + adapter * self.scale
-        if layer.bias is not None:
-            outputs = ops.add(outputs, layer.bias)
-        if layer.activation is not None:
-            outputs = layer.activation(outputs)
-        return outputs

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
 
 
@@ -26,6 +25,8 @@ class LoRAEmbedding(LoRAAdapter):
         dropout: float in [0, 1). Dropout on the gathered rows of `A`, in
             training only.
         use_rslora: bool. Use `s = alpha / sqrt(rank)`.
+        variant: str. `"lora"` (variants that need a per-output norm,
+            such as DoRA, do not apply to a lookup table).
         a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
         b_initializer: initializer of `B`. Defaults to `"zeros"`, so the
             outputs equal the table's at init.
@@ -45,19 +46,25 @@ class LoRAEmbedding(LoRAAdapter):
 
     wrapped_class = keras.layers.Embedding
     kernel_name = "embeddings"
-
-    @classmethod
-    def layout_of(cls, layer):
-        return KernelLayout.for_dense(tuple(layer.embeddings.shape))
+    # keras-hub's tied embedding is Keras' ReversibleEmbedding.
+    reproduces = (keras.layers.ReversibleEmbedding,)
 
     def call(self, inputs, reverse=False, training=None):
         if reverse:
             return self._reverse(inputs)
-        layer = self.layer
-        ids = ops.cast(inputs, "int32")
-        outputs = ops.take(layer.embeddings, ids, axis=0)
-        rows = self._adapter_inputs(ops.take(self.lora_a, ids, axis=0), training)
-        outputs = outputs + ops.matmul(rows, self.lora_b) * self.scale
+        return super().call(inputs, training=training)
+
+    def base_product(self, inputs):
+        return ops.take(self.layer.embeddings, ops.cast(inputs, "int32"), axis=0)
+
+    def factor_product(self, inputs, training=None):
+        # Gathers the ids' rows of A: a step never forms a (vocab, dim) table.
+        rows = ops.take(self.lora_a, ops.cast(inputs, "int32"), axis=0)
+        if self.dropout_layer is not None:
+            rows = self.dropout_layer(rows, training=training)
+        return ops.matmul(rows, self.lora_b) * self.scale  # (..., dim)
+
+    def finish(self, outputs):
         return ops.cast(outputs, self.compute_dtype)
 
     def _reverse(self, inputs):

@@ -8,8 +8,8 @@ from keras import regularizers
 
 # EinsumDense's own shape analysis: the kernel, bias and output shapes here are
 # exactly those of keras.layers.EinsumDense (keras is pinned).
-from keras.src.layers.core.einsum_dense import _analyze_einsum_string
 
+from keras_lowrank._compat import analyze_einsum_string
 from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.low_rank_dense import _assign
 from keras_lowrank.layers.low_rank_dense import _check_built
@@ -100,7 +100,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         self.bias_constraint = constraints.get(bias_constraint)
 
     def build(self, input_shape):
-        kernel_shape, bias_shape, _, _, _ = _analyze_einsum_string(
+        kernel_shape, bias_shape, _, _, _ = analyze_einsum_string(
             self.equation, self.bias_axes, input_shape, self.partial_output_shape
         )
         try:
@@ -141,7 +141,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
-        _, _, output_shape, _, _ = _analyze_einsum_string(
+        _, _, output_shape, _, _ = analyze_einsum_string(
             self.equation, self.bias_axes, input_shape, self.partial_output_shape
         )
         return tuple(output_shape)

@@ -1,0 +1,128 @@
+"""Every private Keras attribute keras_lowrank relies on, in one place.
+
+Keras 3 has no public API for some of what model surgery needs: the list of
+a layer's direct sublayers, a layer's own (not its children's) variables,
+the kernel variable behind the `kernel` property, the graph of a Functional
+model. Each access below has a test of its own in `tests/test_compat.py`, so
+a Keras upgrade that moves one breaks a named test, not the package somewhere
+unknown. Pinned: keras==3.15.1.
+"""
+
+import contextlib
+
+import keras
+
+
+# === Layers ===
+
+
+def sublayers(layer):
+    """The direct sublayers of `layer`, in tracking order (Keras `_layers`)."""
+    return list(getattr(layer, "_layers", []))
+
+
+def set_sublayers(layer, layers):
+    """Replaces the tracked list of direct sublayers, in place."""
+    layer._layers[:] = layers
+
+
+def has_sublayers(layer):
+    return bool(getattr(layer, "_layers", None))
+
+
+def flatten_layers(layer, include_self=True):
+    """`layer` (optionally) and every layer below it (`_flatten_layers`)."""
+    return list(layer._flatten_layers(include_self=include_self))
+
+
+def own_trainable_variables(layer):
+    """The trainable variables `layer` created itself, not its sublayers'."""
+    return layer._trainable_variables
+
+
+def kernel_variable(layer, name="kernel"):
+    """The variable behind `layer.<name>`.
+
+    Dense, EinsumDense and Embedding expose their kernel through a property
+    that adds Keras' own LoRA delta when enabled; the variable itself is
+    `_kernel` (`_embeddings`). Falls back to the attribute.
+    """
+    variable = getattr(layer, f"_{name}", None)
+    return getattr(layer, name) if variable is None else variable
+
+
+@contextlib.contextmanager
+def unlocked_tracker(layer):
+    """Lets a built layer's tracker take a new sublayer for a moment."""
+    tracker = getattr(layer, "_tracker", None)
+    locked = tracker is not None and tracker.locked
+    if locked:
+        tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            tracker.lock()
+
+
+# === Functional graphs ===
+
+
+def move_nodes(old, new):
+    """Gives `new` the graph nodes of `old` (a layer it replaces)."""
+    new._inbound_nodes = old._inbound_nodes
+    new._outbound_nodes = old._outbound_nodes
+
+
+def is_graph(owner):
+    """Whether `owner` holds a Functional graph of operations."""
+    return hasattr(owner, "_operations")
+
+
+def replace_in_graph(function, old, new):
+    """Points the operations and nodes of a Functional graph at `new`."""
+    _replace_in_list(function._operations, old, new)
+    for operations in getattr(function, "_operations_by_depth", {}).values():
+        _replace_in_list(operations, old, new)
+    for nodes in getattr(function, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            if node.operation is old:
+                node.operation = new
+                for tensor in node.outputs:
+                    history = tensor._keras_history
+                    tensor._keras_history = type(history)(
+                        new, history.node_index, history.tensor_index
+                    )
+
+
+def sequential_graph(layer):
+    """The Functional graph a built Sequential model keeps, or None."""
+    return getattr(layer, "_functional", None)
+
+
+def _replace_in_list(items, old, new):
+    for i, item in enumerate(list(items)):
+        if item is old:
+            items[i] = new
+
+
+# === Serialization ===
+
+
+def register_serializable_name(cls, name):
+    """Makes Keras save `cls` under `name` (for classes made at run time)."""
+    from keras.src.saving import object_registration
+
+    keras.saving.get_custom_objects()  # make sure the registry exists
+    object_registration.GLOBAL_CUSTOM_NAMES[cls] = name
+
+
+# === EinsumDense ===
+
+
+def analyze_einsum_string(equation, bias_axes, input_shape, output_shape):
+    """Keras' EinsumDense shape analysis: `(kernel_shape, bias_shape,
+    full_output_shape, ...)` for an equation, as EinsumDense builds it."""
+    from keras.src.layers.core.einsum_dense import _analyze_einsum_string
+
+    return _analyze_einsum_string(equation, bias_axes, input_shape, output_shape)

@@ -1,0 +1,97 @@
+"""Adapter variants: how an adapter turns its factors into outputs.
+
+A variant is a small strategy object, not a flag checked everywhere (as
+PEFT's `LoraVariant`). Every adapter layer computes, in one place
+(`LoRAAdapter.call`):
+
+    base  = x · W                      # the frozen kernel, before bias
+    delta = (dropout(x) · A) · B · s   # the factors, never forming A·B
+    y     = act(variant.combine(adapter, base, delta) + bias)
+
+and merges to a kernel `variant.merged_kernel(adapter)`. A new variant is
+one subclass of `AdapterVariant` plus `register_variant`, and its tests:
+
+- `build(adapter)`: create extra weights (after `A` and `B` exist).
+- `initialize(adapter)`: set them from the base kernel, once, when
+  `add_adapters` creates the adapter (not when a saved model is loaded).
+- `combine(adapter, base, delta)`: the outputs before bias and activation.
+- `merged_kernel(adapter)`: the kernel of the merged layer, float32.
+- `extra_weights(adapter)`: `{name: variable}` that adapter files save.
+- `supports(adapter_class)`: whether it applies to a layer kind.
+"""
+
+from keras import ops
+
+
+class AdapterVariant:
+    """Plain LoRA: `y = x·W + s·(x·A)·B`. The base of every variant."""
+
+    name = "lora"
+
+    @classmethod
+    def supports(cls, adapter_class) -> bool:
+        return True
+
+    @classmethod
+    def build(cls, adapter):
+        pass
+
+    @classmethod
+    def initialize(cls, adapter):
+        pass
+
+    @classmethod
+    def combine(cls, adapter, base, delta):
+        return base + delta
+
+    @classmethod
+    def merged_kernel(cls, adapter):
+        return ops.cast(adapter.base_kernel, "float32") + adapter.delta_kernel()
+
+    @classmethod
+    def extra_weights(cls, adapter) -> dict:
+        return {}
+
+
+_VARIANTS = {"lora": AdapterVariant}
+
+
+def register_variant(variant):
+    """Makes `variant` (an `AdapterVariant` subclass) usable by name.
+
+    Returns:
+        `variant`, so that this works as a class decorator.
+
+    Raises:
+        ValueError: not an `AdapterVariant` subclass, or the name is taken.
+    """
+    if not (isinstance(variant, type) and issubclass(variant, AdapterVariant)):
+        raise ValueError(
+            "register_variant expected a subclass of AdapterVariant. "
+            f"Received: {variant!r}"
+        )
+    if variant.name in _VARIANTS and _VARIANTS[variant.name] is not variant:
+        raise ValueError(
+            f"A variant named {variant.name!r} is already registered "
+            f"({_VARIANTS[variant.name].__name__})."
+        )
+    _VARIANTS[variant.name] = variant
+    return variant
+
+
+def get_variant(name):
+    """The registered variant called `name`.
+
+    Raises:
+        ValueError: no variant has that name; the message lists them.
+    """
+    if name not in _VARIANTS:
+        raise ValueError(
+            f"Unknown adapter variant. Received: variant={name!r}. "
+            f"Registered: {sorted(_VARIANTS)}"
+        )
+    return _VARIANTS[name]
+
+
+def variant_names():
+    return sorted(_VARIANTS)
