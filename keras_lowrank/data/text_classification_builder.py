@@ -98,8 +98,12 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder):
     """
 
     # Part of the cache path: bump it when the prepared output changes.
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Stratified seeded split of local files."}
+    VERSION = tfds.core.Version("1.0.1")
+    RELEASE_NOTES = {
+        "1.0.0": "Stratified seeded split of local files.",
+        # No earlier one-class preparation may be reused.
+        "1.0.1": "Training data with fewer than two classes is refused.",
+    }
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -150,9 +154,11 @@ def read_and_split(config):
             )
         records_by_split[split].extend(records)
 
+    train_files = sorted({p for s, p, _ in config.sources if s == "train"})
     # The classes are those of the training data: a label that only a
     # validation or test file has is an error, not a class never trained.
     label_names = _label_names(records_by_split["train"], config.labels)
+    _check_classes(records_by_split["train"], train_files)
     for split in ("validation", "test"):
         _check_known(
             records_by_split[split], label_names,
@@ -169,7 +175,6 @@ def read_and_split(config):
                             ("test", config.test_fraction)):
         if not examples[split]:
             fractions[split] = fraction
-    train_files = sorted({p for s, p, _ in config.sources if s == "train"})
     try:
         result = splits_lib.stratified_split(
             examples["train"], config.seed, fractions
@@ -190,6 +195,17 @@ def _label_names(records, labels):
     if all(_is_int(label) for label in found):
         return sorted(found, key=int)  # labels 0..K-1 keep their value as id
     return sorted(found)
+
+
+def _check_classes(records, train_files):
+    # One class trains a classifier that is always right, and says so.
+    found = sorted({record.label for record in records})
+    if len(found) < 2:
+        raise DataError(
+            f"{', '.join(train_files)}: the training data holds one class, "
+            f"{found}; a classifier needs at least two. Add training examples "
+            "of another class"
+        )
 
 
 def _check_known(records, label_names, allowed_note):

@@ -92,6 +92,20 @@ def test_label_only_in_the_test_file_is_unknown(tmp_path):
         _load(train, tmp_path, test_files=test)
 
 
+@pytest.mark.parametrize("labels", [None, ["neg", "pos"]])
+def test_training_data_of_one_class_is_refused(tmp_path, labels):
+    # Even when --labels names two: the other is never trained.
+    train = _file(tmp_path, "train.csv", "text,label\n" + "".join(
+        f"text {i},pos\n" for i in range(20)))
+    message = (f"{train}: the training data holds one class, ['pos']; a "
+               "classifier needs at least two. Add training examples of "
+               "another class")
+    with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+        _load(train, tmp_path, labels=labels)
+    root = tmp_path / "c" / "tfds" / "text_classification_builder"
+    assert not root.exists() or os.listdir(root) == []
+
+
 def test_file_that_is_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"text,label\ngood,1\ncaf\xe9 noir,0\n")
