@@ -42,8 +42,12 @@ def _native_logs_dropped():
 def main(argv=None):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _native_logs_dropped():
-        from keras_lowrank.cli.main import main as cli_main
+    try:
+        with _native_logs_dropped():
+            from keras_lowrank.cli.main import main as cli_main
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: one line too
+        print("keras-lowrank: interrupted", file=sys.stderr)
+        return 130
     return cli_main(argv)
 
 

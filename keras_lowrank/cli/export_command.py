@@ -17,6 +17,9 @@ not match (nothing is left at `--out`), 2 for a usage error.
 import os
 import sys
 
+# The artifact is written aside and moved to --out once verified.
+OUT_IS_ATOMIC = True
+
 
 def add_parser(subparsers):
     from keras_lowrank.cli.model_argument import add_model_arguments

@@ -5,7 +5,9 @@ and `run(args) -> int`. A user error prints one line on stderr,
 `keras-lowrank <command>: error: ...`, and exits 2: a bad command line, a
 `UsageError`, `ValueError` or `OSError` (a missing file, an `--out` that
 cannot be written), or a missing optional package. Anything else is a bug
-and keeps its traceback.
+and keeps its traceback. Ctrl-C prints one line and exits 130; a command
+whose module sets `OUT_IS_ATOMIC = True` (everything it writes goes to
+`--out` in one rename at the end) says that `--out` is as it was.
 """
 
 import argparse
@@ -16,6 +18,8 @@ import sys
 from keras_lowrank.exporters._optional import MissingDependencyError
 
 COMMANDS = ("finetune", "export", "merge", "inspect", "compress")
+# The exit status of a process ended by Ctrl-C (SIGINT): 128 + 2.
+INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -73,12 +77,19 @@ def main(argv=None) -> int:
         command_parsers[args.command].error(
             f"unrecognized arguments: {' '.join(extras)}"
         )
+    module = modules[args.command]
     try:
-        return int(modules[args.command].run(args) or 0)
+        return int(module.run(args) or 0)
     except (UsageError, ValueError, OSError, MissingDependencyError) as error:
         message = " ".join(_describe(error).split())
         print(f"keras-lowrank {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        line = "interrupted"
+        if getattr(module, "OUT_IS_ATOMIC", False):
+            line = f"interrupted, nothing written: --out '{args.out}' is as it was"
+        print(f"keras-lowrank {args.command}: {line}", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _describe(error):

@@ -2,6 +2,9 @@
 
 from keras_lowrank._atomic import has_files
 
+# The merged model is written aside and moved to --out in one rename.
+OUT_IS_ATOMIC = True
+
 # What an earlier `merge --out FOLDER` left: a folder holding other files is
 # never replaced.
 _PRESET = has_files("config.json", "metadata.json")

@@ -1,5 +1,6 @@
 """`keras-lowrank`: one-line usage errors, --help, and the console script."""
 
+import importlib
 import os
 import re
 import subprocess
@@ -88,6 +89,39 @@ def test_os_and_value_errors_are_one_line(error, line, monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"keras-lowrank inspect: error: {line}"
     ]
+
+
+@pytest.mark.parametrize(
+    "command, argv, line",
+    [
+        ("inspect", ["inspect", "m.keras"], "keras-lowrank inspect: interrupted"),
+        ("merge", ["merge", "m.keras", "--out", "m2.keras"],
+         "keras-lowrank merge: interrupted, nothing written: --out 'm2.keras' "
+         "is as it was"),
+        ("export", ["export", "m.keras", "--format", "onnx", "--out", "m.onnx"],
+         "keras-lowrank export: interrupted, nothing written: --out 'm.onnx' "
+         "is as it was"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(command, argv, line, monkeypatch, capsys):
+    def run(args):
+        raise KeyboardInterrupt
+
+    module = importlib.import_module(f"keras_lowrank.cli.{command}_command")
+    monkeypatch.setattr(module, "run", run)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_ctrl_c_while_the_launcher_imports_is_one_line(monkeypatch, capsys):
+    import keras_lowrank_cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_lowrank_cli, "_native_logs_dropped", interrupted)
+    assert keras_lowrank_cli.main(["inspect", "m.keras"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["keras-lowrank: interrupted"]
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
