@@ -8,7 +8,9 @@ keras-lowrank finetune --train reviews.csv --text-column review \
 ```
 
 Exit status: 0 when every step succeeded, 1 when an export did not match
-Keras (the rest of the report is still written), 2 for a usage or data error.
+Keras (the rest of the report is still written), 2 for a usage or data error,
+130 when interrupted (Ctrl-C). The run folder is built aside and moved to
+--out at the end: a failed or interrupted run leaves --out as it was.
 """
 
 import dataclasses
@@ -17,6 +19,8 @@ import sys
 from keras_lowrank.finetune.options import EXPORT_FORMATS
 from keras_lowrank.finetune.options import FinetuneOptions
 
+# The run folder is built aside and moved to --out in one rename at the end.
+OUT_IS_ATOMIC = True
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(FinetuneOptions)}
 
 

@@ -7,6 +7,8 @@ import os
 
 EXPORT_FORMATS = ("tflite", "onnx")
 TFLITE_QUANTIZE_MODES = (None, "float16", "dynamic")
+# BERT packs [CLS] and [SEP] around each text: 3 tokens hold one of text.
+MIN_SEQUENCE_LENGTH = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +53,9 @@ class FinetuneOptions:
             the first `warmup_fraction` of the steps, then cosine decay).
         weight_decay: float. AdamW weight decay.
         warmup_fraction: float in [0, 1). Share of the steps spent warming up.
-        sequence_length: int. Tokens per text (longer texts are truncated).
+        sequence_length: int. Tokens per text, [CLS] and [SEP] included
+            (longer texts are truncated); at least 3, at most the model's
+            `max_sequence_length` (checked by `finetune` before loading).
         max_train_examples: int or None. Train on only the first N training
             examples (for quick runs).
         max_eval_examples: int or None. Validate and test on only the first
@@ -123,6 +127,12 @@ class FinetuneOptions:
                 )
         for name in ("rank", "epochs", "patience", "batch_size", "sequence_length"):
             _check_positive_int(getattr(self, name), name)
+        if self.sequence_length < MIN_SEQUENCE_LENGTH:
+            raise ValueError(
+                f"sequence_length must be at least {MIN_SEQUENCE_LENGTH}: BERT "
+                "packs [CLS] and [SEP] around each text, so a shorter one "
+                f"holds no text. Received: sequence_length={self.sequence_length}"
+            )
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:
                 _check_positive_int(getattr(self, name), name)

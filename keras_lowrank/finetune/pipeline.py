@@ -8,17 +8,21 @@ import keras
 import numpy as np
 
 import keras_lowrank as klr
+from keras_lowrank._atomic import atomic_path
+from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune import batching
 from keras_lowrank.finetune import evaluation
+from keras_lowrank.finetune import model_source
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
+from keras_lowrank.finetune.run_folder import ARTIFACT_FILES
+from keras_lowrank.finetune.run_folder import CURVES_FILE
+from keras_lowrank.finetune.run_folder import REPORT_FILE
+from keras_lowrank.finetune.run_folder import is_run_folder
 
 STAGES = ("data", "model", "train", "evaluate", "export", "report")
-ADAPTERS_FILE = "adapters.safetensors"
-REPORT_FILE = "report.json"
-CURVES_FILE = "training_curves.png"
-ARTIFACT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 # Rows of the test split that export runs through Keras and its runtime.
 _VERIFY_ROWS = 8
 
@@ -40,6 +44,10 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     6. report: `<out>/report.json`, `<out>/training_curves.png` and a
        summary table.
 
+    The run folder is built beside `options.out` and moved into place at
+    the end, replacing an earlier run folder whole (see `run_folder`): an
+    error or an interrupt at any stage leaves `options.out` as it was.
+
     Args:
         options: FinetuneOptions. Defaults to `FinetuneOptions()`.
         log: callable taking one str. Where stage lines go.
@@ -49,9 +57,12 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
 
     Raises:
         DataError: bad data files (the message names the file and line).
-        ValueError: a model that cannot be loaded, a target that matches no
-            layer.
-        FileNotFoundError: the default model package is not installed.
+        ValueError: before any slow work, an `out` holding other files than
+            an earlier run's, or a `sequence_length` above the model's
+            maximum; later, a model that cannot be loaded, a target that
+            matches no layer.
+        FileNotFoundError: the model folder is missing, or the default model
+            package is not installed.
 
     Example:
     ```python
@@ -60,10 +71,31 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     ```
     """
     options = options or FinetuneOptions()
+    # Before any slow work: an `out` that holds something else, a model that
+    # is missing or cannot take `sequence_length` tokens.
+    check_target(options.out, directory=True, replaceable=is_run_folder)
+    source = model_source.model_source(options)
+    model_source.check_sequence_length(
+        options, model_source.config_max_sequence_length(source))
     progress = _Progress(log)
     keras.utils.set_random_seed(options.seed)
-    os.makedirs(options.out, exist_ok=True)
     start = time.perf_counter()
+    with atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
+        os.mkdir(build)
+        report = _run(options, build, progress)
+        # Written after the report stage, so that it holds that stage's time.
+        report["stage_seconds"] = dict(progress.seconds)
+        report["total_seconds"] = time.perf_counter() - start
+        report_lib.write_json(report, os.path.join(build, REPORT_FILE))
+    log("")
+    log(report_lib.summary_table(report))
+    return report
+
+
+def _run(options, build, progress):
+    """The six stages; files go to `build`, the report names `options.out`."""
+    def final(name):
+        return os.path.join(options.out, name)
 
     with progress.stage("data") as note:
         data = training.load_data(options)
@@ -101,17 +133,16 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
         with progress.stage("evaluate") as note:
             keras_result = evaluation.keras_accuracy(
                 model, *splits["test"], options.batch_size)
-            adapters_path = os.path.join(options.out, ADAPTERS_FILE)
-            adapter_bytes = klr.save_adapters(model, adapters_path)
+            adapter_bytes = klr.save_adapters(model, os.path.join(build, ADAPTERS_FILE))
             note(f"test accuracy {keras_result['accuracy']:.4f} on "
-                 f"{keras_result['examples']} examples; {adapters_path} "
+                 f"{keras_result['examples']} examples; {final(ADAPTERS_FILE)} "
                  f"({adapter_bytes:,} bytes)")
 
         with progress.stage("export") as note:
             exports = {}
             for format in options.export:
                 exports[format] = _export_and_evaluate(
-                    model, format, splits["test"], options)
+                    model, format, splits["test"], options, build)
                 note(_export_line(format, exports[format]))
 
     with progress.stage("report") as note:
@@ -119,26 +150,23 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
             options, data, splits, base, (trainable, total), history, best_epoch,
             train_seconds, keras_result, adapter_bytes, exports,
         )
-        report["files"] = {"adapters": adapters_path}
+        report["files"] = {"adapters": final(ADAPTERS_FILE)}
         for format, exported in exports.items():
             if "error" not in exported:
                 report["files"][format] = exported["path"]
-        curves = os.path.join(options.out, CURVES_FILE)
-        report_lib.plot_training_curves(history, curves, best_epoch)
-        report["files"]["training_curves"] = curves
-        report["files"]["report"] = os.path.join(options.out, REPORT_FILE)
-        note(f"{report['files']['report']}, {curves}")
-    # Written after the report stage, so that it holds that stage's time.
-    report["stage_seconds"] = dict(progress.seconds)
-    report["total_seconds"] = time.perf_counter() - start
-    report_lib.write_json(report, report["files"]["report"])
-    log("")
-    log(report_lib.summary_table(report))
+        report_lib.plot_training_curves(
+            history, os.path.join(build, CURVES_FILE), best_epoch)
+        report["files"]["training_curves"] = final(CURVES_FILE)
+        report["files"]["report"] = final(REPORT_FILE)
+        note(f"{report['files']['report']}, {final(CURVES_FILE)}")
     return report
 
 
-def _export_and_evaluate(model, format, test, options):
-    """Exports to `format`, then measures the artifact's test accuracy."""
+def _export_and_evaluate(model, format, test, options, build):
+    """Exports to `format` in `build`, then measures the artifact's accuracy.
+
+    Paths in the result name the artifact's place in `options.out`.
+    """
     from keras_lowrank.exporters import ExportVerificationError
     from keras_lowrank.exporters import UnsupportedOpsError
     from keras_lowrank.exporters import export
@@ -146,15 +174,18 @@ def _export_and_evaluate(model, format, test, options):
     inputs, labels = test
     rows = np.arange(min(_VERIFY_ROWS, len(labels)))
     sample = batching.trim(inputs, rows, inputs["token_ids"].shape[1])
-    path = os.path.join(options.out, ARTIFACT_FILES[format])
+    path = os.path.join(build, ARTIFACT_FILES[format])
+    final = os.path.join(options.out, ARTIFACT_FILES[format])
     quantize = options.tflite_quantize if format == "tflite" else None
     try:
         exported = export(
             model, path, format, quantize=quantize, sample_inputs=sample,
         )
     except (ExportVerificationError, UnsupportedOpsError) as error:
-        return {"error": " ".join(str(error).split()), "quantize": quantize}
+        message = " ".join(str(error).split()).replace(path, final)
+        return {"error": message, "quantize": quantize}
     result = exported.to_dict()
+    result["path"] = final
     result["evaluation"] = evaluation.artifact_accuracy(
         format, path, inputs, labels, options.batch_size)
     return result

@@ -8,7 +8,6 @@ same token ids feed evaluation and the exported models.
 """
 
 import math
-import os
 
 import keras
 import numpy as np
@@ -16,6 +15,7 @@ import tensorflow as tf
 
 import keras_lowrank as klr
 from keras_lowrank.finetune import batching
+from keras_lowrank.finetune import model_source
 from keras_lowrank.finetune.options import FinetuneOptions
 
 ACCURACY = "accuracy"
@@ -51,17 +51,12 @@ def build_classifier(options: FinetuneOptions, num_classes):
     Raises:
         FileNotFoundError: the default model is not installed.
         ValueError: the model folder cannot be loaded as a BERT classifier,
-            or a target pattern matches no layer.
+            its longest input is shorter than `options.sequence_length`, or
+            a target pattern matches no layer.
     """
     import keras_hub
 
-    folder = options.model or klr.presets.minilm_path()
-    if _looks_like_path(folder) and not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"model={folder!r}: no such folder. Pass a Hugging Face BERT "
-            "folder (config.json, model.safetensors, vocab.txt) or a keras-hub "
-            "preset name."
-        )
+    folder = model_source.model_source(options)
     try:
         base = keras_hub.models.BertTextClassifier.from_preset(
             folder, num_classes=num_classes
@@ -74,6 +69,8 @@ def build_classifier(options: FinetuneOptions, num_classes):
             f"{error}. Pass a keras-hub BERT preset or a Hugging Face BERT "
             "folder (config.json, model.safetensors, vocab.txt)."
         ) from None
+    # A preset name has no config.json to read before loading.
+    model_source.check_sequence_length(options, base.backbone.max_sequence_length)
     base.preprocessor.sequence_length = options.sequence_length
     model = klr.add_adapters(
         base,
@@ -162,10 +159,6 @@ def fit(model, train, validation, options: FinetuneOptions):
         verbose=options.verbose,
     )
     return {name: [float(v) for v in values] for name, values in history.history.items()}
-
-
-def _looks_like_path(name):
-    return os.sep in name or name.startswith(".") or os.path.exists(name)
 
 
 def _schedule(options, total_steps):

@@ -1,7 +1,11 @@
 """`keras-lowrank finetune` on bad input: one stderr line, exit code 2.
 
-Every case fails in the data stage or before it, so no model is loaded.
+Every case fails in the data stage or before it, so no model is loaded
+(but one: the maximum sequence length of a model known only once loaded).
 """
+
+import json
+import os
 
 import pytest
 
@@ -56,6 +60,17 @@ def test_label_missing_from_training_data(capsys, tmp_path):
     _assert_one_line(code, err, f"{test}:3:", "unknown label 'meh'")
 
 
+def test_training_data_of_one_class(capsys, tmp_path):
+    train = _write(tmp_path / "train.csv", "text,label\n" + "".join(
+        f"review {i},pos\n" for i in range(20)))
+    code, err = _run(capsys, tmp_path, "--train", train)
+    assert (code, err) == (2, [
+        f"keras-lowrank finetune: error: {train}: the training data holds one "
+        "class, ['pos']; a classifier needs at least two. Add training "
+        "examples of another class"])
+    assert sorted(os.listdir(tmp_path)) == ["cache", "train.csv"]
+
+
 def test_missing_label_column_names_file_and_line(capsys, tmp_path):
     train = _write(tmp_path / "train.csv", "text,label\ngreat film,pos\n")
     code, err = _run(capsys, tmp_path, "--train", train, "--label-column", "sentiment")
@@ -91,3 +106,81 @@ def test_missing_model_folder(capsys, tmp_path):
     missing = str(tmp_path / "no_model")
     code, err = _run(capsys, tmp_path, "--train", train, "--model", missing)
     _assert_one_line(code, err, missing)
+
+
+@pytest.fixture
+def data_never_loaded(monkeypatch):
+    from keras_lowrank.finetune import training
+
+    def never(options):
+        raise AssertionError("the data must not be loaded")
+
+    monkeypatch.setattr(training, "load_data", never)
+
+
+def _config_folder(tmp_path, config):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    "config, length, maximum",
+    [
+        ({"model_type": "bert", "max_position_embeddings": 512}, 513, 512),
+        ({"class_name": "BertBackbone", "config": {"max_sequence_length": 12}},
+         64, 12),
+    ],
+    ids=["hugging_face_folder", "keras_hub_preset"],
+)
+def test_sequence_length_above_the_models_maximum_fails_first(
+        capsys, tmp_path, data_never_loaded, config, length, maximum):
+    model = _config_folder(tmp_path, config)
+    code, err = _run(capsys, tmp_path, "--train", "any.csv", "--model", model,
+                     "--sequence-length", str(length))
+    assert (code, err) == (2, [
+        f"keras-lowrank finetune: error: sequence_length must be at most "
+        f"{maximum}, the longest input of model '{model}' (its "
+        f"max_sequence_length). Received: sequence_length={length}"])
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_sequence_length_above_the_default_models_maximum(
+        capsys, tmp_path, data_never_loaded):
+    code, err = _run(capsys, tmp_path, "--sequence-length", "513")
+    assert (code, err) == (2, [
+        "keras-lowrank finetune: error: sequence_length must be at most 512, "
+        "the longest input of model 'all-MiniLM-L6-v2' (its "
+        "max_sequence_length). Received: sequence_length=513"])
+
+
+def test_a_model_without_config_is_checked_once_loaded(
+        capsys, tmp_path, tiny_preset, tiny_train_csv, monkeypatch):
+    # A preset name has no config.json to read first: the loaded backbone's
+    # maximum is checked before tokenizing.
+    from keras_lowrank.finetune import model_source
+    from keras_lowrank.finetune import training
+
+    def never(*args):
+        raise AssertionError("the data must not be tokenized")
+
+    monkeypatch.setattr(model_source, "config_max_sequence_length", lambda source: None)
+    monkeypatch.setattr(training, "tokenize", never)
+    code, err = _run(capsys, tmp_path, "--train", tiny_train_csv, "--model",
+                     tiny_preset, "--sequence-length", "13")
+    assert (code, err) == (2, [
+        "keras-lowrank finetune: error: sequence_length must be at most 12, "
+        f"the longest input of model '{tiny_preset}' (its max_sequence_length). "
+        "Received: sequence_length=13"])
+    assert sorted(os.listdir(tmp_path)) == ["cache"]
+
+
+@pytest.mark.parametrize("length", ["1", "2"])
+def test_sequence_length_too_short_for_any_text(capsys, tmp_path, length):
+    code, err = _run(capsys, tmp_path, "--sequence-length", length)
+    assert (code, err) == (2, [
+        "keras-lowrank finetune: error: sequence_length must be at least 3: "
+        "BERT packs [CLS] and [SEP] around each text, so a shorter one holds "
+        f"no text. Received: sequence_length={length}"])
+    assert os.listdir(tmp_path) == []

@@ -42,6 +42,9 @@ def test_all_linear_target_is_unwrapped_for_lora_config():
         ("epochs", True, "epochs must be a positive integer"),
         ("batch_size", -1, "batch_size must be a positive integer"),
         ("sequence_length", 0, "sequence_length must be a positive integer"),
+        ("sequence_length", 2, r"^sequence_length must be at least 3: BERT packs "
+         r"\[CLS\] and \[SEP\] around each text, so a shorter one holds no "
+         r"text\. Received: sequence_length=2$"),
         ("patience", 0, "patience must be a positive integer"),
         ("max_train_examples", 0, "max_train_examples must be a positive integer"),
         ("max_eval_examples", -3, "max_eval_examples must be a positive integer"),

@@ -1,0 +1,40 @@
+"""Fixtures of the fine-tuning tests: a tiny BERT preset and its data."""
+
+import os
+
+import pytest
+
+from tests import tiny_models as tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory):
+    """A keras-hub preset folder of a tiny BERT classifier (sequence 12)."""
+    folder = tmp_path_factory.mktemp("tiny") / "preset"
+    tiny.bert_classifier_with_preprocessor().save_to_preset(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_csv(tmp_path_factory):
+    """40 short reviews of two labels, in the tiny preset's vocabulary."""
+    texts = ["a great movie", "the plot was good", "awful", "the movie was awful",
+             "great plot", "a good movie", "awful plot", "the awful movie"]
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    path.write_text("text,label\n" + "".join(
+        f"{texts[i % 8]} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
+    return str(path)
+
+
+def snapshot(folder):
+    """Every entry under `folder`: its bytes (None for a folder) and mode."""
+    entries = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            content = None
+            if os.path.isfile(path):
+                with open(path, "rb") as file:
+                    content = file.read()
+            entries[os.path.relpath(path, folder)] = (content, os.stat(path).st_mode)
+    return entries
