@@ -28,11 +28,10 @@ def load_model_argument(model_path, adapters=None):
 
     Raises:
         FileNotFoundError: MODEL or the --adapters file does not exist.
-        ValueError: MODEL is a file but not a .keras file, the --adapters
-            file is not an adapter file, or its adapters do not fit MODEL.
+        ValueError: MODEL is a file but not a .keras file, or a .keras file
+            Keras cannot read (the message says why), the --adapters file is
+            not an adapter file, or its adapters do not fit MODEL.
     """
-    import keras
-
     import keras_lowrank as klr
 
     if not os.path.exists(model_path):
@@ -48,16 +47,43 @@ def load_model_argument(model_path, adapters=None):
                 f"MODEL '{model_path}' is a file but not a .keras file. Give a "
                 ".keras file or a model folder."
             )
-        _import_keras_hub()  # registers the classes a saved task needs
-        # compile=False: no command needs the optimizer, and keras-hub tasks
-        # warn on stderr that their custom compile() cannot be restored.
-        model = keras.models.load_model(model_path, compile=False)
+        model = _load_keras_file(model_path)
         return klr.load_adapters(model, adapters) if adapters else model
     if adapters is None:
         import keras_hub
 
         return keras_hub.models.Backbone.from_preset(model_path)
     return klr.load_adapters(_task_for_adapters(model_path, adapters), adapters)
+
+
+def _load_keras_file(path):
+    import zipfile
+
+    import keras
+
+    # Keras says "File not found" of any file that is not a zip archive.
+    with open(path, "rb") as file:  # an unreadable file: its own OSError
+        if not zipfile.is_zipfile(file):
+            raise ValueError(_unreadable(
+                path, f"not a zip archive ({os.path.getsize(path):,} bytes)"))
+    _import_keras_hub()  # registers the classes a saved task needs
+    try:
+        # compile=False: no command needs the optimizer, and keras-hub tasks
+        # warn on stderr that their custom compile() cannot be restored.
+        return keras.models.load_model(path, compile=False)
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as error:
+        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ValueError(_unreadable(path, reason)) from None
+
+
+def _unreadable(path, reason):
+    reason = " ".join(str(reason).split()).rstrip(".")
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return (
+        f"MODEL '{path}' is not a readable .keras file: {reason}. Give a "
+        ".keras file written by Keras (model.save)."
+    )
 
 
 def _import_keras_hub():
