@@ -40,7 +40,8 @@ _NEW_FOLDER_MODE = 0o777
 STALE_SECONDS = 24 * 3600
 _HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 # What follows `.<target name>.` in the name of a temporary folder.
-_TEMPORARY = re.compile(r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[0-9a-f]{8}\.tmp")
+_TEMPORARY = re.compile(
+    r"(?P<pid>[1-9][0-9]{0,9})-(?P<host>[0-9a-f]{8})\.[0-9a-f]{8}\.tmp")
 # A replaced folder waits inside the temporary folder as `<name>.previous`,
 # beside the new output, which keeps the target's own name.
 _PREVIOUS = ".previous"
@@ -216,8 +217,11 @@ def _remove_stale(parent, base):
 
 
 def _discard(workspace, path):
-    """Removes a temporary folder, after putting back the earlier output
-    that a replacement had moved into it, unless something took its place."""
+    """Removes a temporary folder, restoring an earlier output moved into it.
+
+    A replacement moves the earlier folder at `path` into its temporary
+    folder first; when nothing stands at `path`, it is put back.
+    """
     previous = os.path.join(workspace, os.path.basename(path) + _PREVIOUS)
     if os.path.lexists(previous) and not os.path.lexists(path):
         try:
@@ -238,7 +242,7 @@ def _is_running(pid):
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except OSError:  # someone else's process, or no answer: assume running
+    except (OSError, OverflowError):  # not ours to signal, or no answer
         return True
     return True
 

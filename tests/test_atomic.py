@@ -322,6 +322,7 @@ def test_only_temporaries_of_our_naming_and_target_are_removed(tmp_path):
         f".out.bin.{dead}.0123abcd.tmp",
         ".out.bin.0123abcd.tmp",  # the earlier scheme, without a process id
         ".tmpAbC123",  # safetensors' own
+        f".out.bin.{'9' * 30}-{host}.0123abcd.tmp",  # no process id
     ]
     for name in kept[2:]:
         (tmp_path / name).mkdir()
