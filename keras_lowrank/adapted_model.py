@@ -9,6 +9,7 @@ from keras_lowrank import layer_patterns
 from keras_lowrank import model_surgery
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
+from keras_lowrank.layers import supported_classes
 from keras_lowrank.lora_config import ALL_LINEAR
 from keras_lowrank.lora_config import LoRAConfig
 
@@ -18,8 +19,12 @@ _LINEAR = (keras.layers.Dense, keras.layers.EinsumDense)
 def add_adapters(model, config=None, **overrides):
     """A new model with LoRA adapters on the layers `config` targets.
 
-    Adapters go on every matched Dense, EinsumDense and Embedding, at any
-    depth (inside keras-hub transformer blocks and attention layers too).
+    Adapters go on every matched layer of a kind adapters exist for
+    (`klr.layers.supported_classes()`: Dense, EinsumDense, Embedding,
+    Conv1D/2D/3D, DepthwiseConv1D/2D), at any depth (inside keras-hub
+    transformer blocks and attention layers too). `targets="all-linear"`
+    picks Dense and EinsumDense only, as PEFT's: convolutions and
+    embeddings are adapted when named.
     Everything else is frozen, except the layers `config.trainable` keeps
     trainable (for a keras-hub task, its head). The input model is untouched:
     its weights, its layers' `trainable` flags and its layer objects.
@@ -36,9 +41,19 @@ def add_adapters(model, config=None, **overrides):
         their preprocessor and `predict` on raw strings).
 
     Raises:
-        ValueError: no layer matched `targets` (the message lists the layer
-            paths there are), a matched layer already holds an adapter, or a
-            rank does not fit a layer (the message names the path).
+        TypeError: `model` is not a keras.Model, or `config` not a LoRAConfig.
+        ValueError: the model is not built or has Keras' own LoRA enabled;
+            no layer matched `targets` (the message lists the layer paths
+            there are); a `trainable`, `rank_pattern` or `alpha_pattern`
+            pattern matched no layer at all (a typo: nothing would change);
+            a matched layer already holds an adapter, or cannot take one (a
+            subclass overriding `call`), or a rank does not fit it (the
+            message names the path).
+
+    Warns:
+        UserWarning: a `targets` or `exclude` pattern matched nothing, or a
+            `rank_pattern` / `alpha_pattern` pattern matched only layers
+            that get no adapter.
 
     Example:
     ```python
@@ -49,13 +64,22 @@ def add_adapters(model, config=None, **overrides):
     model.fit(train_data, epochs=2)
     ```
     """
+    model_surgery.check_model(model, "add_adapters")
+    if config is not None and not isinstance(config, LoRAConfig):
+        raise TypeError(
+            "add_adapters expected `config` to be a klr.LoRAConfig (or None; "
+            "fields can also be passed as keywords, e.g. rank=8). Received: "
+            f"config={config!r}"
+        )
     config = (config or LoRAConfig()).replace(**overrides)
     paths = model_surgery.layer_paths(model)
     keep_trainable = _trainable_patterns(model, config)
-    specs = {
-        path: config.spec_for(path)
-        for path in _targeted_paths(paths, config, keep_trainable)
-    }
+    if config.trainable is not None:
+        _check_patterns_match("trainable", config.trainable, paths, paths)
+    targeted = _targeted_paths(paths, config, keep_trainable)
+    for field in ("rank_pattern", "alpha_pattern"):
+        _check_patterns_match(field, getattr(config, field), targeted, paths)
+    specs = {path: config.spec_for(path) for path in targeted}
     return apply_adapters(model, specs, keep_trainable, init=config.init, config=config)
 
 
@@ -72,6 +96,7 @@ def apply_adapters(model, specs, keep_trainable, init="default", config=None):
     Returns:
         The new model.
     """
+    model_surgery.check_finite_weights(model, "add_adapters")
     paths = model_surgery.layer_paths(model)
     for path in specs:
         if isinstance(paths[path], LoRAAdapter):
@@ -180,14 +205,17 @@ def _targeted_paths(paths, config, keep_trainable):
                 "`trainable=()` or patterns that leave them out."
             )
         raise ValueError(
-            f"No layer matched targets={_show(config.targets)}: no Dense, "
-            "EinsumDense or Embedding layer has a path, last path component, "
-            "glob or 're:' match for them. Layers of the model: "
+            f"No layer matched targets={_show(config.targets)}: no layer of "
+            f"a kind adapters exist for ({supported_classes()}) has a path, "
+            "last path component, glob or 're:' match for them."
+            f"{_unadaptable(config.targets, paths)} Layers of the model: "
             f"{_available(paths)}"
         )
     for target in unmatched:
         warnings.warn(
-            f"Target pattern {target!r} matched no adaptable layer.", stacklevel=3
+            f"Target pattern {target!r} matched no adaptable layer."
+            f"{_unadaptable([target], paths)}",
+            stacklevel=3,
         )
     excluded = [p for p in chosen if layer_patterns.matches_any(config.exclude, p)]
     for pattern in config.exclude:
@@ -203,6 +231,30 @@ def _targeted_paths(paths, config, keep_trainable):
             f"excluded by exclude={list(config.exclude)}: {excluded}"
         )
     return chosen
+
+
+def _check_patterns_match(field, patterns, chosen, paths):
+    """A pattern of `field` that matches no layer at all is a typo: raise.
+
+    One that matches layers, but none of `chosen`, changes nothing: warn.
+    """
+    for pattern in patterns:
+        if any(layer_patterns.matches(pattern, p) for p in chosen):
+            continue
+        near = [p for p in paths if layer_patterns.matches(pattern, p)]
+        if near:
+            warnings.warn(
+                f"{field} pattern {pattern!r} matched only layers that get no "
+                f"adapter: {near[:5]}. It changes nothing.",
+                stacklevel=4,
+            )
+            continue
+        raise ValueError(
+            f"{field} pattern {pattern!r} matched no layer of the model, so it "
+            "would silently change nothing (a typo?). Patterns are layer "
+            "paths, last path components, globs or 're:' regexes. Layers of "
+            f"the model: {_available(paths)}"
+        )
 
 
 def _trainable_patterns(model, config):
@@ -241,7 +293,28 @@ def _available(paths):
     ]
     if len(shown) > 40:
         shown = shown[:40] + [f"... and {len(shown) - 40} more"]
-    return ", ".join(shown) or "(none: the model has no Dense, EinsumDense or Embedding)"
+    return ", ".join(shown) or f"(none: the model has no {supported_classes()} layer)"
+
+
+def _unadaptable(targets, paths):
+    """A note naming the layers `targets` match that no adapter exists for."""
+    if targets == ALL_LINEAR:
+        return ""
+    found = [
+        f"{path} ({type(layer).__name__})"
+        for path, layer in paths.items()
+        if layer.weights and adapter_class_for(layer) is None
+        and not isinstance(layer, LoRAAdapter)
+        and not _compat.has_sublayers(layer)
+        and layer_patterns.matches_any(targets, path)
+    ]
+    if not found:
+        return ""
+    return (
+        f" It matched only layers no adapter exists for: {', '.join(found[:10])}"
+        " (transposed and separable convolutions, for instance, are not "
+        "supported)."
+    )
 
 
 def _show(targets):

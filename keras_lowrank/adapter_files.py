@@ -46,7 +46,7 @@ def save_adapters(model, path):
     """
     from safetensors.numpy import save_file
 
-    _check_model(model, "save_adapters")
+    model_surgery.check_model(model, "save_adapters")
     _check_path_argument(path, "save_adapters")
     found = adapters(model)
     if not found:
@@ -146,7 +146,7 @@ def load_adapters(model, path):
     """
     from safetensors.numpy import load_file
 
-    _check_model(model, "load_adapters")
+    model_surgery.check_model(model, "load_adapters")
     _check_path_argument(path, "load_adapters")
     metadata = read_adapter_metadata(path)
     existing = list(adapters(model))
@@ -300,16 +300,6 @@ def _check_finite_tensors(tensors, where, outcome):
                 f"of {value.size}. {outcome}; adapters with non-finite "
                 "weights would make every output NaN."
             )
-
-
-def _check_model(model, function):
-    import keras
-
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"{function} expected a keras.Model. Received: "
-            f"{type(model).__name__} {model!r:.80}"
-        )
 
 
 def _check_path_argument(path, function):

@@ -21,12 +21,19 @@ def merge_adapters(model):
     Returns:
         The merged model; a model without adapters is returned as it is.
 
+    Raises:
+        TypeError: `model` is not a keras.Model.
+        FloatingPointError: a merged kernel would hold NaN or Inf (the
+            message names the layer path); nothing is returned.
+
     Example:
     ```python
     merged = klr.merge_adapters(model)
     merged.save_to_preset("my_preset")  # keras-hub models
     ```
     """
+    model_surgery.check_model(model, "merge_adapters")
+    model_surgery.check_finite_weights(model, "merge_adapters")
     if not any(
         isinstance(layer, LoRAAdapter)
         for layer in model_surgery.layer_paths(model).values()
@@ -34,7 +41,12 @@ def merge_adapters(model):
         return model
 
     def merge(path, layer):
-        return layer.merge() if isinstance(layer, LoRAAdapter) else None
+        if not isinstance(layer, LoRAAdapter):
+            return None
+        try:
+            return layer.merge()
+        except FloatingPointError as error:
+            raise FloatingPointError(f"Layer '{path}': {error}") from None
 
     merged, _ = model_surgery.rewrite_model(model, merge)
     model_surgery.set_trainable(merged, True)

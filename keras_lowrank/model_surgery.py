@@ -24,6 +24,7 @@ original class back, and its config is plain Keras / keras-hub again.
 import contextlib
 
 import keras
+import numpy as np
 
 from keras_lowrank import _compat
 
@@ -44,26 +45,56 @@ def layer_paths(model):
     (`transformer_layer_3/self_attention_layer/query`): a layer's path is its
     parent's path plus its name, and the layers of a model (a backbone inside
     a task, too) start at the top, since a model builds its layers itself.
+    Where that would give two layers one path (two nested models that each
+    hold a `proj`), those layers get the names of the models around them
+    (`tower_a/proj`, `tower_b/proj`), so that every layer has a path of its
+    own. A layer reached twice (a shared layer) keeps its first path.
+
+    Raises:
+        ValueError: two different layers still share a path (two sibling
+            layers with one name inside a custom layer); the message names
+            the path and how to fix it.
     """
-    paths = {}
     # A keras-hub task's preprocessor is tracked but is not part of the model.
     preprocessor = getattr(model, "preprocessor", None)
+    found = []  # (short path, full path, layer), depth first
+    seen = set()
 
-    def visit(layer, prefix):
+    def visit(layer, short, full):
         for child in _sublayers(layer):
             if isinstance(child, keras.layers.InputLayer) or child is preprocessor:
                 continue
-            path = child.name if not prefix else f"{prefix}/{child.name}"
-            if path in paths or any(child is seen for seen in paths.values()):
+            if id(child) in seen:
                 continue
-            paths[path] = child
+            seen.add(id(child))
+            child_short = _join(short, child.name)
+            child_full = _join(full, child.name)
+            found.append((child_short, child_full, child))
             if _is_ours(child):
                 continue  # an adapter or factorized layer is one unit
             is_model = isinstance(child, keras.Model)
-            visit(child, "" if is_model else path)
+            visit(child, "" if is_model else child_short, child_full)
 
-    visit(model, "")
+    visit(model, "", "")
+    owners = {}
+    for short, _, layer in found:
+        owners.setdefault(short, []).append(layer)
+    paths = {}
+    for short, full, layer in found:
+        path = short if len(owners[short]) == 1 else full
+        if path in paths:
+            raise ValueError(
+                f"Model '{model.name}' has two layers at path '{path}' (a "
+                f"{type(paths[path]).__name__} and a {type(layer).__name__}): "
+                "sibling layers with one name, which Keras also cannot tell "
+                "apart in weight paths. Give them distinct names."
+            )
+        paths[path] = layer
     return paths
+
+
+def _join(prefix, name):
+    return name if not prefix else f"{prefix}/{name}"
 
 
 def _sublayers(layer):
@@ -71,6 +102,56 @@ def _sublayers(layer):
 
 
 # === Copy and rewrite ===
+
+
+def check_model(model, function):
+    """Raises unless `model` is a built keras.Model that can be copied.
+
+    Args:
+        model: what the user passed.
+        function: str. The public function's name, for the message.
+    """
+    if not isinstance(model, keras.Model):
+        name = getattr(model, "name", None)
+        shown = f"{type(model).__name__} '{name}'" if isinstance(name, str) else (
+            f"{type(model).__name__} {model!r:.60}"
+        )
+        raise TypeError(
+            f"{function} expected a keras.Model (Functional, Sequential, or a "
+            f"keras-hub Backbone or Task). Received: {shown}. To adapt one "
+            "layer, wrap it directly (klr.LoRADense(layer), ...)."
+        )
+    if not model.built:
+        raise ValueError(
+            f"{function}: model '{model.name}' is not built, so its layers "
+            "have no weights yet. Call it on data or `model.build(shape)` first."
+        )
+    for layer in _compat.flatten_layers(model, include_self=False):
+        if getattr(layer, "lora_enabled", False):
+            raise ValueError(
+                f"{function}: layer '{layer.name}' of model '{model.name}' has "
+                "Keras' own LoRA enabled (`enable_lora`), which keras_lowrank "
+                "cannot copy or combine with its adapters. Use one or the "
+                "other: start from the model before `enable_lora`."
+            )
+
+
+def check_finite_weights(model, function):
+    """Raises when a weight of `model` holds NaN or Inf, naming its path.
+
+    Such a model gives NaN outputs; every operation that would carry the
+    values on (adapting, merging, saving) stops here instead.
+    """
+    for variable in model.weights:
+        value = keras.ops.convert_to_numpy(variable)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            raise ValueError(
+                f"{function}: weight '{variable.path}' of model '{model.name}' "
+                f"holds {bad} NaN or Inf value(s) of {value.size}; every "
+                "output through it would be NaN. Nothing was changed. Reload "
+                "the weights (a diverged training run leaves such values)."
+            )
 
 
 def copy_model(model):

@@ -298,7 +298,8 @@ class LoRAAdapter(keras.layers.Layer):
         merged.build(_built_input_shape(layer))
         kernel_var = self.base_kernel
         kernel = ops.convert_to_numpy(self.merged_kernel())
-        cast = kernel.astype(kernel_var.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # raised below
+            cast = kernel.astype(kernel_var.dtype)
         _check_finite(cast, f"layer '{self.name}'", kernel_var.dtype)
         values = [cast if v is kernel_var else v.numpy() for v in layer.weights]
         merged.set_weights(values)
