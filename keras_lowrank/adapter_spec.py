@@ -53,11 +53,9 @@ class AdapterSpec:
                 f"{owner} expected `use_rslora` to be True or False. "
                 f"Received: use_rslora={self.use_rslora!r}"
             )
-        if not isinstance(self.variant, str):
-            raise ValueError(
-                f"{owner} expected `variant` to be a variant name. "
-                f"Received: variant={self.variant!r}"
-            )
+        from keras_lowrank.layers.variants import get_variant
+
+        get_variant(self.variant)
         if self.pissa_rank is not None:
             check_rank(self.pissa_rank, "pissa_rank", owner)
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731

@@ -85,7 +85,7 @@ def get_variant(name):
     Raises:
         ValueError: no variant has that name; the message lists them.
     """
-    if name not in _VARIANTS:
+    if not isinstance(name, str) or name not in _VARIANTS:
         raise ValueError(
             f"Unknown adapter variant. Received: variant={name!r}. "
             f"Registered: {sorted(_VARIANTS)}"
