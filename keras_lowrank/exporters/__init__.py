@@ -2,14 +2,22 @@
 
 `export(model, path, format)` merges LoRA adapters, writes the artifact
 atomically, runs it in its own runtime at batch 1 and 8, compares it with
-Keras and returns an `ExportReport`. One module per format: `saved_model`,
-`tflite`, `onnx`.
+Keras and returns an `ExportReport`. One module per format (`saved_model`,
+`tflite`, `onnx`), each defining its `ExportFormat` record; `formats` is the
+registry that lists them (`get_format(name)`).
+
+Importing this package imports neither TensorFlow nor a converter or
+runtime: each is imported where it is first used, and a missing one fails
+with the pip command that installs it.
 """
 
-from keras_lowrank.exporters.export_model import FORMATS
-from keras_lowrank.exporters.export_model import QUANTIZE_MODES
+from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.export_model import export
 from keras_lowrank.exporters.export_model import validate_export_arguments
+from keras_lowrank.exporters.formats import FORMATS
+from keras_lowrank.exporters.formats import QUANTIZE_MODES
+from keras_lowrank.exporters.formats import all_formats
+from keras_lowrank.exporters.formats import get_format
 from keras_lowrank.exporters.report import ExportReport
 from keras_lowrank.exporters.sample_inputs import make_sample_inputs
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
@@ -18,12 +26,15 @@ from keras_lowrank.exporters.verification import ExportVerificationError
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "ExportFormat",
     "ExportReport",
     "ExportVerificationError",
     "FORMATS",
     "QUANTIZE_MODES",
     "UnsupportedOpsError",
+    "all_formats",
     "export",
+    "get_format",
     "make_sample_inputs",
     "validate_export_arguments",
 ]

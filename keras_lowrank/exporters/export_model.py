@@ -1,31 +1,38 @@
-"""`export`: write a model for deployment, load it back, check it, report."""
+"""`export`: write a model for deployment, load it back, check it, report.
+
+What differs between formats (the writer, the runtime, the options and
+quantize modes each takes) comes from its `ExportFormat` record in
+`keras_lowrank.exporters.formats`; nothing here checks a format's name.
+"""
 
 import math
 import os
-import tempfile
 import warnings
+
+import keras
 
 from keras_lowrank._atomic import atomic_path
 from keras_lowrank._atomic import check_target
-from keras_lowrank._atomic import has_files
-from keras_lowrank.exporters import onnx as onnx_format
-from keras_lowrank.exporters import saved_model as saved_model_format
-from keras_lowrank.exporters import tflite as tflite_format
+from keras_lowrank.exporters._optional import tensorflow
+from keras_lowrank.exporters.formats import FORMATS
+from keras_lowrank.exporters.formats import QUANTIZE_MODES
+from keras_lowrank.exporters.formats import calibrated_modes
+from keras_lowrank.exporters.formats import formats_with_option
+from keras_lowrank.exporters.formats import get_format
 from keras_lowrank.exporters.report import ExportReport
 from keras_lowrank.exporters.report import artifact_size
+from keras_lowrank.exporters.sample_inputs import check_input_ranges
 from keras_lowrank.exporters.sample_inputs import to_flat_inputs
 from keras_lowrank.exporters.sample_inputs import verification_batches
 from keras_lowrank.exporters.signature import input_signature
 from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.verification import ExportVerificationError
+from keras_lowrank.exporters.verification import check_finite
 from keras_lowrank.exporters.verification import median_latency_ms
 from keras_lowrank.exporters.verification import verify as verify_outputs
 from keras_lowrank.merge import merge_adapters
 
-FORMATS = ("saved_model", "tflite", "onnx")
-QUANTIZE_MODES = tflite_format.QUANTIZE_MODES
-# An earlier SavedModel export, which a new one may replace.
-_SAVED_MODEL = has_files("saved_model.pb")
+__all__ = ["FORMATS", "QUANTIZE_MODES", "export", "validate_export_arguments"]
 
 
 def export(
@@ -50,19 +57,25 @@ def export(
     with Keras running `model` as given (adapters unmerged). Only if every
     output stays within the tolerance is it moved to `path`; otherwise
     nothing changes at `path` and an error says the measured difference.
+    No non-finite value is a match: Keras' outputs are computed before
+    anything is written, and a NaN or infinity among them is an error; one
+    in the artifact's outputs where Keras is finite fails verification.
     The batch dimension of every input stays dynamic.
 
     Args:
         model: a Keras model (TensorFlow backend), with or without adapters.
         path: where to write: a folder for `"saved_model"`, a file otherwise.
-        format: `"saved_model"`, `"tflite"` or `"onnx"`.
+        format: `"saved_model"`, `"tflite"` or `"onnx"` (the names in
+            `keras_lowrank.exporters.formats`).
         quantize: TFLite only. `None` (float32), `"float16"`, `"dynamic"`
             (int8 weights) or `"int8"` (int8 weights and activations; needs
             `representative_data`).
         sample_inputs: optional inputs to verify with: a dict keyed by input
             name, a list in input order, or one array. Default: made from the
             input specs (for keras-hub text models, token batches with a
-            padding mask).
+            padding mask). For a keras-hub text model, token ids must lie
+            below the backbone's `vocabulary_size` and sequences be at most
+            its `max_sequence_length` long.
         verify: whether to run and compare the artifact. Default True.
         allow_flex: TFLite only. Keep TensorFlow ops outside the builtins as
             Flex ops instead of failing.
@@ -83,11 +96,17 @@ def export(
         An `ExportReport`.
 
     Raises:
-        ValueError: for an unknown format or quantize mode, or arguments that
-            do not apply to the format (nothing is written).
+        ValueError: for an unknown format or quantize mode, arguments that
+            do not apply to the format, sample inputs the model does not
+            accept, or a Keras backend other than TensorFlow (nothing is
+            written).
+        MissingDependencyError: an `ImportError` naming the pip command,
+            when TensorFlow or the format's converter or runtime is missing.
         UnsupportedOpsError: if TFLite needs ops outside the allowed sets.
-        ExportVerificationError: if the artifact's outputs differ from Keras
-            by more than the tolerance (nothing is left at `path`).
+        ExportVerificationError: if Keras' own outputs hold NaN or infinite
+            values (nothing is written), or the artifact's outputs differ
+            from Keras by more than the tolerance or are non-finite where
+            Keras is finite (nothing is left at `path`).
 
     Example:
     ```python
@@ -100,38 +119,45 @@ def export(
     validate_export_arguments(
         path, format, quantize, allow_flex, opset, representative_data, atol
     )
+    _require_tensorflow()
+    export_format = get_format(format)
     # The artifact holds the merged model; Keras outputs come from the model
     # as given, so verification checks the merge as well as the conversion.
     merged = merge_adapters(model)
     path = os.fspath(path)
     signature = input_signature(merged, sample_inputs)
-    batches = None
+    batches = expected = None
     if verify or sample_inputs is not None:
         batches = verification_batches(model, signature, sample_inputs)
-    calibration = None
-    if quantize == "int8":
-        calibration = _calibration_data(signature, representative_data)
+    if verify:
+        expected = _reference_outputs(model, signature, batches, format, path)
+    options = {
+        "quantize": quantize,
+        "allow_flex": allow_flex,
+        "opset": opset,
+        "representative_data": None,
+    }
+    if quantize in export_format.calibrated_modes:
+        options["representative_data"] = _calibration_data(
+            model, signature, representative_data
+        )
 
     notes = []
     checked = None
     try:
-        with atomic_path(path, directory=format == "saved_model",
-                         replaceable=_SAVED_MODEL) as tmp:
-            runner = _write_and_load(
-                format, merged, signature, tmp, quantize, allow_flex, opset,
-                calibration,
+        with atomic_path(path, directory=export_format.directory,
+                         replaceable=export_format.replaceable) as tmp:
+            export_format.write(
+                merged, signature, tmp,
+                **{name: options[name] for name in export_format.options},
             )
+            runner = export_format.runner(tmp)
             ops = runner.ops()
-            flex = tflite_format.flex_ops(ops) if format == "tflite" else ()
-            if flex:
-                notes.append(
-                    f"Flex ops {', '.join(flex)}: the artifact "
-                    f"{tflite_format.FLEX_DELEGATE_NOTE}."
-                )
+            notes.extend(export_format.notes(ops))
             if verify:
                 checked = _check(
-                    runner, model, signature, batches, format, quantize,
-                    atol, notes,
+                    runner, export_format, batches, expected, quantize, atol,
+                    notes,
                 )
     except ExportVerificationError as error:
         error.args = (
@@ -171,47 +197,46 @@ def validate_export_arguments(
 
     Runs before any slow work, `path` included: what stands there must be
     replaceable by the artifact (see `keras_lowrank._atomic.check_target`).
+    Which arguments and quantize modes a format takes is its record's
+    (`keras_lowrank.exporters.formats.get_format(format)`).
 
     Raises:
         ValueError: naming the argument, what was received and what is
             allowed.
     """
-    if format not in FORMATS:
-        raise ValueError(
-            f"Unrecognized format={format!r}. Supported formats are: "
-            f"{list(FORMATS)}"
-        )
+    export_format = get_format(format)
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
             f"Unrecognized quantize={quantize!r}. Supported values are: "
             f"{list(QUANTIZE_MODES)}"
         )
-    if quantize is not None and format != "tflite":
+    if quantize not in export_format.quantize_modes:
+        if "quantize" not in export_format.options:
+            raise _not_an_option("quantize", quantize, format)
         raise ValueError(
-            "`quantize` only applies to format='tflite'. Received: "
-            f"quantize={quantize!r} with format={format!r}"
+            f"format={format!r} supports quantize in "
+            f"{list(export_format.quantize_modes)}. Received: quantize={quantize!r}"
         )
-    if quantize == "int8" and representative_data is None:
+    if quantize in export_format.calibrated_modes and representative_data is None:
         raise ValueError(
-            "quantize='int8' calibrates activations on `representative_data` "
-            "(an iterable of input batches). Received: representative_data=None"
+            f"quantize={quantize!r} calibrates activations on "
+            "`representative_data` (an iterable of input batches). Received: "
+            "representative_data=None"
         )
-    if representative_data is not None and quantize != "int8":
+    if (
+        representative_data is not None
+        and quantize not in export_format.calibrated_modes
+    ):
         raise ValueError(
-            "`representative_data` is only used with quantize='int8'. "
-            f"Received: quantize={quantize!r}"
+            "`representative_data` is only used with "
+            f"{_one_of('quantize', calibrated_modes())}. Received: "
+            f"quantize={quantize!r}"
         )
-    if allow_flex and format != "tflite":
-        raise ValueError(
-            "`allow_flex` only applies to format='tflite'. Received: "
-            f"allow_flex={allow_flex!r} with format={format!r}"
-        )
+    if allow_flex and "allow_flex" not in export_format.options:
+        raise _not_an_option("allow_flex", allow_flex, format)
     if opset is not None:
-        if format != "onnx":
-            raise ValueError(
-                "`opset` only applies to format='onnx'. Received: "
-                f"opset={opset!r} with format={format!r}"
-            )
+        if "opset" not in export_format.options:
+            raise _not_an_option("opset", opset, format)
         if isinstance(opset, bool) or not isinstance(opset, int) or opset < 1:
             raise ValueError(
                 f"`opset` must be a positive integer. Received: opset={opset!r}"
@@ -227,79 +252,90 @@ def validate_export_arguments(
         )
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"`path` must be a non-empty path. Received: {path!r}")
-    if format == "saved_model" and os.path.isfile(path):
+    if export_format.directory and os.path.isfile(path):
         raise ValueError(
-            f"format='saved_model' writes a folder, but {os.fspath(path)!r} "
+            f"format={format!r} writes a folder, but {os.fspath(path)!r} "
             "is an existing file."
         )
-    if format != "saved_model" and os.path.isdir(path):
+    if not export_format.directory and os.path.isdir(path):
         raise ValueError(
             f"format={format!r} writes a file, but {os.fspath(path)!r} is an "
             "existing folder."
         )
     # A file where a parent folder should be, a folder of other files.
-    check_target(path, directory=format == "saved_model", replaceable=_SAVED_MODEL)
+    check_target(
+        path,
+        directory=export_format.directory,
+        replaceable=export_format.replaceable,
+    )
 
 
-def _calibration_data(signature, representative_data):
+def _not_an_option(option, value, format):
+    return ValueError(
+        f"`{option}` only applies to "
+        f"{_one_of('format', formats_with_option(option))}. Received: "
+        f"{option}={value!r} with format={format!r}"
+    )
+
+
+def _one_of(argument, values):
+    if len(values) == 1:
+        return f"{argument}={values[0]!r}"
+    return f"{argument} in {list(values)}"
+
+
+def _require_tensorflow():
+    """Export traces the model with TensorFlow, on the TensorFlow backend."""
+    tensorflow.load()  # or one line with the pip command
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            "Export traces the model with TensorFlow and needs the "
+            "TensorFlow backend: set KERAS_BACKEND=tensorflow before Keras "
+            f"is imported. Received: backend={backend!r}"
+        )
+
+
+def _reference_outputs(model, signature, batches, format, path):
+    """Keras' outputs on `batches`, checked finite before anything is written."""
+    expected = [keras_outputs(model, signature, batch) for batch in batches]
+    sizes = [int(next(iter(batch.values())).shape[0]) for batch in batches]
+    try:
+        check_finite(expected, sizes, format=format)
+    except ExportVerificationError as error:
+        error.args = (f"{error.args[0]} Nothing was written to {path!r}.",)
+        raise
+    return expected
+
+
+def _calibration_data(model, signature, representative_data):
     batches = representative_data
     if callable(batches):
         batches = batches()
-    flat = [
-        to_flat_inputs(signature, batch, what="representative_data")
-        for batch in batches
-    ]
+    flat = []
+    for batch in batches:
+        batch = to_flat_inputs(signature, batch, what="representative_data")
+        check_input_ranges(model, batch, what="representative_data")
+        flat.append(batch)
     if not flat:
         raise ValueError("`representative_data` yielded no batches.")
     return lambda: iter(flat)
 
 
-def _write_and_load(
-    format, model, signature, tmp, quantize, allow_flex, opset, calibration
-):
-    if format == "saved_model":
-        saved_model_format.write_saved_model(model, signature, tmp)
-        return saved_model_format.SavedModelRunner(tmp)
-    if format == "tflite":
-        with tempfile.TemporaryDirectory(prefix="klr_saved_model_") as folder:
-            saved_model = os.path.join(folder, "saved_model")
-            saved_model_format.write_saved_model(model, signature, saved_model)
-            flatbuffer = tflite_format.convert_saved_model(
-                saved_model,
-                quantize=quantize,
-                allow_flex=allow_flex,
-                representative_data=calibration,
-            )
-        with open(tmp, "wb") as file:
-            file.write(flatbuffer)
-        return tflite_format.TFLiteRunner(tmp)
-    onnx_format.write_onnx(
-        model, signature, tmp, opset=opset or onnx_format.DEFAULT_OPSET
-    )
-    return onnx_format.ONNXRunner(tmp)
-
-
-def _check(runner, model, signature, batches, format, quantize, atol, notes):
-    def reference(batch):
-        return keras_outputs(model, signature, batch)
-
+def _check(runner, export_format, batches, expected, quantize, atol, notes):
     try:
         max_abs_diff, tolerance, batch_sizes = verify_outputs(
-            runner, reference, batches, format=format, quantize=quantize,
-            atol=atol,
+            runner, expected, batches, format=export_format.name,
+            quantize=quantize, atol=atol,
         )
     except RuntimeError as error:
-        if isinstance(error, ExportVerificationError) or not (
-            format == "tflite" and tflite_format.is_missing_flex_delegate(error)
-        ):
+        if isinstance(error, ExportVerificationError):
             raise
-        message = (
-            "Not verified: this Python LiteRT runtime has no Flex delegate, "
-            "so the Flex ops cannot run here; test the artifact on a device "
-            "that links it."
-        )
-        warnings.warn(message, stacklevel=3)
-        notes.append(message)
+        reason = export_format.unverifiable(error)
+        if reason is None:
+            raise
+        warnings.warn(reason, stacklevel=3)
+        notes.append(reason)
         return None
     latency = median_latency_ms(runner, batches[0])
     return max_abs_diff, tolerance, batch_sizes, latency

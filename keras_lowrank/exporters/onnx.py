@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from keras_lowrank.exporters._optional import import_optional
+from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.signature import serving_function
 
 DEFAULT_OPSET = 15
@@ -16,7 +17,7 @@ DEFAULT_OPSET = 15
 _CATCH_ERRORS_ENV = "TF2ONNX_CATCH_ERRORS"
 
 
-def write_onnx(model, signature, path, opset=DEFAULT_OPSET):
+def write_onnx(model, signature, path, opset=None):
     """Converts `model` to an ONNX file at `path` with tf2onnx.
 
     The graph is the same serving function as the SavedModel's: named inputs
@@ -26,11 +27,12 @@ def write_onnx(model, signature, path, opset=DEFAULT_OPSET):
         model: a Keras model (TensorFlow backend).
         signature: the structure from `input_signature(model)`.
         path: the `.onnx` file to write.
-        opset: the ONNX opset version.
+        opset: the ONNX opset version; None means `DEFAULT_OPSET`.
     """
     tf2onnx = import_optional("tf2onnx", "to export ONNX")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     serve = serving_function(model, signature)
+    opset = opset or DEFAULT_OPSET
 
     def convert():
         tf2onnx.convert.from_function(
@@ -89,3 +91,14 @@ def _environ(name, value):
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
+
+
+FORMAT = ExportFormat(
+    name="onnx",
+    title="ONNX",
+    directory=False,
+    suffix=".onnx",
+    write=write_onnx,
+    runner=ONNXRunner,
+    options=("opset",),
+)

@@ -3,7 +3,10 @@
 Either the user's own arrays, or arrays made from the input signature: for
 keras-hub text models realistic token batches (`token_ids` below the
 vocabulary size, a `padding_mask` of ones then zeros, `segment_ids` of a
-sentence pair), for anything else seeded random values.
+sentence pair), for anything else seeded random values. The user's arrays
+are checked up front against what the model accepts: for a keras-hub text
+model, token ids below the backbone's `vocabulary_size` and sequences no
+longer than its `max_sequence_length` (Keras would fail deep inside).
 """
 
 import keras
@@ -20,6 +23,8 @@ DEFAULT_SEQUENCE_LENGTH = 64
 _TOKEN_IDS = "token_ids"
 _PADDING_MASK = "padding_mask"
 _SEGMENT_IDS = "segment_ids"
+# keras-hub's text inputs, of shape (batch, sequence_length).
+_SEQUENCE_INPUTS = (_TOKEN_IDS, _PADDING_MASK, _SEGMENT_IDS)
 
 
 def to_flat_inputs(signature, inputs, what="sample_inputs"):
@@ -67,6 +72,53 @@ def to_flat_inputs(signature, inputs, what="sample_inputs"):
             )
         result[name] = array
     return result
+
+
+def check_input_ranges(model, flat, what="sample_inputs"):
+    """Raises unless `flat` holds values the model accepts.
+
+    For a keras-hub text model (a task or a backbone): `token_ids` in
+    `[0, vocabulary_size)` and sequences of `token_ids`, `padding_mask` and
+    `segment_ids` at most `max_sequence_length` long, as the backbone says.
+    Other models and inputs pass unchecked.
+
+    Args:
+        model: the Keras model.
+        flat: `{name: ndarray}`, from `to_flat_inputs`.
+        what: the argument name used in error messages.
+
+    Raises:
+        ValueError: naming the input, the received value (the largest or
+            smallest id, the length) and the allowed range.
+    """
+    vocabulary_size = _backbone_attr(model, "vocabulary_size")
+    ids = flat.get(_TOKEN_IDS)
+    if vocabulary_size and ids is not None and ids.size and _is_integer(ids):
+        allowed = (
+            f"the model's vocabulary_size is {vocabulary_size}, so ids must be "
+            f"in [0, {vocabulary_size - 1}]"
+        )
+        if int(ids.max()) >= vocabulary_size:
+            raise ValueError(
+                f"`{what}[{_TOKEN_IDS!r}]` holds ids outside the vocabulary: "
+                f"{allowed}. Received: largest id {int(ids.max())}"
+            )
+        if int(ids.min()) < 0:
+            raise ValueError(
+                f"`{what}[{_TOKEN_IDS!r}]` holds negative ids: {allowed}. "
+                f"Received: smallest id {int(ids.min())}"
+            )
+    max_length = _backbone_attr(model, "max_sequence_length")
+    for name in _SEQUENCE_INPUTS:
+        value = flat.get(name)
+        if max_length and value is not None and value.ndim >= 2:
+            if value.shape[1] > max_length:
+                raise ValueError(
+                    f"`{what}[{name!r}]` holds sequences longer than the "
+                    f"model's max_sequence_length={max_length}: the length "
+                    f"must be 1 to {max_length}. Received: length "
+                    f"{value.shape[1]} (shape={value.shape})"
+                )
 
 
 def make_sample_inputs(model, signature, batch_size, seed=0):
@@ -121,6 +173,7 @@ def verification_batches(model, signature, sample_inputs=None, seed=0):
         flat = make_sample_inputs(model, signature, VERIFY_BATCH_SIZE, seed)
     else:
         flat = to_flat_inputs(signature, sample_inputs)
+        check_input_ranges(model, flat)
     rows = {int(value.shape[0]) for value in flat.values()}
     if len(rows) != 1 or 0 in rows:
         raise ValueError(
@@ -152,6 +205,10 @@ def _segment_ids(model, mask, shape):
         second = np.arange(shape[1])[None, :] >= (lengths[:, None] // 2)
         segments = (second & (mask > 0)).astype("int32")
     return segments
+
+
+def _is_integer(array):
+    return np.issubdtype(array.dtype, np.integer)
 
 
 def _backbone_attr(model, name):

@@ -9,8 +9,10 @@ import shutil
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_lowrank._atomic import has_files
+from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.signature import serving_function
 
 SIGNATURE_KEY = "serving_default"
@@ -58,9 +60,8 @@ class SavedModelRunner:
         path: the SavedModel folder.
     """
 
-    runtime = f"tensorflow {tf.__version__} (tf.saved_model.load)"
-
     def __init__(self, path):
+        self.runtime = f"tensorflow {tf.__version__} (tf.saved_model.load)"
         self._loaded = tf.saved_model.load(path)
         if SIGNATURE_KEY not in self._loaded.signatures:
             raise ValueError(
@@ -90,3 +91,15 @@ def _backing_variable(variable):
     # A Keras variable on the TensorFlow backend wraps a `tf.Variable`.
     value = getattr(variable, "value", variable)
     return value if isinstance(value, tf.Variable) else variable
+
+
+FORMAT = ExportFormat(
+    name="saved_model",
+    title="SavedModel",
+    directory=True,
+    suffix="",
+    write=write_saved_model,
+    runner=SavedModelRunner,
+    # An earlier SavedModel export, which a new one may replace.
+    replaceable=has_files("saved_model.pb"),
+)

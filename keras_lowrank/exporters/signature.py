@@ -9,7 +9,8 @@ can compare them with Keras by name.
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from keras_lowrank.exporters._optional import tensorflow as tf
 
 
 def input_signature(model, sample_inputs=None):

@@ -7,14 +7,18 @@ delegate (`org.tensorflow:tensorflow-lite-select-tf-ops` on Android,
 `TensorFlowLiteSelectTfOps` on iOS), which adds several MB.
 """
 
+import os
 import re
+import tempfile
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
 from keras_lowrank.exporters._optional import import_optional
+from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
+from keras_lowrank.exporters.saved_model import write_saved_model
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
 FLEX_DELEGATE_NOTE = (
@@ -39,6 +43,29 @@ class UnsupportedOpsError(ValueError):
         super().__init__(message)
         self.ops = tuple(ops)
         self.flex = flex
+
+
+def write_tflite(
+    model, signature, path, *, quantize=None, allow_flex=False,
+    representative_data=None,
+):
+    """Writes `model` as a `.tflite` file at `path`.
+
+    The model goes through a SavedModel in a temporary folder
+    (`write_saved_model`), then `convert_saved_model`, whose arguments the
+    keyword arguments are.
+    """
+    with tempfile.TemporaryDirectory(prefix="klr_saved_model_") as folder:
+        saved_model = os.path.join(folder, "saved_model")
+        write_saved_model(model, signature, saved_model)
+        flatbuffer = convert_saved_model(
+            saved_model,
+            quantize=quantize,
+            allow_flex=allow_flex,
+            representative_data=representative_data,
+        )
+    with open(path, "wb") as file:
+        file.write(flatbuffer)
 
 
 def convert_saved_model(
@@ -95,6 +122,14 @@ def convert_saved_model(
 def flex_ops(ops):
     """The Flex ops among an artifact's op names."""
     return tuple(op for op in ops if op.startswith("Flex"))
+
+
+def artifact_notes(ops):
+    """The report's notes for an artifact holding `ops`: its Flex ops."""
+    flex = flex_ops(ops)
+    if not flex:
+        return ()
+    return (f"Flex ops {', '.join(flex)}: the artifact {FLEX_DELEGATE_NOTE}.",)
 
 
 class TFLiteRunner:
@@ -159,6 +194,17 @@ def is_missing_flex_delegate(error):
     return "Flex delegate" in str(error) or "Select TensorFlow op" in str(error)
 
 
+def unverifiable_reason(error):
+    """Why an artifact that raised `error` cannot be verified here, or None."""
+    if not is_missing_flex_delegate(error):
+        return None
+    return (
+        "Not verified: this Python LiteRT runtime has no Flex delegate, "
+        "so the Flex ops cannot run here; test the artifact on a device "
+        "that links it."
+    )
+
+
 def _io_indices(interpreter):
     signatures = interpreter.get_signature_list()
     if SIGNATURE_KEY in signatures or len(signatures) == 1:
@@ -210,3 +256,18 @@ def _version(distribution):
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+FORMAT = ExportFormat(
+    name="tflite",
+    title="LiteRT",
+    directory=False,
+    suffix=".tflite",
+    write=write_tflite,
+    runner=TFLiteRunner,
+    options=("quantize", "allow_flex", "representative_data"),
+    quantize_modes=QUANTIZE_MODES,
+    calibrated_modes=("int8",),
+    notes=artifact_notes,
+    unverifiable=unverifiable_reason,
+)

@@ -24,6 +24,11 @@ quantized bound only catches a broken artifact, one that differs by about
 the size of its outputs: measure accuracy before shipping. The demo's `int8`
 artifact (18 points less accurate, median diff 0.60) is refused. An explicit
 `atol=` replaces the rule with that absolute bound, for any mode.
+
+No non-finite value is ever a match: a NaN or an infinity in Keras' outputs
+is an error before any comparison (nothing can be verified against it), and
+one in the artifact's outputs where Keras is finite is an infinite
+difference, which no tolerance accepts.
 """
 
 import statistics
@@ -106,12 +111,53 @@ def output_scale(outputs):
     return scale
 
 
+def check_finite(outputs, batch_sizes, *, format):
+    """Raises if Keras gave a non-finite value: no artifact can match it.
+
+    Args:
+        outputs: the Keras outputs, a list of `{name: array}`, one per batch.
+        batch_sizes: the batch size of each, for the message.
+        format: the export format, for the error.
+
+    Raises:
+        ExportVerificationError: naming each output holding NaN or infinite
+            values, and how many of its values they are.
+    """
+    counts = {}
+    for output in outputs:
+        for name, value in output.items():
+            value = np.asarray(value)
+            if not np.issubdtype(value.dtype, np.inexact):
+                continue
+            total, nan, inf = counts.get(name, (0, 0, 0))
+            counts[name] = (
+                total + value.size,
+                nan + int(np.count_nonzero(np.isnan(value))),
+                inf + int(np.count_nonzero(np.isinf(value))),
+            )
+    bad = {name: c for name, c in counts.items() if c[1] or c[2]}
+    if not bad:
+        return
+    described = "; ".join(
+        f"output {name!r}: {nan + inf} of {total} values ({nan} NaN, {inf} inf)"
+        for name, (total, nan, inf) in bad.items()
+    )
+    sizes = " and ".join(str(size) for size in batch_sizes)
+    raise ExportVerificationError(
+        f"Keras gives non-finite outputs, which no exported {format} model can "
+        f"be verified against: {described} (batch sizes {sizes}). Fix the "
+        "model (diverged weights?) or `sample_inputs`.",
+        format=format,
+        output_name=next(iter(bad)),
+    )
+
+
 def output_difference(expected, actual, *, format, batch_size):
     """Largest absolute difference between two `{name: array}` dicts.
 
     Returns:
-        `(max_abs_diff, output_name)`; a non-finite runtime value where Keras
-        is finite counts as an infinite difference.
+        `(max_abs_diff, output_name)`; a non-finite value on either side
+        counts as an infinite difference, never as a match.
 
     Raises:
         ExportVerificationError: if the output names or shapes differ.
@@ -137,21 +183,24 @@ def output_difference(expected, actual, *, format, batch_size):
         if got.size == 0:
             continue
         got64, want64 = got.astype("float64"), want.astype("float64")
-        diff = np.abs(got64 - want64)
-        diff[np.isnan(got64) & np.isnan(want64)] = 0.0
-        # NaN where only one side is NaN is a mismatch, never a pass.
-        value = float(np.max(np.nan_to_num(diff, nan=np.inf)))
+        with np.errstate(invalid="ignore"):  # inf - inf, replaced below
+            diff = np.abs(got64 - want64)
+        # NaN - NaN and inf - inf are NaN: a mismatch, like NaN - 1.
+        diff[~(np.isfinite(got64) & np.isfinite(want64))] = np.inf
+        value = float(np.max(diff))
         if worst_name is None or value > worst:
             worst, worst_name = value, name
     return worst, worst_name
 
 
 def verify(run, reference, batches, *, format, quantize=None, atol=None):
-    """Runs every batch through `run` and `reference` and compares them.
+    """Runs every batch through `run` and compares it with `reference`.
 
     Args:
         run: callable `{name: array} -> {name: array}`, the runtime.
-        reference: callable with the same contract, the Keras model.
+        reference: the Keras outputs: a callable with the same contract (the
+            Keras model), or the list of its outputs on `batches`, computed
+            beforehand.
         batches: list of `{name: array}`.
         format: format name, for messages.
         quantize: the quantize mode, which picks the default tolerance.
@@ -161,28 +210,44 @@ def verify(run, reference, batches, *, format, quantize=None, atol=None):
         `(max_abs_diff, tolerance, batch_sizes)`.
 
     Raises:
-        ExportVerificationError: if the difference exceeds the tolerance
-            (the message gives both, and the rule that set the tolerance).
+        ExportVerificationError: if Keras gives non-finite values
+            (`check_finite`), or if the difference exceeds the tolerance (the
+            message gives both, and the rule that set the tolerance).
     """
-    expected = [reference(batch) for batch in batches]
+    expected = reference
+    if callable(reference):
+        expected = [reference(batch) for batch in batches]
+    batch_sizes = [int(next(iter(batch.values())).shape[0]) for batch in batches]
+    check_finite(expected, batch_sizes, format=format)
     scale = output_scale(expected)
     tolerance = tolerance_for(quantize, atol, scale)
     results = []
-    for batch, want in zip(batches, expected):
-        batch_size = int(next(iter(batch.values())).shape[0])
+    nonfinite = 0
+    for batch, want, batch_size in zip(batches, expected, batch_sizes):
+        got = run(batch)
         diff, name = output_difference(
-            want, run(batch), format=format, batch_size=batch_size
+            want, got, format=format, batch_size=batch_size
         )
         results.append((diff, name, batch_size))
+        nonfinite += _count_nonfinite(got)
     worst, name, batch_size = max(results, key=lambda r: r[0])
-    if not worst <= tolerance:
+    if nonfinite or not worst <= tolerance:
         per_batch = ", ".join(f"batch {b}: {d:.3g}" for d, _, b in results)
+        if nonfinite:
+            reason = (
+                f": it gives {nonfinite} non-finite values (NaN or inf) where "
+                "Keras is finite, which no tolerance accepts."
+            )
+        else:
+            reason = (
+                f" exceeds the tolerance {tolerance:.3g} "
+                f"({_rule(quantize, atol, scale)}). Pass a larger `atol=` "
+                "only if this difference is acceptable."
+            )
         raise ExportVerificationError(
             f"The exported {format} model does not match Keras "
             f"(quantize={quantize!r}): max abs diff {worst:.3g} on output "
-            f"{name!r} ({per_batch}) exceeds the tolerance {tolerance:.3g} "
-            f"({_rule(quantize, atol, scale)}). Pass a larger `atol=` only "
-            "if this difference is acceptable.",
+            f"{name!r} ({per_batch}){reason}",
             max_abs_diff=worst,
             tolerance=tolerance,
             format=format,
@@ -190,6 +255,13 @@ def verify(run, reference, batches, *, format, quantize=None, atol=None):
             batch_size=batch_size,
         )
     return worst, tolerance, tuple(r[2] for r in results)
+
+
+def _count_nonfinite(outputs):
+    return sum(
+        int(np.count_nonzero(~np.isfinite(np.asarray(value, dtype="float64"))))
+        for value in outputs.values()
+    )
 
 
 def _rule(quantize, atol, scale):

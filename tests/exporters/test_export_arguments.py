@@ -108,3 +108,76 @@ def test_missing_converter_names_the_pip_command(models, tmp_path, monkeypatch):
                        r"'tf2onnx==1\.17\.0'"):
         export(models["dense"], tmp_path / "m.onnx", "onnx")
     assert os.listdir(tmp_path) == []
+
+
+# === Sample inputs the model cannot take: refused before Keras runs ===
+
+
+def _bert_rows(length=16, **overrides):
+    rows = {
+        "token_ids": np.ones((2, length), "int32"),
+        "padding_mask": np.ones((2, length), "int32"),
+        "segment_ids": np.zeros((2, length), "int32"),
+    }
+    return {**rows, **overrides}
+
+
+def test_token_ids_beyond_the_vocabulary(models, tmp_path):
+    ids = np.ones((2, 16), "int32")
+    ids[1, 3] = 500
+    with pytest.raises(ValueError, match=r"^`sample_inputs\['token_ids'\]` holds "
+                       r"ids outside the vocabulary: the model's vocabulary_size "
+                       r"is 120, so ids must be in \[0, 119\]\. Received: largest "
+                       r"id 500$"):
+        export(models["bert"], tmp_path / "m.onnx", "onnx",
+               sample_inputs=_bert_rows(token_ids=ids))
+    _assert_nothing_written(tmp_path)
+
+
+def test_the_first_id_past_the_vocabulary_is_refused(models, tmp_path):
+    # A keras-hub backbone as the model: its own vocabulary_size.
+    ids = np.full((1, 8), 120, "int32")
+    with pytest.raises(ValueError, match=r"ids must be in \[0, 119\]\. Received: "
+                       r"largest id 120$"):
+        export(models["gpt2"], tmp_path / "m.tflite", "tflite", sample_inputs={
+            "token_ids": ids, "padding_mask": np.ones((1, 8), "int32")})
+    _assert_nothing_written(tmp_path)
+
+
+def test_negative_token_ids(models, tmp_path):
+    ids = np.ones((2, 16), "int32")
+    ids[0, 0] = -3
+    with pytest.raises(ValueError, match=r"^`sample_inputs\['token_ids'\]` holds "
+                       r"negative ids: the model's vocabulary_size is 120, so ids "
+                       r"must be in \[0, 119\]\. Received: smallest id -3$"):
+        export(models["bert"], tmp_path / "m.onnx", "onnx",
+               sample_inputs=_bert_rows(token_ids=ids))
+    _assert_nothing_written(tmp_path)
+
+
+def test_sequences_longer_than_the_model_takes(models, tmp_path):
+    with pytest.raises(ValueError, match=r"^`sample_inputs\['token_ids'\]` holds "
+                       r"sequences longer than the model's max_sequence_length="
+                       r"32: the length must be 1 to 32\. Received: length 40 "
+                       r"\(shape=\(2, 40\)\)$"):
+        export(models["bert"], tmp_path / "m.tflite", "tflite",
+               sample_inputs=_bert_rows(length=40))
+    _assert_nothing_written(tmp_path)
+
+
+def test_representative_data_beyond_the_vocabulary(models, tmp_path):
+    rows = _bert_rows(length=8, token_ids=np.full((2, 8), 121, "int32"))
+    with pytest.raises(ValueError, match=r"^`representative_data\['token_ids'\]` "
+                       r"holds ids outside the vocabulary: .* Received: largest "
+                       r"id 121$"):
+        export(models["bert"], tmp_path / "m.tflite", "tflite", quantize="int8",
+               representative_data=[rows])
+    _assert_nothing_written(tmp_path)
+
+
+def test_ids_and_lengths_within_range_pass(models, tmp_path):
+    ids = np.full((2, 32), 119, "int32")
+    ids[:, 0] = 0
+    report = export(models["bert"], tmp_path / "m.onnx", "onnx",
+                    sample_inputs=_bert_rows(length=32, token_ids=ids))
+    assert report.verified and report.max_abs_diff <= 1e-4

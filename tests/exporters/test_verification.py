@@ -14,6 +14,7 @@ from keras_lowrank.exporters import export_model
 from keras_lowrank.exporters import onnx as onnx_format
 from keras_lowrank.exporters import saved_model as saved_model_format
 from keras_lowrank.exporters.verification import RELATIVE_TOLERANCES
+from keras_lowrank.exporters.verification import check_finite
 from keras_lowrank.exporters.verification import output_difference
 from keras_lowrank.exporters.verification import output_scale
 from keras_lowrank.exporters.verification import tolerance_for
@@ -204,3 +205,107 @@ def test_a_corrupted_artifact_fails_the_scaled_tolerance(tmp_path, monkeypatch):
                sample_inputs=rows)
     assert info.value.max_abs_diff > 2 * info.value.tolerance
     assert os.listdir(tmp_path) == []
+
+
+# === Non-finite values are never a match ===
+
+
+def _nan_model(*nan_outputs):
+    """Finite weights; the named outputs are log(-1 - |x|), NaN everywhere.
+
+    (NaN weights are refused earlier, by `merge_adapters`.)
+    """
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    outputs = {}
+    for name, units in (("scores", 3), ("value", 1)):
+        output = keras.layers.Dense(units, name=name)(hidden)
+        if name in nan_outputs:
+            output = keras.layers.Lambda(
+                lambda t: keras.ops.log(-1.0 - keras.ops.abs(t)), name=f"nan_{name}"
+            )(output)
+        outputs[name] = output
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("format,filename", [("tflite", "m.tflite"),
+                                             ("onnx", "m.onnx")])
+def test_all_nan_keras_outputs_fail_before_anything_is_written(
+    tmp_path, format, filename
+):
+    # Every output is NaN: NaN == NaN must not pass.
+    model = _nan_model("scores", "value")
+    path = tmp_path / filename
+    path.write_bytes(b"an earlier artifact")
+    with pytest.raises(ExportVerificationError) as info:
+        export(model, path, format)
+    message = str(info.value)
+    assert (
+        f"Keras gives non-finite outputs, which no exported {format} model "
+        "can be verified against: output 'scores': 27 of 27 values (27 NaN, "
+        "0 inf); output 'value': 9 of 9 values (9 NaN, 0 inf) (batch sizes 1 "
+        "and 8)."
+    ) in message
+    assert message.endswith(f"Nothing was written to {str(path)!r}.")
+    assert info.value.output_name == "scores"
+    assert info.value.max_abs_diff is None
+    assert path.read_bytes() == b"an earlier artifact"
+    assert os.listdir(tmp_path) == [filename]
+
+
+def test_one_non_finite_keras_output_is_named_with_its_count(tmp_path):
+    model = _nan_model("value")
+    with pytest.raises(ExportVerificationError, match=r"non-finite outputs, "
+                       r"which no exported onnx model can be verified "
+                       r"against: output 'value': 9 of 9 values \(9 NaN, "
+                       r"0 inf\) \(batch sizes 1 and 8\)") as info:
+        export(model, tmp_path / "m.onnx", "onnx")
+    assert "'scores'" not in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_artifact_nan_where_keras_is_finite_fails(models, tmp_path, monkeypatch):
+    from keras_lowrank.exporters import tflite as tflite_format
+
+    call = tflite_format.TFLiteRunner.__call__
+
+    def one_nan(self, inputs):
+        outputs = call(self, inputs)
+        outputs["value"] = outputs["value"].copy()
+        outputs["value"][0, 0] = np.nan
+        return outputs
+
+    monkeypatch.setattr(tflite_format.TFLiteRunner, "__call__", one_nan)
+    with pytest.raises(ExportVerificationError) as info:
+        export(models["dense"], tmp_path / "m.tflite", "tflite", atol=1e9)
+    assert ("max abs diff inf on output 'value' (batch 1: inf, batch 8: inf): "
+            "it gives 2 non-finite values (NaN or inf) where Keras is finite, "
+            "which no tolerance accepts.") in str(info.value)
+    assert info.value.max_abs_diff == np.inf
+    assert os.listdir(tmp_path) == []
+
+
+def test_matching_non_finite_values_are_not_a_match():
+    for value in (np.nan, np.inf, -np.inf):
+        expected = {"a": np.array([1.0, value])}
+        actual = {"a": np.array([1.0, value])}
+        assert output_difference(expected, actual, format="x",
+                                 batch_size=1) == (np.inf, "a")
+
+
+def test_verify_refuses_non_finite_keras_outputs():
+    batches = [{"x": np.zeros((1, 2))}, {"x": np.zeros((8, 2))}]
+
+    def keras_model(batch):
+        y = np.zeros_like(batch["x"])
+        y[0, 0], y[0, 1] = np.inf, np.nan
+        return {"y": y, "z": batch["x"]}
+
+    with pytest.raises(ExportVerificationError, match=r"output 'y': 4 of 18 "
+                       r"values \(2 NaN, 2 inf\) \(batch sizes 1 and 8\)\. "
+                       r"Fix the model") as info:
+        verify(keras_model, keras_model, batches, format="x")
+    assert "'z'" not in str(info.value)
+    with pytest.raises(ExportVerificationError, match=r"output 'y': 4 of 18"):
+        check_finite([keras_model(b) for b in batches], [1, 8], format="x")
