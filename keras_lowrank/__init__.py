@@ -28,7 +28,12 @@ from keras_lowrank.exporters import ExportReport
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import UnsupportedOpsError
 from keras_lowrank.exporters import export
+from keras_lowrank.layers import LoRAConv1D
+from keras_lowrank.layers import LoRAConv2D
+from keras_lowrank.layers import LoRAConv3D
 from keras_lowrank.layers import LoRADense
+from keras_lowrank.layers import LoRADepthwiseConv1D
+from keras_lowrank.layers import LoRADepthwiseConv2D
 from keras_lowrank.layers import LoRAEinsumDense
 from keras_lowrank.layers import LoRAEmbedding
 from keras_lowrank.layers import LowRankDense
@@ -52,7 +57,12 @@ __all__ = [
     "layers",
     "load_adapters",
     "LoRAConfig",
+    "LoRAConv1D",
+    "LoRAConv2D",
+    "LoRAConv3D",
     "LoRADense",
+    "LoRADepthwiseConv1D",
+    "LoRADepthwiseConv2D",
     "LoRAEinsumDense",
     "LoRAEmbedding",
     "LowRankDense",

@@ -10,6 +10,13 @@ from keras_lowrank.layers.dispatch import register_adapter_class
 from keras_lowrank.layers.dispatch import supported_classes
 from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
+from keras_lowrank.layers.lora_conv import LoRAConv
+from keras_lowrank.layers.lora_conv import LoRAConv1D
+from keras_lowrank.layers.lora_conv import LoRAConv2D
+from keras_lowrank.layers.lora_conv import LoRAConv3D
+from keras_lowrank.layers.lora_conv import LoRADepthwiseConv
+from keras_lowrank.layers.lora_conv import LoRADepthwiseConv1D
+from keras_lowrank.layers.lora_conv import LoRADepthwiseConv2D
 from keras_lowrank.layers.lora_dense import LoRADense
 from keras_lowrank.layers.lora_einsum_dense import LoRAEinsumDense
 from keras_lowrank.layers.lora_embedding import LoRAEmbedding
@@ -22,11 +29,23 @@ from keras_lowrank.layers.variants import register_variant
 register_adapter_class(LoRADense)
 register_adapter_class(LoRAEinsumDense)
 register_adapter_class(LoRAEmbedding)
+register_adapter_class(LoRAConv1D)
+register_adapter_class(LoRAConv2D)
+register_adapter_class(LoRAConv3D)
+register_adapter_class(LoRADepthwiseConv1D)
+register_adapter_class(LoRADepthwiseConv2D)
 
 __all__ = [
     "AdapterVariant",
     "KernelLayout",
     "LoRAAdapter",
+    "LoRAConv",
+    "LoRAConv1D",
+    "LoRAConv2D",
+    "LoRAConv3D",
+    "LoRADepthwiseConv",
+    "LoRADepthwiseConv1D",
+    "LoRADepthwiseConv2D",
     "LoRADense",
     "LoRAEinsumDense",
     "LoRAEmbedding",

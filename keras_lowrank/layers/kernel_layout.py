@@ -1,4 +1,4 @@
-"""How a Dense or EinsumDense kernel maps onto a `(fan_in, fan_out)` matrix.
+"""How a Dense, EinsumDense, Embedding or convolution kernel maps onto a matrix.
 
 Low-rank factors live on that matrix: `A` is `(fan_in, rank)` and `B` is
 `(rank, fan_out)`. For a Dense kernel the matrix is the kernel itself. For an
@@ -7,6 +7,14 @@ EinsumDense kernel the axes contracted with the input are flattened into
 `(384, 12, 32)` under `"abc,cde->abde"` is the matrix `(384, 384)`, an output
 kernel `(12, 32, 384)` under `"abcd,cde->abe"` is `(384, 384)` as well. This is
 the layout PEFT uses for the same projections.
+
+A convolution kernel is the matrix of one window: a Conv2D kernel
+`(kh, kw, in/groups, filters)` is `(kh·kw·in/groups, filters)`, as PEFT
+factors `Conv2d` (`lora_A` a convolution to `r` channels, `lora_B` a 1×1
+convolution). A depthwise kernel `(kh, kw, in, multiplier)` has no
+in→out matrix shared by its channels; its matrix is `(kh·kw, in·multiplier)`:
+each output channel's filter is a column, so a rank-`r` delta draws every
+filter from `r` shared window filters.
 """
 
 import dataclasses
@@ -17,6 +25,8 @@ import keras
 from keras import ops
 
 _MATRIX_EQUATION = "...a,ab->...b"
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_DEPTHWISE_CONV = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +49,11 @@ class KernelLayout:
 
     @classmethod
     def of(cls, layer):
-        """The layout of a built Dense, EinsumDense or Embedding kernel.
+        """The layout of a built Dense, EinsumDense, Embedding or conv kernel.
 
         An Embedding table `(vocab, dim)` is a `(fan_in, fan_out)` matrix
-        whose rows a lookup gathers.
+        whose rows a lookup gathers. Conv1D/2D/3D and DepthwiseConv1D/2D
+        kernels are described by `for_conv`.
 
         Raises:
             ValueError: `layer` is none of these, or not built.
@@ -58,8 +69,13 @@ class KernelLayout:
             return cls.for_dense(tuple(layer.kernel.shape))
         if isinstance(layer, keras.layers.Embedding):
             return cls.for_dense(tuple(layer.embeddings.shape))
+        if isinstance(layer, _CONV):
+            return cls.for_conv(tuple(layer.kernel.shape))
+        if isinstance(layer, _DEPTHWISE_CONV):
+            return cls.for_conv(tuple(layer.kernel.shape), depthwise=True)
         raise ValueError(
-            "KernelLayout.of expected a Dense, EinsumDense or Embedding layer. "
+            "KernelLayout.of expected a Dense, EinsumDense, Embedding, "
+            "Conv1D/2D/3D or DepthwiseConv1D/2D layer. "
             f"Received: layer '{getattr(layer, 'name', layer)}' of class "
             f"{type(layer).__name__}"
         )
@@ -67,6 +83,47 @@ class KernelLayout:
     @classmethod
     def for_dense(cls, kernel_shape):
         return cls.for_einsum(_MATRIX_EQUATION, kernel_shape)
+
+    @classmethod
+    def for_conv(cls, kernel_shape, depthwise=False):
+        """The matrix view of a convolution kernel `(*window, in, out)`.
+
+        A Conv kernel `(*window, in/groups, filters)` is the matrix
+        `(prod(window)·in/groups, filters)`: its `equation` contracts one
+        input window patch `(..., *window, in/groups)` (of a group's
+        channels, for `groups > 1`) with it. A depthwise kernel
+        `(*window, in, multiplier)` is `(prod(window), in·multiplier)`, and
+        its equation keeps each patch's channel: `"...abc,abcd->...cd"`.
+        Convolution adapters apply these kernels with convolutions; the
+        equation documents the matrix view and is never run as an einsum.
+
+        Raises:
+            ValueError: the kernel has fewer than 3 axes.
+        """
+        kernel_shape = tuple(int(d) for d in kernel_shape)
+        if len(kernel_shape) < 3:
+            raise ValueError(
+                "A convolution kernel has shape (*window, in, out), at least "
+                f"3 axes. Received: kernel_shape={kernel_shape}"
+            )
+        window = string.ascii_lowercase[: len(kernel_shape) - 2]
+        channel, out, rank_letter = string.ascii_lowercase[len(window):][:3]
+        patch = f"...{window}{channel}"
+        kernel_spec = f"{window}{channel}{out}"
+        n = len(kernel_shape)
+        if depthwise:
+            equation = f"{patch},{kernel_spec}->...{channel}{out}"
+            in_axes, out_axes = tuple(range(n - 2)), (n - 2, n - 1)
+        else:
+            equation = f"{patch},{kernel_spec}->...{out}"
+            in_axes, out_axes = tuple(range(n - 1)), (n - 1,)
+        return cls(
+            equation=equation,
+            kernel_shape=kernel_shape,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            rank_letter=rank_letter,
+        )
 
     @classmethod
     def for_einsum(cls, equation, kernel_shape):

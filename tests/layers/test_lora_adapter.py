@@ -222,8 +222,8 @@ def test_wrong_class_names_the_adapter_that_fits(rng):
     einsum, _, _ = make_base("einsum", rng)
     with pytest.raises(ValueError, match=r"wraps a keras.layers.Dense.*layer 'query' of class EinsumDense. Use LoRAEinsumDense"):
         klr.LoRADense(einsum)
-    conv = keras.layers.Conv1D(4, 3, name="conv")
-    with pytest.raises(ValueError, match=r"class Conv1D. LoRA layers exist for Dense"):
+    conv = keras.layers.Conv1DTranspose(4, 3, name="conv")
+    with pytest.raises(ValueError, match=r"class Conv1DTranspose. LoRA layers exist for Dense"):
         klr.LoRAEmbedding(conv)
     assert einsum.trainable is True
 
