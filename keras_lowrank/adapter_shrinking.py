@@ -5,6 +5,13 @@ Its SVD never needs the `(fan_in, fan_out)` matrix: with `A = Q_a R_a` and
 `Bᵀ = Q_b R_b` (thin QR), `s·A·B = Q_a (s·R_a·R_bᵀ) Q_bᵀ`, so the SVD of the
 `r × r` core `U Σ Vᵀ` gives the delta's singular triplets `Q_a U, Σ, Q_b V`.
 Keeping the top `k` of them is the best rank-`k` delta (Eckart–Young).
+
+A DoRA adapter merges to `(W + s·A·B)·diag(c)`, `c = m / ‖W + s·A·B‖_c`.
+Truncating `s·A·B` alone would change the norm and so every column's scale;
+instead the delta the merged kernel sees, `s·A·B·diag(c)`, is truncated (the
+same QR and SVD with `B·diag(c)`), and the new magnitude keeps `c`: the
+shrunk kernel is the closest to the trained one of all
+`(W + rank-k)·diag(c)`, within `σ_{k+1}` in spectral norm.
 """
 
 import dataclasses
@@ -17,6 +24,7 @@ import numpy as np
 from keras_lowrank import model_surgery
 from keras_lowrank.adapted_model import adapters
 from keras_lowrank.compression import format_table
+from keras_lowrank.layers.dora import DoRAVariant
 from keras_lowrank.svd.factorization import balanced_factors
 from keras_lowrank.svd.factorization import truncated_triplets
 from keras_lowrank.svd.rank_selection import select_rank
@@ -34,9 +42,12 @@ class AdapterShrink:
         relative_error: float. `‖Δ − Δ_k‖_F / ‖Δ‖_F` of the delta `Δ = s·A·B`.
         spectral_error: float. `σ_{k+1}` of the delta, `‖Δ − Δ_k‖_2`: the
             most the layer's output can move, for any input of norm 1 (0
-            when the rank is kept). An input-free tolerance per layer.
-        params_before: int. `rank_before · (fan_in + fan_out)`.
-        params_after: int. `rank_after · (fan_in + fan_out)`.
+            when the rank is kept). An input-free tolerance per layer. For
+            DoRA, energy and errors are those of `s·A·B·diag(c)` (above).
+        params_before: int. `rank_before · (fan_in + fan_out)`, plus
+            `fan_out` for a DoRA adapter's magnitude.
+        params_after: int. `rank_after · (fan_in + fan_out)`, plus
+            `fan_out` for a DoRA adapter's magnitude.
     """
 
     path: str
@@ -180,6 +191,8 @@ def shrink_adapters(
         )
         new.lora_a.assign(a.astype(new.lora_a.dtype))
         new.lora_b.assign(b.astype(new.lora_b.dtype))
+        if _is_dora(layer):
+            DoRAVariant.set_column_scale(new, DoRAVariant.column_scale(layer))
         new.trainable = layer.trainable
         return new
 
@@ -196,8 +209,9 @@ def _shrink(path, adapter, energy, max_rank):
     a = np.asarray(keras.ops.convert_to_numpy(adapter.lora_a), np.float64)  # (m, r)
     b = np.asarray(keras.ops.convert_to_numpy(adapter.lora_b), np.float64)  # (r, n)
     scale, rank = adapter.scale, adapter.rank
+    columns = _column_scale(adapter)  # (n,): DoRA's c, ones otherwise
     q_a, r_a = np.linalg.qr(a)  # (m, r), (r, r)
-    q_b, r_b = np.linalg.qr(b.T)  # (n, r), (r, r)
+    q_b, r_b = np.linalg.qr((b * columns).T)  # (n, r), (r, r)
     core = scale * (r_a @ r_b.T)  # s·A·B = q_a · core · q_bᵀ
     u, sigma, vt = truncated_triplets(core, rank=rank)
     k = select_rank(sigma, energy=energy) if energy is not None else rank
@@ -205,19 +219,34 @@ def _shrink(path, adapter, energy, max_rank):
     squares = sigma**2
     total, dropped = float(squares.sum()), float(squares[k:].sum())
     per_rank = a.shape[0] + b.shape[1]
+    magnitude = b.shape[1] if _is_dora(adapter) else 0
     row = AdapterShrink(
         path=path, rank_before=rank, rank_after=k,
         energy=1.0 - dropped / total if total else 1.0,
         relative_error=math.sqrt(dropped / total) if total else 0.0,
         spectral_error=float(sigma[k]) if k < len(sigma) else 0.0,
-        params_before=rank * per_rank, params_after=k * per_rank,
+        params_before=rank * per_rank + magnitude,
+        params_after=k * per_rank + magnitude,
     )
     if k == rank:
         return row, None
     left = q_a @ u[:, :k]  # (m, k), orthonormal columns
     right = vt[:k] @ q_b.T  # (k, n), orthonormal rows
     new_a, new_b = balanced_factors(left, sigma[:k], right, scale=scale)
+    # Undo the column scale; a column with c = 0 is zero in the merged kernel.
+    new_b = np.divide(new_b, columns, out=np.zeros_like(new_b), where=columns != 0)
     return row, (new_a, new_b, k)
+
+
+def _is_dora(adapter):
+    return issubclass(adapter.variant, DoRAVariant)
+
+
+def _column_scale(adapter):
+    """DoRA's `c = m / ‖W + s·A·B‖_c` of `adapter`, ones for other variants."""
+    if _is_dora(adapter):
+        return np.asarray(DoRAVariant.column_scale(adapter), np.float64)
+    return np.ones(adapter.lora_b.shape[1])
 
 
 def _max_abs_diff(before, after, sample_inputs):

@@ -39,6 +39,11 @@ class LoRAConfig:
         alpha_pattern: `{pattern: alpha}` overrides; the first match wins.
         init: `"default"` (A random, B zero) or `"pissa"` (A·B starts as the
             top-r singular part of W, and W keeps the residual).
+        use_dora: bool. DoRA (`keras_lowrank.layers.DoRAVariant`): a
+            trainable magnitude per output unit scales the column-normalized
+            `W + s·A·B`, adding `fan_out` parameters per adapter. Dense and
+            EinsumDense only. With `init="pissa"` the magnitude starts at the
+            norm of the residual plus the principal part (that is, of `W`).
 
     Example:
     ```python
@@ -58,6 +63,7 @@ class LoRAConfig:
     rank_pattern: dict = dataclasses.field(default_factory=dict)
     alpha_pattern: dict = dataclasses.field(default_factory=dict)
     init: str = "default"
+    use_dora: bool = False
 
     def __post_init__(self):
         check_rank(self.rank, "rank", _OWNER)
@@ -89,6 +95,11 @@ class LoRAConfig:
                 f"LoRAConfig got an unknown `init`. Received: init={self.init!r}. "
                 f"Supported: {list(INIT_METHODS)}"
             )
+        if not isinstance(self.use_dora, bool):
+            raise ValueError(
+                "LoRAConfig expected `use_dora` to be True or False. "
+                f"Received: use_dora={self.use_dora!r}"
+            )
 
     def rank_for(self, path):
         from keras_lowrank.layer_patterns import first_match
@@ -111,6 +122,7 @@ class LoRAConfig:
             alpha=self.alpha_for(path),
             dropout=self.dropout,
             use_rslora=self.use_rslora,
+            variant="dora" if self.use_dora else "lora",
         )
 
     def replace(self, **overrides):

@@ -8,6 +8,7 @@ registered with `register_variant`.
 from keras_lowrank.layers.dispatch import adapter_class_for
 from keras_lowrank.layers.dispatch import register_adapter_class
 from keras_lowrank.layers.dispatch import supported_classes
+from keras_lowrank.layers.dora import DoRAVariant
 from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
 from keras_lowrank.layers.lora_conv import LoRAConv
@@ -34,9 +35,11 @@ register_adapter_class(LoRAConv2D)
 register_adapter_class(LoRAConv3D)
 register_adapter_class(LoRADepthwiseConv1D)
 register_adapter_class(LoRADepthwiseConv2D)
+register_variant(DoRAVariant)
 
 __all__ = [
     "AdapterVariant",
+    "DoRAVariant",
     "KernelLayout",
     "LoRAAdapter",
     "LoRAConv",
