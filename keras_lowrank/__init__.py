@@ -41,11 +41,23 @@ from keras_lowrank.layers import LowRankEinsumDense
 from keras_lowrank.lora_config import LoRAConfig
 from keras_lowrank.merge import merge_adapters
 from keras_lowrank.model_summary import parameter_counts
+from keras_lowrank.named_adapters import active_adapters
+from keras_lowrank.named_adapters import adapter_names
+from keras_lowrank.named_adapters import delete_adapter
+from keras_lowrank.named_adapters import disable_adapters
+from keras_lowrank.named_adapters import set_adapter
+from keras_lowrank.weighted_adapter import add_weighted_adapter
 from keras_lowrank.model_summary import trainable_summary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "active_adapters",
+    "add_weighted_adapter",
+    "adapter_names",
+    "delete_adapter",
+    "disable_adapters",
+    "set_adapter",
     "AdapterSpec",
     "adapter_paths",
     "add_adapters",

@@ -16,7 +16,7 @@ from keras_lowrank.lora_config import LoRAConfig
 _LINEAR = (keras.layers.Dense, keras.layers.EinsumDense)
 
 
-def add_adapters(model, config=None, **overrides):
+def add_adapters(model, config=None, *, adapter_name=None, **overrides):
     """A new model with LoRA adapters on the layers `config` targets.
 
     Adapters go on every matched layer of a kind adapters exist for
@@ -34,6 +34,11 @@ def add_adapters(model, config=None, **overrides):
             Backbone or Task (`BertTextClassifier`, `GPT2CausalLM`, ...).
         config: LoRAConfig. Defaults to `LoRAConfig()` (rank 8 on the
             attention query and value projections).
+        adapter_name: str. The adapter's name (PEFT's `adapter_name`).
+            Default `"default"`. On a model that holds adapters already, a
+            new name adds a second adapter (same or other targets) beside
+            them; the new one is then the active and only trainable adapter
+            (`klr.set_adapter` chooses again).
         **overrides: fields of `LoRAConfig` that replace `config`'s.
 
     Returns:
@@ -80,10 +85,15 @@ def add_adapters(model, config=None, **overrides):
     for field in ("rank_pattern", "alpha_pattern"):
         _check_patterns_match(field, getattr(config, field), targeted, paths)
     specs = {path: config.spec_for(path) for path in targeted}
-    return apply_adapters(model, specs, keep_trainable, init=config.init, config=config)
+    return apply_adapters(
+        model, specs, keep_trainable, init=config.init, config=config,
+        adapter_name=adapter_name,
+    )
 
 
-def apply_adapters(model, specs, keep_trainable, init="default", config=None):
+def apply_adapters(
+    model, specs, keep_trainable, init="default", config=None, adapter_name=None
+):
     """Wraps the layers at `specs`' paths and freezes the rest.
 
     Args:
@@ -92,45 +102,126 @@ def apply_adapters(model, specs, keep_trainable, init="default", config=None):
         keep_trainable: patterns of layers left fully trainable.
         init: "default" or "pissa".
         config: the LoRAConfig to remember on the result, if any.
+        adapter_name: the new adapters' name; None means "default" on a
+            model without adapters. On a model with adapters it must be new.
 
     Returns:
         The new model.
     """
     model_surgery.check_finite_weights(model, "add_adapters")
     paths = model_surgery.layer_paths(model)
+    name = _new_adapter_name(model, paths, adapter_name, init)
     for path in specs:
-        if isinstance(paths[path], LoRAAdapter):
-            raise ValueError(
-                f"Layer '{path}' of model '{model.name}' already holds a "
-                f"{type(paths[path]).__name__}. Merge it first "
-                "(`klr.merge_adapters`) or adapt the base model."
-            )
-        adapter_class = adapter_class_for(paths[path])
+        layer = paths[path]
+        if isinstance(layer, LoRAAdapter):
+            base = layer.layer
+            adapter_class = type(layer)
+        else:
+            base = layer
+            adapter_class = adapter_class_for(layer)
         spec = specs[path]
         try:
-            adapter_class._check_arguments(
-                paths[path], spec.rank, spec.alpha, spec.dropout
-            )
-            adapter_class._check_variant(paths[path], spec.variant)
+            if not isinstance(layer, LoRAAdapter):
+                adapter_class._check_arguments(base, spec.rank, spec.alpha, spec.dropout)
+            adapter_class._check_rank_fits(base, spec.rank)
+            adapter_class._check_variant(base, spec.variant)
         except ValueError as error:
             raise ValueError(f"Layer '{path}': {error}") from None
 
     def wrap(path, layer):
         if path not in specs:
             return None
-        adapter = adapter_class_for(layer).from_spec(layer, specs[path])
-        if init == "pissa":
-            from keras_lowrank.pissa import pissa_init
+        if isinstance(layer, LoRAAdapter):
+            adapter = with_adapter(layer, name, specs[path])
+            view = adapter.view(name)
+        else:
+            adapter = adapter_class_for(layer).from_spec(
+                layer, specs[path], adapter_name=name
+            )
+            view = adapter
+            if init == "pissa":
+                from keras_lowrank.pissa import pissa_init
 
-            pissa_init(adapter)
-        adapter.variant.initialize(adapter)
+                pissa_init(adapter)
+        view.variant.initialize(view)
         return adapter
 
     adapted, _ = model_surgery.rewrite_model(model, wrap)
+    for layer in adapters(adapted).values():
+        layer.set_active([name] if name in layer.adapter_names else [])
     freeze_all_but(adapted, keep_trainable)
+    configs = dict(getattr(model, "_klr_lora_configs", {}))
     if config is not None:
-        object.__setattr__(adapted, "_klr_lora_config", config)
+        configs[name] = config
+    object.__setattr__(adapted, "_klr_lora_configs", configs)
     return adapted
+
+
+def with_adapter(layer, name, spec):
+    """A new adapter layer: `layer`'s adapters (values kept) plus `name`."""
+    specs = {n: layer.view(n).spec for n in layer.adapter_names}
+    specs[name] = spec
+    return rebuild_adapter(layer, specs, layer.active)
+
+
+def rebuild_adapter(layer, specs, active):
+    """A new adapter layer on `layer`'s base with the named `specs`.
+
+    Weights of names `layer` already has are copied; new names keep their
+    initial values. The base layer object is reused (it belongs to the copy
+    being rewritten).
+    """
+    (first, first_spec), *more = specs.items()
+    new = type(layer).from_spec(
+        layer.layer, first_spec, adapter_name=first,
+        more_adapters=dict(more),
+        a_initializer=layer.a_initializer, b_initializer=layer.b_initializer,
+    )
+    for name in specs:
+        if name in layer.adapter_names:
+            old = layer.adapter_weights(name)
+            for key, weight in new.adapter_weights(name).items():
+                weight.assign(old[key])
+    new.set_active([n for n in active if n in specs])
+    return new
+
+
+def _new_adapter_name(model, paths, adapter_name, init):
+    from keras_lowrank.layers.lora_adapter import check_adapter_name
+
+    existing = [n for n in _names(paths)]
+    if adapter_name is None:
+        if existing:
+            held = [p for p, layer in paths.items() if isinstance(layer, LoRAAdapter)]
+            raise ValueError(
+                f"Layer '{held[0]}' of model '{model.name}' already holds a "
+                f"{type(paths[held[0]]).__name__} (adapters {existing}). Pass "
+                "adapter_name='...' to add another adapter beside them, merge "
+                "first (`klr.merge_adapters`), or adapt the base model."
+            )
+        return "default"
+    check_adapter_name(adapter_name)
+    if adapter_name in existing:
+        raise ValueError(
+            f"Model '{model.name}' already has an adapter named "
+            f"{adapter_name!r}. Adapters: {existing}. Choose a new name, or "
+            "`klr.delete_adapter` it first."
+        )
+    if existing and init == "pissa":
+        raise ValueError(
+            "init='pissa' rewrites the base kernel, so it works for a layer's "
+            f"first adapter only; model '{model.name}' has adapters {existing}. "
+            "Use init='default' for another adapter."
+        )
+    return adapter_name
+
+
+def _names(paths):
+    names = []
+    for layer in paths.values():
+        if isinstance(layer, LoRAAdapter):
+            names += [n for n in layer.adapter_names if n not in names]
+    return names
 
 
 def freeze_all_but(model, keep_trainable):

@@ -8,6 +8,12 @@ adapter's kind and `AdapterSpec`, the trainable layers, the `LoRAConfig`, and
 the model's class. Keys are paths, never layer indices, so weights cannot land
 in the wrong layer; nothing is pickled. A NaN or Inf is never written or
 read: it names the tensor.
+
+Named adapters (`add_adapters(..., adapter_name=...)`) share one file: the
+adapter called "default" keeps the keys above, any other adapter `name` has
+`<path>/lora_a.<name>` (PEFT's `lora_A.<name>`), its specs under
+`named_adapters[name]`, and `active` lists the adapters that act. A file of
+one "default" adapter is exactly what earlier versions wrote.
 """
 
 import json
@@ -26,13 +32,15 @@ from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.pissa import remove_principal_part
 
 FORMAT = "keras_lowrank.adapters/1"
+DEFAULT = "default"
 
 
 def save_adapters(model, path):
     """Writes the adapters of `model` (and its trainable head) to `path`.
 
-    The write is atomic: a temporary file beside `path`, then a rename, so an
-    interrupted save leaves any earlier file at `path` intact.
+    The write is atomic: a temporary file in a hidden folder beside `path`,
+    then a rename, so an interrupted save leaves any earlier file at `path`
+    intact. Every named adapter of the model is saved.
 
     Args:
         model: keras.Model holding LoRA adapters (from `add_adapters`).
@@ -54,29 +62,37 @@ def save_adapters(model, path):
             f"Model '{model.name}' holds no LoRA adapter to save. Add some "
             "with `klr.add_adapters` first."
         )
-    tensors, specs = {}, {}
+    tensors, named = {}, {}
     for layer_path, adapter in found.items():
-        for name, weight in _adapter_weights(adapter).items():
-            tensors[f"{layer_path}/{name}"] = _numpy(weight)
-        specs[layer_path] = {
-            "kind": type(adapter).__name__,
-            **adapter.spec.to_dict(),
-            "base_kernel_shape": list(adapter.base_kernel.shape),
-        }
+        for adapter_name in adapter.adapter_names:
+            for key, weight in adapter.adapter_weights(adapter_name).items():
+                tensors[_key(layer_path, key, adapter_name)] = _numpy(weight)
+            named.setdefault(adapter_name, {})[layer_path] = {
+                "kind": type(adapter).__name__,
+                **adapter.view(adapter_name).spec.to_dict(),
+                "base_kernel_shape": list(adapter.base_kernel.shape),
+            }
     kept = _trainable_layers(model)
     for layer_path, layer in kept.items():
         for weight in layer.weights:
             tensors[f"{layer_path}/{_weight_name(weight)}"] = _numpy(weight)
     _check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
-    config = getattr(model, "_klr_lora_config", None)
+    configs = getattr(model, "_klr_lora_configs", {})
+    config = configs.get(DEFAULT)
     metadata = {
         "format": FORMAT,
         "keras_lowrank_version": keras_lowrank.__version__,
         "model_class": type(model).__name__,
-        "adapters": specs,
+        "adapters": named.pop(DEFAULT, {}),
         "trainable_layers": sorted(kept),
         "config": config.to_dict() if config is not None else None,
     }
+    if named:
+        metadata["named_adapters"] = named
+        metadata["named_configs"] = {
+            n: configs[n].to_dict() for n in named if n in configs
+        }
+    metadata["active"] = _active_names(found)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"keras_lowrank": json.dumps(metadata)})
     return os.path.getsize(path)
@@ -160,46 +176,95 @@ def load_adapters(model, path):
     tensors = load_file(os.fspath(path))
     _check_finite_tensors(tensors, f"adapter file '{path}'", "Nothing was loaded")
     paths = model_surgery.layer_paths(model)
+    named = {DEFAULT: metadata["adapters"], **metadata.get("named_adapters", {})}
+    named = {n: table for n, table in named.items() if table}
     specs = {
-        layer_path: AdapterSpec.from_dict(
-            fields, source=f"'{path}', adapter '{layer_path}'"
-        )
-        for layer_path, fields in metadata["adapters"].items()
+        adapter_name: {
+            layer_path: AdapterSpec.from_dict(
+                fields, source=f"'{path}', adapter '{layer_path}'"
+            )
+            for layer_path, fields in table.items()
+        }
+        for adapter_name, table in named.items()
     }
-    kinds = {p: fields["kind"] for p, fields in metadata["adapters"].items()}
-    _check_adapters_fit(model, paths, specs, kinds, tensors, path)
+    for adapter_name, table in named.items():
+        kinds = {p: fields["kind"] for p, fields in table.items()}
+        _check_adapters_fit(
+            model, paths, specs[adapter_name], kinds, tensors, path, adapter_name
+        )
     kept = metadata["trainable_layers"]
     _check_kept_fit(paths, kept, tensors, path)
 
-    config = None
-    if metadata.get("config"):
-        from keras_lowrank.lora_config import LoRAConfig
-
-        config = LoRAConfig.from_dict(metadata["config"])
-    adapted = apply_adapters(
-        model,
-        {p: spec.replace(pissa_rank=None) for p, spec in specs.items()},
-        keep_trainable=tuple(kept),
-        config=config,
-    )
+    configs = {DEFAULT: metadata.get("config"), **metadata.get("named_configs", {})}
+    adapted = model
+    for adapter_name, table in specs.items():
+        adapted = apply_adapters(
+            adapted,
+            {p: spec.replace(pissa_rank=None) for p, spec in table.items()},
+            keep_trainable=tuple(kept),
+            config=_config(configs.get(adapter_name)),
+            adapter_name=adapter_name,
+        )
     new_paths = model_surgery.layer_paths(adapted)
-    for layer_path, spec in specs.items():
-        adapter = new_paths[layer_path]
-        if spec.pissa_rank:
-            # Trained on a PiSSA residual kernel: rebuild it from the base.
-            remove_principal_part(adapter, spec.pissa_rank)
-        for name, weight in _adapter_weights(adapter).items():
-            weight.assign(tensors[f"{layer_path}/{name}"])
+    for adapter_name, table in specs.items():
+        for layer_path, spec in table.items():
+            adapter = new_paths[layer_path]
+            if spec.pissa_rank:
+                # Trained on a PiSSA residual kernel: rebuild it from the base.
+                remove_principal_part(adapter, spec.pissa_rank)
+            weights = adapter.adapter_weights(adapter_name)
+            for key, weight in weights.items():
+                weight.assign(_tensor(tensors, _key(layer_path, key, adapter_name), weight, path))
     for layer_path in kept:
         for weight in new_paths[layer_path].weights:
             weight.assign(tensors[f"{layer_path}/{_weight_name(weight)}"])
+    active = metadata.get("active", [DEFAULT])
+    for adapter in adapters(adapted).values():
+        adapter.set_active([n for n in active if n in adapter.adapter_names])
     return adapted
+
+
+def _tensor(tensors, key, weight, file):
+    """The file's tensor for `weight` (a variant's extra weight too), checked."""
+    if key not in tensors:
+        raise ValueError(
+            f"The adapter file '{file}' lacks tensor '{key}'. The file is "
+            "damaged or was written for another adapter variant."
+        )
+    got, want = tuple(tensors[key].shape), tuple(weight.shape)
+    if got != want:
+        raise ValueError(
+            f"Shape mismatch for '{key}': the file '{file}' has {got}, the "
+            f"model's layer needs {want}."
+        )
+    return tensors[key]
+
+
+def _config(data):
+    if not data:
+        return None
+    from keras_lowrank.lora_config import LoRAConfig
+
+    return LoRAConfig.from_dict(data)
+
+
+def _key(layer_path, weight_name, adapter_name):
+    """`<path>/lora_a` for the default adapter, `<path>/lora_a.<name>` else."""
+    suffix = "" if adapter_name == DEFAULT else f".{adapter_name}"
+    return f"{layer_path}/{weight_name}{suffix}"
+
+
+def _active_names(found):
+    names = []
+    for adapter in found.values():
+        names += [n for n in adapter.active if n not in names]
+    return names
 
 
 # === Checks ===
 
 
-def _check_adapters_fit(model, paths, specs, kinds, tensors, file):
+def _check_adapters_fit(model, paths, specs, kinds, tensors, file, adapter_name=None):
     from keras_lowrank.layers import adapter_class_for
 
     for layer_path, spec in specs.items():
@@ -228,7 +293,7 @@ def _check_adapters_fit(model, paths, specs, kinds, tensors, file):
             ("lora_a", (layout.fan_in, spec.rank)),
             ("lora_b", (spec.rank, layout.fan_out)),
         ):
-            key = f"{layer_path}/{name}"
+            key = _key(layer_path, name, adapter_name or DEFAULT)
             if key not in tensors:
                 raise ValueError(
                     f"The adapter file '{file}' lacks tensor '{key}' of the "
@@ -269,13 +334,17 @@ def _check_kept_fit(paths, kept, tensors, file):
 
 def _check_metadata_fields(metadata, path):
     adapters_ = metadata.get("adapters")
-    if not isinstance(adapters_, dict) or not adapters_:
+    named = metadata.get("named_adapters", {})
+    if not isinstance(adapters_, dict) or not isinstance(named, dict) or not (
+        adapters_ or named
+    ):
         raise ValueError(
             f"'{path}': its metadata has no 'adapters' table (received "
             f"{type(adapters_).__name__}). The file is damaged or was not "
             "written by save_adapters."
         )
-    for layer_path, fields in adapters_.items():
+    tables = [adapters_, *named.values()]
+    for layer_path, fields in (i for t in tables if isinstance(t, dict) for i in t.items()):
         if not isinstance(fields, dict) or not isinstance(fields.get("kind"), str):
             raise ValueError(
                 f"'{path}': the metadata of adapter '{layer_path}' has no "
@@ -334,15 +403,6 @@ def _trainable_layers(model):
         if layer.trainable_weights:
             found[layer_path] = layer
     return found
-
-
-def _adapter_weights(adapter):
-    """`{name: variable}` an adapter file holds for `adapter`."""
-    return {
-        "lora_a": adapter.lora_a,
-        "lora_b": adapter.lora_b,
-        **adapter.variant.extra_weights(adapter),
-    }
 
 
 def _weight_name(weight):

@@ -4,7 +4,7 @@ from keras_lowrank import model_surgery
 from keras_lowrank.layers import LoRAAdapter
 
 
-def merge_adapters(model):
+def merge_adapters(model, adapter_name=None):
     """A new model of the original architecture with the adapters merged.
 
     Each adapter becomes a plain layer of the class it wraps, kernel
@@ -17,6 +17,9 @@ def merge_adapters(model):
 
     Args:
         model: keras.Model. Left untouched.
+        adapter_name: str or list of str. The named adapters to merge.
+            Default: the active ones (see `klr.set_adapter`). The others
+            are dropped.
 
     Returns:
         The merged model; a model without adapters is returned as it is.
@@ -40,11 +43,18 @@ def merge_adapters(model):
     ):
         return model
 
+    names = None
+    if adapter_name is not None:
+        from keras_lowrank.named_adapters import _check_names
+
+        names = _check_names(model, adapter_name, "merge_adapters")
+
     def merge(path, layer):
         if not isinstance(layer, LoRAAdapter):
             return None
+        chosen = None if names is None else [n for n in names if n in layer.adapter_names]
         try:
-            return layer.merge()
+            return layer.merge(chosen)
         except FloatingPointError as error:
             raise FloatingPointError(f"Layer '{path}': {error}") from None
 

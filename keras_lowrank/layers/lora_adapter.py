@@ -13,6 +13,12 @@ activation. A layer kind with another kind of product (an embedding's
 lookup) overrides `base_product` and `factor_product` only. The delta in the
 kernel's own shape is computed in exactly one place, `delta_kernel()`;
 merging and export use it.
+
+A layer can hold several named adapters (PEFT's `adapter_name`): the first
+is the layer itself (`lora_a`, `lora_b`, `spec`), each further one an
+`AdapterSlot` with its own spec and factors. `active` names the ones that
+act: several plain-LoRA adapters add up; none gives the wrapped layer's
+outputs bit for bit.
 """
 
 import keras
@@ -63,6 +69,9 @@ class LoRAAdapter(keras.layers.Layer):
         pissa_rank=None,
         a_initializer="he_uniform",
         b_initializer="zeros",
+        adapter_name="default",
+        more_adapters=None,
+        active=None,
         **kwargs,
     ):
         self._check_arguments(layer, rank, alpha, dropout)
@@ -84,14 +93,31 @@ class LoRAAdapter(keras.layers.Layer):
         self.a_initializer = keras.initializers.get(a_initializer)
         self.b_initializer = keras.initializers.get(b_initializer)
         self.supports_masking = layer.supports_masking
-        self.dropout_layer = (
-            keras.layers.Dropout(spec.dropout, name="lora_dropout")
-            if spec.dropout > 0
-            else None
-        )
+        self.dropout_layer = _dropout(spec, "lora_dropout")
+        self.adapter_name = check_adapter_name(adapter_name)
+        self.more_specs = {
+            check_adapter_name(name): (
+                spec_ if isinstance(spec_, AdapterSpec) else AdapterSpec.from_dict(spec_)
+            )
+            for name, spec_ in (more_adapters or {}).items()
+        }
+        if self.adapter_name in self.more_specs:
+            raise ValueError(
+                f"{type(self).__name__}(layer='{layer.name}'): adapter name "
+                f"{self.adapter_name!r} is given twice."
+            )
+        self.slot_dropouts = {
+            name: _dropout(spec_, f"lora_dropout_{name}")
+            for name, spec_ in self.more_specs.items()
+            if spec_.dropout > 0
+        }
+        self.slots = {}
+        self._active = (self.adapter_name,)
         self.layer.trainable = False
         if layer.built:
             self.build(_built_input_shape(layer))
+        if active is not None:
+            self.set_active(active)
 
     @classmethod
     def from_spec(cls, layer, spec, **kwargs):
@@ -211,8 +237,12 @@ class LoRAAdapter(keras.layers.Layer):
     def trainable(self, value):
         # `model.trainable = True` reaches every sublayer: keep the base frozen.
         keras.layers.Layer.trainable.fset(self, value)
-        if "layer" in vars(self):
-            self.layer.trainable = False
+        # Not `vars(self)`: on the torch backend a sublayer lives in `_modules`.
+        layer = getattr(self, "layer", None)
+        if layer is not None:
+            layer.trainable = False
+        if value and self.built and set(self._active) != set(self.adapter_names):
+            self.set_active(self._active)  # inactive adapters stay frozen
 
     # === Weights ===
 
@@ -232,7 +262,77 @@ class LoRAAdapter(keras.layers.Layer):
             initializer=self.b_initializer,
         )
         self.variant.build(self)
+        for name, spec in self.more_specs.items():
+            slot = AdapterSlot(self, name, spec)
+            slot.lora_a = self.add_weight(
+                name=f"lora_a_{name}",
+                shape=(self.layout.fan_in, spec.rank),
+                initializer=self.a_initializer,
+            )
+            slot.lora_b = self.add_weight(
+                name=f"lora_b_{name}",
+                shape=(spec.rank, self.layout.fan_out),
+                initializer=self.b_initializer,
+            )
+            slot.variant.build(slot)
+            self.slots[name] = slot
         self.built = True
+
+    # === Named adapters ===
+
+    @property
+    def adapter_names(self):
+        """The names of this layer's adapters, the first one first."""
+        return (self.adapter_name, *self.more_specs)
+
+    def view(self, name):
+        """The adapter called `name`: this layer for the first, else its slot."""
+        if name == self.adapter_name:
+            return self
+        if name not in self.more_specs:
+            raise ValueError(
+                f"Layer '{self.name}' has no adapter named {name!r}. Its "
+                f"adapters: {list(self.adapter_names)}"
+            )
+        return self.slots[name]
+
+    def adapter_weights(self, name):
+        """`{weight name: variable}` of adapter `name` (factors and extras)."""
+        view = self.view(name)
+        return {
+            "lora_a": view.lora_a,
+            "lora_b": view.lora_b,
+            **view.variant.extra_weights(view),
+        }
+
+    @property
+    def active(self):
+        """The names of the adapters that act, in order (may be empty)."""
+        return self._active
+
+    def set_active(self, names):
+        """Makes `names` (of this layer's adapters) the ones that act.
+
+        Only active adapters train: the others' weights are frozen.
+
+        Raises:
+            ValueError: an unknown name, or several active adapters of which
+                one is not plain LoRA (a DoRA magnitude does not add up).
+        """
+        names = tuple(names)
+        views = [self.view(name) for name in names]
+        if len(views) > 1:
+            odd = [v.spec.variant for v in views if v.spec.variant != "lora"]
+            if odd:
+                raise ValueError(
+                    f"Layer '{self.name}': only plain LoRA adapters add up when "
+                    f"several are active; {list(names)} include a {odd[0]!r} "
+                    "adapter. Activate it alone."
+                )
+        self._active = names
+        for name in self.adapter_names:
+            for weight in self.adapter_weights(name).values():
+                weight.trainable = name in names
 
     @property
     def base_kernel(self):
@@ -249,18 +349,26 @@ class LoRAAdapter(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         base = self.base_product(inputs)
-        delta = self.factor_product(inputs, training)
-        return self.finish(self.variant.combine(self, base, delta))
+        views = [self.view(name) for name in self._active]
+        if len(views) == 1:
+            view = views[0]
+            delta = self.factor_product(inputs, training, view)
+            return self.finish(view.variant.combine(view, base, delta))
+        for view in views:  # plain LoRA only: the deltas add up
+            base = base + self.factor_product(inputs, training, view)
+        return self.finish(base)
 
     def base_product(self, inputs):
         """The frozen kernel applied to `inputs`, before bias."""
         return self.layout.apply_kernel(inputs, self.layer.kernel)
 
-    def factor_product(self, inputs, training=None):
-        """`s·(dropout(x)·A)·B`, contracted as the kernel is."""
-        if self.dropout_layer is not None:
-            inputs = self.dropout_layer(inputs, training=training)
-        return self.layout.apply_factors(inputs, self.lora_a, self.lora_b) * self.scale
+    def factor_product(self, inputs, training=None, view=None):
+        """`s·(dropout(x)·A)·B` of adapter `view` (default: the first one),
+        contracted as the kernel is."""
+        view = self if view is None else view
+        if view.dropout_layer is not None:
+            inputs = view.dropout_layer(inputs, training=training)
+        return self.layout.apply_factors(inputs, view.lora_a, view.lora_b) * view.scale
 
     def finish(self, outputs):
         """The wrapped layer's bias and activation."""
@@ -273,15 +381,34 @@ class LoRAAdapter(keras.layers.Layer):
 
     # === Merge ===
 
-    def merged_kernel(self):
-        """The kernel of the merged layer, float32 (the variant decides)."""
-        return self.variant.merged_kernel(self)
+    def merged_kernel(self, names=None):
+        """The kernel of the merged layer, float32 (the variants decide).
 
-    def merge(self):
+        Args:
+            names: the adapters to merge. Default: the active ones.
+        """
+        views = [self.view(n) for n in (self._active if names is None else names)]
+        if len(views) == 1:
+            return views[0].variant.merged_kernel(views[0])
+        kernel = ops.cast(self.base_kernel, "float32")
+        for view in views:
+            if view.spec.variant != "lora":
+                raise ValueError(
+                    f"Layer '{self.name}': a {view.spec.variant!r} adapter "
+                    "merges only alone, not together with others."
+                )
+            kernel = kernel + view.delta_kernel()
+        return kernel
+
+    def merge(self, names=None):
         """A new plain layer of the wrapped class with the merged kernel.
 
-        For LoRA the kernel is `W + s·A·B`. It has the wrapped layer's config
+        For LoRA the kernel is `W + s·A·B` (plus the other named adapters'
+        deltas when several are merged). It has the wrapped layer's config
         and name; it is trainable.
+
+        Args:
+            names: the adapters to merge. Default: the active ones.
 
         Returns:
             A new layer of the wrapped layer's class. This adapter is left
@@ -297,7 +424,7 @@ class LoRAAdapter(keras.layers.Layer):
         merged = type(layer).from_config(config)
         merged.build(_built_input_shape(layer))
         kernel_var = self.base_kernel
-        kernel = ops.convert_to_numpy(self.merged_kernel())
+        kernel = ops.convert_to_numpy(self.merged_kernel(names))
         with np.errstate(over="ignore", invalid="ignore"):  # raised below
             cast = kernel.astype(kernel_var.dtype)
         _check_finite(cast, f"layer '{self.name}'", kernel_var.dtype)
@@ -317,6 +444,9 @@ class LoRAAdapter(keras.layers.Layer):
             **self.spec.to_dict(),
             "a_initializer": keras.initializers.serialize(self.a_initializer),
             "b_initializer": keras.initializers.serialize(self.b_initializer),
+            "adapter_name": self.adapter_name,
+            "more_adapters": {n: s.to_dict() for n, s in self.more_specs.items()},
+            "active": list(self._active),
         }
 
     @classmethod
@@ -324,6 +454,58 @@ class LoRAAdapter(keras.layers.Layer):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
         return cls(layer, **config)
+
+
+class AdapterSlot:
+    """A named adapter of a layer beyond its first: what variant hooks see.
+
+    It holds its own spec, factors and the variant's extra weights, and
+    answers like its layer for the rest (layout, base kernel, wrapped layer,
+    `add_weight`), so that a variant's hooks take either.
+    """
+
+    def __init__(self, adapter, name, spec):
+        vars(self).update(adapter=adapter, name=name, spec=spec)
+
+    def __getattr__(self, attr):
+        if attr in _SHARED_WITH_LAYER:
+            return getattr(self.adapter, attr)
+        raise AttributeError(f"Adapter slot {self.name!r} has no attribute {attr!r}")
+
+    rank = LoRAAdapter.rank
+    alpha = LoRAAdapter.alpha
+    dropout = LoRAAdapter.dropout
+    use_rslora = LoRAAdapter.use_rslora
+    pissa_rank = LoRAAdapter.pissa_rank
+    scale = LoRAAdapter.scale
+    variant = LoRAAdapter.variant
+    delta_kernel = LoRAAdapter.delta_kernel
+
+    @property
+    def dropout_layer(self):
+        return self.adapter.slot_dropouts.get(self.name)
+
+
+_SHARED_WITH_LAYER = frozenset(
+    ("layer", "layout", "base_kernel", "kernel_name", "add_weight",
+     "a_initializer", "b_initializer", "dtype", "compute_dtype")
+)
+
+
+def check_adapter_name(name):
+    """Adapter names key weights and files: short identifiers."""
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(
+            "An adapter name is a non-empty string of letters, digits, '_' and "
+            f"'-'. Received: adapter_name={name!r}"
+        )
+    return name
+
+
+def _dropout(spec, name):
+    if spec.dropout <= 0:
+        return None
+    return keras.layers.Dropout(spec.dropout, name=name)
 
 
 def _check_finite(kernel, where, dtype):

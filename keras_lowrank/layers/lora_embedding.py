@@ -57,12 +57,13 @@ class LoRAEmbedding(LoRAAdapter):
     def base_product(self, inputs):
         return ops.take(self.layer.embeddings, ops.cast(inputs, "int32"), axis=0)
 
-    def factor_product(self, inputs, training=None):
+    def factor_product(self, inputs, training=None, view=None):
         # Gathers the ids' rows of A: a step never forms a (vocab, dim) table.
-        rows = ops.take(self.lora_a, ops.cast(inputs, "int32"), axis=0)
-        if self.dropout_layer is not None:
-            rows = self.dropout_layer(rows, training=training)
-        return ops.matmul(rows, self.lora_b) * self.scale  # (..., dim)
+        view = self if view is None else view
+        rows = ops.take(view.lora_a, ops.cast(inputs, "int32"), axis=0)
+        if view.dropout_layer is not None:
+            rows = view.dropout_layer(rows, training=training)
+        return ops.matmul(rows, view.lora_b) * view.scale  # (..., dim)
 
     def finish(self, outputs):
         return ops.cast(outputs, self.compute_dtype)
@@ -73,17 +74,16 @@ class LoRAEmbedding(LoRAAdapter):
         if not getattr(layer, "tie_weights", False):
             return layer(inputs, reverse=True)
         kernel = ops.transpose(layer.embeddings)
-        lora_a, lora_b = self.lora_a, self.lora_b
         reverse_dtype = getattr(layer, "reverse_dtype", None)
-        if reverse_dtype is not None:
+        cast = (lambda x: x) if reverse_dtype is None else (
             # As the wrapped layer: logits in their own (often float32) dtype.
-            inputs = ops.cast(inputs, reverse_dtype)
-            kernel = ops.cast(kernel, reverse_dtype)
-            lora_a = ops.cast(lora_a, reverse_dtype)
-            lora_b = ops.cast(lora_b, reverse_dtype)
-        logits = ops.matmul(inputs, kernel)
-        hidden = ops.matmul(inputs, ops.transpose(lora_b))  # (..., rank)
-        logits = logits + ops.matmul(hidden, ops.transpose(lora_a)) * self.scale
+            lambda x: ops.cast(x, reverse_dtype)
+        )
+        inputs = cast(inputs)
+        logits = ops.matmul(inputs, cast(kernel))
+        for view in (self.view(name) for name in self.active):
+            hidden = ops.matmul(inputs, ops.transpose(cast(view.lora_b)))  # (..., rank)
+            logits = logits + ops.matmul(hidden, ops.transpose(cast(view.lora_a))) * view.scale
         soft_cap = getattr(layer, "logit_soft_cap", None)
         if soft_cap is not None:
             logits = ops.multiply(ops.tanh(ops.divide(logits, soft_cap)), soft_cap)
