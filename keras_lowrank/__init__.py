@@ -15,6 +15,7 @@ from keras_lowrank import layers
 from keras_lowrank import presets
 from keras_lowrank import svd
 from keras_lowrank.adapted_model import adapter_paths
+from keras_lowrank.adapter_routing import route_adapters
 from keras_lowrank.adapter_spec import AdapterSpec
 from keras_lowrank.adapted_model import add_adapters
 from keras_lowrank.adapter_files import load_adapters
@@ -41,6 +42,9 @@ from keras_lowrank.layers import LowRankEinsumDense
 from keras_lowrank.lora_config import LoRAConfig
 from keras_lowrank.merge import merge_adapters
 from keras_lowrank.model_summary import parameter_counts
+from keras_lowrank.peft import load_peft_adapters
+from keras_lowrank.peft import read_peft_config
+from keras_lowrank.peft import save_peft_adapters
 from keras_lowrank.named_adapters import active_adapters
 from keras_lowrank.named_adapters import adapter_names
 from keras_lowrank.named_adapters import delete_adapter
@@ -52,6 +56,7 @@ from keras_lowrank.model_summary import trainable_summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "route_adapters",
     "active_adapters",
     "add_weighted_adapter",
     "adapter_names",
@@ -68,6 +73,7 @@ __all__ = [
     "ExportVerificationError",
     "layers",
     "load_adapters",
+    "load_peft_adapters",
     "LoRAConfig",
     "LoRAConv1D",
     "LoRAConv2D",
@@ -83,7 +89,9 @@ __all__ = [
     "parameter_counts",
     "presets",
     "read_adapter_metadata",
+    "read_peft_config",
     "save_adapters",
+    "save_peft_adapters",
     "shrink_adapters",
     "ShrinkReport",
     "svd",

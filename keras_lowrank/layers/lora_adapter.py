@@ -31,6 +31,7 @@ from keras_lowrank.adapter_spec import check_alpha
 from keras_lowrank.adapter_spec import check_dropout
 from keras_lowrank.adapter_spec import check_rank
 from keras_lowrank.layers.kernel_layout import KernelLayout
+from keras_lowrank.layers.routing import current_routing
 from keras_lowrank.layers.variants import get_variant
 
 
@@ -349,6 +350,9 @@ class LoRAAdapter(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         base = self.base_product(inputs)
+        route = current_routing()
+        if route is not None:
+            return self.finish(self._routed(inputs, base, training, *route))
         views = [self.view(name) for name in self._active]
         if len(views) == 1:
             view = views[0]
@@ -357,6 +361,16 @@ class LoRAAdapter(keras.layers.Layer):
         for view in views:  # plain LoRA only: the deltas add up
             base = base + self.factor_product(inputs, training, view)
         return self.finish(base)
+
+    def _routed(self, inputs, base, training, index, names):
+        """Row `i` gets the delta of adapter `names[index[i]]` (plain LoRA)."""
+        for position, name in enumerate(names):
+            if name not in self.adapter_names:
+                continue
+            delta = self.factor_product(inputs, training, self.view(name))
+            rows = ops.cast(ops.equal(index, position), delta.dtype)  # (batch,)
+            base = base + ops.reshape(rows, (-1,) + (1,) * (len(delta.shape) - 1)) * delta
+        return base
 
     def base_product(self, inputs):
         """The frozen kernel applied to `inputs`, before bias."""

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
+from keras_lowrank.layers.routing import current_routing
 
 
 @keras.saving.register_keras_serializable(package="keras_lowrank")
@@ -81,9 +82,18 @@ class LoRAEmbedding(LoRAAdapter):
         )
         inputs = cast(inputs)
         logits = ops.matmul(inputs, cast(kernel))
-        for view in (self.view(name) for name in self.active):
+        route = current_routing()
+        names = self.active if route is None else route[1]
+        for position, name in enumerate(names):
+            if name not in self.adapter_names:
+                continue
+            view = self.view(name)
             hidden = ops.matmul(inputs, ops.transpose(cast(view.lora_b)))  # (..., rank)
-            logits = logits + ops.matmul(hidden, ops.transpose(cast(view.lora_a))) * view.scale
+            delta = ops.matmul(hidden, ops.transpose(cast(view.lora_a))) * view.scale
+            if route is not None:  # (batch,) -> (batch, 1, ..., 1)
+                rows = ops.cast(ops.equal(route[0], position), delta.dtype)
+                delta = ops.reshape(rows, (-1,) + (1,) * (len(delta.shape) - 1)) * delta
+            logits = logits + delta
         soft_cap = getattr(layer, "logit_soft_cap", None)
         if soft_cap is not None:
             logits = ops.multiply(ops.tanh(ops.divide(logits, soft_cap)), soft_cap)
