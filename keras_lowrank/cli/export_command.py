@@ -23,10 +23,18 @@ OUT_IS_ATOMIC = True
 
 def add_parser(subparsers):
     from keras_lowrank.cli.model_argument import add_model_arguments
+    from keras_lowrank.exporters import all_formats
+    from keras_lowrank.exporters.formats import calibrated_modes
 
+    # Choices and help come from the format registry, read when the parser
+    # is built: a registered format is listed without a change here.
+    records = all_formats()
+    titles = _either(r.title for r in records)
+    quantizing = [r for r in records if "quantize" in r.options]
+    modes = dict.fromkeys(m for r in quantizing for m in r.quantize_modes if m)
     parser = subparsers.add_parser(
         "export",
-        help="export a model to SavedModel, TFLite or ONNX and verify it",
+        help=f"export a model to {titles} and verify it",
         description="Merge LoRA adapters, export, run the artifact in its "
         "runtime at batch 1 and 8, and compare it with Keras. MODEL is a "
         ".keras file, or a base preset folder plus --adapters FILE.",
@@ -35,18 +43,24 @@ def add_parser(subparsers):
     # No argparse `choices`: an unknown format then gets the one-line error
     # of `export`, like every other usage error.
     parser.add_argument(
-        "--format", required=True, help="saved_model, tflite or onnx"
+        "--format", required=True,
+        help=_either(f"{r.name} ({r.title})" for r in records),
     )
     parser.add_argument("--out", required=True, help="the artifact to write")
     parser.add_argument(
-        "--quantize", default=None, help="TFLite only: float16, dynamic or int8"
+        "--quantize", default=None,
+        help=f"{_only('quantize')}: {_either(modes)} (default: none)",
     )
     parser.add_argument(
         "--allow-flex",
         action="store_true",
-        help="TFLite only: keep TensorFlow ops outside the builtins (Flex)",
+        help=f"{_only('allow_flex')}: keep TensorFlow ops outside the "
+        "builtins (Flex)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset")
+    parser.add_argument(
+        "--opset", type=int, default=None,
+        help=f"{_only('opset')}: the opset version",
+    )
     parser.add_argument(
         "--atol", type=float, default=None, help="largest allowed abs diff"
     )
@@ -56,7 +70,8 @@ def add_parser(subparsers):
     parser.add_argument(
         "--representative-data",
         default=None,
-        help="int8 only: .npz of calibration inputs, one sample per row",
+        help=f"{_either(calibrated_modes())} only: .npz of calibration inputs, "
+        "one sample per row",
     )
     parser.add_argument(
         "--no-verify", action="store_true", help="skip running the artifact"
@@ -113,6 +128,19 @@ def run(args):
         return 1
     print(report)
     return 0
+
+
+def _either(names):
+    """`"a, b or c"`."""
+    *most, last = list(names) or [""]
+    return f"{', '.join(most)} or {last}" if most else last
+
+
+def _only(option):
+    """`"tflite only"`: the formats that take the export argument `option`."""
+    from keras_lowrank.exporters.formats import formats_with_option
+
+    return f"{_either(formats_with_option(option))} only"
 
 
 def _existing_file(path, extension, what):

@@ -16,8 +16,11 @@ Keras (the rest of the report is still written), 2 for a usage or data error,
 import dataclasses
 import sys
 
-from keras_lowrank.finetune.options import EXPORT_FORMATS
+from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune.options import QUANTIZED_FORMAT
+from keras_lowrank.finetune.options import TFLITE_QUANTIZE_MODES
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.finetune.run_folder import export_formats
 
 # The run folder is built aside and moved to --out in one rename at the end.
 OUT_IS_ATOMIC = True
@@ -25,17 +28,21 @@ _DEFAULTS = {field.name: field.default for field in dataclasses.fields(FinetuneO
 
 
 def add_parser(subparsers):
+    d = _DEFAULTS
+    # Formats, titles and quantize modes come from the exporters' registry,
+    # read when the parser is built.
+    default_titles = " and ".join(get_format(f).title for f in d["export"])
+    quantize_modes = ", ".join(str(m).lower() for m in TFLITE_QUANTIZE_MODES)
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune a BERT classifier with LoRA, export it, report",
         description="Fine-tune a BERT text classifier (all-MiniLM-L6-v2 by "
         "default) with LoRA adapters on the MR sentence-polarity data or your "
-        "own CSV / TSV / JSONL files; save the adapters; export LiteRT and "
-        "ONNX artifacts; measure the test accuracy of the Keras model and of "
-        "each artifact in its own runtime; write report.json and "
+        f"own CSV / TSV / JSONL files; save the adapters; export {default_titles} "
+        "artifacts (by default); measure the test accuracy of the Keras model "
+        "and of each artifact in its own runtime; write report.json and "
         "training_curves.png to --out.",
     )
-    d = _DEFAULTS
     data = parser.add_argument_group("data")
     data.add_argument("--train", nargs="+", metavar="FILE", default=[],
                       help="training files (.csv/.tsv with a header row, or "
@@ -105,11 +112,11 @@ def add_parser(subparsers):
     output = parser.add_argument_group("export and output")
     output.add_argument("--export", nargs="+", metavar="FORMAT",
                         default=list(d["export"]),
-                        help=f"formats among {', '.join(EXPORT_FORMATS)}, or "
+                        help=f"formats among {', '.join(export_formats())}, or "
                         f"none (default: {' '.join(d['export'])})")
     output.add_argument("--tflite-quantize", default=str(d["tflite_quantize"]).lower(),
-                        help="LiteRT quantization: none, float16 or dynamic "
-                        "(int8 weights) (default: %(default)s)")
+                        help=f"{get_format(QUANTIZED_FORMAT).title} quantization, one of "
+                        f"{quantize_modes} (default: %(default)s)")
     output.add_argument("--out", default=d["out"], metavar="FOLDER",
                         help="output folder (default: %(default)s)")
     output.add_argument("--quiet", action="store_true",

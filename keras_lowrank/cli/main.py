@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 
+from keras_lowrank.exporters import all_formats
 from keras_lowrank.exporters._optional import MissingDependencyError
 
 COMMANDS = ("finetune", "export", "merge", "inspect", "compress")
@@ -53,10 +54,12 @@ def build_parser():
     Returns:
         `(parser, command_parsers, modules)`, the last two keyed by command.
     """
+    *titles, last = [record.title for record in all_formats()]
+    formats = f"{', '.join(titles)} and {last}" if titles else last
     parser = ArgumentParser(
         prog="keras-lowrank",
         description="Low-rank adaptation and compression for Keras models, "
-        "exported to LiteRT and ONNX.",
+        f"exported to {formats}.",
     )
     subparsers = parser.add_subparsers(
         dest="command", required=True, parser_class=ArgumentParser

@@ -1,15 +1,16 @@
-"""Accuracy of a classifier on token ids: in Keras, LiteRT or ONNX Runtime.
+"""Accuracy of a classifier on token ids: in Keras, or in an artifact's runtime.
 
 Each function runs a whole split in batches and compares the argmax of the
-logits with the labels. The exported artifacts run in their own runtimes
-(the LiteRT `Interpreter`, an ONNX Runtime session), so the accuracy they
-report is the accuracy a deployment gets.
+logits with the labels. An exported artifact runs in its own runtime (the
+runner of its format's record: the LiteRT `Interpreter`, an ONNX Runtime
+session, ...), so the accuracy it reports is the accuracy a deployment gets.
 """
 
 import time
 
 import numpy as np
 
+from keras_lowrank.exporters import get_format
 from keras_lowrank.finetune import batching
 
 
@@ -22,36 +23,27 @@ def keras_accuracy(model, inputs, labels, batch_size):
 
 
 def artifact_accuracy(format, path, inputs, labels, batch_size):
-    """Accuracy of a `.tflite` or `.onnx` classifier, run in its own runtime."""
+    """Accuracy of an exported classifier, run in its format's runtime."""
     return _accuracy(artifact_predictor(format, path), inputs, labels, batch_size)
 
 
 def artifact_predictor(format, path):
     """A callable `{name: array} -> logits` running `path` in its runtime.
 
-    It is the exporter's runner (`TFLiteRunner`, `ONNXRunner`): the same
-    code that verified the artifact also measures it.
+    It is the runner of the format's record (`get_format(format).runner`):
+    the same code that verified the artifact also measures it.
 
     Args:
-        format: `"tflite"` (the LiteRT interpreter) or `"onnx"` (ONNX
-            Runtime, CPU).
+        format: str. A registered export format, e.g. `"tflite"` (the
+            LiteRT interpreter) or `"onnx"` (ONNX Runtime, CPU).
         path: the artifact.
+
+    Raises:
+        ValueError: `format` is not a registered format.
     """
-    if format == "tflite":
-        from keras_lowrank.exporters.tflite import TFLiteRunner
-
-        runner = TFLiteRunner(str(path))
-    elif format == "onnx":
-        from keras_lowrank.exporters.onnx import ONNXRunner
-
-        runner = ONNXRunner(str(path))
-    else:
-        raise ValueError(
-            f"Unrecognized format={format!r}. Supported formats are: "
-            "['tflite', 'onnx']"
-        )
+    runner = get_format(format).runner(str(path))
     logits = runner.output_names[0]
-    # Trimmed batches are column slices; both runtimes want contiguous input.
+    # Trimmed batches are column slices; runtimes want contiguous input.
     return lambda batch: runner(
         {name: np.ascontiguousarray(value) for name, value in batch.items()}
     )[logits]

@@ -5,8 +5,16 @@ import math
 import numbers
 import os
 
-EXPORT_FORMATS = ("tflite", "onnx")
-TFLITE_QUANTIZE_MODES = (None, "float16", "dynamic")
+from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune.run_folder import export_formats
+
+# What a run exports unless told otherwise; any of `export_formats()` may be
+# asked for.
+DEFAULT_EXPORT = ("tflite", "onnx")
+# The format `tflite_quantize` is named after. A run has no calibration
+# data, so it takes the modes of that format that need none.
+QUANTIZED_FORMAT = "tflite"
+TFLITE_QUANTIZE_MODES = get_format(QUANTIZED_FORMAT).quantize_modes_without_calibration
 # BERT packs [CLS] and [SEP] around each text: 3 tokens hold one of text.
 MIN_SEQUENCE_LENGTH = 3
 
@@ -60,10 +68,13 @@ class FinetuneOptions:
             examples (for quick runs).
         max_eval_examples: int or None. Validate and test on only the first
             N examples of each split (for quick runs).
-        export: tuple of str. Formats among `EXPORT_FORMATS`; empty skips
-            export.
-        tflite_quantize: str or None. LiteRT quantization: None (float32),
-            "float16" or "dynamic" (int8 weights).
+        export: tuple of str. Formats among `run_folder.export_formats()`
+            (every registered format whose artifact is one file); empty
+            skips export. Default: `DEFAULT_EXPORT`.
+        tflite_quantize: str or None. LiteRT quantization, among
+            `TFLITE_QUANTIZE_MODES`: None (float32), "float16" or "dynamic"
+            (int8 weights). Passed to every exported format that takes
+            `quantize`, so it must be a mode of each.
         seed: int. Seed of the data split, the shuffling and the initial
             adapter weights.
         verbose: int. Keras' output while training: 0 none, 1 progress
@@ -98,7 +109,7 @@ class FinetuneOptions:
     sequence_length: int = 64
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
-    export: tuple = EXPORT_FORMATS
+    export: tuple = DEFAULT_EXPORT
     tflite_quantize: str | None = "dynamic"
     seed: int = 1337
     verbose: int = 1
@@ -153,18 +164,13 @@ class FinetuneOptions:
                 f"Received: targets={list(self.targets)}"
             )
         set_("export", tuple(_sequence(self.export, "export")))
-        unknown = [f for f in self.export if f not in EXPORT_FORMATS]
-        if unknown or len(set(self.export)) != len(self.export):
-            raise ValueError(
-                f"Unrecognized or repeated export format in export="
-                f"{list(self.export)}. Supported formats are: "
-                f"{list(EXPORT_FORMATS)}"
-            )
+        _check_export(self.export)
         if self.tflite_quantize not in TFLITE_QUANTIZE_MODES:
             raise ValueError(
                 f"Unrecognized tflite_quantize={self.tflite_quantize!r}. "
                 f"Supported values are: {list(TFLITE_QUANTIZE_MODES)}"
             )
+        _check_quantize(self.tflite_quantize, self.export)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ValueError(f"seed must be an integer. Received: seed={self.seed!r}")
         if self.verbose not in (0, 1, 2) or isinstance(self.verbose, bool):
@@ -188,6 +194,42 @@ class FinetuneOptions:
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
         }
+
+
+def _check_export(export):
+    supported = export_formats()
+    records = [_record_or_none(name) for name in export]
+    if any(r is None for r in records) or len(set(export)) != len(export):
+        raise ValueError(
+            f"Unrecognized or repeated export format in export={list(export)}. "
+            f"Supported formats are: {list(supported)}"
+        )
+    folders = [record for record in records if record.name not in supported]
+    if folders:
+        raise ValueError(
+            f"export format {folders[0].name!r} ({folders[0].title}) writes a "
+            "folder, but a run folder holds one file per artifact. Supported "
+            f"formats are: {list(supported)}"
+        )
+
+
+def _check_quantize(quantize, export):
+    for name in export:
+        record = get_format(name)
+        modes = record.quantize_modes_without_calibration
+        if "quantize" in record.options and quantize not in modes:
+            raise ValueError(
+                f"tflite_quantize={quantize!r} is not a quantize mode of export "
+                f"format {name!r}, which gets it too. Supported values are: "
+                f"{list(modes)}"
+            )
+
+
+def _record_or_none(name):
+    try:
+        return get_format(name)
+    except ValueError:
+        return None
 
 
 def _is_number(value):

@@ -17,9 +17,10 @@ from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
 from keras_lowrank.finetune.options import FinetuneOptions
 from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
-from keras_lowrank.finetune.run_folder import ARTIFACT_FILES
 from keras_lowrank.finetune.run_folder import CURVES_FILE
 from keras_lowrank.finetune.run_folder import REPORT_FILE
+from keras_lowrank.finetune.run_folder import artifact_file
+from keras_lowrank.finetune.run_folder import export_formats
 from keras_lowrank.finetune.run_folder import is_run_folder
 
 STAGES = ("data", "model", "train", "evaluate", "export", "report")
@@ -170,13 +171,16 @@ def _export_and_evaluate(model, format, test, options, build):
     from keras_lowrank.exporters import ExportVerificationError
     from keras_lowrank.exporters import UnsupportedOpsError
     from keras_lowrank.exporters import export
+    from keras_lowrank.exporters import get_format
 
     inputs, labels = test
     rows = np.arange(min(_VERIFY_ROWS, len(labels)))
     sample = batching.trim(inputs, rows, inputs["token_ids"].shape[1])
-    path = os.path.join(build, ARTIFACT_FILES[format])
-    final = os.path.join(options.out, ARTIFACT_FILES[format])
-    quantize = options.tflite_quantize if format == "tflite" else None
+    path = os.path.join(build, artifact_file(format))
+    final = os.path.join(options.out, artifact_file(format))
+    quantize = None
+    if "quantize" in get_format(format).options:
+        quantize = options.tflite_quantize
     try:
         exported = export(
             model, path, format, quantize=quantize, sample_inputs=sample,
@@ -219,18 +223,9 @@ def _report(options, data, splits, base, counts, history, best_epoch,
         "versions": {"keras": keras.__version__, "keras_lowrank": klr.__version__},
         "exports": exports,
     }
-    for format in ("tflite", "onnx"):
-        exported = exports.get(format, {})
-        evaluated = exported.get("evaluation", {})
-        accuracy = evaluated.get("accuracy")
-        report[f"{format}_test_accuracy"] = accuracy
-        report[f"{format}_accuracy_diff"] = (
-            None if accuracy is None else accuracy - keras_result["accuracy"])
-        report[f"{format}_bytes"] = exported.get("size_bytes")
-        report[f"{format}_latency_ms"] = report_lib.finite_or_none(
-            exported.get("latency_ms"))
-        report[f"{format}_max_abs_diff"] = report_lib.finite_or_none(
-            exported.get("max_abs_diff"))
+    for format in export_formats():
+        report.update(report_lib.format_values(
+            format, exports.get(format, {}), keras_result["accuracy"]))
     return report
 
 

@@ -4,24 +4,51 @@ import json
 import math
 
 from keras_lowrank._atomic import atomic_path
+from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune.run_folder import export_formats
 
 # An exported model whose test accuracy moves further than this from the
 # Keras model's is called out in the summary.
 ACCURACY_DRIFT = 0.005
 
-# Keys every report.json holds (None where a step was skipped).
-REQUIRED_KEYS = (
+# Keys of the whole run that every report.json holds.
+RUN_KEYS = (
     "test_accuracy",
-    "tflite_test_accuracy",
-    "onnx_test_accuracy",
     "trainable_params",
     "total_params",
     "adapter_bytes",
-    "tflite_bytes",
-    "onnx_bytes",
     "train_seconds",
-    "tflite_latency_ms",
 )
+# Keys every report.json holds for each format a run can export, as
+# `<format>_<key>` (`tflite_test_accuracy`), None where it was not exported.
+FORMAT_KEYS = ("test_accuracy", "accuracy_diff", "bytes", "latency_ms", "max_abs_diff")
+
+
+def required_keys() -> tuple[str, ...]:
+    """Keys every report.json holds (None where a step was skipped)."""
+    return RUN_KEYS + tuple(
+        f"{format}_{key}" for format in export_formats() for key in FORMAT_KEYS
+    )
+
+
+def format_values(format, exported, keras_accuracy) -> dict:
+    """The `FORMAT_KEYS` of one format, from its entry of `report["exports"]`.
+
+    Args:
+        format: str. The format's name.
+        exported: dict. Its export result (with `evaluation`), `{}` when it
+            was not exported; it has `error` when its export failed.
+        keras_accuracy: float. The Keras model's test accuracy.
+    """
+    accuracy = exported.get("evaluation", {}).get("accuracy")
+    values = {
+        "test_accuracy": accuracy,
+        "accuracy_diff": None if accuracy is None else accuracy - keras_accuracy,
+        "bytes": exported.get("size_bytes"),
+        "latency_ms": finite_or_none(exported.get("latency_ms")),
+        "max_abs_diff": finite_or_none(exported.get("max_abs_diff")),
+    }
+    return {f"{format}_{key}": values[key] for key in FORMAT_KEYS}
 
 
 def write_json(report, path):
@@ -79,10 +106,8 @@ def summary_table(report) -> str:
         "-",
     ))
     rows.append(("adapters.safetensors", "-", _size(report["adapter_bytes"]), "-"))
-    for format, name in (("tflite", "LiteRT"), ("onnx", "ONNX")):
-        exported = report["exports"].get(format)
-        if exported is None:
-            continue
+    for format, exported in report["exports"].items():
+        name = get_format(format).title
         if "error" in exported:
             rows.append((f"{name}", "failed", "-", "-"))
             continue

@@ -9,11 +9,35 @@ empty or `is_run_folder` accepts it.
 
 import os
 
+from keras_lowrank.exporters import all_formats
+from keras_lowrank.exporters import get_format
+
 ADAPTERS_FILE = "adapters.safetensors"
 REPORT_FILE = "report.json"
 CURVES_FILE = "training_curves.png"
-ARTIFACT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
-RUN_FILES = (ADAPTERS_FILE, REPORT_FILE, CURVES_FILE, *ARTIFACT_FILES.values())
+# Artifacts are named after it and their format: `model.tflite`, ...
+ARTIFACT_STEM = "model"
+
+
+def export_formats() -> tuple[str, ...]:
+    """The formats a run can export: every registered one-file format.
+
+    A run folder holds files only (`is_run_folder` recognizes an earlier
+    one by them), so a format whose artifact is a folder is left out.
+    Read from the exporters' registry at each call.
+    """
+    return tuple(record.name for record in all_formats() if not record.directory)
+
+
+def artifact_file(format) -> str:
+    """The name of the `format` artifact in a run folder: `model.tflite`."""
+    return get_format(format).artifact_name(ARTIFACT_STEM)
+
+
+def run_files() -> tuple[str, ...]:
+    """Every file name a run may write."""
+    return (ADAPTERS_FILE, REPORT_FILE, CURVES_FILE,
+            *(artifact_file(f) for f in export_formats()))
 
 
 def is_run_folder(folder) -> bool:
@@ -36,7 +60,8 @@ def is_run_folder(folder) -> bool:
     if not all(os.path.isfile(os.path.join(folder, name))
                for name in (REPORT_FILE, ADAPTERS_FILE)):
         return False
-    return all(name in RUN_FILES or _is_temporary_of_run_file(name)
+    files = run_files()
+    return all(name in files or _is_temporary_of_run_file(name, files)
                for name in names)
 
 
@@ -44,5 +69,5 @@ is_run_folder.description = (
     f"{REPORT_FILE} and {ADAPTERS_FILE}, and no files but a run's")
 
 
-def _is_temporary_of_run_file(name):
-    return any(name.startswith(f".{run_file}.") for run_file in RUN_FILES)
+def _is_temporary_of_run_file(name, files):
+    return any(name.startswith(f".{run_file}.") for run_file in files)

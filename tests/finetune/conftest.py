@@ -38,3 +38,50 @@ def snapshot(folder):
                     content = file.read()
             entries[os.path.relpath(path, folder)] = (content, os.stat(path).st_mode)
     return entries
+
+
+class DummyRunner:
+    """A runtime for the dummy format: logits say "the second token is odd"."""
+
+    input_names = ("padding_mask", "token_ids")
+    output_names = ("logits",)
+    runtime = "dummy 1.0"
+
+    def __init__(self, path):
+        with open(path, "rb") as file:
+            assert file.read() == b"dummy artifact"
+
+    def __call__(self, inputs):
+        import numpy as np
+
+        odd = inputs["token_ids"][:, 1] % 2  # (batch,)
+        return {"logits": np.stack([1 - odd, odd], axis=-1).astype("float32")}
+
+    def ops(self):
+        return ()
+
+
+@pytest.fixture
+def register_format(monkeypatch):
+    """Registers an `ExportFormat` for one test; it is removed afterwards.
+
+    Call it with the record's fields; `name="dummy"`, a one-file format with
+    suffix ".dummy" and `DummyRunner` unless given.
+    """
+    from keras_lowrank.exporters import ExportFormat
+    from keras_lowrank.exporters import formats
+
+    def register(**fields):
+        fields = {"name": "dummy", "title": "Dummy", "directory": False,
+                  "suffix": ".dummy", "write": _never_written,
+                  "runner": DummyRunner, **fields}
+        record = ExportFormat(**fields)
+        # The registry is the only list of formats; nothing else is patched.
+        monkeypatch.setitem(formats._REGISTRY, record.name, record)
+        return record
+
+    return register
+
+
+def _never_written(model, signature, path, **options):
+    raise AssertionError("the dummy format is never written by `export`")

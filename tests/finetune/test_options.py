@@ -15,6 +15,19 @@ def test_defaults_are_the_demo():
     assert options.sequence_length == 64
 
 
+def test_formats_and_quantize_modes_come_from_the_registry():
+    from keras_lowrank.finetune import options
+    from keras_lowrank.finetune import run_folder
+
+    assert options.TFLITE_QUANTIZE_MODES == (None, "float16", "dynamic")
+    assert run_folder.export_formats() == ("tflite", "onnx")
+    assert [run_folder.artifact_file(f) for f in ("tflite", "onnx")] == [
+        "model.tflite", "model.onnx"]
+    assert run_folder.run_files() == (
+        "adapters.safetensors", "report.json", "training_curves.png",
+        "model.tflite", "model.onnx")
+
+
 def test_lists_become_tuples_and_to_dict_is_json_ready(tmp_path):
     import json
 
@@ -58,6 +71,9 @@ def test_all_linear_target_is_unwrapped_for_lora_config():
         ("targets", ["query", ""], "targets must hold at least one non-empty"),
         ("export", ["tflite", "coreml"], r"Unrecognized or repeated export format.*coreml.*\['tflite', 'onnx'\]"),
         ("export", ["onnx", "onnx"], "Unrecognized or repeated export format"),
+        ("export", ["saved_model"], r"^export format 'saved_model' \(SavedModel\) "
+         r"writes a folder, but a run folder holds one file per artifact\. "
+         r"Supported formats are: \['tflite', 'onnx'\]$"),
         ("tflite_quantize", "int4", r"Unrecognized tflite_quantize='int4'"),
         ("labels", ["a"], "labels must hold at least two distinct names"),
         ("labels", ["a", "a"], "labels must hold at least two distinct names"),

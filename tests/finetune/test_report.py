@@ -55,6 +55,26 @@ def test_summary_table_warns_when_an_artifact_loses_accuracy():
     assert "warning: onnx" not in table
 
 
+def test_required_keys_name_each_format_a_run_can_export():
+    assert report_lib.required_keys() == (
+        "test_accuracy", "trainable_params", "total_params", "adapter_bytes",
+        "train_seconds", "tflite_test_accuracy", "tflite_accuracy_diff",
+        "tflite_bytes", "tflite_latency_ms", "tflite_max_abs_diff",
+        "onnx_test_accuracy", "onnx_accuracy_diff", "onnx_bytes",
+        "onnx_latency_ms", "onnx_max_abs_diff")
+
+
+def test_format_values_of_an_exported_a_failed_and_a_skipped_format():
+    exported = {"size_bytes": 100, "latency_ms": float("inf"),
+                "max_abs_diff": 1e-6, "evaluation": {"accuracy": 0.75}}
+    assert report_lib.format_values("onnx", exported, 0.8) == {
+        "onnx_test_accuracy": 0.75, "onnx_accuracy_diff": pytest.approx(-0.05),
+        "onnx_bytes": 100, "onnx_latency_ms": None, "onnx_max_abs_diff": 1e-6}
+    for result in ({"error": "max abs diff 0.2", "quantize": None}, {}):
+        values = report_lib.format_values("onnx", result, 0.8)
+        assert set(values.values()) == {None}
+
+
 def test_write_json_is_atomic_and_rejects_nan(tmp_path):
     path = tmp_path / "report.json"
     report_lib.write_json({"test_accuracy": 0.5}, path)
