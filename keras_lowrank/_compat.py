@@ -81,7 +81,16 @@ def is_graph(owner):
 
 def replace_in_graph(function, old, new):
     """Points the operations and nodes of a Functional graph at `new`."""
+    from keras.src.ops.function import make_node_key
+
     _replace_in_list(function._operations, old, new)
+    # `Functional.get_config` keeps the nodes whose keys, made of their
+    # operation's id, are in `_nodes`: without this, `new`'s nodes are
+    # dropped from the config (and an output of `new` raises).
+    if hasattr(function, "_nodes"):
+        keys = {make_node_key(old, i): make_node_key(new, i)
+                for i in range(len(new._inbound_nodes))}
+        function._nodes = {keys.get(key, key) for key in function._nodes}
     for operations in getattr(function, "_operations_by_depth", {}).values():
         _replace_in_list(operations, old, new)
     for nodes in getattr(function, "_nodes_by_depth", {}).values():

@@ -187,7 +187,7 @@ def rebuild_adapter(layer, specs, active):
 
 
 def _new_adapter_name(model, paths, adapter_name, init):
-    from keras_lowrank.layers.lora_adapter import check_adapter_name
+    from keras_lowrank.layers.adapter_slots import check_adapter_name
 
     existing = [n for n in _names(paths)]
     if adapter_name is None:

@@ -22,6 +22,7 @@ original class back, and its config is plain Keras / keras-hub again.
 """
 
 import contextlib
+import copy
 
 import keras
 import numpy as np
@@ -432,10 +433,13 @@ class _RewrittenModelLoader:
 
 
 def _from_config(config):
-    model = keras.saving.deserialize_keras_object(dict(config["base"]))
+    base = copy.deepcopy(config["base"])
+    # Keras' `Functional.from_config` pops "layers", "input_layers", ...
+    # out of the config it is given: it gets a copy, the record stays whole.
+    model = keras.saving.deserialize_keras_object(copy.deepcopy(base))
     paths = layer_paths(model)
     object.__setattr__(model, "_klr_replaced", [])
-    object.__setattr__(model, "_klr_base_config", config["base"])
+    object.__setattr__(model, "_klr_base_config", base)
     for path, layer_config in config["replaced"].items():
         if path not in paths:
             raise ValueError(

@@ -177,6 +177,6 @@ def _check_arguments(model, weights, adapter_name, combination, svd_rank, known)
             f"with combination='svd'. Received: svd_rank={svd_rank!r}, "
             f"combination={combination!r}"
         )
-    from keras_lowrank.layers.lora_adapter import check_adapter_name
+    from keras_lowrank.layers.adapter_slots import check_adapter_name
 
     check_adapter_name(adapter_name)

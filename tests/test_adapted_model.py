@@ -233,3 +233,18 @@ def test_every_match_excluded():
     with pytest.raises(ValueError, match=r"Every layer that targets=\['query'\] matched is excluded "
                                          r"by exclude=\['\*/query'\]"):
         klr.add_adapters(tiny.bert_classifier(), targets=["query"], exclude=["*/query"], rank=2)
+
+
+def test_functional_model_survives_save_load_merge_save(tmp_path):
+    model = klr.add_adapters(tiny.functional_with_attention(), rank=2, targets="all-linear")
+    rng = np.random.default_rng(0)
+    for weight in model.trainable_weights:
+        weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
+    x = np.random.default_rng(1).normal(size=(4, 5, 16)).astype("float32")
+    want = model.predict(x, verbose=0)
+    model.save(tmp_path / "adapted.keras")
+    loaded = keras.models.load_model(tmp_path / "adapted.keras", compile=False)
+    merged = klr.merge_adapters(loaded)  # a second rewrite of a loaded model
+    merged.save(tmp_path / "merged.keras")
+    again = keras.models.load_model(tmp_path / "merged.keras", compile=False)
+    assert np.abs(again.predict(x, verbose=0) - want).max() < 1e-5

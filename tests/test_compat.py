@@ -99,6 +99,19 @@ def test_graph_replacement_reroutes_a_functional_model():
     np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-6)
 
 
+def test_graph_replacement_keeps_the_swapped_layer_in_the_config():
+    model = _functional()
+    old = model.get_layer("out")
+    new = keras.layers.Dense(2, name="out")
+    new.build((None, 4))
+    _compat.move_nodes(old, new)
+    _compat.replace_in_graph(model, old, new)
+    _compat.set_sublayers(model, [new if l is old else l for l in _compat.sublayers(model)])
+    config = model.get_config()  # Keras keys the graph's nodes by layer id
+    assert [layer["name"] for layer in config["layers"]][-1] == "out"
+    assert config["output_layers"] == ["out", 0, 0]
+
+
 def test_sequential_graph_is_found():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     graph = _compat.sequential_graph(model)

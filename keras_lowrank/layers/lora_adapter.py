@@ -30,12 +30,17 @@ from keras_lowrank.adapter_spec import AdapterSpec
 from keras_lowrank.adapter_spec import check_alpha
 from keras_lowrank.adapter_spec import check_dropout
 from keras_lowrank.adapter_spec import check_rank
+from keras_lowrank.layers.adapter_slots import AdapterSlot
+from keras_lowrank.layers.adapter_slots import NamedAdapters
+from keras_lowrank.layers.adapter_slots import SpecView
+from keras_lowrank.layers.adapter_slots import check_adapter_name
+from keras_lowrank.layers.adapter_slots import new_dropout
 from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.routing import current_routing
 from keras_lowrank.layers.variants import get_variant
 
 
-class LoRAAdapter(keras.layers.Layer):
+class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
     """Base class of the LoRA layers (`LoRADense`, `LoRAEinsumDense`, ...).
 
     A layer kind is a subclass that sets `wrapped_class` (and
@@ -94,7 +99,7 @@ class LoRAAdapter(keras.layers.Layer):
         self.a_initializer = keras.initializers.get(a_initializer)
         self.b_initializer = keras.initializers.get(b_initializer)
         self.supports_masking = layer.supports_masking
-        self.dropout_layer = _dropout(spec, "lora_dropout")
+        self.dropout_layer = new_dropout(spec, "lora_dropout")
         self.adapter_name = check_adapter_name(adapter_name)
         self.more_specs = {
             check_adapter_name(name): (
@@ -108,7 +113,7 @@ class LoRAAdapter(keras.layers.Layer):
                 f"{self.adapter_name!r} is given twice."
             )
         self.slot_dropouts = {
-            name: _dropout(spec_, f"lora_dropout_{name}")
+            name: new_dropout(spec_, f"lora_dropout_{name}")
             for name, spec_ in self.more_specs.items()
             if spec_.dropout > 0
         }
@@ -124,22 +129,6 @@ class LoRAAdapter(keras.layers.Layer):
     def from_spec(cls, layer, spec, **kwargs):
         """An adapter on `layer` with the hyperparameters of `spec`."""
         return cls(layer, **spec.to_dict(), **kwargs)
-
-    # === The spec's fields, read-only ===
-
-    rank = property(lambda self: self.spec.rank)
-    alpha = property(lambda self: self.spec.alpha)
-    dropout = property(lambda self: self.spec.dropout)
-    use_rslora = property(lambda self: self.spec.use_rslora)
-    pissa_rank = property(lambda self: self.spec.pissa_rank)
-    scale = property(
-        lambda self: self.spec.scale,
-        doc="`alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA.",
-    )
-
-    @property
-    def variant(self):
-        return get_variant(self.spec.variant)
 
     # === Validation ===
 
@@ -279,72 +268,10 @@ class LoRAAdapter(keras.layers.Layer):
             self.slots[name] = slot
         self.built = True
 
-    # === Named adapters ===
-
-    @property
-    def adapter_names(self):
-        """The names of this layer's adapters, the first one first."""
-        return (self.adapter_name, *self.more_specs)
-
-    def view(self, name):
-        """The adapter called `name`: this layer for the first, else its slot."""
-        if name == self.adapter_name:
-            return self
-        if name not in self.more_specs:
-            raise ValueError(
-                f"Layer '{self.name}' has no adapter named {name!r}. Its "
-                f"adapters: {list(self.adapter_names)}"
-            )
-        return self.slots[name]
-
-    def adapter_weights(self, name):
-        """`{weight name: variable}` of adapter `name` (factors and extras)."""
-        view = self.view(name)
-        return {
-            "lora_a": view.lora_a,
-            "lora_b": view.lora_b,
-            **view.variant.extra_weights(view),
-        }
-
-    @property
-    def active(self):
-        """The names of the adapters that act, in order (may be empty)."""
-        return self._active
-
-    def set_active(self, names):
-        """Makes `names` (of this layer's adapters) the ones that act.
-
-        Only active adapters train: the others' weights are frozen.
-
-        Raises:
-            ValueError: an unknown name, or several active adapters of which
-                one is not plain LoRA (a DoRA magnitude does not add up).
-        """
-        names = tuple(names)
-        views = [self.view(name) for name in names]
-        if len(views) > 1:
-            odd = [v.spec.variant for v in views if v.spec.variant != "lora"]
-            if odd:
-                raise ValueError(
-                    f"Layer '{self.name}': only plain LoRA adapters add up when "
-                    f"several are active; {list(names)} include a {odd[0]!r} "
-                    "adapter. Activate it alone."
-                )
-        self._active = names
-        for name in self.adapter_names:
-            for weight in self.adapter_weights(name).values():
-                weight.trainable = name in names
-
     @property
     def base_kernel(self):
         """The wrapped layer's kernel (its variable: never Keras' LoRA sum)."""
         return _compat.kernel_variable(self.layer, self.kernel_name)
-
-    def delta_kernel(self):
-        """`s·A·B` in the shape of the wrapped kernel, in float32."""
-        a = ops.cast(self.lora_a, "float32")
-        b = ops.cast(self.lora_b, "float32")
-        return self.layout.from_matrix(ops.matmul(a, b) * self.scale)
 
     # === Forward ===
 
@@ -468,58 +395,6 @@ class LoRAAdapter(keras.layers.Layer):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
         return cls(layer, **config)
-
-
-class AdapterSlot:
-    """A named adapter of a layer beyond its first: what variant hooks see.
-
-    It holds its own spec, factors and the variant's extra weights, and
-    answers like its layer for the rest (layout, base kernel, wrapped layer,
-    `add_weight`), so that a variant's hooks take either.
-    """
-
-    def __init__(self, adapter, name, spec):
-        vars(self).update(adapter=adapter, name=name, spec=spec)
-
-    def __getattr__(self, attr):
-        if attr in _SHARED_WITH_LAYER:
-            return getattr(self.adapter, attr)
-        raise AttributeError(f"Adapter slot {self.name!r} has no attribute {attr!r}")
-
-    rank = LoRAAdapter.rank
-    alpha = LoRAAdapter.alpha
-    dropout = LoRAAdapter.dropout
-    use_rslora = LoRAAdapter.use_rslora
-    pissa_rank = LoRAAdapter.pissa_rank
-    scale = LoRAAdapter.scale
-    variant = LoRAAdapter.variant
-    delta_kernel = LoRAAdapter.delta_kernel
-
-    @property
-    def dropout_layer(self):
-        return self.adapter.slot_dropouts.get(self.name)
-
-
-_SHARED_WITH_LAYER = frozenset(
-    ("layer", "layout", "base_kernel", "kernel_name", "add_weight",
-     "a_initializer", "b_initializer", "dtype", "compute_dtype")
-)
-
-
-def check_adapter_name(name):
-    """Adapter names key weights and files: short identifiers."""
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(
-            "An adapter name is a non-empty string of letters, digits, '_' and "
-            f"'-'. Received: adapter_name={name!r}"
-        )
-    return name
-
-
-def _dropout(spec, name):
-    if spec.dropout <= 0:
-        return None
-    return keras.layers.Dropout(spec.dropout, name=name)
 
 
 def _check_finite(kernel, where, dtype):

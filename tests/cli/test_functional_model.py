@@ -5,7 +5,9 @@ config records the base model's config. Loading the file used to leave that
 record emptied (Keras' `Functional.from_config` pops "layers", ... out of the
 dict it is given, and `model_surgery._from_config` kept that very dict), so
 the next rewrite of the loaded model (the merge inside `export`, `merge`)
-failed with "Functional.__init__() missing 2 required positional arguments".
+failed with "Functional.__init__() missing 2 required positional arguments";
+and a merged functional model lost the swapped layers' nodes from its config
+(`Functional._nodes` is keyed by the layers' ids).
 """
 
 import keras
@@ -16,25 +18,6 @@ import keras_lowrank as klr
 from keras_lowrank.cli.main import main
 from keras_lowrank.exporters import get_format
 from tests import tiny_models as tiny
-
-# Until `model_surgery._from_config` deserializes a copy of the recorded base
-# config (a fix outside keras_lowrank/cli). Then the test passes, and strict
-# xfail fails it, so that the marker is removed.
-_EMPTIED_BASE_CONFIG = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="model_surgery._from_config keeps the base config that Keras' "
-    "Functional.from_config empties",
-)
-# The merged model also needs `_compat.replace_in_graph` to rename the node
-# keys of a swapped layer in the graph's `_nodes`: without it
-# `Functional.get_config` drops the swapped layers' nodes, and raises
-# "could not find node key" for the output layer.
-_EMPTIED_BASE_CONFIG_AND_STALE_NODE_KEYS = pytest.mark.xfail(
-    strict=True, raises=(TypeError, RuntimeError),
-    reason="the emptied base config, and _compat.replace_in_graph leaves "
-    "Functional._nodes keyed by the replaced layers",
-)
-
 
 @pytest.fixture
 def functional_file(tmp_path):
@@ -61,7 +44,6 @@ def test_inspect_an_adapted_functional_file(functional_file, capsys):
     assert klr.trainable_summary(model) in printed
 
 
-@_EMPTIED_BASE_CONFIG
 def test_export_an_adapted_functional_file(functional_file, tmp_path, capsys):
     model, path = functional_file
     out = tmp_path / "functional.onnx"
@@ -73,7 +55,6 @@ def test_export_an_adapted_functional_file(functional_file, tmp_path, capsys):
     assert float(np.abs(outputs - expected).max()) < 1e-5
 
 
-@_EMPTIED_BASE_CONFIG_AND_STALE_NODE_KEYS
 def test_merge_an_adapted_functional_file(functional_file, tmp_path, capsys):
     model, path = functional_file
     out = tmp_path / "merged.keras"
