@@ -1,5 +1,6 @@
 """`keras-lowrank inspect`: adapted layers, ranks and parameter counts."""
 
+import math
 import os
 
 
@@ -26,11 +27,15 @@ def run(args):
     model = load_model_argument(args.model, args.adapters)
     found = adapters(model)
     print(f"{type(model).__name__} '{model.name}': {len(found)} adapted layers")
-    rows = [("layer", "kind", "rank", "alpha", "scale", "params")]
+    rows = [("layer", "kind", "rank", "alpha", "scale", "params", "adapter", "variant")]
     for path, adapter in found.items():
-        params = int(adapter.lora_a.shape[0] * adapter.rank + adapter.rank * adapter.lora_b.shape[1])
-        rows.append((path, type(adapter).__name__, str(adapter.rank),
-                     f"{adapter.alpha:g}", f"{adapter.scale:g}", f"{params:,}"))
+        for name in adapter.adapter_names:
+            view = adapter.view(name)
+            params = sum(math.prod(w.shape) for w in adapter.adapter_weights(name).values())
+            active = "" if name in adapter.active else " (inactive)"
+            rows.append((path, type(adapter).__name__, str(view.rank),
+                         f"{view.alpha:g}", f"{view.scale:g}", f"{params:,}",
+                         name + active, view.spec.variant))
     _print_table(rows)
     print(klr.trainable_summary(model))
     return 0
@@ -41,12 +46,16 @@ def _inspect_file(path):
 
     metadata = klr.read_adapter_metadata(path)
     specs = metadata["adapters"]
-    print(f"adapter file for {metadata['model_class']}: {len(specs)} adapted layers, "
+    adapted = {p for table in [specs, *metadata.get("named_adapters", {}).values()] for p in table}
+    print(f"adapter file for {metadata['model_class']}: {len(adapted)} adapted layers, "
           f"{os.path.getsize(path):,} bytes")
-    rows = [("layer", "kind", "rank", "alpha", "kernel")]
-    for layer_path, spec in specs.items():
-        rows.append((layer_path, spec["kind"], str(spec["rank"]), f"{spec['alpha']:g}",
-                     "x".join(map(str, spec["base_kernel_shape"]))))
+    named = {"default": specs, **metadata.get("named_adapters", {})}
+    rows = [("layer", "kind", "rank", "alpha", "kernel", "adapter", "variant")]
+    for name, table in named.items():
+        for layer_path, spec in table.items():
+            rows.append((layer_path, spec["kind"], str(spec["rank"]), f"{spec['alpha']:g}",
+                         "x".join(map(str, spec["base_kernel_shape"])), name,
+                         spec.get("variant", "lora")))
     _print_table(rows)
     if metadata["trainable_layers"]:
         print("fully trained layers:", ", ".join(metadata["trainable_layers"]))

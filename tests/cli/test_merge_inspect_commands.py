@@ -149,3 +149,25 @@ def test_merge_to_an_unwritable_out_is_one_line(adapted_file, tmp_path, capsys,
     ]
     assert sorted(os.listdir(tmp_path)) == ["adapted.keras", "folder.keras", "notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_inspect_lists_named_adapters_with_their_variant_and_params(tmp_path, capsys):
+    from tests import tiny_models as tiny
+
+    model = klr.add_adapters(tiny.bert_classifier(), rank=2, use_dora=True)
+    model = klr.add_adapters(model, rank=3, targets=["key"], adapter_name="extra")
+    path = tmp_path / "named.keras"
+    model.save(path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    # DoRA: 2 x (16 + 16) + the 16 magnitudes; the inactive adapter is marked.
+    assert ("transformer_layer_0/self_attention_layer/query  LoRAEinsumDense  2     2      "
+            "1      80      default (inactive)  dora") in out
+    assert "transformer_layer_0/self_attention_layer/key    LoRAEinsumDense  3     3      1      96      extra               lora" in out
+    klr.save_adapters(model, tmp_path / "named.safetensors")
+    assert main(["inspect", str(tmp_path / "named.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "adapter file for BertTextClassifier: 6 adapted layers" in out
+    assert ("transformer_layer_1/self_attention_layer/key    LoRAEinsumDense  3     3      "
+            "16x2x8  extra    lora") in out
+    assert "transformer_layer_1/self_attention_layer/value  LoRAEinsumDense  2     2      16x2x8  default  dora" in out
