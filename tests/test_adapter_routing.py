@@ -9,21 +9,12 @@ from keras_lowrank.model_surgery import layer_paths
 from tests import tiny_models as tiny
 
 
-def _randomize(model, name, seed):
-    rng = np.random.default_rng(seed)
-    for layer in layer_paths(model).values():
-        if isinstance(layer, klr.layers.LoRAAdapter) and name in layer.adapter_names:
-            for weight in layer.adapter_weights(name).values():
-                weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
-    return model
-
-
 @pytest.fixture(scope="module")
 def two():
-    model = _randomize(klr.add_adapters(tiny.bert_classifier(), rank=2), "default", 1)
+    model = tiny.randomize_adapter(klr.add_adapters(tiny.bert_classifier(), rank=2), "default", 1, scale=0.5)
     model = klr.add_adapters(model, targets=["query", "key", "value"], rank=3,
                              adapter_name="topic")
-    return _randomize(model, "topic", 2)
+    return tiny.randomize_adapter(model, "topic", 2, scale=0.5)
 
 
 def _rows(inputs, index):

@@ -14,15 +14,6 @@ QUERY = "transformer_layer_0/self_attention_layer/query"
 KEY = "transformer_layer_0/self_attention_layer/key"
 
 
-def _randomize(model, name, seed):
-    rng = np.random.default_rng(seed)
-    for layer in layer_paths(model).values():
-        if isinstance(layer, klr.layers.LoRAAdapter) and name in layer.adapter_names:
-            for weight in layer.adapter_weights(name).values():
-                weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.3)
-    return model
-
-
 @pytest.fixture(scope="module")
 def base():
     return tiny.bert_classifier()
@@ -31,10 +22,10 @@ def base():
 @pytest.fixture(scope="module")
 def two(base):
     """`default` on query/value (rank 2), `task_b` on query/key (rank 3)."""
-    model = _randomize(klr.add_adapters(base, rank=2), "default", 1)
+    model = tiny.randomize_adapter(klr.add_adapters(base, rank=2), "default", 1)
     model = klr.add_adapters(model, targets=["query", "key"], rank=3, alpha=6,
                              adapter_name="task_b")
-    return _randomize(model, "task_b", 2)
+    return tiny.randomize_adapter(model, "task_b", 2)
 
 
 def _predict(model):
@@ -197,8 +188,8 @@ def test_weighted_adapter_errors(two):
 
 
 def test_linear_matches_its_formula(base):
-    model = _randomize(klr.add_adapters(base, rank=2), "default", 1)
-    model = _randomize(klr.add_adapters(model, rank=2, alpha=4, adapter_name="b"), "b", 2)
+    model = tiny.randomize_adapter(klr.add_adapters(base, rank=2), "default", 1)
+    model = tiny.randomize_adapter(klr.add_adapters(model, rank=2, alpha=4, adapter_name="b"), "b", 2)
     mixed = klr.add_weighted_adapter(model, {"default": 0.25, "b": 0.5}, "lin",
                                      combination="linear")
     layer = layer_paths(mixed)[QUERY]

@@ -96,3 +96,16 @@ def flags_of(model):
     from keras_lowrank.model_surgery import layer_paths
 
     return {p: l.trainable for p, l in layer_paths(model).items()}
+
+
+def randomize_adapter(model, name, seed, scale=0.3):
+    """Random non-zero weights for the named adapter `name` of every layer."""
+    import keras_lowrank as klr
+    from keras_lowrank.model_surgery import layer_paths
+
+    rng = np.random.default_rng(seed)
+    for layer in layer_paths(model).values():
+        if isinstance(layer, klr.layers.LoRAAdapter) and name in layer.adapter_names:
+            for weight in layer.adapter_weights(name).values():
+                weight.assign(rng.normal(size=weight.shape).astype("float32") * scale)
+    return model
