@@ -66,7 +66,7 @@ def run(args):
     check_target(args.out)
     if args.plot is not None:
         check_target(args.plot)
-    model = load_model_argument(args.model, args.adapters)
+    model = load_model_argument(args.model, args.adapters, args.peft_adapters)
     merged = len(klr.adapter_paths(model))
     if merged:
         model = klr.merge_adapters(model)

@@ -1,6 +1,7 @@
 """`keras-lowrank export`: a saved Keras model to SavedModel, TFLite or ONNX.
 
-MODEL is a .keras file, or a base preset folder plus `--adapters FILE`.
+MODEL is a .keras file, or a base preset folder plus `--adapters FILE`, or a
+Hugging Face model folder plus `--peft-adapters FOLDER` (a PEFT LoRA folder).
 
 Example:
 ```
@@ -8,6 +9,8 @@ keras-lowrank export classifier.keras --format tflite --quantize dynamic \
     --out classifier.tflite
 keras-lowrank export base_preset/ --adapters adapters.safetensors \
     --format onnx --out classifier.onnx
+keras-lowrank export hf_model_folder/ --peft-adapters peft_lora_folder/ \
+    --format tflite --out model.tflite
 ```
 
 Exit status: 0 when the artifact was written and matched Keras, 1 when it did
@@ -37,7 +40,8 @@ def add_parser(subparsers):
         help=f"export a model to {titles} and verify it",
         description="Merge LoRA adapters, export, run the artifact in its "
         "runtime at batch 1 and 8, and compare it with Keras. MODEL is a "
-        ".keras file, or a base preset folder plus --adapters FILE.",
+        ".keras file, or a base preset folder plus --adapters FILE, or a "
+        "Hugging Face model folder plus --peft-adapters FOLDER.",
     )
     add_model_arguments(parser)
     # No argparse `choices`: an unknown format then gets the one-line error
@@ -108,7 +112,7 @@ def run(args):
     from keras_lowrank.exporters import ExportVerificationError
     from keras_lowrank.exporters import export
 
-    model = load_model_argument(args.model, args.adapters)
+    model = load_model_argument(args.model, args.adapters, args.peft_adapters)
     try:
         report = export(
             model,

@@ -18,13 +18,17 @@ def add_parser(subparsers):
 
 
 def run(args):
+    from keras_lowrank.peft import is_peft_folder
+
     if args.model.endswith(".safetensors") and os.path.isfile(args.model):
         return _inspect_file(args.model)
+    if is_peft_folder(args.model) and args.adapters is None and args.peft_adapters is None:
+        return _inspect_peft_folder(args.model)
     import keras_lowrank as klr
     from keras_lowrank.adapted_model import adapters
     from keras_lowrank.cli.model_argument import load_model_argument
 
-    model = load_model_argument(args.model, args.adapters)
+    model = load_model_argument(args.model, args.adapters, args.peft_adapters)
     found = adapters(model)
     print(f"{type(model).__name__} '{model.name}': {len(found)} adapted layers")
     rows = [("layer", "kind", "rank", "alpha", "scale", "params", "adapter", "variant")]
@@ -59,6 +63,18 @@ def _inspect_file(path):
     _print_table(rows)
     if metadata["trainable_layers"]:
         print("fully trained layers:", ", ".join(metadata["trainable_layers"]))
+    return 0
+
+
+def _inspect_peft_folder(folder):
+    from keras_lowrank.peft import describe_peft_folder
+
+    info = describe_peft_folder(folder)
+    print(info["summary"])
+    _print_table(info["rows"])
+    for module, shapes in info["modules_to_save"].items():
+        described = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in shapes.items())
+        print(f"fully trained module (modules_to_save): {module} ({described})")
     return 0
 
 

@@ -35,7 +35,7 @@ def run(args):
 
     to_file = args.out.endswith(".keras")
     check_target(args.out, directory=not to_file, replaceable=_PRESET)
-    model = load_model_argument(args.model, args.adapters)
+    model = load_model_argument(args.model, args.adapters, args.peft_adapters)
     if not klr.adapter_paths(model):
         raise ValueError(
             f"MODEL '{args.model}' holds no adapters to merge. Pass an "

@@ -5,6 +5,9 @@
   Hugging Face folder keras-hub converts (like all-MiniLM-L6-v2), loaded as
   the task class the adapter file names, with the adapters put on it.
 - `FOLDER` alone: loaded as a keras-hub backbone.
+- `HF_FOLDER --peft-adapters ADAPTER_FOLDER`: a Hugging Face folder keras-hub
+  converts, loaded as the class the PEFT adapter's task type asks for
+  (backbone, text classifier, causal LM), with the PEFT adapter put on it.
 """
 
 import os
@@ -21,10 +24,16 @@ def add_model_arguments(parser):
         metavar="FILE",
         help="an adapter file from save_adapters, put on MODEL",
     )
+    parser.add_argument(
+        "--peft-adapters",
+        metavar="FOLDER",
+        help="a Hugging Face PEFT LoRA folder (adapter_config.json, "
+        "adapter_model.safetensors), put on MODEL",
+    )
 
 
-def load_model_argument(model_path, adapters=None):
-    """The model the MODEL and --adapters arguments name.
+def load_model_argument(model_path, adapters=None, peft_adapters=None):
+    """The model the MODEL, --adapters and --peft-adapters arguments name.
 
     Raises:
         FileNotFoundError: MODEL or the --adapters file does not exist.
@@ -41,6 +50,8 @@ def load_model_argument(model_path, adapters=None):
         )
     if adapters is not None and not os.path.isfile(adapters):
         raise FileNotFoundError(f"--adapters file '{adapters}' does not exist.")
+    if peft_adapters is not None:
+        return _load_with_peft_adapters(model_path, adapters, peft_adapters)
     if os.path.isfile(model_path):
         if not model_path.endswith(".keras"):
             raise ValueError(
@@ -54,6 +65,31 @@ def load_model_argument(model_path, adapters=None):
 
         return keras_hub.models.Backbone.from_preset(model_path)
     return klr.load_adapters(_task_for_adapters(model_path, adapters), adapters)
+
+
+def _load_with_peft_adapters(model_path, adapters, peft_adapters):
+    import keras_lowrank as klr
+    from keras_lowrank.peft import is_peft_folder
+    from keras_lowrank.peft import load_peft_model
+
+    if adapters is not None:
+        raise ValueError(
+            "Give --adapters or --peft-adapters, not both: a model takes one "
+            "adapter source here."
+        )
+    if not is_peft_folder(peft_adapters):
+        raise FileNotFoundError(
+            f"--peft-adapters '{peft_adapters}' is not a PEFT adapter folder "
+            "(no adapter_config.json)."
+        )
+    if os.path.isfile(model_path):
+        if not model_path.endswith(".keras"):
+            raise ValueError(
+                f"MODEL '{model_path}' is a file but not a .keras file. Give a "
+                ".keras file or a Hugging Face model folder."
+            )
+        return klr.load_peft_adapters(_load_keras_file(model_path), peft_adapters)
+    return load_peft_model(model_path, peft_adapters)
 
 
 def _load_keras_file(path):
