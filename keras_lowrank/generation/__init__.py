@@ -1,0 +1,46 @@
+"""Generation export: causal LMs as LiteRT / ONNX artifacts that generate.
+
+`export_generator(causal_lm, path, format)` merges LoRA adapters and writes
+prefill and decode graphs with an explicit KV cache of fixed length,
+weights frozen, builtin ops only; it then drives greedy generation from the
+artifact in its runtime and requires it to equal Keras' token for token.
+`load_generator(path)` runs such an artifact with the runtime alone
+(`runtime.py` imports neither TensorFlow nor Keras; `export/generate.py`
+is its command line).
+
+Example:
+```python
+from keras_lowrank import presets
+from keras_lowrank.generation import export_generator, load_generator
+
+lm = presets.smollm2_causal_lm()
+report = export_generator(lm, "smollm2.tflite", "tflite", max_length=256,
+                          tokenizer=presets.smollm2_path() + "/tokenizer.json")
+print(report)
+tokens = load_generator("smollm2.tflite").greedy(prompt_ids, 32).tokens
+```
+"""
+
+from keras_lowrank.generation.cached_causal_lm import is_cached_causal_lm
+from keras_lowrank.generation.export_generator import export_generator
+from keras_lowrank.generation.generation_report import GenerationReport
+from keras_lowrank.generation.generation_verification import (
+    GenerationVerificationError,
+)
+from keras_lowrank.generation.generator_spec import GeneratorSpec
+from keras_lowrank.generation.keras_reference import greedy_reference
+from keras_lowrank.generation.runtime import PromptTooLongError
+from keras_lowrank.generation.runtime import load_generator
+from keras_lowrank.generation.runtime import load_tokenizer
+
+__all__ = [
+    "GenerationReport",
+    "GenerationVerificationError",
+    "GeneratorSpec",
+    "PromptTooLongError",
+    "export_generator",
+    "greedy_reference",
+    "is_cached_causal_lm",
+    "load_generator",
+    "load_tokenizer",
+]

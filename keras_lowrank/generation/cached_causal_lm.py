@@ -1,0 +1,115 @@
+"""What generation export needs from a keras-hub causal LM, in one place.
+
+Every access to keras-hub's cached-decoding interface goes through here:
+`call_with_cache(token_ids, cache, cache_update_index) -> (logits,
+hidden_states, cache)` (public on every keras-hub `CausalLM` that supports
+cached generation), the private `_build_cache` (only to learn the cache's
+shape), the backbone's `max_sequence_length` (learned position embeddings),
+and `keras.ops.slice_update`, which the attention layers call to write the
+cache and which `onnx_friendly_slice_update` replaces while tracing for ONNX.
+`tests/generation/test_cached_causal_lm.py` checks each access.
+"""
+
+import contextlib
+
+import keras
+
+from keras_lowrank.exporters._optional import tensorflow as tf
+
+# keras-hub's cache: (batch, num_layers, 2 (key, value), max_length,
+# num_key_value_heads, head_dim).
+CACHE_RANK = 6
+_SEQUENCE_AXIS = 3
+
+
+def is_cached_causal_lm(model) -> bool:
+    """Whether `model` is a keras-hub causal LM that decodes with a KV cache."""
+    return (
+        isinstance(model, keras.Model)
+        and callable(getattr(model, "call_with_cache", None))
+        and callable(getattr(model, "_build_cache", None))
+        and getattr(model, "backbone", None) is not None
+    )
+
+
+def check_cached_causal_lm(model, what="export_generator"):
+    """Raises unless `model` is a keras-hub causal LM with `call_with_cache`.
+
+    Raises:
+        TypeError: naming the received class.
+    """
+    if not is_cached_causal_lm(model):
+        raise TypeError(
+            f"{what} needs a keras-hub CausalLM whose attention layers take "
+            "a KV cache (a `call_with_cache` method and a backbone, e.g. "
+            "Llama3CausalLM, GPT2CausalLM, GemmaCausalLM). Received: "
+            f"{type(model).__name__}"
+        )
+
+
+def vocabulary_size(model) -> int:
+    return int(model.backbone.vocabulary_size)
+
+
+def max_positions(model):
+    """The longest sequence the backbone can embed, or None (RoPE models)."""
+    value = getattr(model.backbone, "max_sequence_length", None)
+    return None if value is None else int(value)
+
+
+def cache_shape(model, max_length) -> tuple:
+    """The shape of `model`'s cache for batch 1 and `max_length` positions.
+
+    Learned by tracing keras-hub's `_build_cache` (no computation runs).
+
+    Raises:
+        TypeError: the model's cache is not one tensor of keras-hub's layout.
+    """
+    spec = tf.TensorSpec((1, max_length), tf.int32)
+    outputs = tf.function(model._build_cache).get_concrete_function(spec)
+    cache = outputs.structured_outputs
+    cache = cache[1] if isinstance(cache, (tuple, list)) and len(cache) == 2 else None
+    shape = None if cache is None else tuple(cache.shape)
+    if (
+        shape is None
+        or len(shape) != CACHE_RANK
+        or shape[_SEQUENCE_AXIS] != max_length
+        or None in shape
+    ):
+        raise TypeError(
+            f"{type(model).__name__} keeps its cache as {cache!r}; generation "
+            "export supports one tensor of shape (batch, num_layers, 2, "
+            "max_length, num_key_value_heads, head_dim)."
+        )
+    return shape
+
+
+def call_with_cache(model, token_ids, cache, cache_update_index):
+    """`(logits, next_cache)` of keras-hub's `call_with_cache`."""
+    logits, _, next_cache = model.call_with_cache(
+        token_ids, cache, cache_update_index
+    )
+    return logits, next_cache
+
+
+def _pad_and_select_update(inputs, start_indices, updates):
+    """`slice_update` as Pad + Where, which tf2onnx converts (it has no
+    converter for XLA's DynamicUpdateSlice)."""
+    inputs = tf.convert_to_tensor(inputs)
+    updates = tf.cast(updates, inputs.dtype)
+    start = tf.stack([tf.cast(i, tf.int32) for i in start_indices])
+    end = tf.shape(inputs) - start - tf.shape(updates)
+    paddings = tf.stack([start, end], axis=1)  # (rank, 2)
+    region = tf.pad(tf.ones_like(updates), paddings) > 0.5
+    return tf.where(region, tf.pad(updates, paddings), inputs)
+
+
+@contextlib.contextmanager
+def onnx_friendly_slice_update():
+    """Makes `keras.ops.slice_update` convertible to ONNX while tracing."""
+    original = keras.ops.slice_update
+    keras.ops.slice_update = _pad_and_select_update
+    try:
+        yield
+    finally:
+        keras.ops.slice_update = original

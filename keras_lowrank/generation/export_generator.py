@@ -1,0 +1,306 @@
+"""`export_generator`: a causal LM as a phone-ready generation artifact.
+
+LiteRT: `prefill_<n>` signatures (fixed prompt chunks, right-padded) and a
+`decode` signature (one token), each taking and returning the KV cache of a
+fixed length, builtin ops only, weights frozen into the file. ONNX: one
+graph with the same inputs and a dynamic chunk length, for prefill and
+decode. The artifact is written atomically and checked: greedy generation
+driven from it (prefill, then decode step by step) must equal Keras'
+greedy generation token for token.
+"""
+
+import os
+
+import numpy as np
+
+from keras_lowrank._atomic import atomic_path
+from keras_lowrank._atomic import check_target
+from keras_lowrank.exporters._optional import tensorflow
+from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.generation import runtime
+from keras_lowrank.generation.generation_report import GenerationReport
+from keras_lowrank.generation.generation_verification import verify_generation
+from keras_lowrank.generation.generator_spec import FORMATS
+from keras_lowrank.generation.generator_spec import GeneratorSpec
+from keras_lowrank.generation.keras_reference import GreedyReference
+from keras_lowrank.generation.litert_generator import VARIABLE_OPS
+from keras_lowrank.generation.litert_generator import write_litert_generator
+from keras_lowrank.generation.onnx_generator import write_onnx_generator
+from keras_lowrank.merge import merge_adapters
+
+DEFAULT_MAX_LENGTH = 256
+DEFAULT_PREFILL_LENGTHS = (32, 128)
+DEFAULT_PROMPTS = 8
+DEFAULT_NEW_TOKENS = 32
+_WRITERS = {"tflite": write_litert_generator, "onnx": write_onnx_generator}
+
+
+def export_generator(
+    causal_lm,
+    path,
+    format,
+    *,
+    max_length=DEFAULT_MAX_LENGTH,
+    prefill_lengths=None,
+    tokenizer=None,
+    stop_token_ids=None,
+    prompts=None,
+    max_new_tokens=DEFAULT_NEW_TOKENS,
+    verify=True,
+    num_threads=None,
+) -> GenerationReport:
+    """Exports `causal_lm` for generation, runs it in its runtime, checks it.
+
+    LoRA adapters are merged first (`klr.merge_adapters`). Keras' greedy
+    tokens for the check are computed before anything is written, from the
+    model as given; the artifact goes to a temporary sibling of `path`, is
+    loaded in LiteRT or ONNX Runtime, generates greedily from every prompt,
+    and is moved to `path` only if every token equals Keras'.
+
+    Args:
+        causal_lm: a keras-hub `CausalLM` with `call_with_cache` (Llama,
+            Llama3, Gemma, GPT-2, ...), float32, with or without adapters.
+        path: str. The `.tflite` or `.onnx` file to write.
+        format: str. `"tflite"` or `"onnx"`.
+        max_length: int. Cache positions (prompt plus generated tokens);
+            at most the backbone's `max_sequence_length` where it has one.
+        prefill_lengths: tuple of int. TFLite only: the prompt chunk
+            lengths, one `prefill_<n>` signature each. Default `(32, 128)`,
+            without those longer than `max_length`. Longer prompts are
+            written in several chunks.
+        tokenizer: optional path of a `tokenizer.json` (`tokenizers`
+            library). Checked against the model's vocabulary; needed for
+            text prompts.
+        stop_token_ids: tuple of int written into the artifact for runners
+            to stop at. Default: the preprocessor tokenizer's `end_token_id`
+            where the model has one, else none.
+        prompts: the check's prompts: strings (with `tokenizer`) or lists of
+            token ids. Default: 8 seeded random prompts of lengths spread
+            from 1 to the longest that leaves room for `max_new_tokens`.
+        max_new_tokens: int. Tokens generated per prompt in the check.
+        verify: bool. Whether to run the check (and measure speed).
+        num_threads: optional int. Runtime threads for the check.
+
+    Returns:
+        A `GenerationReport`: agreement, time to first token, decode
+        tokens/s.
+
+    Raises:
+        TypeError: `causal_lm` is not a keras-hub CausalLM whose attention
+            layers take a cache (nothing is written).
+        ValueError: a bad argument: unknown format, `max_length` shorter
+            than the longest prefill length or longer than the model's
+            positions, a tokenizer that does not match the vocabulary, a
+            prompt too long (nothing is written).
+        UnsupportedOpsError: the graphs need ops outside LiteRT builtins.
+        GenerationVerificationError: the artifact's greedy tokens differ
+            from Keras'; nothing is left at `path`.
+
+    Example:
+    ```python
+    from keras_lowrank.generation import export_generator
+    report = export_generator(lm, "lm.tflite", "tflite", max_length=512,
+                              tokenizer="tokenizer.json")
+    print(report)
+    ```
+    """
+    prefill_lengths = _check_arguments(
+        path, format, max_length, prefill_lengths, max_new_tokens
+    )
+    cached_causal_lm.check_cached_causal_lm(causal_lm)
+    _check_model(causal_lm, max_length)
+    vocabulary = cached_causal_lm.vocabulary_size(causal_lm)
+    text_tokenizer = None
+    if tokenizer is not None:
+        text_tokenizer = runtime.load_tokenizer(tokenizer, vocabulary)
+    prompts = _prompt_ids(prompts, text_tokenizer, vocabulary, max_length,
+                          max_new_tokens)
+    tensorflow.load()
+    spec = GeneratorSpec(
+        format=format,
+        max_length=max_length,
+        prefill_lengths=prefill_lengths,
+        cache_shape=cached_causal_lm.cache_shape(causal_lm, max_length),
+        vocabulary_size=vocabulary,
+        stop_token_ids=_stop_tokens(causal_lm, stop_token_ids, vocabulary),
+        model=type(causal_lm).__name__,
+    )
+    merged = merge_adapters(causal_lm)
+    expected = None
+    if verify:
+        reference = GreedyReference(causal_lm, spec.cache_shape)
+        expected = [reference(p, max_new_tokens) for p in prompts]
+
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        _WRITERS[format](merged, spec, tmp)
+        generator = runtime.load_generator(tmp, num_threads, format)
+        ops = _ops(tmp, format)
+        leftover = sorted(set(ops) & set(VARIABLE_OPS))
+        if leftover:
+            raise RuntimeError(
+                f"The LiteRT graphs kept resource variables ({leftover}); "
+                f"nothing was written to {path!r}."
+            )
+        measured = {}
+        if verify:
+            try:
+                measured = verify_generation(
+                    generator, prompts, max_new_tokens, expected
+                )
+            except RuntimeError as error:
+                error.args = (f"{error.args[0]} The artifact was removed; "
+                              f"{path!r} is unchanged.",)
+                raise
+    return GenerationReport(
+        format=format,
+        path=path,
+        size_bytes=os.path.getsize(path),
+        spec=spec,
+        ops=ops,
+        runtime=generator.runtime,
+        verified=verify,
+        prompt_lengths=tuple(len(p) for p in prompts) if verify else (),
+        **measured,
+    )
+
+
+def _check_arguments(path, format, max_length, prefill_lengths, max_new_tokens):
+    """Checks what needs no model; returns the prefill lengths to use."""
+    if format not in FORMATS:
+        raise ValueError(
+            f"Unrecognized format={format!r}. Supported formats are: "
+            f"{list(FORMATS)}"
+        )
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"`path` must be a non-empty path. Received: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(
+            f"export_generator writes a file, but {os.fspath(path)!r} is an "
+            "existing folder."
+        )
+    check_target(path)
+    if not _is_positive_int(max_length):
+        raise ValueError(
+            f"`max_length` must be a positive integer. Received: "
+            f"max_length={max_length!r}"
+        )
+    if not _is_positive_int(max_new_tokens):
+        raise ValueError(
+            f"`max_new_tokens` must be a positive integer. Received: "
+            f"max_new_tokens={max_new_tokens!r}"
+        )
+    if format == "onnx":
+        if prefill_lengths is not None:
+            raise ValueError(
+                "`prefill_lengths` only applies to format='tflite' (the ONNX "
+                "graph takes any prompt length). Received: "
+                f"prefill_lengths={prefill_lengths!r} with format='onnx'"
+            )
+        return ()
+    if prefill_lengths is None:
+        return tuple(n for n in DEFAULT_PREFILL_LENGTHS if n <= max_length) or (
+            max_length,)
+    lengths = tuple(prefill_lengths) if isinstance(
+        prefill_lengths, (list, tuple)) else None
+    if not lengths or not all(_is_positive_int(n) for n in lengths):
+        raise ValueError(
+            "`prefill_lengths` must be a non-empty list of positive integers. "
+            f"Received: prefill_lengths={prefill_lengths!r}"
+        )
+    if max(lengths) > max_length:
+        raise ValueError(
+            f"The cache (max_length={max_length}) is shorter than the longest "
+            f"prefill length ({max(lengths)}): a chunk could not be written. "
+            f"Received: prefill_lengths={prefill_lengths!r}"
+        )
+    return tuple(sorted(set(lengths)))
+
+
+def _check_model(model, max_length):
+    dtype = getattr(model, "compute_dtype", "float32")
+    if dtype != "float32":
+        raise ValueError(
+            "export_generator exports float32 models. Received: a model "
+            f"computing in {dtype}"
+        )
+    positions = cached_causal_lm.max_positions(model)
+    if positions is not None and max_length > positions:
+        raise ValueError(
+            f"{type(model).__name__} embeds at most {positions} positions "
+            f"(max_sequence_length). Received: max_length={max_length}"
+        )
+
+
+def _prompt_ids(prompts, tokenizer, vocabulary, max_length, max_new_tokens):
+    if prompts is None:
+        longest = max(1, min(max_length - max_new_tokens + 1, max_length))
+        lengths = np.unique(np.linspace(1, longest, DEFAULT_PROMPTS).astype(int))
+        rng = np.random.default_rng(0)
+        return [rng.integers(0, vocabulary, size=int(n)).tolist() for n in lengths]
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError(
+            "`prompts` must be a non-empty list of strings or token id lists. "
+            f"Received: prompts={prompts!r}"
+        )
+    ids = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            if tokenizer is None:
+                raise ValueError(
+                    "Text prompts need `tokenizer` (a tokenizer.json path). "
+                    f"Received: prompt {prompt!r} and tokenizer=None"
+                )
+            prompt = tokenizer.encode(prompt).ids
+        prompt = [int(t) for t in prompt]
+        if not prompt or not all(0 <= t < vocabulary for t in prompt):
+            raise ValueError(
+                "Each prompt needs at least one token id in [0, "
+                f"{vocabulary}). Received: {prompt!r}"
+            )
+        if len(prompt) > max_length:
+            raise ValueError(
+                f"A prompt of {len(prompt)} tokens does not fit the cache of "
+                f"max_length={max_length}."
+            )
+        ids.append(prompt)
+    return ids
+
+
+def _stop_tokens(model, stop_token_ids, vocabulary):
+    if stop_token_ids is None:
+        tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+        end = getattr(tokenizer, "end_token_id", None)
+        return () if end is None else (int(end),)
+    stop = tuple(stop_token_ids)
+    if not all(_is_int(t) and 0 <= t < vocabulary for t in stop):
+        raise ValueError(
+            f"`stop_token_ids` must be token ids in [0, {vocabulary}). "
+            f"Received: stop_token_ids={stop_token_ids!r}"
+        )
+    return stop
+
+
+def _ops(path, format):
+    if format == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import OpResolverType
+
+        interpreter = Interpreter(
+            model_path=path,
+            experimental_op_resolver_type=(
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+        )
+        return tuple(sorted({op["op_name"] for op in interpreter._get_ops_details()}))
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return tuple(sorted({node.op_type for node in model.graph.node}))
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_positive_int(value):
+    return _is_int(value) and value > 0

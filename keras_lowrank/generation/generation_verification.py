@@ -1,0 +1,62 @@
+"""Greedy generation from the artifact against Keras', token for token."""
+
+import statistics
+
+
+class GenerationVerificationError(RuntimeError):
+    """The artifact's greedy tokens differ from Keras' on some prompt."""
+
+
+def verify_generation(generator, prompts, max_new_tokens, expected):
+    """Runs every prompt in `generator` and compares with `expected`.
+
+    Args:
+        generator: a `runtime.Generator` on the written artifact.
+        prompts: list of lists of token ids.
+        max_new_tokens: int.
+        expected: list of `ReferenceGeneration`, Keras' tokens per prompt.
+
+    Returns:
+        dict with `tokens_compared`, `tokens_matching`, `prompts_matching`,
+        `time_to_first_token_ms` (median), `decode_tokens_per_s`.
+
+    Raises:
+        GenerationVerificationError: at the first prompt that differs,
+            naming the prompt, the position, both tokens and Keras' top-2
+            logit gap there.
+    """
+    # One untimed run first: buffers are allocated on the first call.
+    generator.greedy(prompts[0], min(2, max_new_tokens))
+    compared = matching = whole = 0
+    first_token_s, decode_s, decode_steps = [], 0.0, 0
+    for number, (prompt, keras_run) in enumerate(zip(prompts, expected)):
+        result = generator.greedy(prompt, max_new_tokens)
+        ours, theirs = result.tokens, keras_run.tokens
+        compared += len(theirs)
+        matching += sum(a == b for a, b in zip(ours, theirs))
+        if ours != theirs:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                min(len(ours), len(theirs)),
+            )
+            mine = ours[at] if at < len(ours) else "nothing"
+            keras = theirs[at] if at < len(theirs) else "nothing"
+            gap = keras_run.margins[at] if at < len(keras_run.margins) else None
+            raise GenerationVerificationError(
+                f"Greedy generation from the artifact differs from Keras on "
+                f"prompt {number} ({len(prompt)} tokens) at new token {at}: "
+                f"artifact {mine}, Keras {keras}"
+                + (f" (Keras' top-2 logit gap there: {gap:.3g})."
+                   if gap is not None else ".")
+            )
+        whole += 1
+        first_token_s.append(result.time_to_first_token_s)
+        decode_s += result.decode_seconds
+        decode_steps += len(result.tokens) - 1
+    return {
+        "tokens_compared": compared,
+        "tokens_matching": matching,
+        "prompts_matching": whole,
+        "time_to_first_token_ms": 1000 * statistics.median(first_token_s),
+        "decode_tokens_per_s": decode_steps / decode_s if decode_s else None,
+    }

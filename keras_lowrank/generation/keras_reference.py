@@ -1,0 +1,87 @@
+"""`greedy_reference`: Keras' own greedy generation, the artifact's yardstick.
+
+The loop of keras-hub's `generate()` with a greedy sampler, over
+`call_with_cache`: the prompt in one call at its exact length, then one
+token at a time, argmax each step, on a cache of the exported length. It
+runs the model as given (adapters unmerged), so checking an artifact
+against it checks the merge, the freezing, the bucketing and the
+conversion together.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.generation import cached_causal_lm
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceGeneration:
+    """Keras' greedy tokens and, per token, the top-2 logit gap (a gap near
+    0 means a near tie, where float rounding may pick either)."""
+
+    tokens: tuple
+    margins: tuple
+
+
+class GreedyReference:
+    """Greedy generation in Keras for one model and cache length.
+
+    The decode step is one `tf.function`, traced once and reused across
+    prompts; the prompt step runs eagerly at each prompt's length.
+
+    Args:
+        model: a keras-hub CausalLM with `call_with_cache`.
+        cache_shape: tuple. Batch-1 cache shape (from `cache_shape`).
+    """
+
+    def __init__(self, model, cache_shape):
+        self.model = model
+        self.cache_shape = tuple(cache_shape)
+        self.max_length = self.cache_shape[3]
+
+        def decode(token_ids, cache, index):
+            return cached_causal_lm.call_with_cache(model, token_ids, cache, index)
+
+        self._decode = tf.function(decode, reduce_retracing=True)
+
+    def __call__(self, prompt_ids, max_new_tokens) -> ReferenceGeneration:
+        """Greedy tokens after `prompt_ids`, stopping only at
+        `max_new_tokens` or a full cache, as `Generator.greedy` without
+        stop tokens."""
+        prompt = np.asarray(prompt_ids, np.int32)[None, :]
+        cache = tf.zeros(self.cache_shape, tf.float32)
+        logits, cache = cached_causal_lm.call_with_cache(
+            self.model, tf.constant(prompt), cache, 0
+        )
+        tokens, margins = [], []
+        self._choose(np.asarray(logits)[0, -1], tokens, margins)
+        index = prompt.shape[1]
+        while len(tokens) < max_new_tokens and index < self.max_length:
+            logits, cache = self._decode(
+                tf.constant([[tokens[-1]]], tf.int32), cache,
+                tf.constant(index, tf.int32),
+            )
+            self._choose(np.asarray(logits)[0, 0], tokens, margins)
+            index += 1
+        return ReferenceGeneration(tuple(tokens), tuple(margins))
+
+    @staticmethod
+    def _choose(logits, tokens, margins):
+        top2 = np.partition(logits, -2)[-2:]
+        tokens.append(int(np.argmax(logits)))
+        margins.append(float(abs(top2[1] - top2[0])))
+
+
+def greedy_reference(model, prompt_ids, max_new_tokens, max_length):
+    """Keras' greedy tokens after `prompt_ids` (see `GreedyReference`).
+
+    Example:
+    ```python
+    tokens = greedy_reference(causal_lm, [5, 9, 3], 32, max_length=128).tokens
+    ```
+    """
+    cached_causal_lm.check_cached_causal_lm(model, "greedy_reference")
+    shape = cached_causal_lm.cache_shape(model, max_length)
+    return GreedyReference(model, shape)(prompt_ids, max_new_tokens)
