@@ -13,6 +13,7 @@ Keras (the rest of the report is still written), 2 for a usage or data error,
 --out at the end: a failed or interrupted run leaves --out as it was.
 """
 
+import argparse
 import dataclasses
 import sys
 
@@ -20,6 +21,7 @@ from keras_lowrank.exporters import get_format
 from keras_lowrank.finetune.options import QUANTIZED_FORMAT
 from keras_lowrank.finetune.options import TFLITE_QUANTIZE_MODES
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.finetune.precision import PRECISIONS
 from keras_lowrank.finetune.run_folder import export_formats
 
 # The run folder is built aside and moved to --out in one rename at the end.
@@ -106,8 +108,20 @@ def add_parser(subparsers):
                        help="tokens per text, longer ones truncated "
                        "(default: %(default)s)")
     train.add_argument("--seed", type=int, default=d["seed"],
-                       help="seed of the split, shuffling and initial weights "
-                       "(default: %(default)s)")
+                       help="seed of the split, shuffling, initial weights and "
+                       "dropout: the same seed gives the same figures on the "
+                       "same machine (default: %(default)s)")
+    train.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                       default=d["deterministic"],
+                       help="TensorFlow op determinism (no measurable cost on "
+                       "a CPU; on a GPU it makes reductions reproducible at "
+                       "some speed; default: on)")
+    train.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
+                       help="what training computes in; variables and "
+                       "optimizer state stay float32, evaluation and export "
+                       "are float32. auto: float16 on a GPU, bfloat16 on a CPU "
+                       "with AVX512_BF16 or AMX, else float32 "
+                       "(default: %(default)s, as the demo's published figures)")
 
     output = parser.add_argument_group("export and output")
     output.add_argument("--export", nargs="+", metavar="FORMAT",
@@ -161,6 +175,8 @@ def options_from_args(args) -> FinetuneOptions:
         export=tuple(export),
         tflite_quantize=quantize,
         seed=args.seed,
+        deterministic=args.deterministic,
+        precision=args.precision,
         verbose=2 if args.quiet else 1,
     )
 

@@ -14,7 +14,9 @@ import io
 import json
 import logging
 import os
+import random
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from keras_lowrank.data import readers
@@ -229,7 +231,9 @@ def prepared_builder(config, data_dir) -> TextClassificationBuilder:
     """Returns the builder of `config`, prepared under `data_dir` if needed.
 
     Preparation runs offline and quietly (no progress bars, no info logs),
-    and only when `data_dir` does not already hold this config.
+    and only when `data_dir` does not already hold this config. It leaves
+    the global random states as it found them (`_global_rng_kept`), so a
+    seeded run draws the same numbers whether the cache was cold or warm.
 
     Args:
         config: `TextClassificationConfig`, from `make_config`.
@@ -241,7 +245,7 @@ def prepared_builder(config, data_dir) -> TextClassificationBuilder:
     Raises:
         DataError: from reading the files, when they are prepared.
     """
-    with _quiet_tfds():
+    with _quiet_tfds(), _global_rng_kept():
         builder = TextClassificationBuilder(config=config, data_dir=data_dir)
         if builder.is_prepared():
             return builder
@@ -268,6 +272,25 @@ def _sha256(path):
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _global_rng_kept():
+    """Restores Python's and NumPy's global random states on exit.
+
+    tfds names the folder it prepares into with `random.choice` on the
+    global Python generator (`utils.incomplete_dir`), so preparing consumed
+    six draws that reading a warm cache did not: Keras takes its default
+    seeds (initializers, dropout) from that generator, and the same `--seed`
+    trained different adapters on a cold and on a warm cache.
+    """
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import keras_lowrank as klr
 from keras_lowrank._atomic import atomic_path
@@ -13,6 +14,7 @@ from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune import batching
 from keras_lowrank.finetune import evaluation
 from keras_lowrank.finetune import model_source
+from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
 from keras_lowrank.finetune.options import FinetuneOptions
@@ -33,12 +35,15 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
 
     Stages, each announced as `[k/6] name ...` through `log`:
     1. data: the MR polarity data, or the user's files, split with the seed.
-    2. model: the classifier from `options.model` with LoRA adapters; every
-       split tokenized once by the classifier's preprocessor.
+    2. model: the classifier from `options.model` with LoRA adapters, built
+       in `options.precision` right after seeding every global generator
+       with `options.seed`; every split tokenized once by the classifier's
+       preprocessor.
     3. train: AdamW (warmup, cosine decay), validation accuracy each epoch,
        early stopping that keeps the best epoch's weights.
-    4. evaluate: test accuracy in Keras; the adapters saved to
-       `<out>/adapters.safetensors`.
+    4. evaluate: the adapters saved to `<out>/adapters.safetensors`; test
+       accuracy in Keras, in float32 (after bfloat16 / float16 training, on
+       the saved adapters loaded into a float32 model, which export uses).
     5. export: adapters merged, LiteRT and / or ONNX written and verified
        against Keras (`keras_lowrank.exporters.export`), then each artifact's
        test accuracy measured in its own runtime on the whole test split.
@@ -59,9 +64,9 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     Raises:
         DataError: bad data files (the message names the file and line).
         ValueError: before any slow work, an `out` holding other files than
-            an earlier run's, or a `sequence_length` above the model's
-            maximum; later, a model that cannot be loaded, a target that
-            matches no layer.
+            an earlier run's, a `sequence_length` above the model's
+            maximum, or a `precision` this machine cannot run; later, a
+            model that cannot be loaded, a target that matches no layer.
         FileNotFoundError: the model folder is missing, or the default model
             package is not installed.
 
@@ -78,14 +83,17 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     source = model_source.model_source(options)
     model_source.check_sequence_length(
         options, model_source.config_max_sequence_length(source))
+    precision = precision_lib.resolve_precision(options.precision)
+    if options.deterministic:
+        tf.config.experimental.enable_op_determinism()
     progress = _Progress(log)
-    keras.utils.set_random_seed(options.seed)
     start = time.perf_counter()
     with atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
         os.mkdir(build)
-        report = _run(options, build, progress)
+        report = _run(options, precision, build, progress)
         # Written after the report stage, so that it holds that stage's time.
         report["stage_seconds"] = dict(progress.seconds)
+        report["stage_cpu_seconds"] = dict(progress.cpu_seconds)
         report["total_seconds"] = time.perf_counter() - start
         report_lib.write_json(report, os.path.join(build, REPORT_FILE))
     log("")
@@ -93,7 +101,7 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     return report
 
 
-def _run(options, build, progress):
+def _run(options, precision, build, progress):
     """The six stages; files go to `build`, the report names `options.out`."""
     def final(name):
         return os.path.join(options.out, name)
@@ -104,7 +112,11 @@ def _run(options, build, progress):
              f"{_counts(data.num_examples)}")
 
     with progress.stage("model") as note:
-        model, base = training.build_classifier(options, data.num_classes)
+        # Seeded here, right before the first draw: Keras takes its default
+        # seeds (initializers, dropout) from Python's global generator, so
+        # anything that drew from it earlier would shift the run.
+        keras.utils.set_random_seed(options.seed)
+        model, base = training.build_classifier(options, data.num_classes, precision)
         preprocessor = model.preprocessor
         splits = {
             "train": training.tokenize(preprocessor, data.train, options.max_train_examples),
@@ -116,7 +128,8 @@ def _run(options, build, progress):
         note(f"{options.model or 'all-MiniLM-L6-v2'} + LoRA rank {options.rank} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}; "
              f"tokenized {_counts({k: len(v[1]) for k, v in splits.items()})} "
-             f"at sequence length {options.sequence_length}")
+             f"at sequence length {options.sequence_length}; training in "
+             f"{precision.name} ({precision.reason})")
     if not len(splits["train"][1]) or not len(splits["test"][1]):
         raise ValueError(
             "Fine-tuning needs training and test examples. Received: "
@@ -131,26 +144,32 @@ def _run(options, build, progress):
             best_epoch = _best_epoch(history)
             note(f"{len(history['loss'])} epochs, best epoch {best_epoch}")
 
-        with progress.stage("evaluate") as note:
+    with progress.stage("evaluate") as note:
+        adapters_path = os.path.join(build, ADAPTERS_FILE)
+        adapter_bytes = klr.save_adapters(model, adapters_path)
+        if precision.name != "float32":
+            model = training.float32_classifier(options, data.num_classes, adapters_path)
+        with _detached(model):
             keras_result = evaluation.keras_accuracy(
                 model, *splits["test"], options.batch_size)
-            adapter_bytes = klr.save_adapters(model, os.path.join(build, ADAPTERS_FILE))
-            note(f"test accuracy {keras_result['accuracy']:.4f} on "
-                 f"{keras_result['examples']} examples; {final(ADAPTERS_FILE)} "
-                 f"({adapter_bytes:,} bytes)")
+        note(f"test accuracy {keras_result['accuracy']:.4f} on "
+             f"{keras_result['examples']} examples (float32); "
+             f"{final(ADAPTERS_FILE)} ({adapter_bytes:,} bytes)")
 
-        with progress.stage("export") as note:
-            exports = {}
-            for format in options.export:
-                exports[format] = _export_and_evaluate(
-                    model, format, splits["test"], options, build)
-                note(_export_line(format, exports[format]))
+    with progress.stage("export") as note, _detached(model):
+        exports = {}
+        for format in options.export:
+            exports[format] = _export_and_evaluate(
+                model, format, splits["test"], options, build)
+            note(_export_line(format, exports[format]))
 
     with progress.stage("report") as note:
         report = _report(
             options, data, splits, base, (trainable, total), history, best_epoch,
             train_seconds, keras_result, adapter_bytes, exports,
         )
+        report["precision"] = precision.to_dict()
+        report["deterministic"] = options.deterministic
         report["files"] = {"adapters": final(ADAPTERS_FILE)}
         for format, exported in exports.items():
             if "error" not in exported:
@@ -269,20 +288,29 @@ def _counts(num_examples):
 
 
 class _Progress:
-    """Announces each stage as `[k/n] name ...` and times it."""
+    """Announces each stage as `[k/n] name ...`, times it, counts its CPU.
+
+    `cpu_seconds[name]` is the process's user and system CPU time (all
+    threads, `os.times`) spent in the stage.
+    """
 
     def __init__(self, log):
         self._log = log
         self.seconds = {}
+        self.cpu_seconds = {}
 
     @contextlib.contextmanager
     def stage(self, name):
         index = STAGES.index(name) + 1
         self._log(f"[{index}/{len(STAGES)}] {name} ...")
         start = time.perf_counter()
+        cpu_start = os.times()
         notes = []
         yield notes.append
         self.seconds[name] = time.perf_counter() - start
+        cpu_end = os.times()
+        self.cpu_seconds[name] = {"user": cpu_end.user - cpu_start.user,
+                                  "system": cpu_end.system - cpu_start.system}
         for line in notes:
             self._log(f"      {line}")
         self._log(f"      {name} done in {self.seconds[name]:.1f} s")

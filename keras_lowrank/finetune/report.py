@@ -135,6 +135,14 @@ def summary_table(report) -> str:
             f"{name} {seconds:.0f} s" for name, seconds in report["stage_seconds"].items()
         ) + f"; total {report['total_seconds']:.0f} s",
     ]
+    if report.get("stage_cpu_seconds"):
+        lines.append(cpu_line(report["stage_cpu_seconds"]))
+    if report.get("precision"):
+        precision = report["precision"]
+        lines.append(
+            f"precision: trained in {precision['train']} ({precision['reason']}); "
+            f"evaluated and exported in {precision['evaluate_and_export']}"
+        )
     for format, exported in report["exports"].items():
         if "error" in exported:
             lines.append(f"{format} export failed: {exported['error']}")
@@ -149,6 +157,19 @@ def summary_table(report) -> str:
                     f"{100 * ACCURACY_DRIFT:.1f}); check before shipping it"
                 )
     return "\n".join(lines)
+
+
+def cpu_line(stage_cpu_seconds) -> str:
+    """`cpu: user U s, system S s (P% system)`, summed over the stages.
+
+    Args:
+        stage_cpu_seconds: `{stage: {"user": float, "system": float}}`.
+    """
+    user = sum(times["user"] for times in stage_cpu_seconds.values())
+    system = sum(times["system"] for times in stage_cpu_seconds.values())
+    total = user + system
+    share = f"{100 * system / total:.1f}%" if total > 0 else "-"
+    return f"cpu: user {user:.1f} s, system {system:.1f} s ({share} system)"
 
 
 def _accuracy(value):

@@ -7,6 +7,7 @@ tokenizes again. Batches are padded to their longest row (`batching`). The
 same token ids feed evaluation and the exported models.
 """
 
+import contextlib
 import math
 
 import keras
@@ -16,6 +17,7 @@ import tensorflow as tf
 import keras_lowrank as klr
 from keras_lowrank.finetune import batching
 from keras_lowrank.finetune import model_source
+from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune.options import FinetuneOptions
 
 ACCURACY = "accuracy"
@@ -41,8 +43,15 @@ def load_data(options: FinetuneOptions):
     )
 
 
-def build_classifier(options: FinetuneOptions, num_classes):
+def build_classifier(options: FinetuneOptions, num_classes, precision=None):
     """A `BertTextClassifier` from `options.model` with LoRA adapters.
+
+    Args:
+        options: the run's options.
+        num_classes: int.
+        precision: `precision.Precision` or None (float32). The model is
+            built under its Keras dtype policy: a mixed policy computes in
+            bfloat16 / float16 and keeps every variable float32.
 
     Returns:
         `(model, base_model)`: the adapted classifier, and the base it was
@@ -53,6 +62,36 @@ def build_classifier(options: FinetuneOptions, num_classes):
         ValueError: the model folder cannot be loaded as a BERT classifier,
             its longest input is shorter than `options.sequence_length`, or
             a target pattern matches no layer.
+    """
+    policy = (precision_lib.dtype_policy(precision) if precision is not None
+              else contextlib.nullcontext())
+    with policy:
+        base = load_base_classifier(options, num_classes)
+        model = klr.add_adapters(
+            base,
+            rank=options.rank,
+            alpha=options.alpha,
+            dropout=options.dropout,
+            targets=options.targets_for_config,
+        )
+    return model, base
+
+
+def float32_classifier(options: FinetuneOptions, num_classes, adapters_path):
+    """The trained classifier in float32: the base with the saved adapters.
+
+    A run that trained under a mixed policy evaluates and exports this
+    model: its variables are the trained ones (float32 in both), its
+    products float32 like every exported runtime's.
+    """
+    return klr.load_adapters(load_base_classifier(options, num_classes), adapters_path)
+
+
+def load_base_classifier(options: FinetuneOptions, num_classes):
+    """The `BertTextClassifier` of `options.model`, its sequence length set.
+
+    Raises:
+        FileNotFoundError, ValueError: as `build_classifier`.
     """
     import keras_hub
 
@@ -72,14 +111,7 @@ def build_classifier(options: FinetuneOptions, num_classes):
     # A preset name has no config.json to read before loading.
     model_source.check_sequence_length(options, base.backbone.max_sequence_length)
     base.preprocessor.sequence_length = options.sequence_length
-    model = klr.add_adapters(
-        base,
-        rank=options.rank,
-        alpha=options.alpha,
-        dropout=options.dropout,
-        targets=options.targets_for_config,
-    )
-    return model, base
+    return base
 
 
 def tokenize(preprocessor, dataset, limit=None):

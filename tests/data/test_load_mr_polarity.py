@@ -106,3 +106,28 @@ def test_bad_fractions(mr_cache, fractions):
     with pytest.raises(ValueError, match="Received: "):
         load_mr_polarity(cache_dir=mr_cache, validation_fraction=fractions[0],
                          test_fraction=fractions[1])
+
+
+def test_cold_and_warm_loads_are_equal_and_leave_global_rngs_alone(mr_cache):
+    import random
+
+    import numpy as np
+
+    def load_with_states():
+        random.seed(11)
+        np.random.seed(11)
+        data = load_mr_polarity(cache_dir=mr_cache, seed=3)
+        return _splits(data), random.getstate(), np.random.get_state()[1].copy()
+
+    random.seed(11)
+    np.random.seed(11)
+    untouched = random.getstate(), np.random.get_state()[1].copy()
+    cold_splits, cold_py, cold_np = load_with_states()  # prepares the cache
+    warm_splits, warm_py, warm_np = load_with_states()  # reads it back
+    assert cold_splits == warm_splits  # same examples, same order
+    # tfds draws from `random` to name the folder it prepares into; a
+    # seeded run must not see those draws (Keras seeds its initializers
+    # from `random`).
+    assert cold_py == warm_py == untouched[0]
+    np.testing.assert_array_equal(cold_np, untouched[1])
+    np.testing.assert_array_equal(warm_np, untouched[1])

@@ -26,6 +26,18 @@ def tiny_train_csv(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def op_determinism_restored():
+    """`finetune` turns TensorFlow op determinism on for the process (its
+    default, `deterministic=True`); later tests get the state they had."""
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    yield
+    if not before:
+        tf_config.disable_op_determinism()
+
+
 def snapshot(folder):
     """Every entry under `folder`: its bytes (None for a folder) and mode."""
     entries = {}

@@ -13,6 +13,8 @@ def test_defaults_are_the_demo():
     assert options.export == ("tflite", "onnx")
     assert options.tflite_quantize == "dynamic"
     assert options.sequence_length == 64
+    # The demo's published figures are float32, reproducible bit for bit.
+    assert (options.precision, options.deterministic) == ("float32", True)
 
 
 def test_formats_and_quantize_modes_come_from_the_registry():
@@ -79,6 +81,10 @@ def test_all_linear_target_is_unwrapped_for_lora_config():
         ("labels", ["a", "a"], "labels must hold at least two distinct names"),
         ("seed", "1", "seed must be an integer"),
         ("verbose", 3, "verbose must be 0, 1 or 2"),
+        ("precision", "int8", r"^Unrecognized precision='int8'\. Supported "
+         r"values are: \['auto', 'float32', 'bfloat16', 'float16'\]$"),
+        ("deterministic", 1, r"^deterministic must be True or False\. "
+         r"Received: deterministic=1$"),
         ("out", "", "out must be a non-empty string"),
         ("text_column", "", "text_column must be a non-empty string"),
         ("model", "", "model must be a non-empty string"),

@@ -95,3 +95,19 @@ def test_training_curves_png(tmp_path):
     assert matplotlib.image.imread(str(path)).shape[:2] == (400, 1000)
     report_lib.plot_training_curves({"loss": [0.5], "accuracy": [0.7]}, path)
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_summary_table_shows_cpu_times_and_precision():
+    table = report_lib.summary_table(_report(
+        stage_cpu_seconds={"data": {"user": 1.5, "system": 0.25},
+                           "train": {"user": 400.0, "system": 38.25}},
+        precision={"requested": "auto", "train": "bfloat16",
+                   "reason": "auto: bfloat16 on the CPU with AVX512_BF16",
+                   "evaluate_and_export": "float32"}))
+    lines = table.splitlines()
+    # 401.5 s user, 38.5 s system: 38.5 / 440 = 8.75%.
+    assert "cpu: user 401.5 s, system 38.5 s (8.8% system)" in lines
+    assert ("precision: trained in bfloat16 (auto: bfloat16 on the CPU with "
+            "AVX512_BF16); evaluated and exported in float32") in lines
+    assert report_lib.cpu_line({"x": {"user": 0.0, "system": 0.0}}) == (
+        "cpu: user 0.0 s, system 0.0 s (- system)")
