@@ -11,6 +11,7 @@ klr.export(model, "model.tflite", format="tflite", quantize="dynamic")
 ```
 """
 
+from keras_lowrank import distribution
 from keras_lowrank import layers
 from keras_lowrank import presets
 from keras_lowrank import svd
@@ -61,6 +62,7 @@ __all__ = [
     "add_weighted_adapter",
     "adapter_names",
     "delete_adapter",
+    "distribution",
     "disable_adapters",
     "set_adapter",
     "AdapterSpec",

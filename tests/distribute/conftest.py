@@ -1,0 +1,160 @@
+"""The distributed runs, started once and all at once, and the reference.
+
+`runs` starts, at the first test of this folder, the processes that the
+collected tests' modules name in `PROCESSES`: the MirroredStrategy run
+(two logical CPUs), two MultiWorkerMirroredStrategy workers on 127.0.0.1
+(free ports, `TF_CONFIG`), the JAX run (four host devices). While they
+run, this process runs its own tests and trains the one-device reference
+on the TensorFlow backend. Every process starts from the same weights
+(`case.write_start`) and is bounded: waited for at most TIMEOUT_S, then
+killed.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lowrank as klr
+from tests.distribute import case
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_S = 480
+# Adapter weights after STEPS Adam steps, distributed vs one device: the
+# runs differ only in the order float32 sums are taken (measured: 6e-8).
+WEIGHT_TOLERANCE = 1e-6
+PREDICTION_TOLERANCE = 1e-5
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Runs:
+    """The started processes; `result(name)` waits for one and reads it."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.start = str(folder / "start.npz")
+        self.processes = {}
+
+    def launch(self, name, module, env):
+        out = self.folder / name
+        out.mkdir()
+        environ = {
+            key: value for key, value in os.environ.items()
+            if key not in ("TF_CONFIG", "XLA_FLAGS", "KERAS_BACKEND")
+        }
+        environ.update({"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0",
+                        "KERAS_BACKEND": "tensorflow", **env})
+        # Files, not pipes: an unread pipe could fill up and stall a writer.
+        with open(out / "stdout.txt", "w") as stdout, open(out / "stderr.txt", "w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"tests.distribute.{module}", str(out), self.start],
+                cwd=ROOT, env=environ, stdout=stdout, stderr=stderr,
+            )
+        self.processes[name] = (out, process)
+
+    def wait(self, name):
+        """`(folder, return code, stderr tail)` of a finished process."""
+        assert name in self.processes, f"{name} was not started: add it to PROCESSES"
+        out, process = self.processes[name]
+        try:
+            process.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return out, process.returncode, (out / "stderr.txt").read_text()[-4000:]
+
+    def result(self, name, file):
+        """The JSON `file` the process `name` wrote; fails with its error."""
+        out, code, stderr = self.wait(name)
+        path = out / file
+        assert path.exists(), f"{name} exited {code} without {file}:\n{stderr}"
+        result = json.loads(path.read_text())
+        assert "error" not in result or file.endswith("_phase2.json"), (
+            f"{name} raised:\n{result['error']}"
+        )
+        print(name, file, json.dumps(result)[:2000])
+        return result
+
+    def stop(self):
+        for _, process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def needed_processes(session):
+    """The processes the collected tests name in their module's PROCESSES."""
+    return {
+        name for item in session.items if "runs" in item.fixturenames
+        for name in getattr(item.module, "PROCESSES", ())
+    }
+
+
+@pytest.fixture(scope="session")
+def runs(request, tmp_path_factory):
+    needed = needed_processes(request.session)
+    folder = tmp_path_factory.mktemp("distribute")
+    started = Runs(folder)
+    case.write_start(started.start)
+    if "mirrored" in needed:
+        started.launch("mirrored", "mirrored_script", {})
+    if "workers" in needed:
+        ports = free_ports(2)
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        for index in range(2):
+            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            started.launch(f"worker{index}", "worker_script", {"TF_CONFIG": json.dumps(config)})
+    if "jax" in needed:
+        started.launch("jax", "jax_script", {
+            "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        })
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_early(request):
+    """Starts the runs at the first test here, when any test needs them,
+    so that the tests of this process overlap with the runs."""
+    if needed_processes(request.session):
+        request.getfixturevalue("runs")
+
+
+@pytest.fixture(scope="session")
+def reference(runs):
+    """The one-device run: `(adapter values, predictions)`."""
+    _, model = case.load_start(runs.start)
+    case.compile_model(model)
+    case.fit(model)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == case.STEPS
+    return case.adapter_values(model), case.predict(model)
+
+
+def base_model(start):
+    """A one-device base model with the starting weights."""
+    stored = np.load(start)
+    base = case.build_base()
+    base.set_weights([stored[f"base_{i}"] for i in range(len(base.weights))])
+    return base
+
+
+def load_and_predict(start, path):
+    """`(loaded model values, predictions)` of an adapter file on one device."""
+    loaded = klr.load_adapters(base_model(start), path)
+    return case.adapter_values(loaded), case.predict(loaded)
