@@ -1,4 +1,4 @@
-"""Every private Keras attribute keras_lowrank relies on, in one place.
+"""Every private Keras (and tfds) attribute keras_lowrank relies on, in one place.
 
 Keras 3 has no public API for some of what model surgery needs: the list of
 a layer's direct sublayers, a layer's own (not its children's) variables,
@@ -135,3 +135,14 @@ def analyze_einsum_string(equation, bias_axes, input_shape, output_shape):
     from keras.src.layers.core.einsum_dense import _analyze_einsum_string
 
     return _analyze_einsum_string(equation, bias_axes, input_shape, output_shape)
+
+
+# === tensorflow-datasets ===
+
+
+def tfds_progress_bars_shown():
+    """Whether tfds shows progress bars now (its private `tqdm_utils._active`),
+    so that a quiet block can put the setting back as it was."""
+    import tensorflow_datasets as tfds
+
+    return getattr(tfds.core.utils.tqdm_utils, "_active", True)

@@ -133,3 +133,16 @@ def test_analyze_einsum_string_gives_the_kernel_shape():
     assert tuple(kernel_shape) == (8, 2, 4)
     assert tuple(bias_shape) == (2, 4)
     assert tuple(output_shape) == (None, 5, 2, 4)
+
+
+def test_tfds_progress_bar_setting_is_read_back():
+    import tensorflow_datasets as tfds
+
+    before = _compat.tfds_progress_bars_shown()
+    try:
+        tfds.display_progress_bar(False)
+        assert _compat.tfds_progress_bars_shown() is False
+        tfds.display_progress_bar(True)
+        assert _compat.tfds_progress_bars_shown() is True
+    finally:
+        tfds.display_progress_bar(before)

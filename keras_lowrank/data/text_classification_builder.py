@@ -19,6 +19,7 @@ import random
 import numpy as np
 import tensorflow_datasets as tfds
 
+from keras_lowrank import _compat
 from keras_lowrank.data import readers
 from keras_lowrank.data import splits as splits_lib
 from keras_lowrank.data.data_error import DataError
@@ -298,7 +299,7 @@ def _quiet_tfds():
     """Hides tfds' progress bars, logs and prints, then restores them."""
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
-    bars = getattr(tfds.core.utils.tqdm_utils, "_active", True)
+    bars = _compat.tfds_progress_bars_shown()
     absl_logger.setLevel(logging.ERROR)
     tfds.display_progress_bar(False)
     try:
