@@ -22,6 +22,7 @@ tokens = load_generator("smollm2.tflite").greedy(prompt_ids, 32).tokens
 """
 
 from keras_lowrank.generation.cached_causal_lm import is_cached_causal_lm
+from keras_lowrank.generation.export_dispatch import dispatch_export
 from keras_lowrank.generation.export_generator import export_generator
 from keras_lowrank.generation.generation_report import GenerationReport
 from keras_lowrank.generation.generation_verification import (
@@ -38,6 +39,7 @@ __all__ = [
     "GenerationVerificationError",
     "GeneratorSpec",
     "PromptTooLongError",
+    "dispatch_export",
     "export_generator",
     "greedy_reference",
     "is_cached_causal_lm",

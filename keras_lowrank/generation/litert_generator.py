@@ -3,8 +3,10 @@
 A SavedModel with one signature per prefill length and one for decoding,
 all reading the same frozen weights (stored once), converted with builtin
 ops only; the converter turns the weights into constants shared by the
-signatures, so the file holds each weight once. The `GeneratorSpec` goes
-into the flatbuffer's model metadata.
+signatures, so the file holds each weight once (a tied embedding is held
+twice: the lookup table, and the output projection, into which the
+converter folds the final norm's scale). The `GeneratorSpec` goes into
+the flatbuffer's model metadata.
 """
 
 import os

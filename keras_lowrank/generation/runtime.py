@@ -123,6 +123,9 @@ class Generator:
             stop_token_ids: tokens that end generation (kept in the output).
             on_token: optional callable, called with each new token.
         """
+        if max_new_tokens < 1:
+            raise ValueError(
+                f"`max_new_tokens` must be at least 1. Received: {max_new_tokens}")
         stop = set(int(t) for t in stop_token_ids)
         start = time.perf_counter()
         prompt = self.check_prompt(prompt_ids)

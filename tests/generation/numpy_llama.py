@@ -29,13 +29,18 @@ class NumpyLlama:
         self.kv_heads = int(field("llama.attention.head_count_kv"))
         self.eps = float(field("llama.attention.layer_norm_rms_epsilon"))
         self.theta = float(field("llama.rope.freq_base"))
-        self.w = {
-            t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
-            for t in reader.tensors
-        }
+        # Matrices as (in, out), contiguous: numpy's float64 x @ W.T is ~7x
+        # slower than x @ W_t.
+        self.w = {}
+        for t in reader.tensors:
+            array = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+            if array.ndim == 2 and t.name.startswith("blk."):
+                array = np.ascontiguousarray(array.T)
+            self.w[t.name] = array
         self.hidden = self.w["token_embd.weight"].shape[1]
         self.head_dim = self.hidden // self.heads
-        self.output = self.w.get("output.weight", self.w["token_embd.weight"])
+        output = self.w.get("output.weight", self.w["token_embd.weight"])
+        self.output_t = np.ascontiguousarray(output.T)  # (hidden, vocab)
 
     def _norm(self, x, scale):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * scale
@@ -69,9 +74,9 @@ class NumpyLlama:
         for i in range(self.layers):
             w = lambda name: self.w[f"blk.{i}.{name}.weight"]  # noqa: E731
             h = self._norm(x, w("attn_norm"))
-            q = (h @ w("attn_q").T).reshape(seq, self.heads, self.head_dim)
-            k = (h @ w("attn_k").T).reshape(seq, self.kv_heads, self.head_dim)
-            v = (h @ w("attn_v").T).reshape(seq, self.kv_heads, self.head_dim)
+            q = (h @ w("attn_q")).reshape(seq, self.heads, self.head_dim)
+            k = (h @ w("attn_k")).reshape(seq, self.kv_heads, self.head_dim)
+            v = (h @ w("attn_v")).reshape(seq, self.kv_heads, self.head_dim)
             q, k = self._rope(q, positions), self._rope(k, positions)
             cache[i][0] = keys = np.concatenate([cache[i][0], k])
             cache[i][1] = values = np.concatenate([cache[i][1], v])
@@ -84,11 +89,11 @@ class NumpyLlama:
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
             attended = np.einsum("hqk,khd->qhd", scores, values).reshape(seq, -1)
-            x = x + attended @ w("attn_output").T
+            x = x + attended @ w("attn_output")
             h = self._norm(x, w("ffn_norm"))
-            gate = h @ w("ffn_gate").T
-            x = x + ((gate / (1 + np.exp(-gate))) * (h @ w("ffn_up").T)) @ w("ffn_down").T
-        return self._norm(x, self.w["output_norm.weight"]) @ self.output.T, cache
+            gate = h @ w("ffn_gate")
+            x = x + ((gate / (1 + np.exp(-gate))) * (h @ w("ffn_up"))) @ w("ffn_down")
+        return self._norm(x, self.w["output_norm.weight"]) @ self.output_t, cache
 
     def greedy(self, prompt_ids, max_new_tokens):
         """The `max_new_tokens` greedy tokens after `prompt_ids`."""
@@ -98,3 +103,53 @@ class NumpyLlama:
             logits, cache = self.forward([tokens[-1]], cache)
             tokens.append(int(np.argmax(logits[-1])))
         return tokens
+
+
+def run_single_threaded(gguf_path, logit_prompts, greedy_prompts, new_tokens):
+    """Last-position logits and greedy tokens, computed in a subprocess whose
+    BLAS has one thread: on 2 busy cores, multi-threaded OpenBLAS made each
+    float64 step ~10x slower.
+
+    Returns:
+        (list of (vocab,) float64 arrays, list of token lists)
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "out.npz")
+        request = json.dumps([gguf_path, logit_prompts, greedy_prompts,
+                              new_tokens, out])
+        subprocess.run(
+            [sys.executable, "-m", "tests.generation.numpy_llama", request],
+            check=True, cwd=root, env=env, timeout=1200,
+        )
+        with np.load(out) as data:
+            logits = [data[f"logits_{i}"] for i in range(len(logit_prompts))]
+            tokens = [data[f"tokens_{i}"].tolist() for i in range(len(greedy_prompts))]
+    return logits, tokens
+
+
+def _main(request):
+    import json
+
+    gguf_path, logit_prompts, greedy_prompts, new_tokens, out = json.loads(request)
+    model = NumpyLlama(gguf_path)
+    arrays = {}
+    for i, prompt in enumerate(logit_prompts):
+        arrays[f"logits_{i}"] = model.forward(prompt)[0][-1]
+    for i, prompt in enumerate(greedy_prompts):
+        arrays[f"tokens_{i}"] = np.array(model.greedy(prompt, new_tokens))
+    np.savez(out, **arrays)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1])

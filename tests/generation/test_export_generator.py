@@ -222,3 +222,22 @@ def test_refuses_bad_arguments(tmp_path, tiny_models, kwargs, pattern):
 def test_refuses_an_unknown_format(tmp_path, tiny_models):
     _refused(tmp_path, ValueError, r"Unrecognized format='gguf'. Supported "
              r"formats are: \['tflite', 'onnx'\]", tiny_models["llama"], "gguf")
+
+
+# === The hook for klr.export ===
+
+def test_dispatch_export_takes_causal_lms_in_generation_formats(tiny_models, tmp_path):
+    from keras_lowrank.generation import dispatch_export
+
+    model = tiny_models["llama"]
+    assert dispatch_export(model, tmp_path / "lm", "saved_model") is None
+    assert dispatch_export(model.backbone, tmp_path / "b.tflite", "tflite") is None
+    with pytest.raises(ValueError, match=r"Llama3CausalLM is exported for "
+                       r"generation .*takes none of \['quantize', 'atol'\].*"
+                       r"Received: quantize='dynamic', atol=0.1"):
+        dispatch_export(model, tmp_path / "lm.tflite", "tflite",
+                        quantize="dynamic", atol=0.1)
+    assert not os.listdir(tmp_path)
+    report = dispatch_export(model, tmp_path / "lm.onnx", "onnx", verify=False)
+    assert not report.verified and report.spec.max_length == 256
+    assert load_generator(tmp_path / "lm.onnx").spec == report.spec
