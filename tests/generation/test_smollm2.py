@@ -30,8 +30,8 @@ PROMPTS = [
 ]
 MAX_LENGTH = 64
 NEW_TOKENS = 32
-# float32 keras-hub vs the float64 numpy pass; measured <= 1.2e-4 on
-# logits of magnitude ~25.
+# float32 keras-hub vs the float64 numpy pass: measured 2.9e-5 to 4.9e-5
+# on the last position's logits (largest |logit| 20 to 31).
 LOGIT_ATOL = 1e-3
 # LiteRT, the phone's runtime, by default: each SmolLM2 export takes minutes
 # on 2 cores. KERAS_LOWRANK_SMOLLM2_FORMATS=tflite,onnx checks ONNX too.
