@@ -62,10 +62,12 @@ class GenerationReport:
                 f"{len(self.prompt_lengths)} prompts, lengths "
                 f"{list(self.prompt_lengths)})"
             )
+            speed = self.decode_tokens_per_s
             lines.append(
                 f"time to first token {self.time_to_first_token_ms:.1f} ms "
-                f"(median), decode {self.decode_tokens_per_s:.1f} tokens/s "
-                "(batch 1)"
+                "(median), decode "
+                + (f"{speed:.1f} tokens/s" if speed else "n/a (one token)")
+                + " (batch 1)"
             )
         else:
             lines.append("not verified")

@@ -124,6 +124,8 @@ def test_text_prompts_and_stop_tokens(tiny_models, word_tokenizer, tmp_path):
         stop_token_ids=(2,),
     )
     assert report.prompt_lengths == (3, 1) and report.tokens_matching == 16
+    assert "greedy tokens equal to Keras: 16/16 (2/2 prompts" in str(report)
+    assert report.to_dict()["spec"]["stop_token_ids"] == (2,)
     assert load_generator(path).spec.stop_token_ids == (2,)
 
 
