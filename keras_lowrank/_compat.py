@@ -35,7 +35,7 @@ def flatten_layers(layer, include_self=True):
     return list(layer._flatten_layers(include_self=include_self))
 
 
-def own_trainable_variables(layer):
+def own_trainable_weights(layer):
     """The trainable variables `layer` created itself, not its sublayers'."""
     return layer._trainable_variables
 

@@ -238,7 +238,7 @@ def freeze_all_but(model, keep_trainable):
         elif not _kept(path, keep_trainable):
             # A container's own weights (a ViT's class token, say): freezing
             # the container would hide its children's weights too.
-            for variable in _compat.own_trainable_variables(layer):
+            for variable in _compat.own_trainable_weights(layer):
                 variable.trainable = False
 
 

@@ -335,7 +335,7 @@ def _frozen_own_weights(model):
     for path, layer in layer_paths(model).items():
         if not _compat.has_sublayers(layer) or not layer.trainable:
             continue
-        own = _compat.own_trainable_variables(layer)
+        own = _compat.own_trainable_weights(layer)
         frozen = [i for i, v in enumerate(own) if not v.trainable]
         if frozen:
             found[path] = frozen
@@ -348,7 +348,7 @@ def _freeze_own_weights(model, frozen):
         layer = current.get(path)
         if layer is None:
             continue
-        own = _compat.own_trainable_variables(layer)
+        own = _compat.own_trainable_weights(layer)
         for i in indices:
             own[i].trainable = False
 

@@ -52,9 +52,9 @@ def test_flatten_layers_walks_the_whole_tree():
         "first", "second"]
 
 
-def test_own_trainable_variables_exclude_the_children():
+def test_own_trainable_weights_exclude_the_children():
     block = _block()
-    assert [v.name for v in _compat.own_trainable_variables(block)] == ["token"]
+    assert [v.name for v in _compat.own_trainable_weights(block)] == ["token"]
 
 
 def test_kernel_variable_is_the_variable_not_keras_lora_sum():

@@ -45,7 +45,7 @@ def import_optional(name, purpose):
 
 
 class LazyModule:
-    """A module imported on first use (as `keras.src.utils.module_utils`).
+    """A module imported on first use (as Keras' own LazyModule).
 
     Args:
         name: the module, a key of the pip commands above.
