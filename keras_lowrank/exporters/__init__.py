@@ -6,11 +6,20 @@ Keras and returns an `ExportReport`. One module per format (`saved_model`,
 `tflite`, `onnx`), each defining its `ExportFormat` record; `formats` is the
 registry that lists them (`get_format(name)`).
 
+`export(..., metadata="text_classifier")` writes a LiteRT model that takes
+raw text in MediaPipe's `TextClassifier` (tokenizer and labels inside:
+`text_classifier`, `export_text_classifier`). `quantize="int8"` /
+`"int16x8"` (LiteRT) and `"int8"` (ONNX) calibrate on `calibration_data`
+and keep the ops that break accuracy in float (`tflite_quantization`,
+`onnx_quantization`); with `eval_data` an artifact is judged on its task
+accuracy in its runtime (`accuracy`).
+
 Importing this package imports neither TensorFlow nor a converter or
 runtime: each is imported where it is first used, and a missing one fails
 with the pip command that installs it.
 """
 
+from keras_lowrank.exporters.accuracy import AccuracyDropError
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.export_model import export
 from keras_lowrank.exporters.export_model import validate_export_arguments
@@ -25,6 +34,7 @@ from keras_lowrank.exporters.verification import DEFAULT_TOLERANCES
 from keras_lowrank.exporters.verification import ExportVerificationError
 
 __all__ = [
+    "AccuracyDropError",
     "DEFAULT_TOLERANCES",
     "ExportFormat",
     "ExportReport",

@@ -54,6 +54,9 @@ class ExportFormat:
         replaceable: callable `(folder) -> bool` or None. For a folder
             format: whether an existing folder is an earlier artifact that
             a new export may replace.
+        metadata_kinds: tuple of str. The `metadata=` values the format can
+            write (`"text_classifier"`: a raw-text MediaPipe model,
+            `keras_lowrank.exporters.text_classifier`).
     """
 
     name: str
@@ -68,6 +71,7 @@ class ExportFormat:
     notes: Callable = _no_notes
     unverifiable: Callable = _never_unverifiable
     replaceable: Callable | None = None
+    metadata_kinds: tuple = ()
 
     def __post_init__(self):
         unknown = [o for o in self.options if o not in FORMAT_OPTIONS]

@@ -1,13 +1,20 @@
-"""ONNX: conversion with tf2onnx, and running with ONNX Runtime (CPU)."""
+"""ONNX: conversion with tf2onnx, and running with ONNX Runtime (CPU).
+
+`quantize="dynamic"` or `"int8"` quantizes the converted file with ONNX
+Runtime's own tools (`onnx_quantization`).
+"""
 
 import contextlib
 import logging
 import os
 
+import tempfile
+
 import numpy as np
 
 from keras_lowrank.exporters._optional import import_optional
 from keras_lowrank.exporters.export_format import ExportFormat
+from keras_lowrank.exporters.onnx_quantization import quantize_onnx
 from keras_lowrank.exporters.signature import serving_function
 
 DEFAULT_OPSET = 15
@@ -17,7 +24,11 @@ DEFAULT_OPSET = 15
 _CATCH_ERRORS_ENV = "TF2ONNX_CATCH_ERRORS"
 
 
-def write_onnx(model, signature, path, opset=None):
+QUANTIZE_MODES = (None, "dynamic", "int8")
+
+
+def write_onnx(model, signature, path, opset=None, quantize=None,
+               representative_data=None):
     """Converts `model` to an ONNX file at `path` with tf2onnx.
 
     The graph is the same serving function as the SavedModel's: named inputs
@@ -28,7 +39,18 @@ def write_onnx(model, signature, path, opset=None):
         signature: the structure from `input_signature(model)`.
         path: the `.onnx` file to write.
         opset: the ONNX opset version; None means `DEFAULT_OPSET`.
+        quantize: None (float32), `"dynamic"` (int8 weights) or `"int8"`
+            (static QDQ, calibrated on `representative_data`).
+        representative_data: for `"int8"`, a callable returning an
+            iterable of `{input name: array}` batches.
     """
+    if quantize is not None:
+        with tempfile.TemporaryDirectory(prefix="klr_onnx_") as folder:
+            float_path = os.path.join(folder, "float.onnx")
+            write_onnx(model, signature, float_path, opset=opset)
+            rows = None if representative_data is None else list(representative_data())
+            quantize_onnx(float_path, path, quantize, rows)
+        return
     tf2onnx = import_optional("tf2onnx", "to export ONNX")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     serve = serving_function(model, signature)
@@ -73,6 +95,25 @@ class ONNXRunner:
         values = self._session.run(self._output_names, dict(inputs))
         return {name: np.asarray(v) for name, v in zip(self._output_names, values)}
 
+    @property
+    def input_shapes(self):
+        """`{name: shape}`, -1 for dynamic (named or unknown) dimensions."""
+        return {
+            i.name: [d if isinstance(d, int) else -1 for d in i.shape]
+            for i in sorted(self._session.get_inputs(), key=lambda i: i.name)
+        }
+
+    def float_layers(self):
+        """Names of MatMul / Gemm nodes whose weight is a float initializer."""
+        onnx = import_optional("onnx", "to read ONNX graphs")
+        graph = onnx.load(self._path, load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        return tuple(
+            node.name
+            for node in graph.node
+            if node.op_type in ("MatMul", "Gemm") and node.input[1] in weights
+        )
+
     def ops(self):
         """Sorted ONNX operator types of the main graph."""
         onnx = import_optional("onnx", "to list ONNX operators")
@@ -100,5 +141,7 @@ FORMAT = ExportFormat(
     suffix=".onnx",
     write=write_onnx,
     runner=ONNXRunner,
-    options=("opset",),
+    options=("opset", "quantize", "representative_data"),
+    quantize_modes=QUANTIZE_MODES,
+    calibrated_modes=("int8",),
 )

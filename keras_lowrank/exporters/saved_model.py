@@ -18,7 +18,7 @@ from keras_lowrank.exporters.signature import serving_function
 SIGNATURE_KEY = "serving_default"
 
 
-def write_saved_model(model, signature, path):
+def write_saved_model(model, signature, path, serve=None):
     """Writes `model` as a SavedModel folder at `path`.
 
     Its `serving_default` signature takes the named inputs of `signature`
@@ -34,8 +34,11 @@ def write_saved_model(model, signature, path):
         model: a Keras model.
         signature: the structure from `input_signature(model)`.
         path: a folder that does not exist yet.
+        serve: optional. The `tf.function` to save as the signature, with
+            `signature` as its input signature. Default:
+            `serving_function(model, signature)`.
     """
-    serve = serving_function(model, signature)
+    serve = serve or serving_function(model, signature)
     module = tf.Module()
     module.model_variables = [_backing_variable(v) for v in model.variables]
     module.serve = serve
@@ -77,6 +80,15 @@ class SavedModelRunner:
         tensors = {name: tf.constant(value) for name, value in inputs.items()}
         outputs = self._function(**tensors)
         return {name: np.asarray(value) for name, value in outputs.items()}
+
+    @property
+    def input_shapes(self):
+        """`{name: shape}`, -1 for dynamic dimensions."""
+        _, specs = self._function.structured_input_signature
+        return {
+            name: [-1 if d is None else int(d) for d in specs[name].shape]
+            for name in sorted(specs)
+        }
 
     def ops(self):
         """Sorted op types of the signature graph and its functions."""

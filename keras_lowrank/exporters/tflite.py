@@ -7,6 +7,7 @@ delegate (`org.tensorflow:tensorflow-lite-select-tf-ops` on Android,
 `TensorFlowLiteSelectTfOps` on iOS), which adds several MB.
 """
 
+import contextlib
 import os
 import re
 import tempfile
@@ -14,13 +15,17 @@ import warnings
 
 import numpy as np
 
+from keras_lowrank.exporters import tflite_quantization
+from keras_lowrank.exporters._int16_tracing import int16_friendly_tracing
 from keras_lowrank.exporters._optional import import_optional
 from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
 from keras_lowrank.exporters.saved_model import write_saved_model
 
-QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
+QUANTIZE_MODES = (None, "float16", "dynamic", "int8", "int16x8")
+# The modes that calibrate activations on real examples.
+CALIBRATED_MODES = ("int8", "int16x8")
 FLEX_DELEGATE_NOTE = (
     "needs the Flex delegate: link org.tensorflow:tensorflow-lite-select-"
     "tf-ops (Android) or TensorFlowLiteSelectTfOps (iOS)"
@@ -57,7 +62,8 @@ def write_tflite(
     """
     with tempfile.TemporaryDirectory(prefix="klr_saved_model_") as folder:
         saved_model = os.path.join(folder, "saved_model")
-        write_saved_model(model, signature, saved_model)
+        with tracing_for(quantize):
+            write_saved_model(model, signature, saved_model)
         flatbuffer = convert_saved_model(
             saved_model,
             quantize=quantize,
@@ -76,10 +82,12 @@ def convert_saved_model(
     Args:
         saved_model_dir: a SavedModel folder from `write_saved_model`.
         quantize: `None` (float32), `"float16"` (float16 weights),
-            `"dynamic"` (int8 weights, float activations) or `"int8"` (int8
-            weights and activations with builtin int8 kernels only,
-            calibrated on `representative_data`; the model's inputs and
-            outputs keep their float32 / int32 types).
+            `"dynamic"` (int8 weights, float activations), `"int8"` (int8
+            per-channel weights and int8 activations where that keeps the
+            accuracy, float elsewhere: `tflite_quantization`) or
+            `"int16x8"` (int16 activations, int8 weights); the calibrated
+            modes use `representative_data`. The model's inputs and outputs
+            keep their float32 / int32 types.
         allow_flex: whether TensorFlow ops outside the builtins may be kept
             as Flex ops.
         representative_data: for `"int8"`: a callable returning an iterable
@@ -94,29 +102,35 @@ def convert_saved_model(
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[SIGNATURE_KEY]
     )
-    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
-    if quantize == "int8":
-        builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-    converter.target_spec.supported_ops = [builtins]
-    if allow_flex:
-        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.representative_dataset = representative_data
+    if quantize == "int16x8":
+        tflite_quantization.configure_int16x8(converter, representative_data)
+    if allow_flex:
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     try:
         with warnings.catch_warnings():
-            # int8 calibration runs the deprecated tf.lite.Interpreter inside
-            # the converter; that warning is not about the user's code.
+            # Calibration runs the deprecated tf.lite.Interpreter inside the
+            # converter; that warning is not about the user's code.
             warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter")
+            if quantize == "int8":
+                return tflite_quantization.quantize_int8(converter, representative_data)
             return converter.convert()
     except Exception as error:
         unsupported = _unsupported_ops_error(str(error), allow_flex)
         if unsupported is None:
             raise
         raise unsupported from error
+
+
+def tracing_for(quantize):
+    """The tracing context a quantize mode's converter needs (`_int16_tracing`)."""
+    if quantize == "int16x8":
+        return int16_friendly_tracing()
+    return contextlib.nullcontext()
 
 
 def flex_ops(ops):
@@ -177,6 +191,25 @@ class TFLiteRunner:
             name: np.array(interpreter.get_tensor(index))
             for name, index in self._outputs.items()
         }
+
+    @property
+    def input_shapes(self):
+        """`{name: shape}`, -1 for dynamic dimensions (shape signature)."""
+        details = {d["index"]: d for d in self._interpreter.get_input_details()}
+        return {
+            name: [int(d) for d in details[index]["shape_signature"]]
+            for name, index in sorted(self._inputs.items())
+        }
+
+    def float_layers(self):
+        """Weight layers kept in float (`float_weight_layers`)."""
+        with open(self._path, "rb") as file:
+            return tflite_quantization.float_weight_layers(file.read())
+
+    def precisions(self):
+        """Op counts per precision (`tflite_quantization.precision_summary`)."""
+        with open(self._path, "rb") as file:
+            return tflite_quantization.precision_summary(file.read())
 
     def ops(self):
         """Sorted operator names, read without delegates (no `DELEGATE`)."""
@@ -266,8 +299,9 @@ FORMAT = ExportFormat(
     write=write_tflite,
     runner=TFLiteRunner,
     options=("quantize", "allow_flex", "representative_data"),
+    metadata_kinds=("text_classifier",),
     quantize_modes=QUANTIZE_MODES,
-    calibrated_modes=("int8",),
+    calibrated_modes=CALIBRATED_MODES,
     notes=artifact_notes,
     unverifiable=unverifiable_reason,
 )

@@ -15,6 +15,13 @@ them: for `quantize=q`, with `scale` the largest absolute Keras output
 | "dynamic" | 5e-2  | 0.25     | 1.7e-3           | 0.32             | 0.48       |
 | "int8"    | 1e-1  | 0.25     | 4.5e-2           | 3.0              | 0.48       |
 
+The same rule holds for ONNX `dynamic` and `int8`, and for LiteRT
+`int16x8`. Since issue 9, `int8` keeps the ops that break accuracy in float
+(`tflite_quantization`); the `int8` row below is the earlier all-int8
+artifact, and the new one moves the demo's logits by about as much as
+`dynamic` does. With `eval_data`, accuracy replaces this bound for the lossy
+modes (`export_model.LOSSY_MODES`).
+
 Measured max abs diffs (`export/README.md`): all-MiniLM-L6-v2 with a new
 2-class head (logits at most 0.06, so the floors apply), and `make demo`'s
 fine-tuned classifier over its 800 test sentences (logits up to 1.92; "demo
@@ -42,6 +49,7 @@ DEFAULT_TOLERANCES = {
     "float16": 1e-2,
     "dynamic": 5e-2,
     "int8": 1e-1,
+    "int16x8": 5e-2,
 }
 # Fractions of the largest absolute Keras output, for quantized modes.
 RELATIVE_TOLERANCES = {
@@ -49,6 +57,7 @@ RELATIVE_TOLERANCES = {
     "float16": 1e-2,
     "dynamic": 0.25,
     "int8": 0.25,
+    "int16x8": 0.25,
 }
 LATENCY_REPEATS = 10
 

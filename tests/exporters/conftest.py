@@ -39,3 +39,11 @@ def exported(models, artifacts_dir):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    """The tiny raw-text BERT classifier of `text_models`, trained once."""
+    from tests.exporters.text_models import text_classifier
+
+    return text_classifier()

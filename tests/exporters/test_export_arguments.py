@@ -20,15 +20,22 @@ def _assert_nothing_written(folder):
          r"formats are: \['saved_model', 'tflite', 'onnx'\]"),
         (dict(format=None), r"Unrecognized format=None"),
         (dict(format="tflite", quantize="int4"), r"Unrecognized quantize='int4'\. "
-         r"Supported values are: \[None, 'float16', 'dynamic', 'int8'\]"),
-        (dict(format="onnx", quantize="dynamic"), r"`quantize` only applies to "
-         r"format='tflite'\. Received: quantize='dynamic' with format='onnx'"),
-        (dict(format="saved_model", quantize="float16"), r"only applies to "
-         r"format='tflite'"),
+         r"Supported values are: \[None, 'float16', 'dynamic', 'int8', 'int16x8'\]"),
+        (dict(format="onnx", quantize="float16"), r"format='onnx' supports "
+         r"quantize in \[None, 'dynamic', 'int8'\]\. Received: quantize='float16'"),
+        (dict(format="saved_model", quantize="float16"), r"`quantize` only applies "
+         r"to format in \['tflite', 'onnx'\]\. Received: quantize='float16' with "
+         r"format='saved_model'"),
         (dict(format="tflite", quantize="int8"), r"Received: "
-         r"representative_data=None"),
-        (dict(format="tflite", representative_data=[{}]), r"only used with "
-         r"quantize='int8'\. Received: quantize=None"),
+         r"calibration_data=None, representative_data=None"),
+        (dict(format="onnx", quantize="int8"), r"calibrates activations on "
+         r"`calibration_data`"),
+        (dict(format="tflite", representative_data=[{}]), r"`representative_data` "
+         r"is only used with quantize in \['int8', 'int16x8'\]\. Received: "
+         r"quantize=None"),
+        (dict(format="onnx", calibration_data=["a"], quantize="dynamic"),
+         r"`calibration_data` is only used with quantize='int8'\. Received: "
+         r"quantize='dynamic'"),
         (dict(format="onnx", allow_flex=True), r"`allow_flex` only applies to "
          r"format='tflite'"),
         (dict(format="tflite", opset=13), r"`opset` only applies to "

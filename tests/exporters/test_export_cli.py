@@ -48,11 +48,12 @@ def test_missing_model_file(tmp_path, capsys):
     ]
 
 
-def test_quantize_on_onnx_is_a_usage_error(saved_models, tmp_path, capsys):
+def test_a_quantize_mode_onnx_lacks_is_a_usage_error(saved_models, tmp_path, capsys):
     code = main(["export", saved_models["dense"], "--format", "onnx",
-                 "--quantize", "dynamic", "--out", str(tmp_path / "m.onnx")])
+                 "--quantize", "float16", "--out", str(tmp_path / "m.onnx")])
     assert code == 2
-    assert "only applies to format='tflite'" in capsys.readouterr().err
+    assert ("format='onnx' supports quantize in [None, 'dynamic', 'int8']. "
+            "Received: quantize='float16'") in capsys.readouterr().err
 
 
 def test_exports_a_saved_bert_classifier(saved_models, tmp_path, capsys):
@@ -166,7 +167,7 @@ def test_bad_quantize_is_one_line(preset_and_adapters, tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [
         "keras-lowrank export: error: Unrecognized quantize='int4'. Supported "
-        "values are: [None, 'float16', 'dynamic', 'int8']"
+        "values are: [None, 'float16', 'dynamic', 'int8', 'int16x8']"
     ]
     assert os.listdir(tmp_path) == []
 

@@ -6,12 +6,12 @@ import pytest
 
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import export
-from keras_lowrank.exporters import export_model
+from keras_lowrank.exporters import artifact_checks
 from tests.exporters.helpers import dense_model
 
 
 def _fake_merge(monkeypatch, merge_adapters):
-    monkeypatch.setattr(export_model, "merge_adapters", merge_adapters)
+    monkeypatch.setattr(artifact_checks, "merge_adapters", merge_adapters)
 
 
 def _copy(model, scale=1.0):

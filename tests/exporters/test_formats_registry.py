@@ -32,7 +32,7 @@ def test_the_public_lists_come_from_the_registry():
         "saved_model", "tflite", "onnx"
     )
     assert exporters.QUANTIZE_MODES == export_model.QUANTIZE_MODES == (
-        None, "float16", "dynamic", "int8"
+        None, "float16", "dynamic", "int8", "int16x8"
     )
     assert tflite_format.QUANTIZE_MODES == exporters.QUANTIZE_MODES
 
@@ -44,12 +44,19 @@ def test_records():
     assert (onnx.directory, onnx.artifact_name("model")) == (False, "model.onnx")
     assert [r.title for r in formats.all_formats()] == ["SavedModel", "LiteRT", "ONNX"]
     assert tflite.options == ("quantize", "allow_flex", "representative_data")
-    assert onnx.options == ("opset",) and saved_model.options == ()
-    assert tflite.calibrated_modes == ("int8",)
+    assert onnx.options == ("opset", "quantize", "representative_data")
+    assert saved_model.options == ()
+    assert tflite.calibrated_modes == ("int8", "int16x8")
     assert tflite.quantize_modes_without_calibration == (None, "float16", "dynamic")
-    assert onnx.quantize_modes == saved_model.quantize_modes == (None,)
+    assert onnx.quantize_modes == (None, "dynamic", "int8")
+    assert onnx.calibrated_modes == ("int8",)
+    assert onnx.quantize_modes_without_calibration == (None, "dynamic")
+    assert saved_model.quantize_modes == (None,)
+    assert tflite.metadata_kinds == ("text_classifier",)
+    assert onnx.metadata_kinds == saved_model.metadata_kinds == ()
     assert formats.formats_with_option("opset") == ("onnx",)
-    assert formats.calibrated_modes() == ("int8",)
+    assert formats.formats_with_option("quantize") == ("tflite", "onnx")
+    assert formats.calibrated_modes() == ("int8", "int16x8")
     assert tflite.runner is tflite_format.TFLiteRunner
     assert onnx.runner is onnx_format.ONNXRunner
     assert saved_model.runner is saved_model_format.SavedModelRunner

@@ -25,8 +25,8 @@ class NoTensorFlow:
     BLOCKED = ("tensorflow", "keras", "tf_keras", "keras_hub", "tensorflow_text")
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.BLOCKED:
-            raise ImportError(f"{name} is not installed here")
+        if name.split(".")[0] in self.BLOCKED:  # as for a missing package
+            raise ModuleNotFoundError(f"{name} is not installed here")
         return None
 
 sys.meta_path.insert(0, NoTensorFlow())
@@ -48,7 +48,7 @@ def test_the_prelude_blocks_tensorflow(tmp_path):
     script.write_text("import tensorflow\n")
     result = _run_without_tensorflow(script)
     assert result.returncode != 0
-    assert "ImportError: tensorflow is not installed here" in result.stderr
+    assert "ModuleNotFoundError: tensorflow is not installed here" in result.stderr
 
 
 @pytest.mark.parametrize("input_format", ["npz", "json"])
@@ -87,3 +87,31 @@ def test_script_names_the_missing_inputs(exported, tmp_path, format):
     assert result.returncode != 0
     assert "ValueError: The model takes inputs ['padding_mask', 'token_ids']. " \
            "Missing: ['padding_mask']; unknown: []" in result.stderr
+
+
+def test_text_classifier_script_takes_raw_text_without_tensorflow(text_model, tmp_path):
+    """export/run_text_classifier.py: MediaPipe only, strings in, labels out."""
+    import keras_lowrank as klr
+    from tests.exporters.text_models import TEXTS
+
+    path = tmp_path / "classifier.tflite"
+    klr.export(text_model, path, "tflite", metadata="text_classifier",
+               labels=["negative", "positive"], sample_inputs=TEXTS)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS[2:]) + "\n")
+    script = os.path.join(ROOT, "export", "run_text_classifier.py")
+    result = _run_without_tensorflow(
+        script, path, TEXTS[0], TEXTS[1], "--texts", texts, "--repeats", 2, "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == TEXTS
+    logits = np.asarray(text_model.predict(TEXTS, verbose=0), dtype="float64")
+    expected = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    scores = np.array([[row["scores"]["negative"], row["scores"]["positive"]]
+                       for row in rows])
+    assert np.max(np.abs(scores - expected)) < 1e-5
+    assert [row["label"] for row in rows] == [
+        ["negative", "positive"][i] for i in expected.argmax(-1)
+    ]
+    assert all(row["latency_ms"] > 0 for row in rows)

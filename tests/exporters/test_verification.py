@@ -10,7 +10,7 @@ import pytest
 from keras_lowrank.exporters import DEFAULT_TOLERANCES
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import export
-from keras_lowrank.exporters import export_model
+from keras_lowrank.exporters import artifact_checks
 from keras_lowrank.exporters import onnx as onnx_format
 from keras_lowrank.exporters import saved_model as saved_model_format
 from keras_lowrank.exporters.verification import RELATIVE_TOLERANCES
@@ -108,11 +108,15 @@ def test_verify_reports_the_worst_batch():
 
 def test_default_tolerances():
     assert DEFAULT_TOLERANCES == {
-        None: 1e-4, "float16": 1e-2, "dynamic": 5e-2, "int8": 1e-1
+        None: 1e-4, "float16": 1e-2, "dynamic": 5e-2, "int8": 1e-1, "int16x8": 5e-2
     }
     assert RELATIVE_TOLERANCES == {
-        None: 0.0, "float16": 1e-2, "dynamic": 0.25, "int8": 0.25
+        None: 0.0, "float16": 1e-2, "dynamic": 0.25, "int8": 0.25, "int16x8": 0.25
     }
+    # Every quantize mode of every format has a tolerance.
+    from keras_lowrank.exporters import QUANTIZE_MODES
+
+    assert set(DEFAULT_TOLERANCES) == set(RELATIVE_TOLERANCES) == set(QUANTIZE_MODES)
 
 
 @pytest.mark.parametrize("quantize,scale,atol,expected", [
@@ -199,7 +203,7 @@ def test_a_corrupted_artifact_fails_the_scaled_tolerance(tmp_path, monkeypatch):
         clone.get_layer("hidden").set_weights([kernel.T, bias])
         return clone
 
-    monkeypatch.setattr(export_model, "merge_adapters", transposed_hidden_kernel)
+    monkeypatch.setattr(artifact_checks, "merge_adapters", transposed_hidden_kernel)
     with pytest.raises(ExportVerificationError, match=r"quantize='dynamic'") as info:
         export(model, tmp_path / "m.tflite", "tflite", quantize="dynamic",
                sample_inputs=rows)
