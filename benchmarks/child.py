@@ -56,6 +56,35 @@ def current_rss_bytes():
         return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def cpu_seconds(who=resource.RUSAGE_SELF):
+    """`{"user", "system"}` CPU seconds so far: this process (all threads),
+    or with `resource.RUSAGE_CHILDREN` its finished children."""
+    usage = resource.getrusage(who)
+    return {"user": usage.ru_utime, "system": usage.ru_stime}
+
+
+def cpu_since(before, who=resource.RUSAGE_SELF):
+    """The `cpu_seconds` spent since `before` (one of its results)."""
+    now = cpu_seconds(who)
+    return {key: now[key] - before[key] for key in now}
+
+
+def time_steps(step, count):
+    """Times `count` calls of `step`, and the process's CPU time over them.
+
+    Returns:
+        `(seconds, cpu)`: wall seconds per call, and the `cpu_since` of
+        the whole loop (user and system, every thread).
+    """
+    before = cpu_seconds()
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return seconds, cpu_since(before)
+
+
 def summarize(seconds):
     """Median, min, max and mean of timings in seconds."""
     return {

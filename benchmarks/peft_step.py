@@ -8,7 +8,6 @@ TensorFlow: it may run under another interpreter (`run.py --torch-python`).
 
 import importlib.util
 import os
-import time
 
 import numpy as np
 
@@ -66,17 +65,16 @@ def measure(settings, config, work):
     rss_before = child.current_rss_bytes()
     for _ in range(settings.warmup_steps):
         step()
-    seconds = []
-    for _ in range(settings.steps):
-        start = time.perf_counter()
-        loss = step()
-        seconds.append(time.perf_counter() - start)
+    losses = []
+    seconds, cpu = child.time_steps(lambda: losses.append(step()), settings.steps)
+    loss = losses[-1]
     return {
         "config": config,
         "trainable_params": int(sum(p.numel() for p in trainable)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
         "step": child.summarize(seconds),
         "step_seconds": seconds,
+        "step_cpu_seconds": cpu,
         "final_loss": float(loss),
         "rss_after_load_bytes": rss_before,
         "batch_shape": list(batch["input_ids"].shape),

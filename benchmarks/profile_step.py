@@ -16,32 +16,22 @@ import shutil
 
 from benchmarks import adapter_math
 from benchmarks import child
+from benchmarks import flops
 from benchmarks import keras_setup
 from benchmarks import trace_summary
 
-HIDDEN, INTERMEDIATE, LAYERS = 384, 1536, 6
-ADAPTED_PER_BLOCK = 2  # query and value
-
 
 def step_flops(batch, seq, rank):
-    """Multiply-adds x 2 of one training step, by part (analytic).
-
-    The frozen kernels need no weight gradient, so their backward costs one
-    forward (input gradients); the attention products QK and AV have two
-    activation operands, so their backward costs two forwards in any case.
-    """
-    tokens = batch * seq
-    dense = 2 * tokens * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * INTERMEDIATE) * LAYERS
-    attention = 2 * 2 * batch * seq * seq * HIDDEN * LAYERS
-    adapters = 2 * tokens * ADAPTED_PER_BLOCK * 2 * HIDDEN * rank * LAYERS
-    full = 3 * dense + 3 * attention
-    lora = 2 * dense + 3 * attention + 3 * adapters
+    """The profile's FLOP figures of a LoRA and a full step (`flops`)."""
+    part = flops.forward_parts(batch, seq, rank)
+    full = flops.step_flops("full", batch, seq, rank)
+    lora = flops.step_flops("klr_lora", batch, seq, rank)
     return {
-        "forward": dense + attention,
+        "forward": flops.forward_flops(batch, seq),
         "full_step": full,
         "lora_step": lora,
-        "adapter_share_of_lora_step": 3 * adapters / lora,
-        "attention_share_of_lora_step": 3 * attention / lora,
+        "adapter_share_of_lora_step": 3 * part["adapters"] / lora,
+        "attention_share_of_lora_step": 3 * part["attention"] / lora,
         "lora_vs_full": lora / full,
     }
 

@@ -1,11 +1,15 @@
 """Ratios, targets and the RESULTS.md tables, from the raw results dict."""
 
+from benchmarks import flops
 from benchmarks.settings import KERAS_CONFIGS
 from benchmarks.settings import LABELS
 from benchmarks.settings import PEFT_CONFIG
 
 PEFT_TRAINABLE = 74_498  # PEFT LoRA r8 on query/value of MiniLM + its head
 ADAPTED_LAYERS = 12
+FINETUNE_ROW = "finetune_epoch"
+# The issue's target: system time under 10% of the pipeline's CPU time.
+SYSTEM_SHARE_TARGET = 0.10
 
 
 def get(value, *keys):
@@ -50,6 +54,81 @@ def ratios(results):
     }
 
 
+def gemm_flops_per_second(results, dtype="float32"):
+    """The machine's median GEMM throughput in `dtype`, FLOP/s, or None."""
+    gflops = get(results, "gemm", "dtypes", dtype, "gflops_median")
+    return None if gflops is None else gflops * 1e9
+
+
+def _cpu_row(cpu, steps):
+    if not cpu or not steps:
+        return {"cpu_user_s_per_step": None, "cpu_system_s_per_step": None,
+                "system_share": None}
+    total = cpu["user"] + cpu["system"]
+    return {"cpu_user_s_per_step": cpu["user"] / steps,
+            "cpu_system_s_per_step": cpu["system"] / steps,
+            "system_share": cpu["system"] / total if total > 0 else None}
+
+
+def compute_rows(results):
+    """FLOPs, throughput and CPU time of each configuration and the pipeline.
+
+    For each timed training step: analytic FLOPs per step
+    (`flops.step_flops` at the batch's shape), tokens/s (padded tokens of a
+    step / its median time), GFLOP/s and their share of the machine's
+    float32 GEMM throughput (the `gemm` child), and user / system CPU per
+    step over the timed steps. For one epoch of the `finetune` pipeline
+    (`finetune_epoch`): the same over its train stage (its steps and
+    validation), FLOPs per step being the epoch's mean, plus the system
+    share of the whole pipeline's CPU time (every stage).
+
+    Returns:
+        `{"gemm_gflops_per_s": float or None, "rows": {name: {...}}}`.
+    """
+    gemm = gemm_flops_per_second(results)
+    settings = results.get("settings") or {}
+    rows = {}
+    for config in (*KERAS_CONFIGS, PEFT_CONFIG):
+        entry = get(results, "train_step", config)
+        median = get(entry, "step", "median_s")
+        if not median:
+            continue
+        batch, seq = entry.get("batch_shape") or (
+            settings["batch_size"], settings["sequence_length"])
+        step = flops.step_flops(config, batch, seq, settings["rank"])
+        rows[config] = {
+            "flops_per_step": step,
+            "tokens_per_s": batch * seq / median,
+            "gflops_per_s": step / median / 1e9,
+            "share_of_gemm": flops.share_of_gemm(step, median, gemm),
+            **_cpu_row(entry.get("step_cpu_seconds"), get(entry, "step", "n")),
+        }
+    epoch = results.get(FINETUNE_ROW)
+    if get(epoch, "train_seconds"):
+        seconds, steps = epoch["train_seconds"], epoch["steps"]
+        stages = epoch["stage_cpu_seconds"]
+        rows[FINETUNE_ROW] = {
+            "flops_per_step": epoch["epoch_flops"] / steps,
+            "epoch_flops": epoch["epoch_flops"],
+            "tokens_per_s": epoch["padded_tokens"] / seconds,
+            "real_tokens_per_s": epoch["real_tokens"] / seconds,
+            "gflops_per_s": epoch["epoch_flops"] / seconds / 1e9,
+            "share_of_gemm": flops.share_of_gemm(epoch["epoch_flops"], seconds, gemm),
+            **_cpu_row(stages.get("train"), steps),
+            "pipeline_system_share": pipeline_system_share(stages),
+        }
+    return {"gemm_gflops_per_s": None if gemm is None else gemm / 1e9, "rows": rows}
+
+
+def pipeline_system_share(stage_cpu_seconds):
+    """System time over all CPU time, summed over a run's stages, or None."""
+    if not stage_cpu_seconds:
+        return None
+    user = sum(times["user"] for times in stage_cpu_seconds.values())
+    system = sum(times["system"] for times in stage_cpu_seconds.values())
+    return system / (user + system) if user + system > 0 else None
+
+
 def targets(results, ratio):
     """The issue's targets for (b), each with its value and whether it is met."""
     trainable = get(results, "train_step", "klr_lora", "trainable_params")
@@ -73,6 +152,9 @@ def targets(results, ratio):
         check("merged_vs_base_latency_batch_1",
               ratio["merged_vs_base_latency_batch_1"], "within 2%",
               lambda v: abs(v - 1) <= 0.02),
+        check("finetune_system_cpu_share",
+              pipeline_system_share(get(results, FINETUNE_ROW, "stage_cpu_seconds")),
+              f"< {SYSTEM_SHARE_TARGET:.2f}", lambda v: v < SYSTEM_SHARE_TARGET),
     ]
 
 
@@ -81,6 +163,10 @@ def targets(results, ratio):
 
 def _f(value, spec=".3f", missing="-"):
     return missing if value is None else format(value, spec)
+
+
+def _percent(fraction):
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
 
 
 def _mb(value):
@@ -127,6 +213,40 @@ def targets_table(checks):
         met = {True: "yes", False: "**no**", None: "-"}[check["met"]]
         rows.append([check["name"], shown, check["target"], met])
     return _table(["(b) against", "value", "target", "met"], rows)
+
+
+def compute_table(results):
+    """FLOPs, tokens/s, share of the GEMM throughput and CPU time, per row."""
+    compute = results.get("compute") or compute_rows(results)
+    names = {**LABELS, FINETUNE_ROW: "finetune pipeline, 1 epoch (train stage)"}
+    rows = []
+    for name, row in compute["rows"].items():
+        rows.append([
+            names[name], _f(row["flops_per_step"] / 1e9, ",.1f"),
+            _f(row["tokens_per_s"], ",.0f"), _f(row["gflops_per_s"], ",.1f"),
+            _percent(row["share_of_gemm"]), _f(row["cpu_user_s_per_step"], ".3f"),
+            _f(row["cpu_system_s_per_step"], ".3f"), _percent(row["system_share"]),
+        ])
+    return _table(["configuration", "GFLOP/step", "tokens/s", "GFLOP/s",
+                   "of GEMM", "CPU user s/step", "CPU system s/step",
+                   "system share"], rows)
+
+
+def gemm_line(results):
+    """One sentence: the GEMM probe's shape and throughput per dtype."""
+    gemm = results.get("gemm")
+    if get(gemm, "dtypes") is None:
+        return f"GEMM probe not measured ({_skipped(gemm)})."
+    m, k, n = gemm["shape"]
+    # float32 first: the yardstick (results.json sorts its keys).
+    dtypes = sorted(gemm["dtypes"], key=lambda dtype: (dtype != "float32", dtype))
+    per_dtype = "; ".join(
+        f"{dtype} {_f(gemm['dtypes'][dtype]['gflops_median'], ',.1f')} GFLOP/s "
+        f"median ({_f(gemm['dtypes'][dtype]['gflops_best'], ',.1f')} best)"
+        for dtype in dtypes)
+    return (f"TensorFlow GEMM on this machine, `({m}, {k}) @ ({k}, {n})`, "
+            f"{gemm['repeats']} timed repeats: {per_dtype}. Shares below are of "
+            "the float32 median.")
 
 
 def accuracy_table(results):

@@ -124,6 +124,40 @@ def bounds_paragraph(results):
     return "\n\n".join(text)
 
 
+# The order of `keras_lowrank.finetune.pipeline.STAGES` (results.json sorts
+# its keys; importing the pipeline here would import TensorFlow).
+_STAGES = ("data", "model", "train", "evaluate", "export", "report")
+
+
+def _stage_order(name):
+    return (_STAGES.index(name) if name in _STAGES else len(_STAGES), name)
+
+
+def pipeline_cpu_paragraph(results):
+    """The `finetune` epoch's CPU time by stage, user and system."""
+    epoch = get(results, report.FINETUNE_ROW)
+    stages = get(epoch, "stage_cpu_seconds")
+    if not stages:
+        return f"The finetune pipeline was not measured ({report._skipped(epoch)})."
+    share = report.pipeline_system_share(stages)
+    return (
+        f"`finetune` pipeline, {epoch['examples']['train']:,} training and "
+        f"{epoch['examples']['validation']:,} validation sentences, 1 epoch "
+        f"({epoch['steps']} steps, batch {epoch['batch_size']}, padded to each "
+        f"batch's longest row up to {epoch['sequence_length']}; "
+        f"{epoch['real_tokens']:,} real of {epoch['padded_tokens']:,} padded "
+        f"tokens), trained in {get(epoch, 'precision', 'train') or 'float32'}: "
+        f"{epoch['train_seconds']:.0f} s in the train stage, "
+        f"{epoch['total_seconds']:.0f} s in all. CPU by stage, user / system "
+        "seconds: " + ", ".join(
+            f"{name} {stages[name]['user']:.1f} / {stages[name]['system']:.1f}"
+            for name in sorted(stages, key=_stage_order))
+        + f"; system {_f(None if share is None else 100 * share, '.1f')}% of "
+        f"the pipeline's CPU time (target < "
+        f"{100 * report.SYSTEM_SHARE_TARGET:.0f}%)."
+    )
+
+
 def _busy_warning(machine):
     loads = [*machine["load_average_at_start"], *machine.get("load_average_at_end", ())]
     if max(loads) <= 0.5 * machine["cores_usable"]:
@@ -167,6 +201,13 @@ def render(results):
         "Other ratios: " + ", ".join(
             f"`{k}` {_f(v)}" for k, v in ratio.items()
             if k not in {t["name"] for t in results["targets"]}),
+        "## FLOPs, throughput and CPU time",
+        report.gemm_line(results) + " FLOPs are analytic (`benchmarks/flops.py`: "
+        "matrix products only; frozen kernels get input gradients, no weight "
+        "gradients); tokens/s counts padded tokens; CPU time is the process's "
+        "(all threads) over the timed steps, from `getrusage`.",
+        report.compute_table(results),
+        pipeline_cpu_paragraph(results),
         "## Test accuracy on MR",
         f"{s['epochs']} epochs on the train split, batch {s['batch_size']}, "
         f"sequence length {s['train_sequence_length']}, same seed and data "

@@ -1,9 +1,12 @@
 """`make bench`: runs every measurement, writes results.json and RESULTS.md.
 
 Each measurement runs in its own subprocess (`python -m benchmarks.<child>`),
-in order: the shared batch, the training step of each configuration
-(`--rounds` times, interleaved), PEFT, the profile, MR accuracy, inference
-latency and exports. A failing child is recorded and the run goes on.
+in order: the shared batch, the machine's GEMM throughput, the training
+step of each configuration (`--rounds` times, interleaved), PEFT, the
+profile, MR accuracy, one epoch of the `finetune` pipeline, inference
+latency and exports. A failing child is recorded and the run goes on; each
+child's user and system CPU time (`getrusage` of the finished child) is
+recorded with its result as `process_cpu_seconds`.
 
 Usage:
     .venv/bin/python benchmarks/run.py            # the full bench, ~25 min
@@ -14,6 +17,7 @@ Usage:
 import argparse
 import dataclasses
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -30,7 +34,8 @@ from benchmarks.settings import KERAS_CONFIGS  # noqa: E402
 from benchmarks.settings import PEFT_CONFIG  # noqa: E402
 from benchmarks.settings import Settings  # noqa: E402
 
-SECTIONS = ("step", "peft", "profile", "accuracy", "latency", "exports")
+SECTIONS = ("gemm", "step", "peft", "profile", "accuracy", "finetune", "latency",
+            "exports")
 # TensorFlow's defaults otherwise: oneDNN stays on, as users run it (it makes
 # a MiniLM training step ~1.6x faster on this CPU than TF_ENABLE_ONEDNN_OPTS=0).
 CHILD_ENV = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -91,6 +96,7 @@ class Runner:
         env = {**os.environ, **CHILD_ENV,
                "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
         log_path = os.path.join(self.work, f"{name}.log")
+        cpu_before = child.cpu_seconds(resource.RUSAGE_CHILDREN)
         with open(log_path, "w") as log:
             try:
                 subprocess.run(command, cwd=ROOT, env=env, stdout=log,
@@ -99,6 +105,9 @@ class Runner:
                 pass
         result = _read_json(out) or {"error": f"no result; log: {log_path}: "
                                               + _tail(log_path)}
+        # Children run one at a time: the difference is this child's.
+        result["process_cpu_seconds"] = child.cpu_since(
+            cpu_before, resource.RUSAGE_CHILDREN)
         self._say(name, result)
         return result
 
@@ -136,6 +145,10 @@ def pool_rounds(rounds):
     merged["step"] = child.summarize(seconds)
     merged["step_seconds"] = seconds
     merged["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in good)
+    for key in ("step_cpu_seconds", "process_cpu_seconds"):
+        if all(key in r for r in good):
+            merged[key] = {kind: sum(r[key][kind] for r in good)
+                           for kind in ("user", "system")}
     merged["rounds"] = len(good)
     return merged
 
@@ -184,6 +197,8 @@ def main(argv=None):
     if "error" in results["batch"]:
         raise SystemExit(f"Could not prepare the batch: {results['batch']['error']}")
 
+    if "gemm" in sections:
+        results["gemm"] = runner.run("gemm")
     if "step" in sections:
         rounds = {config: [] for config in KERAS_CONFIGS}
         for round_index in range(args.rounds):
@@ -204,6 +219,8 @@ def main(argv=None):
     if "accuracy" in sections:
         for config in KERAS_CONFIGS:
             results["accuracy"][config] = runner.run("accuracy", config)
+    if "finetune" in sections:
+        results["finetune_epoch"] = runner.run("finetune_epoch")
     if "latency" in sections:
         results["latency"] = runner.run("latency")
     if "exports" in sections:
@@ -213,6 +230,7 @@ def main(argv=None):
     results["wall_s"] = time.perf_counter() - start
     results["ratios"] = report.ratios(results)
     results.update(results["ratios"])  # the headline ratios at the top level
+    results["compute"] = report.compute_rows(results)
     results["targets"] = report.targets(results, results["ratios"])
     results["errors"] = collect_errors(results)
     child.write_json(os.path.join(out_dir, "results.json"), results)
@@ -231,7 +249,7 @@ def collect_errors(results):
         for config, entry in results[section].items():
             if isinstance(entry, dict) and "error" in entry:
                 errors[f"{section}/{config}"] = entry["error"]
-    for section in ("batch", "profile", "latency", "exports"):
+    for section in ("batch", "gemm", "profile", "finetune_epoch", "latency", "exports"):
         entry = results.get(section)
         if isinstance(entry, dict) and "error" in entry:
             errors[section] = entry["error"]

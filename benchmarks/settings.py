@@ -37,6 +37,11 @@ class Settings:
         profile_steps: int. Timed repeats of each profiled function.
         exports: tuple of str. Among `EXPORTS`.
         seed: int. Seed of data order and initializers.
+        gemm_shape: tuple of 3 ints. `(m, k, n)` of the GEMM probe: a
+            MiniLM feed-forward product at batch 32 x 128 tokens.
+        gemm_repeats: int. Timed matmuls per dtype.
+        gemm_dtypes: tuple of str. Dtypes the GEMM probe times; float32
+            is the yardstick of every configuration.
     """
 
     batch_size: int = 32
@@ -56,6 +61,9 @@ class Settings:
     profile_steps: int = 6
     exports: tuple = EXPORTS
     seed: int = 0
+    gemm_shape: tuple = (4096, 384, 1536)
+    gemm_repeats: int = 10
+    gemm_dtypes: tuple = ("float32", "bfloat16")
 
     @classmethod
     def quick(cls, **overrides):
@@ -64,7 +72,7 @@ class Settings:
             batch_size=8, sequence_length=32, warmup_steps=1, steps=3,
             epochs=1, train_sequence_length=32, train_examples=64,
             test_examples=64, latency_repeats=5, latency_repeats_batch=3,
-            profile_steps=2, exports=("tflite_dynamic",),
+            profile_steps=2, exports=("tflite_dynamic",), gemm_repeats=3,
         )
         return cls(**{**small, **overrides})
 
@@ -74,5 +82,6 @@ class Settings:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
-        values["exports"] = tuple(values["exports"])
+        for name in ("exports", "gemm_shape", "gemm_dtypes"):
+            values[name] = tuple(values[name])
         return cls(**values)

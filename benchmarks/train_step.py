@@ -5,8 +5,6 @@ and compile options for every configuration; `warmup_steps` untimed steps
 (the first traces the graph), then `steps` timed ones.
 """
 
-import time
-
 from benchmarks import child
 from benchmarks import keras_setup
 
@@ -25,17 +23,18 @@ def measure(settings, config, work):
     peak_before = child.peak_rss_bytes()
     for _ in range(settings.warmup_steps):
         model.train_on_batch(x, y)
-    seconds = []
-    for _ in range(settings.steps):
-        start = time.perf_counter()
-        loss = model.train_on_batch(x, y)  # returns numpy: the step finished
-        seconds.append(time.perf_counter() - start)
+    losses = []
+    # train_on_batch returns numpy: each timed step has finished.
+    seconds, cpu = child.time_steps(
+        lambda: losses.append(model.train_on_batch(x, y)), settings.steps)
+    loss = losses[-1]
     return {
         "config": config,
         "trainable_params": keras_setup.trainable_count(model),
         "total_params": int(model.count_params()),
         "step": child.summarize(seconds),
         "step_seconds": seconds,
+        "step_cpu_seconds": cpu,
         "final_loss": float(loss),
         "rss_after_load_bytes": rss_before,
         "peak_rss_after_load_bytes": peak_before,
