@@ -160,8 +160,8 @@ def test_a_registered_format_appears_in_the_cli_help(register_format, capsys):
     printed = _help(capsys, "export")
     assert re.search(r"--format FORMAT saved_model \(SavedModel\), .* or dummy "
                      r"\(Dummy\) --out", printed)
-    assert re.search(r"--quantize QUANTIZE tflite or dummy only: float16, "
-                     r".* or int4 \(default: none\)", printed)
+    assert re.search(r"--quantize QUANTIZE tflite, onnx or dummy only: "
+                     r"float16, .* or int4 \(default: none\)", printed)
     assert re.search(r"formats among tflite, .*, dummy, or none \(default: "
                      r"tflite onnx\)", _help(capsys, "finetune"))
     assert re.search(r"exported to SavedModel, .* and Dummy\.", _help(capsys))
@@ -171,9 +171,11 @@ def test_the_help_without_a_registered_format(capsys):
     printed = _help(capsys, "export")
     assert ("--format FORMAT saved_model (SavedModel), tflite (LiteRT) or onnx "
             "(ONNX)") in printed
-    assert "--quantize QUANTIZE tflite only: float16, dynamic or int8" in printed
+    assert ("--quantize QUANTIZE tflite or onnx only: float16, dynamic, int8 "
+            "or int16x8") in printed
     assert "--opset OPSET onnx only: the opset version" in printed
-    assert "--representative-data REPRESENTATIVE_DATA int8 only:" in printed
+    assert ("--representative-data REPRESENTATIVE_DATA int8 or int16x8 "
+            "only:") in printed
     printed = _help(capsys, "finetune")
     assert "export LiteRT and ONNX artifacts (by default)" in printed
     assert ("--tflite-quantize TFLITE_QUANTIZE LiteRT quantization, one of "
