@@ -9,8 +9,9 @@ accuracy in its own runtime (LiteRT, ONNX Runtime, MediaPipe for the
 raw-text `.tflite`); an artifact more than 1.0 point below Keras is refused
 by export, and listed with its figures. Then every artifact is timed at
 batch 1 on the test sentence of median token length and on one of the
-maximum length, all artifacts in turn (round robin, one thread each), so
-that load on a shared machine hits them alike.
+maximum length: blocks of warm calls, the artifacts in turn, five times
+over (one thread each for LiteRT and ONNX Runtime), so that load on a
+shared machine hits them alike.
 
 Usage (after `make demo`), about 25 minutes on 2 cores:
     KERAS_BACKEND=tensorflow .venv/bin/python export/measure_artifacts.py \\
@@ -40,6 +41,8 @@ ROWS = [
 ]
 CALIBRATION_SENTENCES = 256
 LATENCY_ROUNDS = 40
+BLOCKS = 5
+WARM_UP = 3
 
 
 def main():
@@ -60,9 +63,11 @@ def main():
     from keras_lowrank.exporters import export
 
     rows = []
-    if args.latency_only:
-        with open(os.path.join(args.out, "table.json"), encoding="utf-8") as file:
-            rows = json.load(file)
+    table = os.path.join(args.out, "table.json")
+    if args.latency_only or (args.only and os.path.exists(table)):
+        with open(table, encoding="utf-8") as file:
+            rows = [row for row in json.load(file)
+                    if args.latency_only or row["name"] not in args.only]
     for format, quantize, metadata in ([] if args.latency_only else ROWS):
         name = _name(format, quantize, metadata)
         if args.only and name not in args.only:
@@ -87,6 +92,7 @@ def main():
         row["export_s"] = time.time() - started
         rows.append(row)
         print(json.dumps(row), flush=True)
+    rows.sort(key=lambda row: [_name(*r) for r in ROWS].index(row["name"]))
 
     lengths = _token_lengths(model, test_texts)
     order = sorted(range(len(test_texts)), key=lengths.__getitem__)
@@ -164,16 +170,19 @@ def _time_all(rows, model, median_text, longest_text, rounds):
         calls[row["name"]] = {
             key: (lambda r=run, x=value: r(x)) for key, value in inputs.items()
         }
+    # Blocks of calls per artifact and length, warm (its weights back in the
+    # caches after the other artifacts ran), the blocks of all artifacts in
+    # turn, `rounds` times: load on a shared machine hits them alike.
     times = {(name, key): [] for name in calls for key in ("median", "max")}
-    for call in (c for by_key in calls.values() for c in by_key.values()):
-        for _ in range(5):  # warm-up: allocation, caches
-            call()
-    for _ in range(rounds):
+    for _ in range(BLOCKS):
         for name, by_key in calls.items():
             for key, call in by_key.items():
-                start = time.perf_counter()
-                call()
-                times[name, key].append((time.perf_counter() - start) * 1000)
+                for _ in range(WARM_UP):
+                    call()
+                for _ in range(max(1, rounds // BLOCKS)):
+                    start = time.perf_counter()
+                    call()
+                    times[name, key].append((time.perf_counter() - start) * 1000)
     for row in rows:
         for key in ("median", "max"):
             values = times.get((row["name"], key))

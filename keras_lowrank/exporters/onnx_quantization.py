@@ -4,8 +4,11 @@
 (`onnxruntime.quantization.quantize_dynamic`), no calibration.
 
 `int8`: static QDQ quantization (`quantize_static`, QuantizeLinear /
-DequantizeLinear pairs around int8 operators), int8 weights per channel and
-int8 activations calibrated (min/max) on real examples. As for LiteRT
+DequantizeLinear pairs around the quantized operators), int8 weights per
+channel and 8-bit activations calibrated (min/max) on real examples. The
+activations are unsigned (uint8 with a zero point): ONNX Runtime's x86 and
+ARM kernels are fastest on uint8 x int8 products; with int8 activations
+the demo classifier ran 30% slower at 26 tokens, at the same accuracy. As for LiteRT
 (`tflite_quantization`, same measurements), only the products with a weight
 matrix (MatMul, Gemm) and the embedding lookups (Gather) are quantized,
 except a product fed by a GELU (the feed-forward output projection, whose
@@ -61,11 +64,13 @@ def quantize_onnx(float_path, path, quantize, calibration_rows=None):
             _Reader(quantization.CalibrationDataReader, calibration_rows),
             quant_format=quantization.QuantFormat.QDQ,
             per_channel=True,
-            activation_type=quantization.QuantType.QInt8,
+            activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=quantization.CalibrationMethod.MinMax,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
             nodes_to_exclude=list(excluded),
+            # Products of two activations (attention) stay float.
+            extra_options={"MatMulConstBOnly": True},
         )
     return tuple(n for n in excluded if n)
 

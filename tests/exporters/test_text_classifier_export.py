@@ -26,6 +26,7 @@ from keras_lowrank.exporters.text_inputs import tokenize
 from tests.exporters.text_models import LABELS
 from tests.exporters.text_models import SEQUENCE_LENGTH
 from tests.exporters.text_models import TEXTS
+from tests.exporters.text_models import albert_classifier
 from tests.exporters.text_models import text_classifier
 from tests.exporters.text_models import toy_data
 
@@ -147,6 +148,24 @@ def test_dynamic_range_artifact_runs_in_mediapipe(classifier, exported, tmp_path
     assert report.size_bytes < exported[1].size_bytes
 
 
+def test_a_sentencepiece_classifier_runs_in_mediapipe(tmp_path):
+    """ALBERT: a SentencePiece model (uncased) with [CLS]/[SEP] pieces."""
+    model = albert_classifier()
+    report = klr.export(
+        model, tmp_path / "albert.tflite", "tflite", metadata="text_classifier",
+        sample_inputs=TEXTS,
+    )
+    described = json.loads(
+        _mediapipe_compat.metadata_module().MetadataDisplayer.with_model_file(
+            str(tmp_path / "albert.tflite")).get_metadata_json()
+    )
+    (unit,) = described["subgraph_metadata"][0]["input_process_units"]
+    assert unit["options_type"] == "SentencePieceTokenizerOptions"
+    # Measured: max score diff 5e-8, every token id alike.
+    assert report.label_agreement == 1.0 and report.max_score_diff < 1e-5
+    assert report.token_agreement == 1.0
+
+
 # === Bad input: one line naming what was received, nothing written ===
 
 
@@ -191,6 +210,12 @@ def test_a_byte_pair_tokenizer_is_refused(classifier, tmp_path):
     )
     _fails(tmp_path, r"can store a tokenizer MediaPipe runs: WordPiece .* or "
            r"SentencePiece with \[CLS\]/\[SEP\]\. Received: RobertaTokenizer", model)
+
+
+def test_a_cased_sentencepiece_model_is_refused(tmp_path):
+    _fails(tmp_path, r"MediaPipe lowercases ASCII letters before SentencePiece, "
+           r"but this AlbertTokenizer tells case apart .* Supported: an uncased "
+           r"SentencePiece model", albert_classifier(case_folding=False))
 
 
 def test_more_labels_than_outputs_is_an_error(classifier, tmp_path):

@@ -88,3 +88,38 @@ def text_classifier(lowercase=True, train=True, num_classes=2, seed=3):
         model.fit(inputs, labels % num_classes, epochs=6, batch_size=32, verbose=0)
         model.preprocessor = preprocessor
     return model
+
+
+def albert_classifier(case_folding=True):
+    """A tiny ALBERT classifier with a SentencePiece model trained here.
+
+    `case_folding`: the model normalizes with `nmt_nfkc_cf` (uncased, as
+    MediaPipe's lowercasing needs), else `nmt_nfkc` (cased).
+    """
+    import io
+
+    import sentencepiece
+
+    texts, _ = toy_data(200)
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts + TEXTS), model_writer=model,
+        vocab_size=47, model_type="WORD", pad_id=0, unk_id=1, bos_id=-1,
+        eos_id=-1, pad_piece="<pad>", unk_piece="<unk>",
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        normalization_rule_name="nmt_nfkc_cf" if case_folding else "nmt_nfkc",
+        minloglevel=2,
+    )
+    tokenizer = keras_hub.models.AlbertTokenizer(proto=model.getvalue())
+    keras.utils.set_random_seed(5)
+    backbone = keras_hub.models.AlbertBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2,
+        num_groups=1, num_inner_repetitions=1, embedding_dim=16, hidden_dim=32,
+        intermediate_dim=64, max_sequence_length=SEQUENCE_LENGTH,
+    )
+    preprocessor = keras_hub.models.AlbertTextClassifierPreprocessor(
+        tokenizer, sequence_length=SEQUENCE_LENGTH
+    )
+    return keras_hub.models.AlbertTextClassifier(
+        backbone, num_classes=2, preprocessor=preprocessor
+    )
