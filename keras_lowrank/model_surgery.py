@@ -22,7 +22,6 @@ original class back, and its config is plain Keras / keras-hub again.
 """
 
 import contextlib
-import copy
 
 import keras
 import numpy as np
@@ -432,11 +431,25 @@ class _RewrittenModelLoader:
         return _from_config(config)
 
 
+def _copy_containers(config):
+    """`config` with its dicts and lists copied and any other value shared.
+
+    A copy of a task's config may hold its live preprocessor (see
+    `copy_model`); deep-copying that would pickle it through a `.keras`
+    round trip, which a tokenizer without a vocabulary file cannot survive.
+    """
+    if isinstance(config, dict):
+        return {key: _copy_containers(value) for key, value in config.items()}
+    if isinstance(config, (list, tuple)):
+        return type(config)(_copy_containers(value) for value in config)
+    return config
+
+
 def _from_config(config):
-    base = copy.deepcopy(config["base"])
+    base = _copy_containers(config["base"])
     # Keras' `Functional.from_config` pops "layers", "input_layers", ...
     # out of the config it is given: it gets a copy, the record stays whole.
-    model = keras.saving.deserialize_keras_object(copy.deepcopy(base))
+    model = keras.saving.deserialize_keras_object(_copy_containers(base))
     paths = layer_paths(model)
     object.__setattr__(model, "_klr_replaced", [])
     object.__setattr__(model, "_klr_base_config", base)

@@ -287,10 +287,15 @@ def _eval_texts(eval_data):
             f"{type(texts).__name__}"
         )
     labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) != len(texts):
+    if (
+        labels.ndim != 1
+        or len(labels) != len(texts)
+        or not np.issubdtype(labels.dtype, np.integer)
+    ):
         raise ValueError(
-            "`eval_data` labels must be class ids, one per text. Received: "
-            f"labels of shape {labels.shape} for {len(texts)} texts"
+            "`eval_data` labels must be integer class ids, one per text. "
+            f"Received: labels of shape {labels.shape} and dtype {labels.dtype} "
+            f"for {len(texts)} texts"
         )
     return tuple(as_text_list(texts)), labels
 

@@ -240,6 +240,16 @@ def test_metadata_is_a_tflite_option(classifier, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_eval_data_must_be_texts_and_class_ids(classifier, tmp_path):
+    ids = tokenize(classifier, TEXTS[:2])
+    _fails(tmp_path, r"runs MediaPipe on raw strings, so `eval_data` must be "
+           r"\(texts, labels\)\. Received: inputs of type dict", classifier,
+           eval_data=(ids, [0, 1]))
+    _fails(tmp_path, r"`eval_data` labels must be integer class ids, one per "
+           r"text\. Received: labels of shape \(2,\) and dtype <U3", classifier,
+           eval_data=(TEXTS[:2], ["neg", "pos"]))
+
+
 def test_sample_inputs_must_be_texts(classifier, tmp_path):
     ids = tokenize(classifier, TEXTS[:2])
     _fails(tmp_path, r"checked on raw strings, so `sample_inputs` must be a list "
