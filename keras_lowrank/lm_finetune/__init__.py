@@ -1,0 +1,35 @@
+"""Fine-tuning causal LMs for generation: LoRA on completion tokens, measured
+before and after, exported as an on-device generator.
+
+Public API:
+- `finetune_lm`: the whole run, as `keras-lowrank finetune --task causal-lm`.
+- `LMFinetuneOptions`: its settings, validated in one place.
+- `read_lm_file`, `LMExample`: JSONL (prompt/completion, chat messages,
+  text) and plain-text readers.
+- `ChatFormat`: a model folder's tokenizer and chat template.
+- `load_causal_lm`: a Hugging Face causal-LM folder as a keras-hub model.
+
+Example:
+```python
+from keras_lowrank.lm_finetune import LMFinetuneOptions, finetune_lm
+
+report = finetune_lm(LMFinetuneOptions(out="runs/demo-lm"))
+print(report["test_accuracy_before"], report["tflite_test_accuracy"])
+```
+"""
+
+from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
+from keras_lowrank.lm_finetune.chat_format import ChatFormat
+from keras_lowrank.lm_finetune.lm_examples import LMExample
+from keras_lowrank.lm_finetune.lm_examples import read_lm_file
+from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+from keras_lowrank.lm_finetune.lm_pipeline import finetune_lm
+
+__all__ = [
+    "ChatFormat",
+    "LMExample",
+    "LMFinetuneOptions",
+    "finetune_lm",
+    "load_causal_lm",
+    "read_lm_file",
+]

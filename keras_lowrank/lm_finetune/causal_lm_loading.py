@@ -1,0 +1,104 @@
+"""`load_causal_lm`: a keras-hub causal LM from a Hugging Face folder, ready
+for adapters.
+
+Two things keras-hub 0.32 gets wrong for Llama-family folders are put right
+here:
+- its Llama3 converter ignores config.json's `rms_norm_eps`, and
+  `Llama3CausalLM.from_preset` does not pass `layer_norm_epsilon` on (see
+  `keras_lowrank.presets`): the backbone is loaded with it;
+- `Llama3Backbone.get_config()` leaves out `tie_word_embeddings`, so a tied
+  model rebuilt from its config (what `klr.add_adapters` and
+  `klr.merge_adapters` do, to leave the input untouched) has an untied
+  output head and one weight more, and the copy fails ("a rebuild from its
+  config has 273 weights, the model 272"). A tied model is therefore loaded
+  untied, its output head a copy of the token embedding: the same logits,
+  a config that rebuilds it, at the cost of one more vocabulary-by-hidden
+  matrix (SmolLM2: 28.3M parameters, 113 MB in float32, frozen).
+"""
+
+import json
+import os
+
+CONFIG_FILE = "config.json"
+LLAMA_MODEL_TYPES = ("llama",)
+
+
+def read_config(folder) -> dict:
+    """config.json of a Hugging Face model folder.
+
+    Raises:
+        FileNotFoundError: `folder` is not a folder or has no config.json.
+        ValueError: config.json is not a JSON object.
+    """
+    path = os.path.join(os.fspath(folder), CONFIG_FILE)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"model={folder!r}: no such folder.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"model={folder!r} has no {CONFIG_FILE}: pass a Hugging Face "
+            "causal-LM folder (config.json, model.safetensors, "
+            "tokenizer.json, tokenizer_config.json).")
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except ValueError as error:
+        raise ValueError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object.")
+    return config
+
+
+def load_causal_lm(folder, dtype=None):
+    """The causal LM of a Hugging Face folder, without a preprocessor.
+
+    Llama-family folders (`model_type` "llama": Llama 3, SmolLM2, ...) load
+    as a `Llama3CausalLM` with the folder's RMSNorm epsilon, untied (see
+    the module docstring); other families through
+    `keras_hub.models.CausalLM.from_preset`.
+
+    Args:
+        folder: str. A Hugging Face folder keras-hub can convert.
+        dtype: optional dtype policy name for the backbone.
+
+    Returns:
+        A keras-hub `CausalLM` with `preprocessor=None`.
+
+    Raises:
+        FileNotFoundError, ValueError: from `read_config`, or a folder
+            keras-hub cannot load (the message names it).
+    """
+    import keras_hub
+
+    config = read_config(folder)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    try:
+        if config.get("model_type") not in LLAMA_MODEL_TYPES:
+            return keras_hub.models.CausalLM.from_preset(
+                folder, preprocessor=None, **kwargs)
+        if "rms_norm_eps" in config:
+            kwargs["layer_norm_epsilon"] = float(config["rms_norm_eps"])
+        loaded = keras_hub.models.Llama3Backbone.from_preset(folder, **kwargs)
+    except (KeyError, OSError, ValueError) as error:
+        raise ValueError(f"Cannot load a causal LM from model={folder!r}: "
+                         f"{error}") from None
+    return keras_hub.models.Llama3CausalLM(
+        backbone=untied_backbone(loaded), preprocessor=None)
+
+
+def untied_backbone(backbone):
+    """`backbone` itself when untied, else an untied copy: the output head's
+    matrix is the token embedding's, transposed, so the logits are equal."""
+    if not backbone.tie_word_embeddings:
+        return backbone
+    config = {**backbone.get_config(), "tie_word_embeddings": False}
+    untied = type(backbone).from_config(config)
+    for source, target in zip(backbone.layers, untied.layers):
+        if source is backbone.token_embedding:
+            embeddings = source.embeddings.numpy()
+            # (vocabulary, hidden) and its transpose, the head's kernel.
+            target.embeddings.assign(embeddings)
+            target.reverse_embeddings.assign(embeddings.T)
+        else:
+            target.set_weights(source.get_weights())
+    return untied
+
