@@ -4,7 +4,8 @@ Each measurement runs in its own subprocess (`python -m benchmarks.<child>`),
 in order: the shared batch, the machine's GEMM throughput, the training
 step of each configuration (`--rounds` times, interleaved), PEFT, the
 profile, MR accuracy, one epoch of the `finetune` pipeline, inference
-latency and exports. A failing child is recorded and the run goes on; each
+latency, exports and generation (LiteRT decode tokens/s vs Keras
+`generate()`). A failing child is recorded and the run goes on; each
 child's user and system CPU time (`getrusage` of the finished child) is
 recorded with its result as `process_cpu_seconds`.
 
@@ -35,7 +36,7 @@ from benchmarks.settings import PEFT_CONFIG  # noqa: E402
 from benchmarks.settings import Settings  # noqa: E402
 
 SECTIONS = ("gemm", "step", "peft", "profile", "accuracy", "finetune", "latency",
-            "exports")
+            "exports", "generation")
 # TensorFlow's defaults otherwise: oneDNN stays on, as users run it (it makes
 # a MiniLM training step ~1.6x faster on this CPU than TF_ENABLE_ONEDNN_OPTS=0).
 CHILD_ENV = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -225,6 +226,8 @@ def main(argv=None):
         results["latency"] = runner.run("latency")
     if "exports" in sections:
         results["exports"] = runner.run("exports")
+    if "generation" in sections:
+        results["generation"] = runner.run("generation")
 
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["wall_s"] = time.perf_counter() - start
@@ -249,7 +252,8 @@ def collect_errors(results):
         for config, entry in results[section].items():
             if isinstance(entry, dict) and "error" in entry:
                 errors[f"{section}/{config}"] = entry["error"]
-    for section in ("batch", "gemm", "profile", "finetune_epoch", "latency", "exports"):
+    for section in ("batch", "gemm", "profile", "finetune_epoch", "latency", "exports",
+                    "generation"):
         entry = results.get(section)
         if isinstance(entry, dict) and "error" in entry:
             errors[section] = entry["error"]

@@ -42,6 +42,12 @@ class Settings:
         gemm_repeats: int. Timed matmuls per dtype.
         gemm_dtypes: tuple of str. Dtypes the GEMM probe times; float32
             is the yardstick of every configuration.
+        generation_model: str. `"smollm2"` or `"tiny"` (a Llama 3 from
+            config): the model of the generation child.
+        generation_new_tokens: int. Greedy tokens per prompt there.
+        generation_rounds: int. Interleaved timed rounds over the prompts.
+        generation_quantize: tuple of str. LiteRT quantize modes timed
+            beside float32 (`"dynamic"`).
     """
 
     batch_size: int = 32
@@ -64,6 +70,10 @@ class Settings:
     gemm_shape: tuple = (4096, 384, 1536)
     gemm_repeats: int = 10
     gemm_dtypes: tuple = ("float32", "bfloat16")
+    generation_model: str = "smollm2"
+    generation_new_tokens: int = 32
+    generation_rounds: int = 3
+    generation_quantize: tuple = ("dynamic",)
 
     @classmethod
     def quick(cls, **overrides):
@@ -73,6 +83,8 @@ class Settings:
             epochs=1, train_sequence_length=32, train_examples=64,
             test_examples=64, latency_repeats=5, latency_repeats_batch=3,
             profile_steps=2, exports=("tflite_dynamic",), gemm_repeats=3,
+            generation_model="tiny", generation_new_tokens=8,
+            generation_rounds=1,
         )
         return cls(**{**small, **overrides})
 
@@ -82,6 +94,8 @@ class Settings:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
-        for name in ("exports", "gemm_shape", "gemm_dtypes"):
-            values[name] = tuple(values[name])
+        for name in ("exports", "gemm_shape", "gemm_dtypes",
+                     "generation_quantize"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)

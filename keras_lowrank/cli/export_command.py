@@ -11,7 +11,13 @@ keras-lowrank export base_preset/ --adapters adapters.safetensors \
     --format onnx --out classifier.onnx
 keras-lowrank export hf_model_folder/ --peft-adapters peft_lora_folder/ \
     --format tflite --out model.tflite
+keras-lowrank export causal_lm.keras --format tflite --out lm.tflite
 ```
+
+A keras-hub causal LM goes through `klr.export`'s generation hook
+(`keras_lowrank.generation.dispatch_export`): prefill and decode graphs
+with a KV cache of 256 positions (fewer where the model embeds fewer),
+verified by greedy generation.
 
 Exit status: 0 when the artifact was written and matched Keras, 1 when it did
 not match (nothing is left at `--out`), 2 for a usage error.
@@ -41,7 +47,11 @@ def add_parser(subparsers):
         description="Merge LoRA adapters, export, run the artifact in its "
         "runtime at batch 1 and 8, and compare it with Keras. MODEL is a "
         ".keras file, or a base preset folder plus --adapters FILE, or a "
-        "Hugging Face model folder plus --peft-adapters FOLDER.",
+        "Hugging Face model folder plus --peft-adapters FOLDER. A keras-hub "
+        "causal LM (a .keras file) in tflite or onnx becomes a generation "
+        "artifact: prefill and decode with a KV cache, greedy generation "
+        "checked token for token against Keras (--quantize dynamic: on "
+        "token agreement).",
     )
     add_model_arguments(parser)
     # No argparse `choices`: an unknown format then gets the one-line error

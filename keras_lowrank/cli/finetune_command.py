@@ -5,6 +5,7 @@ Example:
 keras-lowrank finetune --out runs/demo          # MiniLM on MR polarity
 keras-lowrank finetune --train reviews.csv --text-column review \
     --label-column stars --epochs 3 --rank 16 --out runs/reviews
+keras-lowrank finetune --task causal-lm --out runs/demo-lm   # SmolLM2 on MR
 ```
 
 Exit status: 0 when every step succeeded, 1 when an export did not match
@@ -135,6 +136,11 @@ def add_parser(subparsers):
                         help="output folder (default: %(default)s)")
     output.add_argument("--quiet", action="store_true",
                         help="one line per epoch instead of Keras' progress bars")
+    # --task and the causal-LM options; last, as it records the defaults
+    # above (keras_lowrank.lm_finetune.lm_command).
+    from keras_lowrank.lm_finetune.lm_command import add_causal_lm_arguments
+
+    add_causal_lm_arguments(parser)
     return parser
 
 
@@ -182,6 +188,11 @@ def options_from_args(args) -> FinetuneOptions:
 
 
 def run(args):
+    from keras_lowrank.lm_finetune import lm_command
+
+    if args.task == "causal-lm":
+        return lm_command.run(args)
+    lm_command.reject_causal_lm_arguments(args)
     options = options_from_args(args)  # usage errors before the slow imports
     from keras_lowrank.finetune import allocator
     from keras_lowrank.finetune import finetune

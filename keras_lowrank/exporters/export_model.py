@@ -80,6 +80,12 @@ def export(
     The batch dimension of every input stays dynamic, and so does a dynamic
     sequence length: it is checked at a second length.
 
+    A keras-hub causal LM with a KV cache (Llama, Gemma, GPT-2, ...) in
+    `"tflite"` or `"onnx"` becomes a generation artifact instead, through
+    `keras_lowrank.generation.dispatch_export`: prefill and decode graphs
+    with an explicit cache, checked by greedy generation against Keras;
+    it returns a `GenerationReport`.
+
     With `metadata="text_classifier"` (LiteRT), the artifact is what a
     phone app runs on raw text: a keras-hub classifier with its tokenizer
     and labels in MediaPipe metadata, checked in MediaPipe's
@@ -162,6 +168,18 @@ def export(
     print(report)
     ```
     """
+    # A keras-hub causal LM in LiteRT or ONNX: a generation artifact
+    # (prefill and decode with a KV cache), keras_lowrank.generation.
+    from keras_lowrank.generation import dispatch_export
+
+    generation = dispatch_export(
+        model, path, format, quantize=quantize, sample_inputs=sample_inputs,
+        verify=verify, allow_flex=allow_flex, opset=opset,
+        representative_data=representative_data, atol=atol, metadata=metadata,
+        labels=labels, calibration_data=calibration_data, eval_data=eval_data,
+    )
+    if generation is not None:
+        return generation
     validate_export_arguments(
         path, format, quantize, allow_flex, opset, representative_data, atol,
         metadata=metadata, labels=labels, calibration_data=calibration_data,

@@ -19,6 +19,11 @@ report = export_generator(lm, "smollm2.tflite", "tflite", max_length=256,
 print(report)
 tokens = load_generator("smollm2.tflite").greedy(prompt_ids, 32).tokens
 ```
+
+Adapters swapped at run time: `export_generator(adapted, path, format,
+runtime_adapters=True)` keeps each layer's LoRA factors as inputs;
+`write_runtime_adapter(other_adapted, path, "task.npz")` writes another
+adapter for it, and `load_generator(path).load_adapter("task.npz")` uses it.
 """
 
 from keras_lowrank.generation.cached_causal_lm import is_cached_causal_lm
@@ -33,6 +38,7 @@ from keras_lowrank.generation.keras_reference import greedy_reference
 from keras_lowrank.generation.runtime import PromptTooLongError
 from keras_lowrank.generation.runtime import load_generator
 from keras_lowrank.generation.runtime import load_tokenizer
+from keras_lowrank.generation.runtime_adapters import write_runtime_adapter
 
 __all__ = [
     "GenerationReport",
@@ -45,4 +51,5 @@ __all__ = [
     "is_cached_causal_lm",
     "load_generator",
     "load_tokenizer",
+    "write_runtime_adapter",
 ]

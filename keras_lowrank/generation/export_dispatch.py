@@ -8,7 +8,8 @@ the cache) instead of a one-shot logits graph. Anything else returns None
 and `export` goes on as before.
 """
 
-from keras_lowrank.generation.cached_causal_lm import is_cached_causal_lm
+from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.generation.export_generator import DEFAULT_MAX_LENGTH
 from keras_lowrank.generation.export_generator import export_generator
 from keras_lowrank.generation.generator_spec import FORMATS
 
@@ -25,24 +26,38 @@ def dispatch_export(
     opset=None,
     representative_data=None,
     atol=None,
+    metadata=None,
+    labels=None,
+    calibration_data=None,
+    eval_data=None,
 ):
-    """`export_generator(model, path, format, verify=verify)` for a cached
-    causal LM in a generation format, else None.
+    """`export_generator(model, path, format, ...)` for a cached causal LM
+    in a generation format, else None.
+
+    The cache holds `DEFAULT_MAX_LENGTH` (256) positions, or the model's
+    learned positions where fewer (GPT-2); `quantize` may be None or
+    `"dynamic"` (checked on token agreement, `export_generator`).
+    `export_generator` itself takes the other options (cache length,
+    prefill lengths, tokenizer, prompts).
 
     Raises:
         ValueError: an argument of `klr.export` that generation export does
-            not take (quantization, Flex ops, sample inputs, a tolerance:
-            generation is checked token for token), naming it.
+            not take (Flex ops, sample inputs, a tolerance: generation is
+            checked token for token; metadata, labels, calibration or
+            evaluation data), naming it; nothing is written.
     """
-    if format not in FORMATS or not is_cached_causal_lm(model):
+    if format not in FORMATS or not cached_causal_lm.is_cached_causal_lm(model):
         return None
     given = {
-        "quantize": quantize,
         "sample_inputs": sample_inputs,
         "allow_flex": allow_flex or None,
         "opset": opset,
         "representative_data": representative_data,
         "atol": atol,
+        "metadata": metadata,
+        "labels": labels,
+        "calibration_data": calibration_data,
+        "eval_data": eval_data,
     }
     unused = [name for name, value in given.items() if value is not None]
     if unused:
@@ -53,4 +68,7 @@ def dispatch_export(
             "export_generator for its own options. Received: "
             + ", ".join(f"{name}={given[name]!r}" for name in unused)
         )
-    return export_generator(model, path, format, verify=verify)
+    positions = cached_causal_lm.max_positions(model)
+    max_length = min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
+    return export_generator(model, path, format, max_length=max_length,
+                            quantize=quantize, verify=verify)

@@ -6,7 +6,9 @@ fixed length, builtin ops only, weights frozen into the file. ONNX: one
 graph with the same inputs and a dynamic chunk length, for prefill and
 decode. The artifact is written atomically and checked: greedy generation
 driven from it (prefill, then decode step by step) must equal Keras'
-greedy generation token for token.
+greedy generation token for token; with `quantize="dynamic"` (int8
+weights) it must agree with Keras on at least `min_agreement` of the
+tokens instead.
 """
 
 import os
@@ -18,6 +20,7 @@ from keras_lowrank._atomic import check_target
 from keras_lowrank.exporters._optional import tensorflow
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation import runtime
+from keras_lowrank.generation import runtime_adapters as runtime_adapter_lib
 from keras_lowrank.generation.generation_report import GenerationReport
 from keras_lowrank.generation.generation_verification import verify_generation
 from keras_lowrank.generation.generator_spec import FORMATS
@@ -32,6 +35,13 @@ DEFAULT_MAX_LENGTH = 256
 DEFAULT_PREFILL_LENGTHS = (32, 128)
 DEFAULT_PROMPTS = 8
 DEFAULT_NEW_TOKENS = 32
+QUANTIZE_MODES = (None, "dynamic")
+# The least share of greedy tokens a dynamic-range int8 artifact must share
+# with Keras. Measured: tiny random Llama/GPT-2/Gemma (hidden 64) 0.87-1.0
+# (tests/generation/test_quantized_generation.py); SmolLM2-135M, see
+# export/README.md. Once greedy paths part they rarely meet again, so one
+# early near tie costs the rest of that prompt's tokens.
+DEFAULT_MIN_AGREEMENT = 0.5
 _WRITERS = {"tflite": write_litert_generator, "onnx": write_onnx_generator}
 
 
@@ -48,6 +58,9 @@ def export_generator(
     max_new_tokens=DEFAULT_NEW_TOKENS,
     verify=True,
     num_threads=None,
+    quantize=None,
+    min_agreement=DEFAULT_MIN_AGREEMENT,
+    runtime_adapters=False,
 ) -> GenerationReport:
     """Exports `causal_lm` for generation, runs it in its runtime, checks it.
 
@@ -80,6 +93,19 @@ def export_generator(
         max_new_tokens: int. Tokens generated per prompt in the check.
         verify: bool. Whether to run the check (and measure speed).
         num_threads: optional int. Runtime threads for the check.
+        quantize: None (float32, tokens equal to Keras' required) or
+            `"dynamic"`: int8 weights with activations quantized on the fly
+            (LiteRT dynamic-range quantization; ONNX Runtime
+            `quantize_dynamic`, per channel). Checked on token agreement.
+        min_agreement: float in [0, 1]. With `quantize`: the least share
+            of the checked greedy tokens equal to Keras' at the same place;
+            below it the export fails and nothing is written.
+        runtime_adapters: bool. Keep the LoRA adapters out of the weights:
+            each adapted layer's factors become inputs of every signature
+            (`runtime_adapters.py`; zeros give the base model), checked with
+            `causal_lm`'s own adapters fed in. `write_runtime_adapter`
+            writes any adapter of the same layers as the `.npz` an app
+            loads (`Generator.load_adapter`). Plain LoRA only.
 
     Returns:
         A `GenerationReport`: agreement, time to first token, decode
@@ -107,8 +133,13 @@ def export_generator(
     prefill_lengths = _check_arguments(
         path, format, max_length, prefill_lengths, max_new_tokens
     )
+    _check_quantize(quantize, min_agreement)
+
     cached_causal_lm.check_cached_causal_lm(causal_lm)
     _check_model(causal_lm, max_length)
+    adapters = ()
+    if runtime_adapters:
+        adapters = runtime_adapter_lib.adapter_entries(causal_lm)
     vocabulary = cached_causal_lm.vocabulary_size(causal_lm)
     text_tokenizer = None
     if tokenizer is not None:
@@ -124,8 +155,10 @@ def export_generator(
         vocabulary_size=vocabulary,
         stop_token_ids=_stop_tokens(causal_lm, stop_token_ids, vocabulary),
         model=type(causal_lm).__name__,
+        adapters=adapters,
     )
-    merged = merge_adapters(causal_lm)
+    # Runtime adapters: the factors stay in the graph, as inputs.
+    merged = causal_lm if adapters else merge_adapters(causal_lm)
     expected = None
     if verify:
         reference = GreedyReference(causal_lm, spec.cache_shape)
@@ -133,8 +166,11 @@ def export_generator(
 
     path = os.fspath(path)
     with atomic_path(path) as tmp:
-        _WRITERS[format](merged, spec, tmp)
+        _WRITERS[format](merged, spec, tmp, quantize=quantize)
         generator = runtime.load_generator(tmp, num_threads, format)
+        if adapters:
+            generator.load_adapter(
+                runtime_adapter_lib.runtime_adapter_arrays(causal_lm, spec))
         ops = _ops(tmp, format)
         leftover = sorted(set(ops) & set(VARIABLE_OPS))
         if leftover:
@@ -146,7 +182,8 @@ def export_generator(
         if verify:
             try:
                 measured = verify_generation(
-                    generator, prompts, max_new_tokens, expected
+                    generator, prompts, max_new_tokens, expected,
+                    min_agreement=min_agreement if quantize else None,
                 )
             except RuntimeError as error:
                 error.args = (f"{error.args[0]} The artifact was removed; "
@@ -159,6 +196,7 @@ def export_generator(
         spec=spec,
         ops=ops,
         runtime=generator.runtime,
+        quantize=quantize,
         verified=verify,
         prompt_lengths=tuple(len(p) for p in prompts) if verify else (),
         **measured,
@@ -215,6 +253,21 @@ def _check_arguments(path, format, max_length, prefill_lengths, max_new_tokens):
             f"Received: prefill_lengths={prefill_lengths!r}"
         )
     return tuple(sorted(set(lengths)))
+
+
+def _check_quantize(quantize, min_agreement):
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            f"Unrecognized quantize={quantize!r} for generation export. "
+            f"Supported modes are: {list(QUANTIZE_MODES)}"
+        )
+    if (isinstance(min_agreement, bool)
+            or not isinstance(min_agreement, (int, float))
+            or not 0 <= min_agreement <= 1):
+        raise ValueError(
+            "`min_agreement` must be a number in [0, 1]. Received: "
+            f"min_agreement={min_agreement!r}"
+        )
 
 
 def _check_model(model, max_length):

@@ -15,6 +15,8 @@ class GenerationReport:
             vocabulary, stop tokens).
         ops: tuple of str. Its operators (LiteRT builtins, ONNX op types).
         runtime: str. The runtime that ran it, with its version.
+        quantize: None (float32) or `"dynamic"` (int8 weights, activations
+            quantized on the fly).
         verified: bool. Whether greedy generation was compared with Keras.
         prompt_lengths: tuple of int. The checked prompts' lengths.
         tokens_compared: int. New tokens compared, over all prompts.
@@ -33,6 +35,7 @@ class GenerationReport:
     spec: object
     ops: tuple
     runtime: str
+    quantize: str | None = None
     verified: bool = False
     prompt_lengths: tuple = ()
     tokens_compared: int = 0
@@ -41,15 +44,26 @@ class GenerationReport:
     time_to_first_token_ms: float | None = None
     decode_tokens_per_s: float | None = None
 
+    @property
+    def agreement(self):
+        """The share of new tokens equal to Keras' (1.0 for a verified
+        float artifact), or None when not verified."""
+        if not self.tokens_compared:
+            return None
+        return self.tokens_matching / self.tokens_compared
+
     def to_dict(self):
         values = dataclasses.asdict(self)
         values["spec"] = dataclasses.asdict(self.spec)
+        values["agreement"] = self.agreement
         return values
 
     def __str__(self):
         spec = self.spec
         lines = [
-            f"{self.format} generator: {self.path} "
+            f"{self.format} generator"
+            + (f" ({self.quantize} int8)" if self.quantize else "")
+            + f": {self.path} "
             f"({self.size_bytes / 1e6:.1f} MB), {self.runtime}",
             f"cache {spec.max_length} positions, prefill lengths "
             f"{list(spec.prefill_lengths) or 'any'}, vocabulary "
@@ -61,6 +75,7 @@ class GenerationReport:
                 f"{self.tokens_compared} ({self.prompts_matching}/"
                 f"{len(self.prompt_lengths)} prompts, lengths "
                 f"{list(self.prompt_lengths)})"
+                + (f", agreement {self.agreement:.3f}" if self.quantize else "")
             )
             speed = self.decode_tokens_per_s
             lines.append(

@@ -1,13 +1,22 @@
-"""Greedy generation from the artifact against Keras', token for token."""
+"""Greedy generation from the artifact against Keras', token for token.
+
+A float artifact must give Keras' tokens exactly; a quantized one gives the
+token agreement (the share of new tokens equal to Keras' at the same
+place, over all prompts) and must reach a stated minimum.
+"""
 
 import statistics
 
-
-class GenerationVerificationError(RuntimeError):
-    """The artifact's greedy tokens differ from Keras' on some prompt."""
+from keras_lowrank.exporters.verification import ExportVerificationError
 
 
-def verify_generation(generator, prompts, max_new_tokens, expected):
+class GenerationVerificationError(ExportVerificationError):
+    """The artifact's greedy tokens differ from Keras' on some prompt, or
+    (quantized) agree with Keras' on too small a share of tokens."""
+
+
+def verify_generation(generator, prompts, max_new_tokens, expected,
+                      min_agreement=None):
     """Runs every prompt in `generator` and compares with `expected`.
 
     Args:
@@ -15,6 +24,9 @@ def verify_generation(generator, prompts, max_new_tokens, expected):
         prompts: list of lists of token ids.
         max_new_tokens: int.
         expected: list of `ReferenceGeneration`, Keras' tokens per prompt.
+        min_agreement: None: every token must equal Keras'. A float in
+            [0, 1]: the share of equal tokens must reach it (quantized
+            artifacts, whose greedy path may leave Keras' at a near tie).
 
     Returns:
         dict with `tokens_compared`, `tokens_matching`, `prompts_matching`,
@@ -23,7 +35,8 @@ def verify_generation(generator, prompts, max_new_tokens, expected):
     Raises:
         GenerationVerificationError: at the first prompt that differs,
             naming the prompt, the position, both tokens and Keras' top-2
-            logit gap there.
+            logit gap there; with `min_agreement`, after all prompts, when
+            the share of equal tokens is below it.
     """
     # One untimed run first: buffers are allocated on the first call.
     generator.greedy(prompts[0], min(2, max_new_tokens))
@@ -34,7 +47,7 @@ def verify_generation(generator, prompts, max_new_tokens, expected):
         ours, theirs = result.tokens, keras_run.tokens
         compared += len(theirs)
         matching += sum(a == b for a, b in zip(ours, theirs))
-        if ours != theirs:
+        if ours != theirs and min_agreement is None:
             at = next(
                 (i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
                 min(len(ours), len(theirs)),
@@ -49,10 +62,17 @@ def verify_generation(generator, prompts, max_new_tokens, expected):
                 + (f" (Keras' top-2 logit gap there: {gap:.3g})."
                    if gap is not None else ".")
             )
-        whole += 1
+        whole += ours == theirs
         first_token_s.append(result.time_to_first_token_s)
         decode_s += result.decode_seconds
         decode_steps += len(result.tokens) - 1
+    if min_agreement is not None and matching < min_agreement * compared:
+        raise GenerationVerificationError(
+            f"Greedy generation from the quantized artifact agrees with "
+            f"Keras on {matching}/{compared} new tokens "
+            f"({matching / compared:.3f}), below min_agreement="
+            f"{min_agreement} ({whole}/{len(prompts)} prompts equal)."
+        )
     return {
         "tokens_compared": compared,
         "tokens_matching": matching,

@@ -39,6 +39,11 @@ class GeneratorSpec:
         vocabulary_size: int. The length of `logits`.
         stop_token_ids: tuple of int. Tokens that end generation.
         model: str. The class of the exported Keras model.
+        adapters: tuple. With runtime adapters: per adapted layer,
+            `(layer path, fan_in, rank, fan_out, scale)`; its factors are
+            the inputs `adapter_input_names(i)` of every signature (`A`
+            `(fan_in, rank)`, `B` `(rank, fan_out)`, float32), the delta
+            `scale·(x·A)·B`. `()`: adapters merged, no such inputs.
     """
 
     format: str
@@ -48,6 +53,7 @@ class GeneratorSpec:
     vocabulary_size: int
     stop_token_ids: tuple = ()
     model: str = ""
+    adapters: tuple = ()
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -57,6 +63,10 @@ class GeneratorSpec:
             )
         for name in ("prefill_lengths", "cache_shape", "stop_token_ids"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        object.__setattr__(self, "adapters", tuple(
+            (str(path), int(fan_in), int(rank), int(fan_out), float(scale))
+            for path, fan_in, rank, fan_out, scale in self.adapters
+        ))
         if list(self.prefill_lengths) != sorted(set(self.prefill_lengths)):
             raise ValueError(
                 "`prefill_lengths` must be ascending and distinct. Received: "
@@ -67,6 +77,14 @@ class GeneratorSpec:
                 f"cache_shape {self.cache_shape} does not hold max_length="
                 f"{self.max_length} positions."
             )
+
+    def adapter_shapes(self):
+        """`{input name: shape}` of the factor inputs, in signature order."""
+        shapes = {}
+        for i, (_, fan_in, rank, fan_out, _) in enumerate(self.adapters):
+            name_a, name_b = adapter_input_names(i)
+            shapes[name_a], shapes[name_b] = (fan_in, rank), (rank, fan_out)
+        return shapes
 
     def to_json(self) -> str:
         return json.dumps({"version": SPEC_VERSION, **dataclasses.asdict(self)})
@@ -85,3 +103,8 @@ class GeneratorSpec:
                 f"{source} has unreadable generation metadata ({error}); "
                 "export it again with keras_lowrank.generation.export_generator."
             ) from None
+
+
+def adapter_input_names(index):
+    """The input names of adapted layer `index`'s factors `A` and `B`."""
+    return f"lora_a_{index}", f"lora_b_{index}"

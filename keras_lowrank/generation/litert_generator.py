@@ -18,6 +18,8 @@ from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.generation.generator_spec import METADATA_KEY
 from keras_lowrank.generation.step_functions import FrozenWeights
+from keras_lowrank.generation.step_functions import adapter_signature
+from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.generation.step_functions import decode_signature
 from keras_lowrank.generation.step_functions import decode_step
 from keras_lowrank.generation.step_functions import prefill_signature
@@ -27,22 +29,33 @@ from keras_lowrank.generation.step_functions import prefill_step
 VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 
 
-def write_litert_generator(model, spec, path):
+def write_litert_generator(model, spec, path, quantize=None):
     """Writes the `.tflite` of `model` (merged, float32) described by `spec`.
+
+    With `quantize="dynamic"`, LiteRT's dynamic-range quantization: int8
+    weights (the converter leaves tensors under 1024 values in float),
+    activations quantized on the fly in the fully connected layers, the
+    KV cache float32.
+
+    With `spec.adapters` (runtime adapters), `model` is the adapted model,
+    unmerged: its LoRA factors are inputs of every signature
+    (`runtime_adapters`), the other weights frozen.
 
     Raises:
         UnsupportedOpsError: the graphs need ops outside LiteRT's builtins.
     """
-    frozen = FrozenWeights(model)
+    frozen = FrozenWeights(model, fed_factors(model, spec))
+    factors = adapter_signature(spec)
     signatures = {
         f"prefill_{n}": tf.function(
             frozen.wrap(prefill_step(model)),
-            input_signature=prefill_signature(spec, n),
+            input_signature=prefill_signature(spec, n) + factors,
         ).get_concrete_function()
         for n in spec.prefill_lengths
     }
     signatures["decode"] = tf.function(
-        frozen.wrap(decode_step(model)), input_signature=decode_signature(spec)
+        frozen.wrap(decode_step(model)),
+        input_signature=decode_signature(spec) + factors,
     ).get_concrete_function()
     with tempfile.TemporaryDirectory(prefix="klr_generator_") as folder:
         saved_model = os.path.join(folder, "saved_model")
@@ -51,6 +64,8 @@ def write_litert_generator(model, spec, path):
             saved_model, signature_keys=list(signatures)
         )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
         try:
             flatbuffer = converter.convert()
         except Exception as error:

@@ -15,6 +15,7 @@ afterwards, each stored once.
 
 import logging
 import os
+import tempfile
 
 import keras
 
@@ -22,6 +23,8 @@ from keras_lowrank.exporters._optional import import_optional
 from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.generation.cached_causal_lm import onnx_friendly_slice_update
 from keras_lowrank.generation.generator_spec import METADATA_KEY
+from keras_lowrank.generation.generator_spec import adapter_input_names
+from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.generation.step_functions import prefill_signature
 from keras_lowrank.generation.step_functions import prefill_step
 
@@ -32,15 +35,26 @@ _CATCH_ERRORS_ENV = "TF2ONNX_CATCH_ERRORS"
 _WEIGHT = "weight_{}"
 
 
-def write_onnx_generator(model, spec, path):
-    """Writes the `.onnx` of `model` (merged, float32) described by `spec`."""
+def write_onnx_generator(model, spec, path, quantize=None):
+    """Writes the `.onnx` of `model` (merged, float32) described by `spec`.
+
+    With `quantize="dynamic"`, ONNX Runtime's `quantize_dynamic` of the
+    float graph (int8 weights per channel, uint8 activations on the fly).
+    """
     tf2onnx = import_optional("tf2onnx", "to export ONNX")
     onnx = import_optional("onnx", "to export ONNX")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     variables = list(model.variables)
+    # Runtime adapters' factors stay graph inputs, named as the spec says.
+    factor_names = {
+        id(v): adapter_input_names(i // 2)[i % 2]
+        for i, v in enumerate(fed_factors(model, spec))
+    }
+    names = [factor_names.get(id(v), _WEIGHT.format(i))
+             for i, v in enumerate(variables)]
     signature = prefill_signature(spec, None) + [
-        tf.TensorSpec(v.shape, v.dtype, name=_WEIGHT.format(i))
-        for i, v in enumerate(variables)
+        tf.TensorSpec(v.shape, v.dtype, name=name)
+        for name, v in zip(names, variables)
     ]
     step = prefill_step(model)
 
@@ -60,17 +74,44 @@ def write_onnx_generator(model, spec, path):
     finally:
         if previous is None:
             os.environ.pop(_CATCH_ERRORS_ENV, None)
-    _weights_to_initializers(onnx, proto, variables)
+    _weights_to_initializers(onnx, proto, {
+        name: v for name, v in zip(names, variables) if id(v) not in factor_names
+    })
     onnx.helper.set_model_props(proto, {METADATA_KEY: spec.to_json()})
-    with open(path, "wb") as file:
-        file.write(proto.SerializeToString())
+    if quantize is None:
+        with open(path, "wb") as file:
+            file.write(proto.SerializeToString())
+        return
+    quantization = import_optional("onnxruntime.quantization",
+                                   "to quantize ONNX")
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.TemporaryDirectory(prefix="klr_onnx_float_", dir=folder) as tmp:
+        float_path = os.path.join(tmp, "float.onnx")
+        with open(float_path, "wb") as file:
+            file.write(proto.SerializeToString())
+        del proto
+        # It logs a warning per tensor whose type shape inference cannot
+        # follow (tf2onnx's integer index arithmetic), which it leaves as is.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantization.quantize_dynamic(
+                float_path, path, weight_type=quantization.QuantType.QInt8,
+                per_channel=True,
+            )
+        finally:
+            root.setLevel(level)
+    quantized = onnx.load(path)
+    if METADATA_KEY not in {p.key for p in quantized.metadata_props}:
+        onnx.helper.set_model_props(quantized, {METADATA_KEY: spec.to_json()})
+        onnx.save(quantized, path)
 
 
-def _weights_to_initializers(onnx, proto, variables):
-    """Moves the weight inputs of the graph into its initializers."""
+def _weights_to_initializers(onnx, proto, names):
+    """Moves the weight inputs `{name: variable}` into the initializers."""
     from onnx import numpy_helper
 
-    names = {_WEIGHT.format(i): v for i, v in enumerate(variables)}
     graph = proto.graph
     kept = [i for i in graph.input if i.name not in names]
     used = {name for node in graph.node for name in node.input}

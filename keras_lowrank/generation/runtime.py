@@ -79,6 +79,47 @@ class Generator:
     def __init__(self, path, spec):
         self.path = path
         self.spec = spec
+        # Runtime adapters' factor inputs; zeros give the base model.
+        self.adapter = {name: np.zeros(shape, np.float32)
+                        for name, shape in spec.adapter_shapes().items()}
+
+    def load_adapter(self, adapter=None):
+        """Generates with `adapter` from now on (runtime-adapter artifacts).
+
+        Args:
+            adapter: the `.npz` of `write_runtime_adapter`, or a dict of
+                its arrays; None: zeros, the base model.
+
+        Raises:
+            ValueError: the artifact takes no adapters, or the arrays'
+                names or shapes are not its factor inputs.
+        """
+        shapes = self.spec.adapter_shapes()
+        if not shapes:
+            raise ValueError(
+                f"{self.path} was exported without runtime_adapters=True: it "
+                "takes no adapter.")
+        if adapter is None:
+            self.adapter = {name: np.zeros(shape, np.float32)
+                            for name, shape in shapes.items()}
+            return
+        if isinstance(adapter, (str, os.PathLike)):
+            with np.load(adapter) as data:
+                adapter = {name: data[name] for name in data.files}
+        if sorted(adapter) != sorted(shapes):
+            raise ValueError(
+                f"The adapter's arrays {sorted(adapter)[:4]}... are not the "
+                f"factor inputs of {self.path} ({len(shapes)} arrays, "
+                f"{sorted(shapes)[:4]}...).")
+        arrays = {}
+        for name, shape in shapes.items():
+            array = np.asarray(adapter[name], np.float32)
+            if array.shape != tuple(shape) or not np.isfinite(array).all():
+                raise ValueError(
+                    f"Adapter input {name} must be finite float32 of shape "
+                    f"{tuple(shape)}. Received: shape {array.shape}")
+            arrays[name] = array
+        self.adapter = arrays
 
     def new_cache(self):
         return np.zeros(self.spec.cache_shape, np.float32)
@@ -226,6 +267,7 @@ class LiteRTGenerator(Generator):
                 cache=cache,
                 cache_update_index=np.array(start, np.int32),
                 last_index=np.array(count - 1, np.int32),
+                **self.adapter,
             )
             logits, cache = outputs["logits"][0], outputs["next_cache"]
         return logits, cache
@@ -235,6 +277,7 @@ class LiteRTGenerator(Generator):
             token_ids=token_ids,
             cache=cache,
             cache_update_index=np.array(index, np.int32),
+            **self.adapter,
         )
         return outputs["logits"][0], outputs["next_cache"]
 
@@ -275,6 +318,7 @@ class ONNXGenerator(Generator):
             "cache": cache,
             "cache_update_index": np.array(index, np.int32),
             "last_index": np.array(last_index, np.int32),
+            **self.adapter,
         })
         return logits[0], cache
 

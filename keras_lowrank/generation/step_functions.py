@@ -20,6 +20,9 @@ class FrozenWeights:
 
     Args:
         model: a Keras model (TensorFlow backend).
+        fed: variables of `model` read from the traced function's last
+            arguments instead (the LoRA factors of runtime adapters), in
+            the order of those arguments.
 
     Example:
     ```python
@@ -29,23 +32,48 @@ class FrozenWeights:
     ```
     """
 
-    def __init__(self, model):
+    def __init__(self, model, fed=()):
         self.model = model
+        self.fed = list(fed)
+        fed_ids = {id(v) for v in self.fed}
+        kept = [v for v in model.variables if id(v) not in fed_ids]
         self.module = tf.Module()
         self.module.weights = [
             tf.Variable(v.value, trainable=False, name=f"w{i}")
-            for i, v in enumerate(model.variables)
+            for i, v in enumerate(kept)
         ]
+        self._mapping = list(zip(kept, self.module.weights))
 
     def wrap(self, function):
-        """`function` reading the copies instead of the Keras variables."""
-        mapping = list(zip(self.model.variables, self.module.weights))
+        """`function` reading the copies instead of the Keras variables,
+        and the fed variables from its last arguments."""
+        mapping, fed = self._mapping, self.fed
 
         def frozen(*args):
-            with keras.StatelessScope(state_mapping=mapping):
-                return function(*args)
+            own = args[:len(args) - len(fed)]
+            state = mapping + list(zip(fed, args[len(own):]))
+            with keras.StatelessScope(state_mapping=state):
+                return function(*own)
 
         return frozen
+
+
+def fed_factors(model, spec):
+    """The LoRA factor variables a runtime-adapter artifact takes as
+    inputs (`A`, `B` of each layer of `spec.adapters`), in input order."""
+    if not spec.adapters:
+        return []
+    from keras_lowrank.generation.runtime_adapters import runtime_factors
+
+    layers = dict(runtime_factors(model))
+    return [v for entry in spec.adapters
+            for v in (layers[entry[0]].lora_a, layers[entry[0]].lora_b)]
+
+
+def adapter_signature(spec):
+    """Input specs of the factor inputs (none without runtime adapters)."""
+    return [tf.TensorSpec(shape, tf.float32, name=name)
+            for name, shape in spec.adapter_shapes().items()]
 
 
 def prefill_signature(spec, length):

@@ -134,11 +134,11 @@ def test_a_difference_from_keras_writes_nothing(tiny_models, tmp_path, monkeypat
     path.write_bytes(b"earlier")
     original = generation_verification.verify_generation
 
-    def wrong_reference(generator, prompts, max_new_tokens, expected):
+    def wrong_reference(generator, prompts, max_new_tokens, expected, **kwargs):
         expected[0] = type(expected[0])((expected[0].tokens[0] + 1,)
                                         + expected[0].tokens[1:],
                                         expected[0].margins)
-        return original(generator, prompts, max_new_tokens, expected)
+        return original(generator, prompts, max_new_tokens, expected, **kwargs)
 
     # The package's `export_generator` attribute is the function.
     module = sys.modules["keras_lowrank.generation.export_generator"]
@@ -235,11 +235,15 @@ def test_dispatch_export_takes_causal_lms_in_generation_formats(tiny_models, tmp
     assert dispatch_export(model, tmp_path / "lm", "saved_model") is None
     assert dispatch_export(model.backbone, tmp_path / "b.tflite", "tflite") is None
     with pytest.raises(ValueError, match=r"Llama3CausalLM is exported for "
-                       r"generation .*takes none of \['quantize', 'atol'\].*"
-                       r"Received: quantize='dynamic', atol=0.1"):
+                       r"generation .*takes none of \['atol', 'eval_data'\].*"
+                       r"Received: atol=0.1, eval_data=\(\['a'\], \[0\]\)"):
         dispatch_export(model, tmp_path / "lm.tflite", "tflite",
-                        quantize="dynamic", atol=0.1)
+                        quantize="dynamic", atol=0.1, eval_data=(["a"], [0]))
     assert not os.listdir(tmp_path)
     report = dispatch_export(model, tmp_path / "lm.onnx", "onnx", verify=False)
     assert not report.verified and report.spec.max_length == 256
     assert load_generator(tmp_path / "lm.onnx").spec == report.spec
+    # GPT-2 embeds 64 positions: the cache takes them all, not 256.
+    report = dispatch_export(tiny_models["gpt2"], tmp_path / "gpt2.onnx", "onnx",
+                             verify=False)
+    assert report.spec.max_length == tiny_lms.MAX_LENGTH

@@ -39,6 +39,19 @@ def gemma():
 MODELS = {"llama": llama, "gpt2": gpt2, "gemma": gemma}
 
 
+def quantizable_llama(seed=7):
+    """A Llama 3 wide enough for int8: LiteRT's dynamic-range quantization
+    leaves tensors under 1024 values in float (all of `llama()`'s)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=256, num_layers=2, num_query_heads=4,
+        num_key_value_heads=2, hidden_dim=64, intermediate_dim=128,
+    )
+    return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None)
+
+
 def write_word_tokenizer(path, size=VOCAB):
     """A word-level tokenizer.json of `size` ids: `w3 w17 ...` <-> [3, 17]."""
     from tokenizers import Tokenizer

@@ -1,0 +1,77 @@
+"""`klr.export` and `keras-lowrank export` on a causal LM write generation
+artifacts (through `dispatch_export`), equal to Keras token for token."""
+
+import os
+
+import pytest
+
+import keras_lowrank as klr
+from keras_lowrank.cli.main import main
+from keras_lowrank.generation import GenerationReport
+from keras_lowrank.generation import greedy_reference
+from keras_lowrank.generation import load_generator
+from tests.generation import tiny_lms
+
+PROMPTS = ([5], [7, 3, 9, 11, 40], list(range(3, 40)))
+
+
+def test_klr_export_writes_generators_equal_token_for_token(tiny_models, tmp_path):
+    model = tiny_models["llama"]
+    reports = {format: klr.export(model, tmp_path / f"lm.{format}", format)
+               for format in ("tflite", "onnx")}
+    for format, report in reports.items():
+        assert isinstance(report, GenerationReport)
+        assert report.format == format and report.quantize is None
+        assert report.tokens_compared == report.tokens_matching == 8 * 32
+        assert report.spec.max_length == 256
+    assert reports["tflite"].spec.prefill_lengths == (32, 128)
+    litert = load_generator(tmp_path / "lm.tflite")
+    onnx = load_generator(tmp_path / "lm.onnx")
+    for prompt in PROMPTS:
+        expected = greedy_reference(model, prompt, 24, 256).tokens
+        assert litert.greedy(prompt, 24).tokens == expected
+        assert onnx.greedy(prompt, 24).tokens == expected
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"atol": 1e-3}, r"\['atol'\].*Received: atol=0.001"),
+    ({"sample_inputs": {"token_ids": [[1]]}, "opset": 17},
+     r"\['sample_inputs', 'opset'\]"),
+    ({"metadata": "text_classifier"}, r"\['metadata'\]"),
+])
+def test_klr_export_refuses_what_generation_does_not_take(tiny_models, tmp_path,
+                                                          kwargs, named):
+    with pytest.raises(ValueError, match=r"Llama3CausalLM is exported for "
+                       r"generation .*takes none of " + named) as info:
+        klr.export(tiny_models["llama"], tmp_path / "lm.tflite", "tflite",
+                   **kwargs)
+    assert "\n" not in str(info.value)
+    assert not os.listdir(tmp_path)
+
+
+def test_cli_export_of_a_causal_lm_file(tiny_models, tmp_path, capsys):
+    model = tiny_models["gpt2"]
+    path = tmp_path / "gpt2.keras"
+    model.save(path)
+    out = tmp_path / "gpt2.tflite"
+    assert main(["export", str(path), "--format", "tflite", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"tflite generator: {out} ")
+    assert "greedy tokens equal to Keras: 256/256 (8/8 prompts" in printed
+    generator = load_generator(out)
+    assert generator.spec.max_length == tiny_lms.MAX_LENGTH  # GPT-2's positions
+    prompt = [9, 8, 7]
+    expected = greedy_reference(model, prompt, 20, tiny_lms.MAX_LENGTH).tokens
+    assert generator.greedy(prompt, 20).tokens == expected
+
+
+def test_cli_export_refuses_an_option_generation_does_not_take(tiny_models,
+                                                               tmp_path, capsys):
+    path = tmp_path / "lm.keras"
+    tiny_models["gemma"].save(path)
+    out = tmp_path / "lm.onnx"
+    assert main(["export", str(path), "--format", "onnx", "--out", str(out),
+                 "--atol", "0.01"]) == 2
+    error = capsys.readouterr().err
+    assert "GemmaCausalLM is exported for generation" in error
+    assert not out.exists()

@@ -1,0 +1,120 @@
+"""Adapters swapped at run time: one base artifact with the LoRA factors as
+inputs; two adapters written as `.npz` files and switched in one loaded
+artifact each generate as their own merged export."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lowrank as klr
+from keras_lowrank.generation import export_generator
+from keras_lowrank.generation import greedy_reference
+from keras_lowrank.generation import load_generator
+from keras_lowrank.generation import write_runtime_adapter
+from tests.generation import tiny_lms
+
+MAX_LENGTH = 32
+PROMPTS = ([3, 9, 27, 11], [5], list(range(4, 20)))
+NEW_TOKENS = 16
+
+
+def _adapted(base, seed, rank, alpha, **kwargs):
+    model = klr.add_adapters(base, rank=rank, alpha=alpha, **kwargs)
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:
+        if "lora_" in variable.path:
+            variable.assign(rng.normal(0, 0.5, variable.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def models():
+    keras.utils.set_random_seed(3)
+    base = tiny_lms.llama()
+    # Two tasks: different factors, ranks and alphas (scales 2.0 and 1.0).
+    return base, _adapted(base, 1, 4, 8.0), _adapted(base, 2, 2, 2.0)
+
+
+def _options(format):
+    options = {"max_length": MAX_LENGTH, "max_new_tokens": NEW_TOKENS}
+    return {**options, "prefill_lengths": (8,)} if format == "tflite" else options
+
+
+@pytest.mark.parametrize("format", ["tflite", "onnx"])
+def test_two_adapters_switched_in_one_artifact(models, tmp_path, format):
+    base, task_a, task_b = models
+    path = tmp_path / f"base.{format}"
+    report = export_generator(task_a, path, format, runtime_adapters=True,
+                              **_options(format))
+    assert report.tokens_compared == report.tokens_matching == 8 * NEW_TOKENS
+    assert [entry[0] for entry in report.spec.adapters] == klr.adapter_paths(task_a)
+    assert report.spec.adapters[0][1:] == (16, 4, 16, 2.0)
+    sizes = {name: write_runtime_adapter(model, path, tmp_path / f"{name}.npz")
+             for name, model in (("a", task_a), ("b", task_b))}
+    merged = {}
+    for name, model in (("a", task_a), ("b", task_b)):
+        merged_path = tmp_path / f"merged_{name}.{format}"
+        export_generator(model, merged_path, format, verify=False,
+                         **_options(format))
+        merged[name] = load_generator(merged_path)
+    generator = load_generator(path)  # loaded once, adapters switched
+    for name in ("a", "b", "a"):
+        generator.load_adapter(tmp_path / f"{name}.npz")
+        for prompt in PROMPTS:
+            logits, _ = generator.prefill(prompt)
+            want, _ = merged[name].prefill(prompt)
+            assert np.abs(logits - want).max() < 1e-4
+            assert (generator.greedy(prompt, NEW_TOKENS).tokens
+                    == merged[name].greedy(prompt, NEW_TOKENS).tokens)
+    generator.load_adapter(None)  # zeros: the base model
+    for prompt in PROMPTS:
+        assert (generator.greedy(prompt, NEW_TOKENS).tokens
+                == greedy_reference(base, prompt, NEW_TOKENS, MAX_LENGTH).tokens)
+    # What an app downloads per task: 4 layers x (16x4 + 4x16) float32 =
+    # 2,048 bytes of factors (task b's rank 2 padded to 4), plus the .npz
+    # headers; measured 3,798 bytes against the merged model's size.
+    for size in sizes.values():
+        assert 2048 < size < 2048 + 8 * 300
+        assert size == os.path.getsize(tmp_path / "a.npz")
+    assert report.size_bytes > 20 * sizes["a"]
+
+
+def test_refusals(models, tmp_path):
+    base, task_a, _ = models
+    with pytest.raises(ValueError, match=r"runtime_adapters=True needs a model "
+                       r"with LoRA adapters .*Llama3CausalLM has none"):
+        export_generator(base, tmp_path / "x.tflite", "tflite",
+                         runtime_adapters=True, max_length=MAX_LENGTH)
+    dora = _adapted(base, 4, 2, 2.0, use_dora=True)
+    with pytest.raises(ValueError, match=r"one plain LoRA adapter per layer. "
+                       r"Received: layer 'transformer_layer_0/self_attention/"
+                       r"query' with variant='dora'"):
+        export_generator(dora, tmp_path / "x.tflite", "tflite",
+                         runtime_adapters=True, max_length=MAX_LENGTH)
+    assert not os.listdir(tmp_path)
+    path = tmp_path / "base.onnx"
+    export_generator(task_a, path, "onnx", runtime_adapters=True, verify=False,
+                     max_length=MAX_LENGTH)
+    wide = _adapted(base, 5, 8, 8.0)
+    with pytest.raises(ValueError, match=r"adapter's rank 8 is above the "
+                       r"artifact's 4"):
+        write_runtime_adapter(wide, path, tmp_path / "wide.npz")
+    more = _adapted(base, 6, 2, 2.0, targets="all-linear")
+    with pytest.raises(ValueError, match=r"adapts layers the artifact takes no "
+                       r"factors for: \['transformer_layer_0/feedforward"):
+        write_runtime_adapter(more, path, tmp_path / "more.npz")
+    generator = load_generator(path)
+    with pytest.raises(ValueError, match=r"Adapter input lora_a_0 must be "
+                       r"finite float32 of shape \(16, 4\)"):
+        generator.load_adapter({**generator.adapter,
+                                "lora_a_0": np.zeros((16, 2), np.float32)})
+    merged = tmp_path / "merged.onnx"
+    export_generator(task_a, merged, "onnx", verify=False, max_length=MAX_LENGTH)
+    with pytest.raises(ValueError, match=r"exported without runtime_adapters="
+                       r"True: it takes no adapter"):
+        load_generator(merged).load_adapter(None)
+    with pytest.raises(ValueError, match=r"without runtime_adapters=True"):
+        write_runtime_adapter(task_a, merged, tmp_path / "a.npz")
+    assert sorted(os.listdir(tmp_path)) == ["base.onnx", "merged.onnx"]
