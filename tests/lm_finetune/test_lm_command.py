@@ -1,0 +1,70 @@
+"""`keras-lowrank finetune --task causal-lm`: exit codes, one-line errors,
+options of one task refused for the other."""
+
+import os
+
+import pytest
+
+from keras_lowrank.cli.main import main
+from tests.lm_finetune.conftest import toy_records
+from tests.lm_finetune.conftest import write_jsonl
+
+
+def run_cli(capsys, *argv):
+    status = main(["finetune", *argv])
+    return status, capsys.readouterr()
+
+
+def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
+    train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
+    out = tmp_path / "run"
+    status, output = run_cli(
+        capsys, "--task", "causal-lm", "--model", tiny_folder, "--train", train,
+        "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
+        "--export", "none", "--samples", "1", "--quiet", "--out", str(out))
+    assert status == 0, output.err
+    assert "[6/6] report ..." in output.out
+    assert sorted(os.listdir(out)) == ["adapters.safetensors", "report.json",
+                                       "training_curves.png"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "causal-lm", "--epochs", "3"],
+     "--epochs applies to --task classifier only. Received: --task causal-lm"),
+    (["--task", "causal-lm", "--labels", "a", "b"],
+     "--labels applies to --task classifier only"),
+    (["--max-steps", "5"],
+     "--max-steps applies to --task causal-lm only. Received: --task classifier"),
+    (["--task", "causal-lm", "--export", "savedmodel"],
+     "--task causal-lm exports generators: formats among ['tflite', 'onnx'], "
+     "or none. Received: --export savedmodel"),
+    (["--task", "causal-lm", "--max-steps", "0"],
+     "max_steps must be a positive integer. Received: max_steps=0"),
+])
+def test_options_of_the_other_task(tmp_path, capsys, argv, message):
+    status, output = run_cli(capsys, *argv, "--out", str(tmp_path / "run"))
+    assert status == 2
+    assert output.err.count("\n") == 1
+    assert message in output.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_jsonl_line_exits_2_naming_file_and_line(tiny_folder, tmp_path, capsys):
+    train = write_jsonl(tmp_path / "train.jsonl", toy_records(3) + ['{"prompt": '])
+    status, output = run_cli(capsys, "--task", "causal-lm", "--model", tiny_folder,
+                             "--train", train, "--out", str(tmp_path / "run"))
+    assert status == 2
+    assert output.err.startswith(
+        f"keras-lowrank finetune: error: {train}:4: invalid JSON (")
+    assert output.err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_file_exits_2(tiny_folder, tmp_path, capsys):
+    train = tmp_path / "empty.jsonl"
+    train.write_text("")
+    status, output = run_cli(capsys, "--task", "causal-lm", "--model", tiny_folder,
+                             "--train", str(train), "--out", str(tmp_path / "run"))
+    assert status == 2
+    assert f"{train}: empty file, no examples" in output.err
+    assert not (tmp_path / "run").exists()
