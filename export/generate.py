@@ -11,6 +11,11 @@ Usage:
     python export/generate.py smollm2.tflite \
         --tokenizer .cache/smollm2-135m-instruct/tokenizer.json \
         --prompt "The capital of France is" --max-new-tokens 32
+    python export/generate.py base.tflite --adapter task_b.npz ...
+
+`--adapter` feeds an adapter file of `write_runtime_adapter` to an artifact
+exported with `runtime_adapters=True` (without it, such an artifact runs
+the base model).
 
 Prints the generated text on stdout (without the prompt), and with
 `--stats` the timings on stderr. The time to first token of a fresh process
@@ -65,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", required=True, help="the prompt text")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="the most tokens to generate (default 32)")
+    parser.add_argument("--adapter", default=None,
+                        help="an adapter .npz (write_runtime_adapter) for an "
+                        "artifact exported with runtime_adapters=True")
     parser.add_argument("--threads", type=int, default=None,
                         help="runtime threads")
     parser.add_argument("--stats", action="store_true",
@@ -75,6 +83,8 @@ def main(argv=None) -> int:
     runtime = load_runtime()
     try:
         generator = runtime.load_generator(args.artifact, args.threads)
+        if args.adapter:
+            generator.load_adapter(args.adapter)
         tokenizer = runtime.load_tokenizer(
             args.tokenizer, generator.spec.vocabulary_size)
         prompt = tokenizer.encode(args.prompt).ids

@@ -81,6 +81,24 @@ def test_two_adapters_switched_in_one_artifact(models, tmp_path, format):
     assert report.size_bytes > 20 * sizes["a"]
 
 
+def test_generate_script_feeds_an_adapter_without_tensorflow(models, tmp_path,
+                                                            word_tokenizer):
+    from tests.generation.test_generate_script import _run
+
+    base, task_a, task_b = models
+    path = tmp_path / "base.tflite"
+    export_generator(task_a, path, "tflite", runtime_adapters=True,
+                     verify=False, max_length=MAX_LENGTH, prefill_lengths=(8,))
+    write_runtime_adapter(task_b, path, tmp_path / "b.npz")
+    prompt = [7, 8, 9, 10]
+    for adapter, model in ((["--adapter", tmp_path / "b.npz"], task_b), ([], base)):
+        result = _run(path, "--tokenizer", word_tokenizer, "--prompt",
+                      tiny_lms.words(prompt), "--max-new-tokens", 10, *adapter)
+        assert result.returncode == 0, result.stderr
+        expected = greedy_reference(model, prompt, 10, MAX_LENGTH).tokens
+        assert result.stdout == tiny_lms.words(t for t in expected if t > 2) + "\n"
+
+
 def test_refusals(models, tmp_path):
     base, task_a, _ = models
     with pytest.raises(ValueError, match=r"runtime_adapters=True needs a model "
