@@ -9,6 +9,7 @@ with a one-line error.
 """
 
 import dataclasses
+import sys
 
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
@@ -140,13 +141,23 @@ def options_from_args(args) -> LMFinetuneOptions:
 
 
 def run(args) -> int:
-    """Runs `finetune_lm` for the parsed arguments; returns the exit status."""
+    """Runs `finetune_lm` for the parsed arguments.
+
+    Returns:
+        0, or 1 when an export failed (the rest of the report is written).
+    """
     options = options_from_args(args)
     from keras_lowrank.finetune import allocator
     from keras_lowrank.lm_finetune.lm_pipeline import finetune_lm
 
     allocator.keep_freed_memory()
-    finetune_lm(options, log=lambda line: print(line, flush=True))
+    report = finetune_lm(options, log=lambda line: print(line, flush=True))
+    failed = [name for name, exported in report["exports"].items()
+              if "error" in exported]
+    if failed:
+        print(f"keras-lowrank finetune: export failed: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

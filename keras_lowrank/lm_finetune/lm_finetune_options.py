@@ -63,7 +63,7 @@ class LMFinetuneOptions:
             examples lose their last tokens.
         max_train_examples: int or None. Train on the first N examples.
         max_eval_examples: int or None. Test on the first N test examples
-            (and validate on at most N).
+            (and validate on at most N); None: all of them.
         max_validation_examples: int or None. Validate (early stopping) on
             the first N validation examples: each evaluation runs them all.
         max_new_tokens: int. Tokens generated for each sample shown in the
@@ -97,17 +97,17 @@ class LMFinetuneOptions:
     alpha: float | None = 16.0
     dropout: float = 0.0
     targets: tuple = ("all-linear",)
-    max_steps: int = 150
-    eval_every: int = 25
+    max_steps: int = 60
+    eval_every: int = 20
     patience: int = 2
     batch_size: int = 8
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 0.0
     warmup_fraction: float = 0.1
     sequence_length: int = 128
     max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    max_validation_examples: int | None = 128
+    max_eval_examples: int | None = 200
+    max_validation_examples: int | None = 64
     max_new_tokens: int = 16
     samples: int = 4
     export: tuple = ("tflite",)

@@ -177,10 +177,10 @@ def _run(options, folder, chat, build, progress):
             "model": folder,
             "test_accuracy_before": before["test_accuracy"],
             "test_accuracy": after["test_accuracy"],
-            "heldout_loss_before": before["test_loss"]["loss"],
-            "heldout_perplexity_before": before["test_loss"]["perplexity"],
-            "heldout_loss": after["test_loss"]["loss"],
-            "heldout_perplexity": after["test_loss"]["perplexity"],
+            "heldout_loss_before": before["heldout_loss"]["loss"],
+            "heldout_perplexity_before": before["heldout_loss"]["perplexity"],
+            "heldout_loss": after["heldout_loss"]["loss"],
+            "heldout_perplexity": after["heldout_loss"]["perplexity"],
             "trainable_params": int(trainable),
             "total_params": int(total),
             "adapter_bytes": int(adapter_bytes),
@@ -204,7 +204,8 @@ def _run(options, folder, chat, build, progress):
             report[f"{format}_bytes"] = exported.get("size_bytes")
         report["files"] = {"adapters": final(ADAPTERS_FILE)}
         for format, exported in exports.items():
-            report["files"][format] = exported["path"]
+            if "error" not in exported:
+                report["files"][format] = exported["path"]
         report_lib.plot_training_curves(
             history, os.path.join(build, CURVES_FILE), best)
         report["files"]["training_curves"] = final(CURVES_FILE)
@@ -269,23 +270,27 @@ def _answer_tokens(split, scored):
 
 
 def _measure(model, chat, splits, scored, examples, options) -> dict:
-    """Loss and perplexity on validation and test, test answers by greedy
+    """Loss and perplexity on the validation split, test answers by greedy
     generation in Keras, and the sample generations."""
     test = splits["test"]
     prompts = [test.prompts[i] for i in scored]
     start = time.perf_counter()
-    generated = lm_evaluation.keras_greedy(
-        model, prompts, _answer_tokens(test, scored), chat.stop_token_ids,
-        options.batch_size)
+    longest = max((len(p) for p in prompts), default=0)
+    greedy = lm_evaluation.KerasGreedy(
+        model, longest + max(_answer_tokens(test, scored), options.max_new_tokens))
+    generated = greedy(prompts, _answer_tokens(test, scored),
+                       chat.stop_token_ids, options.batch_size)
     texts = [chat.decode(tokens) for tokens in generated]
     references = [chat.decode(test.completions[i]) for i in scored]
-    samples = lm_evaluation.keras_greedy(
-        model, prompts[:options.samples], options.max_new_tokens,
-        chat.stop_token_ids, options.batch_size)
+    samples = greedy(prompts[:options.samples], options.max_new_tokens,
+                     chat.stop_token_ids, options.batch_size)
     return {
         "test_accuracy": lm_evaluation.answer_accuracy(texts, references),
         "generation_seconds": time.perf_counter() - start,
-        "test_loss": lm_evaluation.heldout_loss(model, test, options.batch_size),
+        # On the validation split: held out from training, and a few
+        # hundred sentences cost less than the test split once more.
+        "heldout_loss": lm_evaluation.heldout_loss(
+            model, splits["validation"], options.batch_size),
         "answers": texts,
         "references": references,
         "sample_texts": [chat.decode(tokens) for tokens in samples],
@@ -309,6 +314,8 @@ def _export_and_measure(model, format, folder, chat, test, scored, examples,
                         options, build):
     """Exports a generator to `build`, then answers the test prompts with it
     in its runtime. Paths in the result name the artifact in `options.out`."""
+    from keras_lowrank.exporters import UnsupportedOpsError
+    from keras_lowrank.generation import GenerationVerificationError
     from keras_lowrank.generation import export_generator
 
     path = os.path.join(build, artifact_file(format))
@@ -325,12 +332,18 @@ def _export_and_measure(model, format, folder, chat, test, scored, examples,
     kwargs = {}
     if format == "tflite":
         kwargs["prefill_lengths"] = _prefill_lengths(options.export_max_length)
-    exported = export_generator(
-        model, path, format, max_length=options.export_max_length,
-        tokenizer=tokenizer, stop_token_ids=chat.stop_token_ids or None,
-        prompts=verify, max_new_tokens=min(_VERIFY_NEW_TOKENS,
-                                           options.export_max_length - longest),
-        **kwargs)
+    try:
+        exported = export_generator(
+            model, path, format, max_length=options.export_max_length,
+            tokenizer=tokenizer, stop_token_ids=chat.stop_token_ids or None,
+            prompts=verify, max_new_tokens=min(
+                _VERIFY_NEW_TOKENS, options.export_max_length - longest),
+            **kwargs)
+    except (GenerationVerificationError, UnsupportedOpsError) as error:
+        # Recorded, as the classifier's runs do: the rest of the report
+        # still stands.
+        return {"error": " ".join(str(error).split()), "test_accuracy": None,
+                "size_bytes": None, "path": None}
     start = time.perf_counter()
     generated = lm_evaluation.runtime_greedy(path, prompts, new_tokens,
                                              chat.stop_token_ids)
@@ -349,10 +362,11 @@ def _export_and_measure(model, format, folder, chat, test, scored, examples,
 
 
 def _prefill_lengths(max_length):
-    """Prompt chunks of 16, 32, 64, ... up to the cache: short prompts pad
-    little (each chunk is a LiteRT signature)."""
+    """Prompt chunks of 16, 32, 64, ... up to half the cache: a prompt is
+    written in chunks that pad it little (75 tokens: 64 + 16, not 128),
+    and each chunk length is one LiteRT signature more to convert."""
     lengths, n = [], 16
-    while n <= max_length:
+    while n <= max_length // 2:
         lengths.append(n)
         n *= 2
     return tuple(lengths) or (max_length,)
@@ -369,7 +383,7 @@ def _vocabulary_size(folder):
 
 def _measure_line(measured):
     accuracy = measured["test_accuracy"]
-    loss = measured["test_loss"]
+    loss = measured["heldout_loss"]
     return (f"test accuracy {'-' if accuracy is None else f'{accuracy:.4f}'} "
             f"by greedy generation ({measured['generation_seconds']:.0f} s); "
             f"held-out loss {_number(loss['loss'])}, perplexity "
@@ -377,6 +391,8 @@ def _measure_line(measured):
 
 
 def _export_line(format, exported):
+    if "error" in exported:
+        return f"{format}: FAILED: {exported['error']}"
     accuracy = exported["test_accuracy"]
     return (f"{format}: {exported['path']} ({exported['size_bytes']:,} bytes), "
             f"test accuracy {'-' if accuracy is None else f'{accuracy:.4f}'} "
