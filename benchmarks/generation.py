@@ -139,3 +139,27 @@ def measure(settings, config, work):
 
 if __name__ == "__main__":
     child.main(measure)
+
+
+def markdown(entry):
+    """RESULTS.md's section body for this child's result (or why not)."""
+    if not entry or "keras" not in entry:
+        reason = (entry or {}).get("skipped") or (entry or {}).get("error")
+        return f"Not measured: {reason or 'not run'}"
+    keras_speed = entry["keras"]["decode_tokens_per_s"]
+    rows = [f"| Keras `generate()` (greedy) | {keras_speed:.1f} | 1.00 | - | - |"]
+    for name in sorted(entry.get("speedup_vs_keras", {})):
+        run = entry[name]
+        rows.append(
+            f"| LiteRT {name.split('_', 1)[1]} | {run['decode_tokens_per_s']:.1f} "
+            f"| {entry['speedup_vs_keras'][name]:.2f} | "
+            f"{run['time_to_first_token_ms']:.0f} | {run['agreement']:.3f} |")
+    return "\n".join([
+        f"{entry['model']}, batch 1, prompts of {entry['prompt_lengths']} tokens, "
+        f"{entry['new_tokens']} new tokens, cache {entry['max_length']}, "
+        f"{entry['rounds']} interleaved rounds (medians).",
+        "",
+        "| runner | decode tokens/s | vs Keras | first token ms | token agreement |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])

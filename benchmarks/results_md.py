@@ -1,5 +1,6 @@
 """Renders RESULTS.md: every table, the profile and what bounds the step."""
 
+from benchmarks import generation
 from benchmarks import report
 from benchmarks.report import _f
 from benchmarks.report import _table
@@ -225,6 +226,8 @@ def render(results):
         f"{get(results, 'exports', 'sequence_length')}.",
         report.exports_table(results) if get(results, "exports", "formats")
         else f"Not measured: {report._skipped(get(results, 'exports'))}",
+        "## Generation: LiteRT decode vs Keras generate()",
+        generation.markdown(results.get("generation")),
         "## Where the LoRA step's time goes",
         profile_section(get(results, "profile")),
         "### What bounds the LoRA step",

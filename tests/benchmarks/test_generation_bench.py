@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+from benchmarks import generation
 from benchmarks.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,3 +36,7 @@ def test_generation_child_measures_litert_beside_keras(tmp_path):
     ratio = results["speedup_vs_keras"]["litert_float32"]
     assert ratio == (results["litert_float32"]["decode_tokens_per_s"]
                      / results["keras"]["decode_tokens_per_s"])
+    table = generation.markdown(results)
+    assert "| Keras `generate()` (greedy) |" in table
+    assert f"| {ratio:.2f} |" in table
+    assert generation.markdown({"skipped": "no SmolLM2"}) == "Not measured: no SmolLM2"
