@@ -102,6 +102,7 @@ def measure(settings, config, work):
             generators[name] = load_generator(report.path)
             results[name] = {"size_bytes": report.size_bytes,
                              "agreement": report.agreement,
+                             "next_token_agreement": report.next_token_agreement,
                              "export_s": time.perf_counter() - start}
         # Warm: Keras traces generate() once per padded length.
         for prompt in prompts:
@@ -147,19 +148,22 @@ def markdown(entry):
         reason = (entry or {}).get("skipped") or (entry or {}).get("error")
         return f"Not measured: {reason or 'not run'}"
     keras_speed = entry["keras"]["decode_tokens_per_s"]
-    rows = [f"| Keras `generate()` (greedy) | {keras_speed:.1f} | 1.00 | - | - |"]
+    rows = [f"| Keras `generate()` (greedy) | {keras_speed:.1f} | 1.00 | - | - | - |"]
     for name in sorted(entry.get("speedup_vs_keras", {})):
         run = entry[name]
         rows.append(
             f"| LiteRT {name.split('_', 1)[1]} | {run['decode_tokens_per_s']:.1f} "
             f"| {entry['speedup_vs_keras'][name]:.2f} | "
-            f"{run['time_to_first_token_ms']:.0f} | {run['agreement']:.3f} |")
+            f"{run['time_to_first_token_ms']:.0f} | {run['agreement']:.3f} | "
+            + (f"{run['next_token_agreement']:.3f} |"
+               if run.get("next_token_agreement") is not None else "- |"))
     return "\n".join([
         f"{entry['model']}, batch 1, prompts of {entry['prompt_lengths']} tokens, "
         f"{entry['new_tokens']} new tokens, cache {entry['max_length']}, "
         f"{entry['rounds']} interleaved rounds (medians).",
         "",
-        "| runner | decode tokens/s | vs Keras | first token ms | token agreement |",
-        "|---|---|---|---|---|",
+        "| runner | decode tokens/s | vs Keras | first token ms | token agreement "
+        "| next-token agreement |",
+        "|---|---|---|---|---|---|",
         *rows,
     ])

@@ -36,12 +36,12 @@ DEFAULT_PREFILL_LENGTHS = (32, 128)
 DEFAULT_PROMPTS = 8
 DEFAULT_NEW_TOKENS = 32
 QUANTIZE_MODES = (None, "dynamic")
-# The least share of greedy tokens a dynamic-range int8 artifact must share
-# with Keras. Measured: tiny random Llama/GPT-2/Gemma (hidden 64) 0.87-1.0
-# (tests/generation/test_quantized_generation.py); SmolLM2-135M, see
-# export/README.md. Once greedy paths part they rarely meet again, so one
-# early near tie costs the rest of that prompt's tokens.
-DEFAULT_MIN_AGREEMENT = 0.5
+# The least next-token agreement (teacher forced on Keras' continuations) a
+# dynamic-range int8 artifact must reach. Free-running agreement is only
+# reported: once greedy paths part at a near tie they rarely meet again, so
+# one early tie costs the rest of that prompt. Measured figures:
+# tests/generation/test_quantized_generation.py, export/README.md.
+DEFAULT_MIN_AGREEMENT = 0.8
 _WRITERS = {"tflite": write_litert_generator, "onnx": write_onnx_generator}
 
 
@@ -97,9 +97,11 @@ def export_generator(
             `"dynamic"`: int8 weights with activations quantized on the fly
             (LiteRT dynamic-range quantization; ONNX Runtime
             `quantize_dynamic`, per channel). Checked on token agreement.
-        min_agreement: float in [0, 1]. With `quantize`: the least share
-            of the checked greedy tokens equal to Keras' at the same place;
-            below it the export fails and nothing is written.
+        min_agreement: float in [0, 1]. With `quantize`: the least
+            next-token agreement, the share of steps of Keras' own greedy
+            continuations where the artifact, fed the same tokens, picks
+            Keras' next token; below it the export fails and nothing is
+            written. The report also gives the free-running agreement.
         runtime_adapters: bool. Keep the LoRA adapters out of the weights:
             each adapted layer's factors become inputs of every signature
             (`runtime_adapters.py`; zeros give the base model), checked with

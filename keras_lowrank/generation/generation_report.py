@@ -22,6 +22,9 @@ class GenerationReport:
         tokens_compared: int. New tokens compared, over all prompts.
         tokens_matching: int. Of those, equal to Keras' at the same place.
         prompts_matching: int. Prompts whose whole generation is equal.
+        next_tokens_matching: int. Quantized: of the steps of Keras' own
+            continuations (teacher forced), those where the artifact's next
+            token equals Keras'.
         time_to_first_token_ms: float or None. Median over the checked
             prompts, from the start of prefill to the first token chosen,
             batch 1.
@@ -41,21 +44,33 @@ class GenerationReport:
     tokens_compared: int = 0
     tokens_matching: int = 0
     prompts_matching: int = 0
+    next_tokens_matching: int = 0
     time_to_first_token_ms: float | None = None
     decode_tokens_per_s: float | None = None
 
     @property
     def agreement(self):
-        """The share of new tokens equal to Keras' (1.0 for a verified
-        float artifact), or None when not verified."""
+        """Free-running: the share of new greedy tokens equal to Keras' at
+        the same place (1.0 for a verified float artifact), or None when
+        not verified."""
         if not self.tokens_compared:
             return None
         return self.tokens_matching / self.tokens_compared
+
+    @property
+    def next_token_agreement(self):
+        """Quantized: the share of steps of Keras' own continuations where
+        the artifact's next token is Keras' (`min_agreement` applies to
+        it); None otherwise."""
+        if not (self.quantize and self.tokens_compared):
+            return None
+        return self.next_tokens_matching / self.tokens_compared
 
     def to_dict(self):
         values = dataclasses.asdict(self)
         values["spec"] = dataclasses.asdict(self.spec)
         values["agreement"] = self.agreement
+        values["next_token_agreement"] = self.next_token_agreement
         return values
 
     def __str__(self):
@@ -75,7 +90,8 @@ class GenerationReport:
                 f"{self.tokens_compared} ({self.prompts_matching}/"
                 f"{len(self.prompt_lengths)} prompts, lengths "
                 f"{list(self.prompt_lengths)})"
-                + (f", agreement {self.agreement:.3f}" if self.quantize else "")
+                + (f"; next-token agreement {self.next_token_agreement:.3f}"
+                   if self.quantize else "")
             )
             speed = self.decode_tokens_per_s
             lines.append(
