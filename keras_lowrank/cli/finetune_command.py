@@ -123,6 +123,13 @@ def add_parser(subparsers):
                        "are float32. auto: float16 on a GPU, bfloat16 on a CPU "
                        "with AVX512_BF16 or AMX, else float32 "
                        "(default: %(default)s, as the demo's published figures)")
+    train.add_argument("--distribute", choices=("mirrored", "multi-worker"),
+                       default=None,
+                       help="train on every GPU (else logical CPU) of this "
+                       "machine (mirrored), or on every worker TF_CONFIG "
+                       "names (multi-worker: run the same command on each); "
+                       "--batch-size is the global batch; the chief writes "
+                       "--out (default: one device)")
 
     output = parser.add_argument_group("export and output")
     output.add_argument("--export", nargs="+", metavar="FORMAT",
@@ -132,6 +139,12 @@ def add_parser(subparsers):
     output.add_argument("--tflite-quantize", default=str(d["tflite_quantize"]).lower(),
                         help=f"{get_format(QUANTIZED_FORMAT).title} quantization, one of "
                         f"{quantize_modes} (default: %(default)s)")
+    output.add_argument("--phone-artifacts", action=argparse.BooleanOptionalAction,
+                        default=bool(d["phone_artifacts"]),
+                        help="also write the raw-text LiteRT model for "
+                        "MediaPipe and the full-integer (int8) LiteRT model, "
+                        "each measured on the raw test strings in its runtime "
+                        "(default: on)")
     output.add_argument("--out", default=d["out"], metavar="FOLDER",
                         help="output folder (default: %(default)s)")
     output.add_argument("--quiet", action="store_true",
@@ -180,9 +193,11 @@ def options_from_args(args) -> FinetuneOptions:
         max_eval_examples=args.max_eval_examples,
         export=tuple(export),
         tflite_quantize=quantize,
+        phone_artifacts=_DEFAULTS["phone_artifacts"] if args.phone_artifacts else (),
         seed=args.seed,
         deterministic=args.deterministic,
         precision=args.precision,
+        distribute=args.distribute,
         verbose=2 if args.quiet else 1,
     )
 

@@ -64,14 +64,20 @@ def epoch_batches(lengths, batch_size, rng):
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def training_dataset(inputs, labels, batch_size, seed):
+def training_dataset(inputs, labels, batch_size, seed, epoch=None):
     """A tf.data.Dataset of length-bucketed batches, reshuffled each epoch.
 
     Args:
         inputs: `{name: int32 array (n, sequence_length)}`.
         labels: int64 array (n,).
         batch_size: int.
-        seed: int. Seeds the epoch orders (epoch `k` differs from epoch 0).
+        seed: int. Seeds the epoch orders (epoch `k` differs from epoch 0):
+            the k-th order drawn from it is epoch k's.
+        epoch: callable returning the index of the epoch being trained, or
+            None: each pass over the dataset is then the next epoch. With
+            it, a pass that is not an epoch takes the current epoch's order
+            and draws nothing: Keras' `fit` under a `tf.distribute` strategy
+            reads one batch of an extra pass to build the model first.
 
     Returns:
         A dataset of `(inputs, labels)` with a known number of batches.
@@ -79,9 +85,14 @@ def training_dataset(inputs, labels, batch_size, seed):
     lengths = lengths_of(inputs)
     full = next(iter(inputs.values())).shape[1]
     rng = np.random.default_rng(seed)
+    orders, passes = [], [0]
 
     def generate():
-        for rows in epoch_batches(lengths, batch_size, rng):
+        index = passes[0] if epoch is None else epoch()
+        passes[0] += 1
+        while len(orders) <= index:
+            orders.append(epoch_batches(lengths, batch_size, rng))
+        for rows in orders[index]:
             length = min(batch_length(lengths[rows]), full)
             yield trim(inputs, rows, length), labels[rows]
 

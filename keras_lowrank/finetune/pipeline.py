@@ -1,6 +1,7 @@
 """`finetune`: data to adapters to verified LiteRT / ONNX artifacts."""
 
 import contextlib
+import math
 import os
 import time
 
@@ -12,8 +13,10 @@ import keras_lowrank as klr
 from keras_lowrank._atomic import atomic_path
 from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune import batching
+from keras_lowrank.finetune import distributed
 from keras_lowrank.finetune import evaluation
 from keras_lowrank.finetune import model_source
+from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
@@ -36,8 +39,9 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     Stages, each announced as `[k/6] name ...` through `log`:
     1. data: the MR polarity data, or the user's files, split with the seed.
     2. model: the classifier from `options.model` with LoRA adapters, built
-       in `options.precision` right after seeding every global generator
-       with `options.seed`; every split tokenized once by the classifier's
+       in `options.precision` (and in the scope of `options.distribute`'s
+       strategy) right after seeding every global generator with
+       `options.seed`; every split tokenized once by the classifier's
        preprocessor.
     3. train: AdamW (warmup, cosine decay), validation accuracy each epoch,
        early stopping that keeps the best epoch's weights.
@@ -46,13 +50,18 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
        the saved adapters loaded into a float32 model, which export uses).
     5. export: adapters merged, LiteRT and / or ONNX written and verified
        against Keras (`keras_lowrank.exporters.export`), then each artifact's
-       test accuracy measured in its own runtime on the whole test split.
+       test accuracy measured in its own runtime on the whole test split;
+       then the phone artifacts (`phone_artifacts`: raw text in MediaPipe,
+       full-integer LiteRT), each measured on the raw test strings.
     6. report: `<out>/report.json`, `<out>/training_curves.png` and a
        summary table.
 
     The run folder is built beside `options.out` and moved into place at
     the end, replacing an earlier run folder whole (see `run_folder`): an
     error or an interrupt at any stage leaves `options.out` as it was.
+    With `options.distribute`, the chief does so; any other worker trains,
+    saves the adapters to a scratch file, and returns a short report
+    without touching `options.out` (`keras_lowrank.finetune.distributed`).
 
     Args:
         options: FinetuneOptions. Defaults to `FinetuneOptions()`.
@@ -63,7 +72,8 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
 
     Raises:
         DataError: bad data files (the message names the file and line).
-        ValueError: before any slow work, an `out` holding other files than
+        ValueError: before any slow work, "multi-worker" without a valid
+            `TF_CONFIG`, an `out` holding other files than
             an earlier run's, a `sequence_length` above the model's
             maximum, or a `precision` this machine cannot run; later, a
             model that cannot be loaded, a target that matches no layer.
@@ -77,9 +87,13 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     ```
     """
     options = options or FinetuneOptions()
+    # First: TensorFlow sets a strategy's devices up before it runs any op.
+    strategy = distributed.make_strategy(options)
+    chief = distributed.is_chief(strategy)
     # Before any slow work: an `out` that holds something else, a model that
     # is missing or cannot take `sequence_length` tokens.
-    check_target(options.out, directory=True, replaceable=is_run_folder)
+    if chief:
+        check_target(options.out, directory=True, replaceable=is_run_folder)
     source = model_source.model_source(options)
     model_source.check_sequence_length(
         options, model_source.config_max_sequence_length(source))
@@ -88,9 +102,15 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
         tf.config.experimental.enable_op_determinism()
     progress = _Progress(log)
     start = time.perf_counter()
+    if not chief:
+        with distributed.worker_folder() as build:
+            report = _run(options, precision, build, progress, strategy)
+        log(f"worker {report['distribute']['task']}: trained; the chief writes "
+            f"{options.out}")
+        return report
     with atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
         os.mkdir(build)
-        report = _run(options, precision, build, progress)
+        report = _run(options, precision, build, progress, strategy)
         # Written after the report stage, so that it holds that stage's time.
         report["stage_seconds"] = dict(progress.seconds)
         report["stage_cpu_seconds"] = dict(progress.cpu_seconds)
@@ -101,8 +121,11 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     return report
 
 
-def _run(options, precision, build, progress):
-    """The six stages; files go to `build`, the report names `options.out`."""
+def _run(options, precision, build, progress, strategy=None):
+    """The six stages; files go to `build`, the report names `options.out`.
+
+    A worker other than the chief stops after saving the adapters.
+    """
     def final(name):
         return os.path.join(options.out, name)
 
@@ -116,7 +139,8 @@ def _run(options, precision, build, progress):
         # seeds (initializers, dropout) from Python's global generator, so
         # anything that drew from it earlier would shift the run.
         keras.utils.set_random_seed(options.seed)
-        model, base = training.build_classifier(options, data.num_classes, precision)
+        with distributed.scope(strategy):
+            model, base = training.build_classifier(options, data.num_classes, precision)
         preprocessor = model.preprocessor
         splits = {
             "train": training.tokenize(preprocessor, data.train, options.max_train_examples),
@@ -129,7 +153,8 @@ def _run(options, precision, build, progress):
              f"{list(options.targets)}: {klr.trainable_summary(model)}; "
              f"tokenized {_counts({k: len(v[1]) for k, v in splits.items()})} "
              f"at sequence length {options.sequence_length}; training in "
-             f"{precision.name} ({precision.reason})")
+             f"{precision.name} ({precision.reason})"
+             + _distribute_note(options, strategy))
     if not len(splits["train"][1]) or not len(splits["test"][1]):
         raise ValueError(
             "Fine-tuning needs training and test examples. Received: "
@@ -139,15 +164,22 @@ def _run(options, precision, build, progress):
     with _detached(model):
         with progress.stage("train") as note:
             train_start = time.perf_counter()
-            history = training.fit(model, splits["train"], splits["validation"], options)
+            history = training.fit(model, splits["train"], splits["validation"],
+                                   options, scope=lambda: distributed.scope(strategy))
             train_seconds = time.perf_counter() - train_start
             best_epoch = _best_epoch(history)
             note(f"{len(history['loss'])} epochs, best epoch {best_epoch}")
 
     with progress.stage("evaluate") as note:
         adapters_path = os.path.join(build, ADAPTERS_FILE)
-        adapter_bytes = klr.save_adapters(model, adapters_path)
-        if precision.name != "float32":
+        adapter_bytes = distributed.save_adapters(model, adapters_path, strategy)
+        if not distributed.is_chief(strategy):
+            return {"distribute": distributed.describe(options, strategy),
+                    "history": history, "best_epoch": best_epoch,
+                    "train_seconds": train_seconds, "exports": {}}
+        if precision.name != "float32" or strategy is not None:
+            # One device, outside the scope: the chief alone evaluates and
+            # exports, from the adapter file it wrote.
             model = training.float32_classifier(options, data.num_classes, adapters_path)
         with _detached(model):
             keras_result = evaluation.keras_accuracy(
@@ -156,12 +188,22 @@ def _run(options, precision, build, progress):
              f"{keras_result['examples']} examples (float32); "
              f"{final(ADAPTERS_FILE)} ({adapter_bytes:,} bytes)")
 
-    with progress.stage("export") as note, _detached(model):
+    with progress.stage("export") as note:
         exports = {}
-        for format in options.export:
-            exports[format] = _export_and_evaluate(
-                model, format, splits["test"], options, build)
-            note(_export_line(format, exports[format]))
+        with _detached(model):
+            for format in options.export:
+                exports[format] = _export_and_evaluate(
+                    model, format, splits["test"], options, build)
+                note(_export_line(format, exports[format]))
+        if options.phone_artifacts:
+            test_texts = training.texts(data.test, options.max_eval_examples)
+            calibration, _ = training.texts(
+                data.train, min(phone_lib.CALIBRATION_EXAMPLES,
+                                options.max_train_examples or math.inf))
+        for name in options.phone_artifacts:
+            exports[name] = _export_phone_artifact(
+                model, name, test_texts, calibration, data.label_names, options, build)
+            note(_phone_line(name, exports[name]))
 
     with progress.stage("report") as note:
         report = _report(
@@ -169,6 +211,7 @@ def _run(options, precision, build, progress):
             train_seconds, keras_result, adapter_bytes, exports,
         )
         report["precision"] = precision.to_dict()
+        report["distribute"] = distributed.describe(options, strategy)
         report["deterministic"] = options.deterministic
         report["files"] = {"adapters": final(ADAPTERS_FILE)}
         for format, exported in exports.items():
@@ -214,6 +257,22 @@ def _export_and_evaluate(model, format, test, options, build):
     return result
 
 
+def _export_phone_artifact(model, name, test, calibration, label_names, options,
+                           build):
+    """Writes phone artifact `name` in `build`; paths name `options.out`."""
+    file = phone_lib.get_artifact(name).file
+    path = os.path.join(build, file)
+    final = os.path.join(options.out, file)
+    result = phone_lib.export_phone_artifact(
+        model, name, path, test, calibration, label_names)
+    if "error" in result:
+        result["error"] = result["error"].replace(path, final)
+    else:
+        result["path"] = final
+    result["artifact"] = name
+    return result
+
+
 def _report(options, data, splits, base, counts, history, best_epoch,
             train_seconds, keras_result, adapter_bytes, exports):
     trainable, total = counts
@@ -245,6 +304,9 @@ def _report(options, data, splits, base, counts, history, best_epoch,
     for format in export_formats():
         report.update(report_lib.format_values(
             format, exports.get(format, {}), keras_result["accuracy"]))
+    for name in phone_lib.NAMES:
+        report.update(phone_lib.report_values(
+            name, exports.get(name, {}), keras_result["accuracy"]))
     return report
 
 
@@ -274,6 +336,25 @@ def _export_line(format, exported):
             f"max abs diff {exported['max_abs_diff']:.2g} vs Keras, test "
             f"accuracy {exported['evaluation']['accuracy']:.4f} "
             f"({exported['evaluation']['seconds']:.1f} s)")
+
+
+def _phone_line(name, exported):
+    if "error" in exported:
+        return f"{name}: FAILED: {exported['error']}"
+    by_length = exported["latency_by_length"]
+    return (f"{name}: {exported['path']} ({exported['size_bytes']:,} bytes), "
+            f"{phone_lib.get_artifact(name).runs_on}: test accuracy "
+            f"{exported['accuracy']:.4f} (Keras {exported['keras_accuracy']:.4f}) "
+            f"on {exported['eval_examples']} raw test strings; batch 1 "
+            + ", ".join(f"{v['ms']:.2f} ms at {v['tokens']} tokens"
+                        for v in by_length.values()))
+
+
+def _distribute_note(options, strategy):
+    if strategy is None:
+        return ""
+    return (f"; distributed: {options.distribute}, "
+            f"{strategy.num_replicas_in_sync} replicas")
 
 
 def _source(options):

@@ -5,6 +5,7 @@ import math
 
 from keras_lowrank._atomic import atomic_path
 from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune.run_folder import export_formats
 
 # An exported model whose test accuracy moves further than this from the
@@ -28,6 +29,8 @@ def required_keys() -> tuple[str, ...]:
     """Keys every report.json holds (None where a step was skipped)."""
     return RUN_KEYS + tuple(
         f"{format}_{key}" for format in export_formats() for key in FORMAT_KEYS
+    ) + tuple(
+        f"{name}_{key}" for name in phone_lib.NAMES for key in phone_lib.REPORT_KEYS
     )
 
 
@@ -107,11 +110,11 @@ def summary_table(report) -> str:
     ))
     rows.append(("adapters.safetensors", "-", _size(report["adapter_bytes"]), "-"))
     for format, exported in report["exports"].items():
-        name = get_format(format).title
+        name = _title(format)
         if "error" in exported:
             rows.append((f"{name}", "failed", "-", "-"))
             continue
-        quantize = exported.get("quantize")
+        quantize = None if phone_lib.is_phone_artifact(format) else exported.get("quantize")
         rows.append((
             f"{name}" + (f" ({quantize})" if quantize else ""),
             _accuracy(report[f"{format}_test_accuracy"]),
@@ -143,10 +146,18 @@ def summary_table(report) -> str:
             f"precision: trained in {precision['train']} ({precision['reason']}); "
             f"evaluated and exported in {precision['evaluate_and_export']}"
         )
+    if report.get("distribute"):
+        distribute = report["distribute"]
+        lines.append(
+            f"distributed: {distribute['kind']}, {distribute['replicas']} "
+            f"replicas on {distribute['workers']} worker(s); files written by "
+            "the chief")
     for format, exported in report["exports"].items():
         if "error" in exported:
             lines.append(f"{format} export failed: {exported['error']}")
             continue
+        if phone_lib.is_phone_artifact(format):
+            lines.append(_phone_line(format, report))
         accuracy = report.get(f"{format}_test_accuracy")
         if accuracy is not None:
             drift = accuracy - report["test_accuracy"]
@@ -157,6 +168,40 @@ def summary_table(report) -> str:
                     f"{100 * ACCURACY_DRIFT:.1f}); check before shipping it"
                 )
     return "\n".join(lines)
+
+
+def _title(name):
+    if phone_lib.is_phone_artifact(name):
+        return phone_lib.get_artifact(name).title
+    return get_format(name).title
+
+
+def _phone_line(name, report):
+    """`int8: accuracy ... on N raw test strings ...; batch 1 ...`."""
+    exported = report["exports"][name]
+    artifact = phone_lib.get_artifact(name)
+    parts = [
+        f"{name}: {artifact.runs_on}, accuracy "
+        f"{_accuracy(report.get(f'{name}_test_accuracy'))} on "
+        f"{exported.get('eval_examples', 0)} raw test strings"
+    ]
+    by_length = exported.get("latency_by_length") or {}
+    if by_length:
+        parts.append("batch 1 " + ", ".join(
+            f"{value['ms']:.2f} ms at {value['tokens']} tokens"
+            for value in by_length.values()))
+    if report.get(f"{name}_label_agreement") is not None:
+        parts.append(
+            f"labels agree with Keras on "
+            f"{100 * report[f'{name}_label_agreement']:.1f}% of "
+            f"{exported.get('texts_checked', 0)} strings, max score diff "
+            f"{report[f'{name}_max_abs_diff']:.2g}")
+    if report.get(f"{name}_token_agreement") is not None:
+        parts.append(f"token ids as keras-hub's on "
+                     f"{100 * report[f'{name}_token_agreement']:.1f}%")
+    if exported.get("float_layers"):
+        parts.append(f"{len(exported['float_layers'])} weight layers kept in float")
+    return "; ".join(parts)
 
 
 def cpu_line(stage_cpu_seconds) -> str:

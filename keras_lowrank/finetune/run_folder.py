@@ -11,6 +11,7 @@ import os
 
 from keras_lowrank.exporters import all_formats
 from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune import phone_artifacts
 
 ADAPTERS_FILE = "adapters.safetensors"
 REPORT_FILE = "report.json"
@@ -37,7 +38,8 @@ def artifact_file(format) -> str:
 def run_files() -> tuple[str, ...]:
     """Every file name a run may write."""
     return (ADAPTERS_FILE, REPORT_FILE, CURVES_FILE,
-            *(artifact_file(f) for f in export_formats()))
+            *(artifact_file(f) for f in export_formats()),
+            *(phone_artifacts.get_artifact(n).file for n in phone_artifacts.NAMES))
 
 
 def is_run_folder(folder) -> bool:

@@ -144,7 +144,27 @@ def tokenize(preprocessor, dataset, limit=None):
     )
 
 
-def fit(model, train, validation, options: FinetuneOptions):
+def texts(dataset, limit=None):
+    """The raw texts and labels of an unbatched `(text, label)` dataset.
+
+    Args:
+        dataset: tf.data.Dataset of `(text, label)` scalars (a split of
+            `load_data`).
+        limit: int, float or None. Keep only the first `limit` examples.
+
+    Returns:
+        `(texts, labels)`: a list of str and int64 labels (n,), in the
+        order `tokenize` reads the same split.
+    """
+    if limit is not None and math.isfinite(limit):
+        dataset = dataset.take(int(limit))
+    pairs = list(dataset.as_numpy_iterator())
+    return ([text.decode("utf-8") for text, _ in pairs],
+            np.asarray([label for _, label in pairs], dtype="int64"))
+
+
+def fit(model, train, validation, options: FinetuneOptions,
+        scope=contextlib.nullcontext):
     """Trains `model` on token ids; early stopping keeps the best epoch.
 
     Args:
@@ -152,6 +172,9 @@ def fit(model, train, validation, options: FinetuneOptions):
         train: `(inputs, labels)` from `tokenize`.
         validation: `(inputs, labels)`, possibly empty.
         options: the run's options.
+        scope: callable returning a context manager: the model is compiled
+            in it (a `tf.distribute` strategy's scope, for a distributed
+            run, whose datasets are then sharded by data).
 
     Returns:
         The Keras `History.history` dict (`loss`, `accuracy`, `val_loss`,
@@ -159,20 +182,24 @@ def fit(model, train, validation, options: FinetuneOptions):
     """
     inputs, labels = train
     steps_per_epoch = math.ceil(len(labels) / options.batch_size)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            _schedule(options, steps_per_epoch * options.epochs),
-            weight_decay=options.weight_decay,
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
-    )
-    train_data = batching.training_dataset(
-        inputs, labels, options.batch_size, options.seed
-    )
-    callbacks, validation_data = [], None
+    with scope():
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                _schedule(options, steps_per_epoch * options.epochs),
+                weight_decay=options.weight_decay,
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
+        )
+    shard = _shard_by_data if options.distribute else (lambda dataset: dataset)
+    epoch = _EpochIndex()
+    train_data = shard(batching.training_dataset(
+        inputs, labels, options.batch_size, options.seed, epoch=epoch
+    ))
+    callbacks, validation_data = [epoch], None
     if len(validation[1]):
-        validation_data = batching.evaluation_dataset(*validation, options.batch_size)
+        validation_data = shard(
+            batching.evaluation_dataset(*validation, options.batch_size))
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=f"val_{ACCURACY}",
@@ -191,6 +218,26 @@ def fit(model, train, validation, options: FinetuneOptions):
         verbose=options.verbose,
     )
     return {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+class _EpochIndex(keras.callbacks.Callback):
+    """The index of the epoch `fit` is in; calling it returns it."""
+
+    def __init__(self):
+        super().__init__()
+        self.index = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.index = epoch
+
+    def __call__(self):
+        return self.index
+
+
+def _shard_by_data(dataset):
+    from keras_lowrank.finetune.distributed import shard_by_data
+
+    return shard_by_data(dataset)
 
 
 def _schedule(options, total_steps):

@@ -97,3 +97,57 @@ def register_format(monkeypatch):
 
 def _never_written(model, signature, path, **options):
     raise AssertionError("the dummy format is never written by `export`")
+
+
+@pytest.fixture(scope="session")
+def uncased_preset(tmp_path_factory):
+    """A keras-hub preset of a tiny BERT classifier MediaPipe can tokenize for.
+
+    The uncased WordPiece vocabulary of `tests/exporters/text_models.py`
+    (sequence length 16), pretrained here for 6 epochs on its toy sentences
+    (a frozen random backbone gives LoRA nothing to learn from), and no
+    dropout anywhere (in the backbone or the head), so a run on several
+    replicas draws nothing a one-device run would draw differently.
+    """
+    import keras
+    import keras_hub
+    import numpy as np
+
+    from tests.exporters import text_models
+
+    keras.utils.set_random_seed(3)
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=text_models.VOCABULARY, lowercase=True)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=text_models.SEQUENCE_LENGTH)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(text_models.VOCABULARY), num_layers=2, num_heads=2,
+        hidden_dim=32, intermediate_dim=64,
+        max_sequence_length=text_models.SEQUENCE_LENGTH, dropout=0.0)
+    model = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=preprocessor, dropout=0.0)
+    texts, labels = text_models.toy_data(160)
+    inputs = {k: np.asarray(v) for k, v in preprocessor(texts).items()}
+    model.preprocessor = None
+    model.compile(
+        optimizer=keras.optimizers.Adam(5e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,  # tracing a train step takes longer than 30 steps
+    )
+    model.fit(inputs, labels, epochs=6, batch_size=32, verbose=0)
+    model.preprocessor = preprocessor
+    folder = tmp_path_factory.mktemp("uncased") / "preset"
+    model.save_to_preset(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory):
+    """120 toy reviews (`text_models.toy_data`), labels negative / positive."""
+    from tests.exporters import text_models
+
+    texts, labels = text_models.toy_data(120, seed=7)
+    path = tmp_path_factory.mktemp("toy") / "toy.csv"
+    path.write_text("text,label\n" + "".join(
+        f"{text},{text_models.LABELS[label]}\n" for text, label in zip(texts, labels)))
+    return str(path)

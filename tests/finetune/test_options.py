@@ -15,6 +15,9 @@ def test_defaults_are_the_demo():
     assert options.sequence_length == 64
     # The demo's published figures are float32, reproducible bit for bit.
     assert (options.precision, options.deterministic) == ("float32", True)
+    # Issue 9: the demo ships the MediaPipe and the full-integer artifacts.
+    assert options.phone_artifacts == ("text_classifier", "int8")
+    assert options.distribute is None
 
 
 def test_formats_and_quantize_modes_come_from_the_registry():
@@ -27,7 +30,8 @@ def test_formats_and_quantize_modes_come_from_the_registry():
         "model.tflite", "model.onnx"]
     assert run_folder.run_files() == (
         "adapters.safetensors", "report.json", "training_curves.png",
-        "model.tflite", "model.onnx")
+        "model.tflite", "model.onnx", "model_text_classifier.tflite",
+        "model_int8.tflite")
 
 
 def test_lists_become_tuples_and_to_dict_is_json_ready(tmp_path):
@@ -88,6 +92,12 @@ def test_all_linear_target_is_unwrapped_for_lora_config():
         ("out", "", "out must be a non-empty string"),
         ("text_column", "", "text_column must be a non-empty string"),
         ("model", "", "model must be a non-empty string"),
+        ("phone_artifacts", ["int4"], r"^Unrecognized phone artifact 'int4'\. "
+         r"Supported phone artifacts are: \['text_classifier', 'int8'\]$"),
+        ("phone_artifacts", ["int8", "int8"], r"^phone_artifacts must not "
+         r"repeat a name\. Received: phone_artifacts=\['int8', 'int8'\]$"),
+        ("distribute", "horovod", r"^Unrecognized distribute='horovod'\. "
+         r"Supported values are: \[None, 'mirrored', 'multi-worker'\]$"),
     ],
 )
 def test_invalid_option_raises(field, value, message):

@@ -61,7 +61,11 @@ def test_required_keys_name_each_format_a_run_can_export():
         "train_seconds", "tflite_test_accuracy", "tflite_accuracy_diff",
         "tflite_bytes", "tflite_latency_ms", "tflite_max_abs_diff",
         "onnx_test_accuracy", "onnx_accuracy_diff", "onnx_bytes",
-        "onnx_latency_ms", "onnx_max_abs_diff")
+        "onnx_latency_ms", "onnx_max_abs_diff",
+        *(f"{name}_{key}" for name in ("text_classifier", "int8") for key in (
+            "test_accuracy", "accuracy_diff", "bytes", "latency_ms",
+            "latency_max_ms", "max_abs_diff", "label_agreement",
+            "token_agreement")))
 
 
 def test_format_values_of_an_exported_a_failed_and_a_skipped_format():

@@ -21,7 +21,8 @@ def _run(folder, preset, train_csv, cache, seed, **options):
     options = FinetuneOptions(
         out=str(folder), model=preset, train_files=(train_csv,),
         cache_dir=str(cache), sequence_length=12, batch_size=8, epochs=2,
-        patience=2, export=(), seed=seed, verbose=0, **options,
+        patience=2, export=(), phone_artifacts=(), seed=seed, verbose=0,
+        **options,
     )
     report = finetune(options, log=lambda line: None)
     return report, load_file(os.path.join(folder, "adapters.safetensors"))

@@ -69,7 +69,7 @@ def test_a_run_replaces_the_earlier_run_folder_whole(
     umask = os.umask(0o022)
     try:
         assert _finetune(tiny_preset, tiny_train_csv, tmp_path, runs / "run",
-                         "--export", "none") == 0
+                         "--export", "none", "--no-phone-artifacts") == 0
     finally:
         os.umask(umask)
     after = snapshot(runs)
@@ -112,7 +112,7 @@ def test_an_out_folder_holding_other_files_is_refused_first(
 
 def test_ctrl_c_during_training_is_one_line_and_leaves_out_as_it_was(
         tiny_preset, tiny_train_csv, tmp_path, runs, monkeypatch, capsys):
-    def fit(*args):
+    def fit(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(training, "fit", fit)
