@@ -24,8 +24,10 @@ class LMFinetuneOptions:
     The defaults fine-tune SmolLM2-135M-Instruct on the MR sentence-polarity
     data posed as an instruction ("... positive or negative?") whose answer
     is the label word, with rank-8 LoRA on every linear layer, and export a
-    LiteRT generator with a 128-position cache; they were chosen so that
-    `make demo-lm` runs in under 45 minutes on 2 CPU cores (README).
+    LiteRT generator with a 160-position cache. They were sized so that
+    `make demo-lm` fits 45 minutes on 2 CPU cores: measured once (seed
+    1337), 37.8 minutes on 2 busy cores, test accuracy 0.165 before and
+    0.835 after, in Keras and in LiteRT alike (README).
 
     Args:
         out: str. The output folder (adapters, artifact, report, plot).
