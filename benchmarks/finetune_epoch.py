@@ -44,7 +44,8 @@ def options(settings, out):
     from keras_lowrank.finetune import FinetuneOptions
 
     return FinetuneOptions(
-        out=out, cache_dir=".cache", epochs=1, export=(), verbose=0,
+        out=out, cache_dir=".cache", epochs=1, export=(), phone_artifacts=(),
+        verbose=0,
         batch_size=settings.batch_size,
         sequence_length=settings.train_sequence_length,
         max_train_examples=settings.train_examples,

@@ -171,7 +171,8 @@ def copy_model(model):
             f"Model '{model.name}' is not built: call it on data or build it "
             "first, so that its layers have weights to copy."
         )
-    config = keras.saving.serialize_keras_object(model)
+    config = _compat.restore_dropped_config(
+        model, keras.saving.serialize_keras_object(model))
     config.pop("compile_config", None)
     inner = config["config"]
     if is_rewritten(model):

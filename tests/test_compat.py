@@ -146,3 +146,22 @@ def test_tfds_progress_bar_setting_is_read_back():
         assert _compat.tfds_progress_bars_shown() is True
     finally:
         tfds.display_progress_bar(before)
+
+
+def test_restore_dropped_config_keeps_a_tied_llama_tied():
+    import keras_hub
+
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=32, num_layers=1, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=8, intermediate_dim=16,
+        tie_word_embeddings=True,
+    )
+    lm = keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None)
+    config = keras.saving.serialize_keras_object(lm)
+    backbone_config = config["config"]["backbone"]["config"]
+    # keras-hub leaves it out; when it starts writing it, drop the shim.
+    assert "tie_word_embeddings" not in backbone_config
+    _compat.restore_dropped_config(lm, config)
+    assert backbone_config["tie_word_embeddings"] is True
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    assert len(rebuilt.weights) == len(lm.weights)
