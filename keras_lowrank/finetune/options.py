@@ -80,8 +80,8 @@ class FinetuneOptions:
             skips export. Default: `DEFAULT_EXPORT`.
         tflite_quantize: str or None. LiteRT quantization, among
             `TFLITE_QUANTIZE_MODES`: None (float32), "float16" or "dynamic"
-            (int8 weights). Passed to every exported format that takes
-            `quantize`, so it must be a mode of each.
+            (int8 weights). LiteRT's only: every other format is exported
+            in float32.
         phone_artifacts: tuple of str. Phone artifacts among
             `phone_artifacts.NAMES` (`"text_classifier"`: raw text in
             MediaPipe; `"int8"`: full-integer LiteRT, calibrated on
@@ -216,7 +216,6 @@ class FinetuneOptions:
                 f"Unrecognized tflite_quantize={self.tflite_quantize!r}. "
                 f"Supported values are: {list(TFLITE_QUANTIZE_MODES)}"
             )
-        _check_quantize(self.tflite_quantize, self.export)
         set_("phone_artifacts", tuple(_sequence(self.phone_artifacts, "phone_artifacts")))
         if len(set(self.phone_artifacts)) != len(self.phone_artifacts):
             raise ValueError(
@@ -274,18 +273,6 @@ def _check_export(export):
             "folder, but a run folder holds one file per artifact. Supported "
             f"formats are: {list(supported)}"
         )
-
-
-def _check_quantize(quantize, export):
-    for name in export:
-        record = get_format(name)
-        modes = record.quantize_modes_without_calibration
-        if "quantize" in record.options and quantize not in modes:
-            raise ValueError(
-                f"tflite_quantize={quantize!r} is not a quantize mode of export "
-                f"format {name!r}, which gets it too. Supported values are: "
-                f"{list(modes)}"
-            )
 
 
 def _record_or_none(name):

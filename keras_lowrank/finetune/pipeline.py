@@ -20,6 +20,7 @@ from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
+from keras_lowrank.finetune.options import QUANTIZED_FORMAT
 from keras_lowrank.finetune.options import FinetuneOptions
 from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
 from keras_lowrank.finetune.run_folder import CURVES_FILE
@@ -233,16 +234,15 @@ def _export_and_evaluate(model, format, test, options, build):
     from keras_lowrank.exporters import ExportVerificationError
     from keras_lowrank.exporters import UnsupportedOpsError
     from keras_lowrank.exporters import export
-    from keras_lowrank.exporters import get_format
 
     inputs, labels = test
     rows = np.arange(min(_VERIFY_ROWS, len(labels)))
     sample = batching.trim(inputs, rows, inputs["token_ids"].shape[1])
     path = os.path.join(build, artifact_file(format))
     final = os.path.join(options.out, artifact_file(format))
-    quantize = None
-    if "quantize" in get_format(format).options:
-        quantize = options.tflite_quantize
+    # `tflite_quantize` is LiteRT's, as its name says; every other format
+    # (ONNX takes quantize modes too) is exported in float32.
+    quantize = options.tflite_quantize if format == QUANTIZED_FORMAT else None
     try:
         exported = export(
             model, path, format, quantize=quantize, sample_inputs=sample,

@@ -2,7 +2,7 @@
 
 960 training sentences, 2 epochs (60 steps) at sequence length 32, 200
 validation and 200 test sentences: every stage runs (MiniLM + LoRA, Keras
-test accuracy, adapter file, LiteRT and ONNX export with int8 weights,
+test accuracy, adapter file, LiteRT (int8 weights) and ONNX export,
 accuracy in LiteRT and ONNX Runtime,
 report.json and the PNG) in about two minutes on 2 cores.
 """
@@ -63,13 +63,14 @@ def test_accuracies_agree_across_runtimes(run):
         assert 0.0 <= report[key] <= 1.0
     # 60 steps on 960 sentences already learn something.
     assert keras_accuracy > 0.7  # measured: 0.775
-    # `tflite_quantize` ("dynamic" by default) goes to every format that
-    # takes `quantize`, ONNX too: int8 weights in both, a few near-ties may
-    # flip (measured: ONNX max abs diff 0.0337, accuracy within 1/200).
-    for format in ("tflite", "onnx"):
-        assert report["exports"][format]["quantize"] == "dynamic"
-        assert abs(report[f"{format}_test_accuracy"] - keras_accuracy) <= 4 / EVAL_EXAMPLES
-        assert report[f"{format}_max_abs_diff"] < 5e-2
+    # tflite_quantize ("dynamic", int8 weights) is LiteRT's only: a few
+    # near-ties may flip there; float32 ONNX: at most one of 200.
+    assert report["exports"]["tflite"]["quantize"] == "dynamic"
+    assert report["exports"]["onnx"].get("quantize") is None
+    assert abs(report["tflite_test_accuracy"] - keras_accuracy) <= 4 / EVAL_EXAMPLES
+    assert abs(report["onnx_test_accuracy"] - keras_accuracy) <= 1 / EVAL_EXAMPLES
+    assert report["onnx_max_abs_diff"] < 1e-4
+    assert report["tflite_max_abs_diff"] < 5e-2
     for format in ("tflite", "onnx"):
         assert report["exports"][format]["evaluation"]["examples"] == EVAL_EXAMPLES
     # The phone artifacts, on the 200 raw test sentences: export refuses
@@ -90,11 +91,9 @@ def test_parameter_counts_and_sizes(run):
     assert report["adapter_bytes"] < 0.01 * report["base_bytes"]
     assert report["tflite_bytes"] == os.path.getsize(out / "model.tflite")
     assert report["onnx_bytes"] == os.path.getsize(out / "model.onnx")
-    # int8 weights: LiteRT about a quarter of the float32 model; ONNX
-    # quantizes the MatMul weights only, the embeddings stay float32
-    # (measured: 0.50 of the float32 bytes).
+    # int8 weights: about a quarter of the float32 model; ONNX is float32.
     assert report["tflite_bytes"] < 0.4 * report["base_bytes"]
-    assert 0.3 * report["base_bytes"] < report["onnx_bytes"] < 0.6 * report["base_bytes"]
+    assert report["onnx_bytes"] > 0.9 * report["base_bytes"]
     assert report["tflite_latency_ms"] > 0
 
 

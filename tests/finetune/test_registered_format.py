@@ -47,14 +47,11 @@ def test_a_registered_folder_format_is_not_a_run_export(register_format):
         FinetuneOptions(export=["dummy_folder"])
 
 
-def test_tflite_quantize_must_suit_each_format_that_takes_quantize(register_format):
+def test_tflite_quantize_is_litert_s_only(register_format):
+    # A registered format that takes quantize modes does not get LiteRT's.
     register_format(options=("quantize",), quantize_modes=(None, "float16"))
-    with pytest.raises(ValueError, match=r"^tflite_quantize='dynamic' is not a "
-                       r"quantize mode of export format 'dummy', which gets it "
-                       r"too\. Supported values are: \[None, 'float16'\]$"):
-        FinetuneOptions(export=["tflite", "dummy"])
-    options = FinetuneOptions(export=["tflite", "dummy"], tflite_quantize="float16")
-    assert options.tflite_quantize == "float16"
+    options = FinetuneOptions(export=["tflite", "dummy"], tflite_quantize="dynamic")
+    assert options.tflite_quantize == "dynamic"
 
 
 class _ExportReport:
@@ -105,9 +102,10 @@ def test_the_pipeline_names_runs_and_reports_a_registered_format(
     results = {format: pipeline._export_and_evaluate(None, format, test, options,
                                                      str(build))
                for format in options.export}
-    # quantize goes only to the format whose record takes it.
+    # tflite_quantize is LiteRT's: a registered format taking quantize
+    # modes is exported in float32 too.
     assert exports == [("dummy", None, "model.dummy"),
-                       ("dummy_q", "dynamic", "model.dq")]
+                       ("dummy_q", None, "model.dq")]
     assert results["dummy"]["path"] == str(tmp_path / "run" / "model.dummy")
     # Measured by the record's runner, on every test row.
     assert results["dummy"]["evaluation"]["accuracy"] == 5 / 6
@@ -127,7 +125,7 @@ def test_the_pipeline_names_runs_and_reports_a_registered_format(
     table = report_lib.summary_table(report)
     assert table.splitlines()[4:6] == [
         "Dummy                 0.8333         14 B    0.5 ms",
-        "Dummy Q (dynamic)     0.8333         14 B    0.5 ms",
+        "Dummy Q               0.8333         14 B    0.5 ms",
     ]
 
     for name in ("report.json", "adapters.safetensors"):
