@@ -216,6 +216,11 @@ def run(args):
     # reuse instead of faulting it in again each step (less system time).
     allocator.keep_freed_memory()
     report = finetune(options, log=lambda line: print(line, flush=True))
+    return exit_status(report)
+
+
+def exit_status(report):
+    """1 (and a line on stderr naming them) when an export failed, else 0."""
     failed = [name for name, exported in report["exports"].items()
               if "error" in exported]
     if failed:

@@ -9,7 +9,6 @@ with a one-line error.
 """
 
 import dataclasses
-import sys
 
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
@@ -147,18 +146,13 @@ def run(args) -> int:
         0, or 1 when an export failed (the rest of the report is written).
     """
     options = options_from_args(args)
+    from keras_lowrank.cli.finetune_command import exit_status
     from keras_lowrank.finetune import allocator
     from keras_lowrank.lm_finetune.lm_pipeline import finetune_lm
 
     allocator.keep_freed_memory()
     report = finetune_lm(options, log=lambda line: print(line, flush=True))
-    failed = [name for name, exported in report["exports"].items()
-              if "error" in exported]
-    if failed:
-        print(f"keras-lowrank finetune: export failed: {', '.join(failed)}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(report)
 
 
 def _differs(value, default):
