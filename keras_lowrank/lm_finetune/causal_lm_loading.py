@@ -1,19 +1,12 @@
 """`load_causal_lm`: a keras-hub causal LM from a Hugging Face folder, ready
 for adapters.
 
-Two things keras-hub 0.32 gets wrong for Llama-family folders are put right
-here:
-- its Llama3 converter ignores config.json's `rms_norm_eps`, and
-  `Llama3CausalLM.from_preset` does not pass `layer_norm_epsilon` on (see
-  `keras_lowrank.presets`): the backbone is loaded with it;
-- `Llama3Backbone.get_config()` leaves out `tie_word_embeddings`, so a tied
-  model rebuilt from its config (what `klr.add_adapters` and
-  `klr.merge_adapters` do, to leave the input untouched) has an untied
-  output head and one weight more, and the copy fails ("a rebuild from its
-  config has 273 weights, the model 272"). A tied model is therefore loaded
-  untied, its output head a copy of the token embedding: the same logits,
-  a config that rebuilds it, at the cost of one more vocabulary-by-hidden
-  matrix (SmolLM2: 28.3M parameters, 113 MB in float32, frozen).
+keras-hub 0.32's Llama3 converter ignores config.json's `rms_norm_eps`,
+and `Llama3CausalLM.from_preset` does not pass `layer_norm_epsilon` on (see
+`keras_lowrank.presets`): the backbone is loaded with it. A tied model
+(SmolLM2) stays tied: `klr.add_adapters` and `klr.merge_adapters` restore
+the `tie_word_embeddings` that `Llama3Backbone.get_config()` leaves out
+(`keras_lowrank._compat.restore_dropped_config`).
 """
 
 import json
@@ -52,8 +45,8 @@ def load_causal_lm(folder, dtype=None):
     """The causal LM of a Hugging Face folder, without a preprocessor.
 
     Llama-family folders (`model_type` "llama": Llama 3, SmolLM2, ...) load
-    as a `Llama3CausalLM` with the folder's RMSNorm epsilon, untied (see
-    the module docstring); other families through
+    as a `Llama3CausalLM` with the folder's RMSNorm epsilon (see the
+    module docstring); other families through
     `keras_hub.models.CausalLM.from_preset`.
 
     Args:
@@ -81,24 +74,5 @@ def load_causal_lm(folder, dtype=None):
     except (KeyError, OSError, ValueError) as error:
         raise ValueError(f"Cannot load a causal LM from model={folder!r}: "
                          f"{error}") from None
-    return keras_hub.models.Llama3CausalLM(
-        backbone=untied_backbone(loaded), preprocessor=None)
-
-
-def untied_backbone(backbone):
-    """`backbone` itself when untied, else an untied copy: the output head's
-    matrix is the token embedding's, transposed, so the logits are equal."""
-    if not backbone.tie_word_embeddings:
-        return backbone
-    config = {**backbone.get_config(), "tie_word_embeddings": False}
-    untied = type(backbone).from_config(config)
-    for source, target in zip(backbone.layers, untied.layers):
-        if source is backbone.token_embedding:
-            embeddings = source.embeddings.numpy()
-            # (vocabulary, hidden) and its transpose, the head's kernel.
-            target.embeddings.assign(embeddings)
-            target.reverse_embeddings.assign(embeddings.T)
-        else:
-            target.set_weights(source.get_weights())
-    return untied
+    return keras_hub.models.Llama3CausalLM(backbone=loaded, preprocessor=None)
 
