@@ -5,8 +5,9 @@ phone app uses it: MediaPipe's `TextClassifier` classifies raw strings, and
 its class scores are compared with the Keras model's on the same strings
 (Keras tokenizing with its own preprocessor). The report gives the label
 agreement, the largest score difference, and how often MediaPipe's
-tokenizer gives keras-hub's exact token ids. Only a passing artifact is
-moved to `path`.
+tokenizer gives keras-hub's exact token ids: on the sample texts, and with
+`eval_data` on every eval text too (each classified once in MediaPipe).
+Only a passing artifact is moved to `path`.
 """
 
 import math
@@ -65,6 +66,11 @@ SAMPLE_FROM_EVAL = 64
 # accuracy is what `eval_data` checks).
 MIN_LABEL_AGREEMENT = {None: 1.0, "float16": 1.0}
 MIN_LABEL_AGREEMENT_QUANTIZED = 0.9
+# Share of `eval_data` texts on which a float32 artifact must give Keras'
+# label (issue 9: 99.5% on the MR test split). Near-ties may flip, and so
+# may a text MediaPipe tokenizes otherwise (`token_agreement`); a
+# quantized artifact is judged on its accuracy instead.
+MIN_EVAL_LABEL_AGREEMENT = {None: 0.995}
 
 
 def export_text_classifier(model, path, *, quantize=None, labels=None,
@@ -78,8 +84,9 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
             texts; nothing is written.
         ExportVerificationError: MediaPipe's scores differ from Keras' by
             more than the tolerance, its labels agree on too few sample
-            texts, or its accuracy on `eval_data` is more than 1.0 point
-            below Keras'; nothing is left at `path`.
+            texts, a float32 artifact's labels agree on fewer than 99.5% of
+            the `eval_data` texts, or its accuracy on `eval_data` is more
+            than 1.0 point below Keras'; nothing is left at `path`.
     """
     spec = text_classifier_spec(model, labels)
     path = os.fspath(path)
@@ -91,12 +98,15 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
         rows = calibration_rows(
             model, signature, _with_all_inputs(model, calibration_data)
         )
-    expected = keras_scores(model, spec, _tokens(model, texts))
-    keras_accuracy = None
+    keras_eval, keras_accuracy = None, None
     if eval_texts:
+        keras_eval = _keras_batched_scores(model, spec, eval_texts)
         keras_accuracy = accuracy_lib.accuracy_of(
-            _keras_predictions(model, spec, eval_texts), eval_labels
+            keras_eval.argmax(axis=-1), eval_labels
         )
+    expected = _prefix_of(keras_eval, texts, eval_texts)
+    if expected is None:
+        expected = keras_scores(model, spec, _tokens(model, texts))
     merged = merged_for_export(model)
     checked = {}
     try:
@@ -111,15 +121,23 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
             if quantize in ("int8", "int16x8"):
                 float_layers = runner.float_layers()
             if verify:
+                classified = None
+                if eval_texts:
+                    classified, runtime = _classify(tmp, eval_texts)
+                scores = _prefix_of(classified, texts, eval_texts)
+                if scores is None:
+                    scores, runtime = _classify(tmp, texts)
                 checked = _check(
-                    tmp, spec, texts, expected, quantize, atol,
+                    scores, texts, expected, quantize, atol,
                     bound=not eval_texts or quantize is None or atol is not None,
                 )
+                checked["runtime"] = runtime
                 checked.update(_latencies(model, tmp, texts))
                 if eval_texts:
-                    checked["accuracy"] = _mediapipe_accuracy(
-                        tmp, eval_texts, eval_labels, keras_accuracy, quantize
-                    )
+                    checked.update(_evaluate(
+                        classified, keras_eval, eval_texts, eval_labels,
+                        keras_accuracy, quantize,
+                    ))
     except ExportVerificationError as error:
         error.args = (
             f"{error.args[0]} The artifact was removed; {path!r} is unchanged.",
@@ -157,13 +175,27 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
         max_score_diff=checked.get("max_score_diff"),
         token_agreement=agreement,
         texts_checked=len(texts) if checked else 0,
+        eval_label_agreement=checked.get("eval_label_agreement"),
+        eval_max_score_diff=checked.get("eval_max_score_diff"),
     )
 
 
-def _check(path, spec, texts, expected, quantize, atol, bound):
+def _classify(path, texts):
+    """MediaPipe's scores `(len(texts), classes)` and the runtime's name."""
     with MediaPipeClassifier(path) as classifier:
-        scores = classifier(texts)
-        runtime = classifier.runtime
+        return classifier(texts), classifier.runtime
+
+
+def _prefix_of(scores, texts, eval_texts):
+    """The rows of `scores` (one per eval text) for `texts`, when those are
+    the first eval texts (the default sample); else None."""
+    if scores is None or tuple(texts) != eval_texts[: len(texts)]:
+        return None
+    return scores[: len(texts)]
+
+
+def _compare(scores, expected):
+    """`(per-text max score diff, per-text label equality)`."""
     if scores.shape != expected.shape:
         raise ExportVerificationError(
             f"MediaPipe gives {scores.shape[-1]} scores per text; Keras gives "
@@ -172,13 +204,18 @@ def _check(path, spec, texts, expected, quantize, atol, bound):
         )
     diff = np.abs(scores.astype("float64") - expected)
     diff[~np.isfinite(diff)] = np.inf
-    max_diff = float(diff.max())
     agree = scores.argmax(axis=-1) == expected.argmax(axis=-1)
+    return diff.max(axis=-1), agree
+
+
+def _check(scores, texts, expected, quantize, atol, bound):
+    diff, agree = _compare(scores, expected)
+    max_diff = float(diff.max())
     agreement = float(np.mean(agree))
     tolerance = tolerance_for(quantize, atol, scale=1.0) if bound else math.inf
     minimum = MIN_LABEL_AGREEMENT.get(quantize, MIN_LABEL_AGREEMENT_QUANTIZED)
     if not max_diff <= tolerance or agreement < minimum:
-        worst = int(np.argmax(diff.max(axis=-1)))
+        worst = int(np.argmax(diff))
         disagreeing = [texts[i] for i in np.flatnonzero(~agree)[:3]]
         raise ExportVerificationError(
             f"MediaPipe's TextClassifier does not match Keras "
@@ -197,7 +234,6 @@ def _check(path, spec, texts, expected, quantize, atol, bound):
         "max_score_diff": max_diff,
         "tolerance": None if math.isinf(tolerance) else tolerance,
         "label_agreement": agreement,
-        "runtime": runtime,
     }
 
 
@@ -218,23 +254,42 @@ def _latencies(model, path, texts):
         }}
 
 
-def _mediapipe_accuracy(path, texts, labels, keras_accuracy, quantize):
-    with MediaPipeClassifier(path) as classifier:
-        predicted = classifier(texts).argmax(axis=-1)
-    accuracy = accuracy_lib.accuracy_of(predicted, labels)
+def _evaluate(scores, expected, texts, labels, keras_accuracy, quantize):
+    """MediaPipe against Keras on every eval text: label agreement, max
+    score diff and accuracy, each checked for `quantize`."""
+    diff, agree = _compare(scores, expected)
+    agreement = float(np.mean(agree))
+    minimum = MIN_EVAL_LABEL_AGREEMENT.get(quantize)
+    if minimum is not None and agreement < minimum:
+        disagreeing = [texts[i] for i in np.flatnonzero(~agree)[:3]]
+        raise ExportVerificationError(
+            f"MediaPipe's TextClassifier (quantize={quantize!r}) gives Keras' "
+            f"label on {int(agree.sum())} of the {len(texts)} eval_data texts "
+            f"(label agreement {agreement:.4f}, at least {minimum:g} needed); "
+            f"labels differ on {disagreeing!r}.",
+            format=FORMAT,
+            output_name="scores",
+            batch_size=1,
+        )
+    accuracy = accuracy_lib.accuracy_of(scores.argmax(axis=-1), labels)
     accuracy_lib.check_accuracy(
         accuracy, keras_accuracy, len(texts), format="tflite (MediaPipe)",
         quantize=quantize,
     )
-    return accuracy
+    return {
+        "accuracy": accuracy,
+        "eval_label_agreement": agreement,
+        "eval_max_score_diff": float(diff.max()),
+    }
 
 
-def _keras_predictions(model, spec, texts, batch_size=64):
-    predicted = []
+def _keras_batched_scores(model, spec, texts, batch_size=64):
+    """Keras' class scores on `texts`, tokenized `batch_size` at a time."""
+    scores = []
     for start in range(0, len(texts), batch_size):
         flat = _tokens(model, texts[start : start + batch_size])
-        predicted.append(keras_scores(model, spec, flat).argmax(axis=-1))
-    return np.concatenate(predicted)
+        scores.append(keras_scores(model, spec, flat))
+    return np.concatenate(scores)
 
 
 def _tokens(model, texts):

@@ -50,6 +50,11 @@ class ExportReport:
         token_agreement: float or None. The fraction of sample texts that
             MediaPipe's tokenizer turns into keras-hub's exact token ids.
         texts_checked: int. How many sample texts were classified.
+        eval_label_agreement: float or None. With `eval_data`, the
+            fraction of all `eval_examples` texts that MediaPipe and Keras
+            give the same label.
+        eval_max_score_diff: float or None. The largest class-score
+            difference between MediaPipe and Keras on those texts.
     """
 
     format: str
@@ -80,6 +85,15 @@ class ExportReport:
     max_score_diff: float | None = None
     token_agreement: float | None = None
     texts_checked: int = 0
+    eval_label_agreement: float | None = None
+    eval_max_score_diff: float | None = None
+
+    @property
+    def eval_labels_equal(self) -> int | None:
+        """How many eval texts MediaPipe gives Keras' label (None: not run)."""
+        if self.eval_label_agreement is None:
+            return None
+        return round(self.eval_label_agreement * self.eval_examples)
 
     def to_dict(self):
         """A JSON-ready dict of every field."""
@@ -136,6 +150,13 @@ class ExportReport:
             lines.append(
                 f"  MediaPipe:     label agreement {self.label_agreement:.4f}, max "
                 f"score diff {self.max_score_diff:.3g} on {self.texts_checked} texts"
+            )
+        if self.eval_label_agreement is not None:
+            lines.append(
+                f"  eval texts:    labels equal Keras' on "
+                f"{self.eval_labels_equal}/{self.eval_examples} "
+                f"({self.eval_label_agreement:.4f}), max score diff "
+                f"{self.eval_max_score_diff:.3g}"
             )
         if self.token_agreement is not None:
             lines.append(

@@ -177,7 +177,8 @@ def _title(name):
 
 
 def _phone_line(name, report):
-    """`int8: accuracy ... on N raw test strings ...; batch 1 ...`."""
+    """`int8: accuracy ... on N raw test strings ...; batch 1 ...`; for a
+    MediaPipe artifact `labels equal Keras' on n/N test strings`."""
     exported = report["exports"][name]
     artifact = phone_lib.get_artifact(name)
     parts = [
@@ -190,7 +191,13 @@ def _phone_line(name, report):
         parts.append("batch 1 " + ", ".join(
             f"{value['ms']:.2f} ms at {value['tokens']} tokens"
             for value in by_length.values()))
-    if report.get(f"{name}_label_agreement") is not None:
+    equal = _labels_equal(report.get(f"{name}_test_label_agreement"),
+                          exported.get("eval_examples", 0))
+    if equal is not None:
+        parts.append(
+            f"labels equal Keras' on {equal}/{exported['eval_examples']} test "
+            f"strings, max score diff {exported['eval_max_score_diff']:.2g}")
+    elif report.get(f"{name}_label_agreement") is not None:
         parts.append(
             f"labels agree with Keras on "
             f"{100 * report[f'{name}_label_agreement']:.1f}% of "
@@ -202,6 +209,11 @@ def _phone_line(name, report):
     if exported.get("float_layers"):
         parts.append(f"{len(exported['float_layers'])} weight layers kept in float")
     return "; ".join(parts)
+
+
+def _labels_equal(agreement, count):
+    """How many of `count` strings gave Keras' label (None: not measured)."""
+    return None if agreement is None else round(agreement * count)
 
 
 def cpu_line(stage_cpu_seconds) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
+from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import _mediapipe_compat
 from keras_lowrank.exporters.mediapipe_text import MediaPipeClassifier
 from keras_lowrank.exporters.mediapipe_text import mediapipe_token_ids
@@ -136,6 +137,48 @@ def test_eval_data_accuracy_is_measured_in_mediapipe(classifier, tmp_path):
     assert report.keras_accuracy == pytest.approx(expected)
     assert report.accuracy == pytest.approx(expected)
     assert report.eval_examples == 48 and report.texts_checked == 48
+    # Every eval text, each classified once: every label as Keras'.
+    assert report.eval_label_agreement == 1.0 and report.eval_labels_equal == 48
+    assert report.eval_max_score_diff < 1e-5  # measured 8e-8
+    assert "eval texts:    labels equal Keras' on 48/48 (1.0000)" in str(report)
+
+
+def _wide(word):
+    """`word` in fullwidth letters: keras-hub's NFKC folds them to ASCII,
+    MediaPipe's tokenizer gives [UNK] (`export/README.md`)."""
+    return "".join(chr(ord(c) + 0xFEE0) for c in word)
+
+
+# Keras reads "dull" (negative); MediaPipe an unknown word, and says positive.
+MISREAD = "the film was " + _wide("dull")
+
+
+def _with_misread(count):
+    texts, labels = toy_data(count, seed=11)
+    return texts + [MISREAD], np.append(labels, 0)
+
+
+def test_a_float_artifact_needs_keras_labels_on_99_5_percent_of_eval_texts(
+        classifier, tmp_path):
+    # 199 of 200 texts alike: 0.995, the least a float32 artifact may reach.
+    report = klr.export(
+        classifier, tmp_path / "c.tflite", "tflite", metadata="text_classifier",
+        sample_inputs=TEXTS, eval_data=_with_misread(199),
+    )
+    assert report.eval_label_agreement == 0.995 and report.eval_labels_equal == 199
+    assert report.keras_accuracy == 1.0 and report.accuracy == 0.995
+    # 150 of 151: refused, though accuracy is within 1.0 point (-0.66).
+    with pytest.raises(ExportVerificationError, match=(
+            r"MediaPipe's TextClassifier \(quantize=None\) gives Keras' label "
+            r"on 150 of the 151 eval_data texts \(label agreement 0\.9934, at "
+            r"least 0\.995 needed\); labels differ on \['the film was "
+            + _wide("dull") + r"'\]\. The artifact was removed")):
+        klr.export(
+            classifier, tmp_path / "d.tflite", "tflite",
+            metadata="text_classifier", sample_inputs=TEXTS,
+            eval_data=_with_misread(150),
+        )
+    assert sorted(os.listdir(tmp_path)) == ["c.tflite"]
 
 
 def test_dynamic_range_artifact_runs_in_mediapipe(classifier, exported, tmp_path):
@@ -146,6 +189,19 @@ def test_dynamic_range_artifact_runs_in_mediapipe(classifier, exported, tmp_path
     # Measured: label agreement 1.0, max score diff about 3e-3.
     assert report.label_agreement == 1.0 and report.max_score_diff < 0.05
     assert report.size_bytes < exported[1].size_bytes
+
+
+def test_a_quantized_artifact_is_judged_on_accuracy_not_agreement(
+        classifier, tmp_path):
+    report = klr.export(
+        classifier, tmp_path / "c.tflite", "tflite", metadata="text_classifier",
+        quantize="dynamic", sample_inputs=TEXTS, eval_data=_with_misread(150),
+    )
+    # The misread text alone differs: below 0.995, within 1.0 point.
+    assert report.eval_labels_equal == 150 and report.eval_examples == 151
+    assert report.eval_label_agreement == pytest.approx(150 / 151)
+    assert report.accuracy == pytest.approx(report.keras_accuracy - 1 / 151)
+    assert 1e-4 < report.eval_max_score_diff < 1.0
 
 
 def test_a_sentencepiece_classifier_runs_in_mediapipe(tmp_path):

@@ -47,7 +47,8 @@ def test_both_artifacts_are_written_and_reported(run):
     # ONNX was not exported.
     assert [key for key in required_keys() if report[key] is None
             and not key.startswith("onnx_")] == [
-        "int8_label_agreement", "int8_token_agreement"]
+        "int8_label_agreement", "int8_test_label_agreement",
+        "int8_token_agreement"]
     for name, file in [("text_classifier", "model_text_classifier.tflite"),
                        ("int8", "model_int8.tflite")]:
         assert report["files"][name] == str(out / file)
@@ -74,6 +75,8 @@ def test_accuracies_on_the_raw_test_strings(run):
     # Float32 in MediaPipe: every label as Keras', on the 24 test strings
     # export classified, and MediaPipe's tokenizer gives keras-hub's ids.
     assert report["text_classifier_label_agreement"] == 1.0
+    assert report["text_classifier_test_label_agreement"] == 1.0
+    assert report["exports"]["text_classifier"]["eval_max_score_diff"] < 1e-4
     assert report["text_classifier_token_agreement"] == 1.0
     assert report["text_classifier_max_abs_diff"] < 1e-4  # measured 8e-8
     assert report["text_classifier_test_accuracy"] == keras_accuracy
@@ -83,6 +86,7 @@ def test_accuracies_on_the_raw_test_strings(run):
     assert report["int8_test_accuracy"] == pytest.approx(
         keras_accuracy + report["int8_accuracy_diff"])
     assert report["int8_label_agreement"] is None  # a MediaPipe figure only
+    assert report["int8_test_label_agreement"] is None
     assert report["exports"]["int8"]["float_layers"]  # kept in float, named
     assert report["exports"]["int8"]["precisions"]["int8"]
 
@@ -103,7 +107,8 @@ def test_the_summary_names_them(run):
         "text_classifier: raw text, in MediaPipe's TextClassifier, accuracy "
         f"{report['text_classifier_test_accuracy']:.4f} on {TEST_EXAMPLES} raw "
         "test strings; batch 1 ")
-    assert "labels agree with Keras on 100.0% of 24 strings" in text_line
+    assert f"labels equal Keras' on {TEST_EXAMPLES}/{TEST_EXAMPLES} test strings" in (
+        text_line)
     int8_line = next(line for line in lines if line.startswith("int8:"))
     assert f"accuracy {report['int8_test_accuracy']:.4f}" in int8_line
 

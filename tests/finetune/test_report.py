@@ -65,7 +65,39 @@ def test_required_keys_name_each_format_a_run_can_export():
         *(f"{name}_{key}" for name in ("text_classifier", "int8") for key in (
             "test_accuracy", "accuracy_diff", "bytes", "latency_ms",
             "latency_max_ms", "max_abs_diff", "label_agreement",
-            "token_agreement")))
+            "test_label_agreement", "token_agreement")))
+
+
+def _phone_report(**exported):
+    from keras_lowrank.finetune import phone_artifacts
+
+    exported = {"metadata": "text_classifier", "size_bytes": 90_500_000,
+                "accuracy": 0.8263, "label_agreement": 1.0, "texts_checked": 64,
+                "max_abs_diff": 3e-7, "token_agreement": 0.984375,
+                "eval_examples": 800, "eval_label_agreement": 0.99875,
+                "eval_max_score_diff": 4.2e-7, "latency_by_length": {
+                    "median": {"tokens": 64, "ms": 17.1}}, **exported}
+    return _report(
+        exports={"text_classifier": exported},
+        **phone_artifacts.report_values("text_classifier", exported, 0.8263))
+
+
+def test_the_mediapipe_line_counts_test_strings_with_keras_labels():
+    report = _phone_report()
+    assert report["text_classifier_test_label_agreement"] == 0.99875
+    assert report["text_classifier_label_agreement"] == 1.0
+    line = next(line for line in report_lib.summary_table(report).splitlines()
+                if line.startswith("text_classifier:"))
+    assert line == (
+        "text_classifier: raw text, in MediaPipe's TextClassifier, accuracy "
+        "0.8263 on 800 raw test strings; batch 1 17.10 ms at 64 tokens; labels "
+        "equal Keras' on 799/800 test strings, max score diff 4.2e-07; token ids "
+        "as keras-hub's on 98.4%")
+    # Without eval_data, the sample strings' figure.
+    report = _phone_report(eval_examples=0, eval_label_agreement=None)
+    assert report["text_classifier_test_label_agreement"] is None
+    assert "labels agree with Keras on 100.0% of 64 strings, max score diff 3e-07" in (
+        report_lib.summary_table(report))
 
 
 def test_format_values_of_an_exported_a_failed_and_a_skipped_format():
