@@ -10,8 +10,10 @@ keras-lowrank finetune --task causal-lm --out runs/demo-lm   # SmolLM2 on MR
 
 Exit status: 0 when every step succeeded, 1 when an export did not match
 Keras (the rest of the report is still written), 2 for a usage or data error,
-130 when interrupted (Ctrl-C). The run folder is built aside and moved to
---out at the end: a failed or interrupted run leaves --out as it was.
+3 when another worker of a multi-worker run died or hung (rerun the command
+on every worker), 130 when interrupted (Ctrl-C). The run folder is built
+aside and moved to --out at the end: a failed or interrupted run leaves
+--out as it was.
 """
 
 import argparse
@@ -28,6 +30,8 @@ from keras_lowrank.finetune.run_folder import export_formats
 # The run folder is built aside and moved to --out in one rename at the end.
 OUT_IS_ATOMIC = True
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(FinetuneOptions)}
+# The exit status of a multi-worker run that lost another worker.
+WORKER_LOST = 3
 
 
 def add_parser(subparsers):
@@ -210,12 +214,18 @@ def run(args):
     lm_command.reject_causal_lm_arguments(args)
     options = options_from_args(args)  # usage errors before the slow imports
     from keras_lowrank.finetune import allocator
+    from keras_lowrank.finetune import distributed
     from keras_lowrank.finetune import finetune
 
     # The process is this command's: glibc keeps freed tensor memory for
     # reuse instead of faulting it in again each step (less system time).
     allocator.keep_freed_memory()
-    report = finetune(options, log=lambda line: print(line, flush=True))
+    try:
+        with distributed.worker_loss_reported(options):
+            report = finetune(options, log=lambda line: print(line, flush=True))
+    except distributed.WorkerLostError as error:
+        print(f"keras-lowrank finetune: error: {error}", file=sys.stderr)
+        return WORKER_LOST
     return exit_status(report)
 
 

@@ -1,0 +1,157 @@
+"""`keras-lowrank finetune --distribute multi-worker` when a worker dies.
+
+Two MultiWorkerMirroredStrategy workers on 127.0.0.1 start a long run to
+`--out` while a complete one-device run writes `--out`; then worker 1 is
+killed (SIGKILL) as its second epoch begins.
+The chief must stop within a bounded time with one line on stderr and exit
+status 3, and leave the earlier `--out` as it was, byte for byte, with no
+temporary folder beside it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from keras_lowrank.cli.finetune_command import WORKER_LOST
+from keras_lowrank.cli.main import main
+from keras_lowrank.finetune import FinetuneOptions
+from keras_lowrank.finetune import distributed
+from tests.distribute.conftest import free_ports
+from tests.finetune.conftest import snapshot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Each worker's start (TensorFlow, the preset, the first traced step) on a
+# busy 2-core machine, with room to spare (measured: ~30 s).
+START_LIMIT_S = 180
+# From the kill to the chief's exit: TensorFlow's coordination service
+# waits 10 s for a heartbeat (measured: ~20 s on 2 busy cores), well
+# before COLLECTIVE_TIMEOUT_S.
+STOP_LIMIT_S = 90
+
+
+def _launch(folder, index, cluster, argv):
+    environ = {key: value for key, value in os.environ.items()
+               if key not in ("TF_CONFIG", "KERAS_BACKEND")}
+    environ.update({
+        "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONUNBUFFERED": "1", "TMPDIR": str(folder),
+        "TF_CONFIG": json.dumps({"cluster": cluster,
+                                 "task": {"type": "worker", "index": index}}),
+    })
+    with open(folder / f"worker{index}.out", "w") as stdout, \
+            open(folder / f"worker{index}.err", "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "keras_lowrank.cli.main", *argv],
+            cwd=ROOT, env=environ, stdout=stdout, stderr=stderr)
+
+
+def _wait_for(path, text, process, limit_s):
+    deadline = time.monotonic() + limit_s
+    while text not in path.read_text():
+        assert process.poll() is None, (
+            f"{path.stem} exited {process.returncode} before {text!r}:\n"
+            f"{path.with_suffix('.err').read_text()[-3000:]}")
+        assert time.monotonic() < deadline, f"no {text!r} in {path.name} after {limit_s} s"
+        time.sleep(0.2)
+
+
+def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
+        tmp_path, tiny_preset, tiny_train_csv):
+    out = tmp_path / "runs" / "run"
+    args = ["finetune", "--quiet", "--model", tiny_preset, "--train", tiny_train_csv,
+            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
+            "--no-phone-artifacts", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
+    # Far more epochs than run before the kill: the chief cannot finish.
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    argv = [*args, "--epochs", "1000", "--patience", "1000", "--distribute",
+            "multi-worker"]
+    workers = [_launch(tmp_path, index, cluster, argv) for index in range(2)]
+    try:
+        # While the workers start: the complete run whose files must survive.
+        assert main([*args, "--epochs", "1"]) == 0
+        before = snapshot(out)
+        assert sorted(before) == ["adapters.safetensors", "report.json",
+                                  "training_curves.png"]
+        _wait_for(tmp_path / "worker1.out", "Epoch 2/", workers[1], START_LIMIT_S)
+        assert workers[0].poll() is None
+        workers[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        code = workers[0].wait(timeout=STOP_LIMIT_S)
+        print(f"the chief stopped {time.monotonic() - killed:.1f} s after the kill")
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+    err = (tmp_path / "worker0.err").read_text()
+    ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
+    assert code == WORKER_LOST, err[-3000:]
+    assert "Traceback" not in err
+    assert ours == [
+        "keras-lowrank finetune: error: multi-worker training stopped: lost "
+        "worker 1 (it stopped sending heartbeats: it died or was killed); "
+        f"nothing was written: --out '{out}' is as it was. Run the same "
+        "command again on every worker."]
+    # The earlier run's files, byte for byte; the chief's build folder
+    # (`.run.<pid>-<host>.<hex>.tmp`, beside `--out`) is gone.
+    assert snapshot(out) == before
+    assert os.listdir(out.parent) == ["run"]
+
+
+@pytest.fixture
+def worker1(monkeypatch):
+    """This process as worker 1 of a two-worker `TF_CONFIG` (no strategy)."""
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 1}}))
+    return FinetuneOptions(out="runs/demo", distribute="multi-worker")
+
+
+def test_a_collective_timeout_is_one_line(worker1):
+    import tensorflow as tf
+
+    with pytest.raises(distributed.WorkerLostError) as raised:
+        with distributed.worker_loss_reported(worker1):
+            raise tf.errors.DeadlineExceededError(
+                None, None, "Collective has timed out waiting for other workers.")
+    assert str(raised.value) == (
+        "multi-worker training stopped: lost another worker (a collective step "
+        f"waited {distributed.COLLECTIVE_TIMEOUT_S} s for it: it hung or is far "
+        "slower); this worker wrote nothing (the chief writes --out "
+        "'runs/demo'). Run the same command again on every worker.")
+    assert isinstance(raised.value.__cause__, tf.errors.DeadlineExceededError)
+
+
+def test_a_closed_socket_names_the_chief(worker1):
+    import tensorflow as tf
+
+    # What worker 1 received when the chief was killed (measured).
+    message = ("Graph execution error:\n\nCollective ops is aborted by: Socket "
+               "closed\nAdditional GRPC error information from remote target "
+               "/job:worker/replica:0/task:0 while calling "
+               "/tensorflow.WorkerService/RecvBuf:\n")
+    with pytest.raises(distributed.WorkerLostError, match=(
+            r"^multi-worker training stopped: lost worker 0 \(TensorFlow: "
+            r"UnavailableError: Socket closed\); this worker wrote nothing")):
+        with distributed.worker_loss_reported(worker1):
+            raise tf.errors.UnavailableError(None, None, message)
+
+
+def test_other_errors_pass_as_they_are(worker1):
+    import tensorflow as tf
+
+    unrelated = tf.errors.UnavailableError(None, None, "gs://bucket is unreachable")
+    with pytest.raises(tf.errors.UnavailableError, match="gs://bucket"):
+        with distributed.worker_loss_reported(worker1):
+            raise unrelated
+    one_device = FinetuneOptions(out="runs/demo")
+    with pytest.raises(tf.errors.UnavailableError, match="Collective"):
+        with distributed.worker_loss_reported(one_device):
+            raise tf.errors.UnavailableError(None, None, "Collective ops is aborted")
