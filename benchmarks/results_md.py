@@ -159,6 +159,78 @@ def pipeline_cpu_paragraph(results):
     )
 
 
+def _latency_cell(entry, key):
+    timing = (entry.get("latency_by_length") or {}).get(key)
+    if timing is None:
+        return "-"
+    return f"{timing['ms']:.2f} ms at {timing['tokens']}"
+
+
+def _accuracy_cell(entry):
+    if entry.get("accuracy") is None:
+        return "-"
+    drift = 100 * (entry["accuracy"] - entry["keras"])
+    return (f"{entry['accuracy']:.4f} ({drift:+.2f} pt)"
+            + (" **refused**" if entry.get("refused") else ""))
+
+
+def exports_table(results):
+    """Format x quantization: size, batch-1 latency at the median and the
+    maximum token length, accuracy in the runtime next to Keras'."""
+    exports = get(results, "exports")
+    formats = get(exports, "formats") or {}
+    if any("latency_ms_batch_1" in entry for entry in formats.values()):
+        return report.exports_table(results)  # a run from before the accuracy rows
+    order = [name for name in get(results, "settings", "exports") or () if name in formats]
+    rows = []
+    for name in order + sorted(set(formats) - set(order)):
+        entry = formats[name]
+        if "error" in entry:
+            rows.append([name, f"failed: {entry['error'][:200]}"] + [""] * 7)
+            continue
+        labels = "-"
+        if entry.get("labels_equal") is not None:
+            labels = f"{entry['labels_equal']}/{entry['eval_examples']}"
+        size = entry.get("size")  # none when export refused it
+        rows.append([
+            name, entry["name"], _f(None if size is None else size / 1e6, ".1f"),
+            _latency_cell(entry, "median"), _latency_cell(entry, "max"),
+            _accuracy_cell(entry), _f(entry.get("keras"), ".4f"), labels,
+            entry.get("runtime", "-"),
+        ])
+    return _table(["export", "format/quantize", "size MB",
+                   "batch 1, median length (ms at tokens)",
+                   "batch 1, max length (ms at tokens)",
+                   "accuracy in the runtime (vs Keras)", "Keras accuracy",
+                   "labels = Keras'", "runtime"], rows)
+
+
+def exports_paragraph(results):
+    """How the export table was measured, with this run's numbers."""
+    exports = get(results, "exports")
+    if get(exports, "eval_examples") is None:
+        return ("`keras_lowrank.exporters.export`, verified against Keras in the "
+                "runtime that runs the artifact; latency at batch 1, sequence "
+                f"length {get(exports, 'sequence_length')}.")
+    return (
+        "`keras_lowrank.exporters.export` through `export/measure_artifacts.py`'s "
+        "`export_row`: each artifact runs in its own runtime (LiteRT, ONNX "
+        "Runtime, MediaPipe's `TextClassifier` on raw strings), judged on the "
+        f"first {exports['eval_examples']} MR test sentences (capped for time; "
+        "`export/README.md` has the whole split on the fine-tuned demo "
+        f"classifier) at up to {exports['sequence_length']} tokens; the "
+        f"calibrated modes calibrate on {exports['calibration_examples']} "
+        "training sentences. The adapters are random and the head untrained, "
+        "so accuracy is near chance: what counts is each runtime's distance "
+        "from Keras. Latency: batch 1, export's median timing on the first "
+        "eval sentences, at their median token length and at the maximum "
+        "(MediaPipe always runs its fixed length, tokenizer included). "
+        "`labels = Keras'`: eval sentences MediaPipe gives Keras' label "
+        "(export refuses a float32 artifact below 99.5%); **refused**: more "
+        "than 1.0 point below Keras, so export wrote nothing."
+    )
+
+
 def _busy_warning(machine):
     loads = [*machine["load_average_at_start"], *machine.get("load_average_at_end", ())]
     if max(loads) <= 0.5 * machine["cores_usable"]:
@@ -221,10 +293,8 @@ def render(results):
         f"{_f(get(results, 'latency', 'merged_vs_adapted_max_abs_diff'), '.2e')}.",
         report.latency_table(results),
         "## Exports of the merged model",
-        "`keras_lowrank.exporters.export`, verified against Keras in the runtime "
-        f"that runs the artifact; latency at batch 1, sequence length "
-        f"{get(results, 'exports', 'sequence_length')}.",
-        report.exports_table(results) if get(results, "exports", "formats")
+        exports_paragraph(results),
+        exports_table(results) if get(results, "exports", "formats")
         else f"Not measured: {report._skipped(get(results, 'exports'))}",
         "## Generation: LiteRT decode vs Keras generate()",
         generation.markdown(results.get("generation")),

@@ -12,7 +12,12 @@ LABELS = {
     "keras_lora": "(c) keras-hub enable_lora",
     PEFT_CONFIG: "(d) PEFT LoRA (PyTorch)",
 }
-EXPORTS = ("tflite", "tflite_dynamic", "onnx")
+# Exports of the merged model (`benchmarks/exports.py` names each's format,
+# quantize mode and metadata), in table order. `tflite_int16x8` is left
+# out: LiteRT runs it on reference kernels, 18x slower than float32, and
+# its export alone took 3.5 minutes of the section's 9.
+EXPORTS = ("tflite", "tflite_dynamic", "tflite_int8", "tflite_text_classifier",
+           "onnx", "onnx_int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +40,13 @@ class Settings:
         latency_repeats: int. Timed calls per model at batch 1.
         latency_repeats_batch: int. Timed calls per model at `batch_size`.
         profile_steps: int. Timed repeats of each profiled function.
-        exports: tuple of str. Among `EXPORTS`.
+        exports: tuple of str. Names of `benchmarks.exports.FORMATS`
+            (`EXPORTS` by default; `tflite_int16x8` too if asked for).
+        export_eval_examples: int. MR test sentences each export is judged
+            on, in its runtime and in Keras (the classifier takes them at
+            `train_sequence_length` tokens).
+        export_calibration_examples: int. MR training sentences the
+            calibrated modes (`int8`, `int16x8`) calibrate on.
         seed: int. Seed of data order and initializers.
         gemm_shape: tuple of 3 ints. `(m, k, n)` of the GEMM probe: a
             MiniLM feed-forward product at batch 32 x 128 tokens.
@@ -66,6 +77,8 @@ class Settings:
     latency_repeats_batch: int = 20
     profile_steps: int = 6
     exports: tuple = EXPORTS
+    export_eval_examples: int = 200
+    export_calibration_examples: int = 256
     seed: int = 0
     gemm_shape: tuple = (4096, 384, 1536)
     gemm_repeats: int = 10
@@ -82,7 +95,8 @@ class Settings:
             batch_size=8, sequence_length=32, warmup_steps=1, steps=3,
             epochs=1, train_sequence_length=32, train_examples=64,
             test_examples=64, latency_repeats=5, latency_repeats_batch=3,
-            profile_steps=2, exports=("tflite_dynamic",), gemm_repeats=3,
+            profile_steps=2, exports=("tflite_int8", "tflite_text_classifier"),
+            export_eval_examples=32, export_calibration_examples=16, gemm_repeats=3,
             generation_model="tiny", generation_new_tokens=8,
             generation_rounds=1,
         )

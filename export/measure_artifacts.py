@@ -7,7 +7,9 @@ with its preprocessor, and exports it in every format and quantize mode with
 `calibration_data` = 256 training sentences. Each artifact is judged on its
 accuracy in its own runtime (LiteRT, ONNX Runtime, MediaPipe for the
 raw-text `.tflite`); an artifact more than 1.0 point below Keras is refused
-by export, and listed with its figures. Then every artifact is timed at
+by export, and listed with its figures. For the MediaPipe rows, export also
+counts the test sentences whose label equals Keras' (a float32 one must
+reach 99.5%). Then every artifact is timed at
 batch 1 on the test sentence of median token length and on one of the
 maximum length: blocks of warm calls, the artifacts in turn, five times
 over (one thread each for LiteRT and ONNX Runtime), so that load on a
@@ -19,6 +21,9 @@ Usage (after `make demo`), about 25 minutes on 2 cores:
     # re-time the same artifacts (a quieter moment, more rounds):
     KERAS_BACKEND=tensorflow .venv/bin/python export/measure_artifacts.py \\
         --run runs/demo --out /tmp/artifacts --latency-only --rounds 100
+
+`export_row` (one artifact exported and judged: its figures as a dict) is
+shared with `make bench`'s export section (`benchmarks/exports.py`).
 """
 
 import argparse
@@ -59,9 +64,6 @@ def main():
     os.makedirs(args.out, exist_ok=True)
 
     model, test_texts, labels, calibration = _demo_classifier(args.run)
-    from keras_lowrank.exporters import AccuracyDropError
-    from keras_lowrank.exporters import export
-
     rows = []
     table = os.path.join(args.out, "table.json")
     if args.latency_only or (args.only and os.path.exists(table)):
@@ -69,30 +71,16 @@ def main():
             rows = [row for row in json.load(file)
                     if args.latency_only or row["name"] not in args.only]
     for format, quantize, metadata in ([] if args.latency_only else ROWS):
-        name = _name(format, quantize, metadata)
+        name = row_name(format, quantize, metadata)
         if args.only and name not in args.only:
             continue
         path = os.path.join(args.out, name.replace("/", "_") + (
             ".tflite" if format == "tflite" else ".onnx"))
-        started = time.time()
-        row = {"name": name, "path": path}
-        try:
-            report = export(
-                model, path, format, quantize=quantize, metadata=metadata,
-                calibration_data=calibration if quantize in ("int8", "int16x8") else None,
-                eval_data=(test_texts, labels),
-            )
-            row.update(size=report.size_bytes, accuracy=report.accuracy,
-                       keras=report.keras_accuracy, refused=False,
-                       float_layers=len(report.float_layers),
-                       precisions=report.precisions)
-        except AccuracyDropError as error:
-            row.update(accuracy=error.accuracy, keras=error.keras_accuracy,
-                       refused=True)
-        row["export_s"] = time.time() - started
+        row = export_row(model, path, format, quantize, metadata,
+                         (test_texts, labels), calibration)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    rows.sort(key=lambda row: [_name(*r) for r in ROWS].index(row["name"]))
+    rows.sort(key=lambda row: [row_name(*r) for r in ROWS].index(row["name"]))
 
     lengths = _token_lengths(model, test_texts)
     order = sorted(range(len(test_texts)), key=lengths.__getitem__)
@@ -103,6 +91,60 @@ def main():
     _print_table(rows, lengths[median], model.preprocessor.sequence_length)
     with open(os.path.join(args.out, "table.json"), "w") as file:
         json.dump(rows, file, indent=1)
+
+
+def export_row(model, path, format, quantize, metadata, eval_data, calibration):
+    """Exports one artifact of the table, judged on `eval_data`; its figures.
+
+    Args:
+        model: a keras-hub classifier with its preprocessor.
+        path: str. Where to write the artifact.
+        format, quantize, metadata: one of `ROWS`.
+        eval_data: `(texts, labels)`: raw sentences and integer labels.
+        calibration: list of str. Sentences for the calibrated modes.
+
+    Returns:
+        `{"name", "path", "accuracy", "keras", "refused", "export_s", ...}`:
+        with `refused` True (and the two accuracies) when export refused
+        the artifact for its accuracy; else also `size`, `float_layers`,
+        `precisions`, `latency_by_length` (export's batch-1 timing at the
+        median and maximum token length), `max_abs_diff`, `runtime`, and
+        for a MediaPipe artifact `labels_equal` of `eval_examples` and
+        `max_score_diff` on them.
+    """
+    from keras_lowrank.exporters import AccuracyDropError
+    from keras_lowrank.exporters import export
+    from keras_lowrank.exporters import get_format
+
+    calibrated = quantize in get_format(format).calibrated_modes
+    started = time.time()
+    row = {"name": row_name(format, quantize, metadata), "path": path}
+    try:
+        report = export(
+            model, path, format, quantize=quantize, metadata=metadata,
+            calibration_data=calibration if calibrated else None,
+            eval_data=eval_data,
+        )
+        row.update(
+            size=report.size_bytes, accuracy=report.accuracy,
+            keras=report.keras_accuracy, refused=False,
+            float_layers=len(report.float_layers), precisions=report.precisions,
+            latency_by_length=report.latency_by_length,
+            max_abs_diff=report.max_abs_diff, runtime=report.runtime,
+            eval_examples=report.eval_examples,
+            labels_equal=report.eval_labels_equal,
+            max_score_diff=report.eval_max_score_diff,
+        )
+    except AccuracyDropError as error:
+        row.update(accuracy=error.accuracy, keras=error.keras_accuracy,
+                   refused=True)
+    row["export_s"] = time.time() - started
+    return row
+
+
+def row_name(format, quantize, metadata):
+    """`tflite/int8`, `tflite+text_classifier/float32`, ..."""
+    return f"{format}{'+' + metadata if metadata else ''}/{quantize or 'float32'}"
 
 
 def _demo_classifier(run_folder):
@@ -208,21 +250,26 @@ def _single_thread_runner(path):
     return lambda inputs: session.run(names, inputs)
 
 
-def _name(format, quantize, metadata):
-    return f"{format}{'+' + metadata if metadata else ''}/{quantize or 'float32'}"
+def labels_equal(row):
+    """`799/800`: the eval sentences whose label equals Keras' (MediaPipe
+    rows), else `-`."""
+    if row.get("labels_equal") is None:
+        return "-"
+    return f"{row['labels_equal']}/{row['eval_examples']}"
 
 
 def _print_table(rows, median_tokens, width):
-    print(f"\n| artifact | size | accuracy (vs Keras) | batch 1, {median_tokens} "
-          f"tokens (median) | batch 1, {width} tokens (max) |")
-    print("|---|---|---|---|---|")
+    print(f"\n| artifact | size | accuracy (vs Keras) | labels = Keras' | batch 1, "
+          f"{median_tokens} tokens (median) | batch 1, {width} tokens (max) |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         size = f"{row['size'] / 1e6:.1f} MB" if "size" in row else "-"
         accuracy = (f"{row['accuracy']:.4f} ({100 * (row['accuracy'] - row['keras']):+.2f} pt)"
                     + (" refused" if row["refused"] else ""))
         median = f"{row['ms_median']:.1f} ms" if "ms_median" in row else "-"
         longest = f"{row['ms_max']:.1f} ms" if "ms_max" in row else "-"
-        print(f"| {row['name']} | {size} | {accuracy} | {median} | {longest} |")
+        print(f"| {row['name']} | {size} | {accuracy} | {labels_equal(row)} | "
+              f"{median} | {longest} |")
     print("\n(median of the timed calls; their minimum in table.json)")
 
 

@@ -121,12 +121,9 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
             if quantize in ("int8", "int16x8"):
                 float_layers = runner.float_layers()
             if verify:
-                classified = None
-                if eval_texts:
-                    classified, runtime = _classify(tmp, eval_texts)
-                scores = _prefix_of(classified, texts, eval_texts)
-                if scores is None:
-                    scores, runtime = _classify(tmp, texts)
+                classified, scores, runtime = _mediapipe_scores(
+                    tmp, texts, eval_texts
+                )
                 checked = _check(
                     scores, texts, expected, quantize, atol,
                     bound=not eval_texts or quantize is None or atol is not None,
@@ -178,6 +175,18 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
         eval_label_agreement=checked.get("eval_label_agreement"),
         eval_max_score_diff=checked.get("eval_max_score_diff"),
     )
+
+
+def _mediapipe_scores(path, texts, eval_texts):
+    """MediaPipe's scores on the eval texts (None without any) and on the
+    sample texts, and the runtime's name; each text classified once."""
+    classified = None
+    if eval_texts:
+        classified, runtime = _classify(path, eval_texts)
+    scores = _prefix_of(classified, texts, eval_texts)
+    if scores is None:
+        scores, runtime = _classify(path, texts)
+    return classified, scores, runtime
 
 
 def _classify(path, texts):

@@ -33,6 +33,13 @@ def _latency(base, merged):
             (("base", base), ("adapted", base * 1.1), ("merged", merged))}
 
 
+def _export(name, size, accuracy, runtime="litert", **more):
+    return {"name": name, "size": size, "accuracy": accuracy, "keras": 0.515,
+            "refused": False, "runtime": runtime, "latency_by_length": {
+                "median": {"tokens": 21, "ms": 4.5}, "max": {"tokens": 64, "ms": 12.25}},
+            **more}
+
+
 def fake_results():
     micro = {"shape": [32, 128, 384], "rank": 8,
              "median_ms": {"frozen": 18.0, "klr": 24.0, "klr_flat": 21.0, "keras": 28.0},
@@ -59,9 +66,14 @@ def fake_results():
                     "merged_vs_adapted_max_abs_diff": 1e-7,
                     "batches": {"1": _latency(0.010, 0.0101),
                                 "32": _latency(0.300, 0.309)}},
-        "exports": {"sequence_length": 128, "formats": {
-            "tflite": {"size_bytes": 91e6, "latency_ms_batch_1": 9.0,
-                       "max_abs_diff": 1e-7, "runtime": "litert"},
+        "exports": {"sequence_length": 64, "eval_examples": 200,
+                    "calibration_examples": 256, "formats": {
+            "tflite": _export("tflite/float32", 91e6, 0.515),
+            "tflite_int8": {"name": "tflite/int8", "accuracy": 0.49,
+                            "keras": 0.515, "refused": True},
+            "tflite_text_classifier": _export(
+                "tflite+text_classifier/float32", 90.5e6, 0.515,
+                labels_equal=199, eval_examples=200, runtime="mediapipe"),
             "onnx": {"error": "ValueError: boom"}}},
         "profile": {
             "phases_ms": {"lora_forward": 300.0, "lora_forward_backward": 680.0,
@@ -141,6 +153,33 @@ def test_results_md_has_every_table_and_the_skips():
     assert "would save about 36 ms/step" in text
 
 
+def test_results_md_export_table_has_accuracy_next_to_keras():
+    results = fake_results()
+    text = results_md.render(results)
+    assert "judged on the first 200 MR test sentences (capped for time" in text
+    assert "calibrated modes calibrate on 256 training sentences" in text
+    lines = text.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| export |")))
+    # Settings order (tflite, tflite_int8, ..., onnx), not results.json's.
+    assert lines[header + 2:header + 6] == [
+        "| tflite | tflite/float32 | 91.0 | 4.50 ms at 21 | 12.25 ms at 64 | "
+        "0.5150 (+0.00 pt) | 0.5150 | - | litert |",
+        "| tflite_int8 | tflite/int8 | - | - | - | 0.4900 (-2.50 pt) **refused** "
+        "| 0.5150 | - | - |",
+        "| tflite_text_classifier | tflite+text_classifier/float32 | 90.5 | "
+        "4.50 ms at 21 | 12.25 ms at 64 | 0.5150 (+0.00 pt) | 0.5150 | 199/200 "
+        "| mediapipe |",
+        "| onnx | failed: ValueError: boom |  |  |  |  |  |  |  |",
+    ]
+    # A results.json from before these columns renders its own table.
+    results["exports"] = {"sequence_length": 128, "formats": {"tflite": {
+        "size_bytes": 91e6, "latency_ms_batch_1": 9.0, "max_abs_diff": 1e-7,
+        "runtime": "litert"}}}
+    text = results_md.render(results)
+    assert "latency at batch 1, sequence length 128." in text
+    assert "| tflite | 91.0 | 9.00 | 1.00e-07 | litert |" in text
+
+
 @pytest.mark.skipif(not os.environ.get("KLR_BENCH_SMOKE"),
                     reason="several minutes; set KLR_BENCH_SMOKE=1 to run")
 def test_quick_bench_runs_end_to_end(tmp_path):
@@ -149,4 +188,12 @@ def test_quick_bench_runs_end_to_end(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["train_step"]["klr_lora"]["trainable_params"] == 74_498
     assert results["errors"] == {}
+    # The quick exports: a calibrated LiteRT int8 model and the MediaPipe
+    # artifact, each judged on 32 MR test sentences next to Keras.
+    exports = results["exports"]["formats"]
+    assert set(exports) == {"tflite_int8", "tflite_text_classifier"}
+    for entry in exports.values():
+        assert entry["keras"] is not None and entry["accuracy"] is not None
+        assert entry["refused"] or set(entry["latency_by_length"]) == {"median", "max"}
+    assert exports["tflite_text_classifier"]["labels_equal"] == 32  # 99.5% of 32
     assert "### What bounds the LoRA step" in (tmp_path / "RESULTS.md").read_text()
