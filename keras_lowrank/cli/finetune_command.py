@@ -140,9 +140,11 @@ def add_parser(subparsers):
                         default=list(d["export"]),
                         help=f"formats among {', '.join(export_formats())}, or "
                         f"none (default: {' '.join(d['export'])})")
-    output.add_argument("--tflite-quantize", default=str(d["tflite_quantize"]).lower(),
+    output.add_argument("--tflite-quantize", default=None,
                         help=f"{get_format(QUANTIZED_FORMAT).title} quantization, one of "
-                        f"{quantize_modes} (default: %(default)s)")
+                        f"{quantize_modes} (default: "
+                        f"{str(d['tflite_quantize']).lower()}; --task causal-lm: "
+                        "none or dynamic, default none)")
     output.add_argument("--phone-artifacts", action=argparse.BooleanOptionalAction,
                         default=bool(d["phone_artifacts"]),
                         help="also write the raw-text LiteRT model for "
@@ -171,7 +173,9 @@ def options_from_args(args) -> FinetuneOptions:
                 f"--export {' '.join(export)}"
             )
         export = []
-    quantize = None if args.tflite_quantize == "none" else args.tflite_quantize
+    quantize = _DEFAULTS["tflite_quantize"]
+    if args.tflite_quantize is not None:
+        quantize = None if args.tflite_quantize == "none" else args.tflite_quantize
     return FinetuneOptions(
         out=args.out,
         model=args.model,

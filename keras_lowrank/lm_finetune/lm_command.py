@@ -36,8 +36,7 @@ _LM_ONLY = {
 }
 # Classifier options a causal-LM run has no use for.
 _CLASSIFIER_ONLY = ("text_column", "label_column", "labels", "epochs",
-                    "precision", "tflite_quantize", "distribute",
-                    "phone_artifacts")
+                    "precision", "distribute", "phone_artifacts")
 
 
 def add_causal_lm_arguments(parser):
@@ -135,6 +134,9 @@ def options_from_args(args) -> LMFinetuneOptions:
                 f"{list(GENERATION_FORMATS)}, or none. Received: "
                 f"--export {' '.join(export)}")
         values["export"] = () if export == ["none"] else tuple(export)
+    if args.tflite_quantize is not None:  # else the causal-LM default
+        values["tflite_quantize"] = (None if args.tflite_quantize == "none"
+                                     else args.tflite_quantize)
     values["verbose"] = 2 if args.quiet else 1
     return LMFinetuneOptions(**values)
 

@@ -15,6 +15,8 @@ from keras_lowrank.finetune.options import _is_number
 from keras_lowrank.finetune.options import _sequence
 
 GENERATION_FORMATS = ("tflite", "onnx")
+# What `export_generator` quantizes a generator with (None: float32).
+TFLITE_QUANTIZE_MODES = (None, "dynamic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +78,11 @@ class LMFinetuneOptions:
             and the runtime measurement.
         export_max_length: int. Cache positions of the exported generator;
             at least the longest test prompt plus its answer.
+        tflite_quantize: None (float32: the artifact's greedy tokens must
+            equal Keras') or "dynamic" (int8 weights, LiteRT dynamic-range
+            quantization: the report gives the next-token agreement with
+            Keras and the task accuracy measured in LiteRT). LiteRT only;
+            an ONNX generator stays float32, as in the classifier's runs.
         seed: int. Seed of the split, shuffling, adapter weights, dropout.
         deterministic: bool. TensorFlow op determinism (as the classifier's
             runs).
@@ -114,6 +121,7 @@ class LMFinetuneOptions:
     samples: int = 4
     export: tuple = ("tflite",)
     export_max_length: int = 160
+    tflite_quantize: str | None = None
     seed: int = 1337
     deterministic: bool = True
     verbose: int = 2
@@ -163,6 +171,10 @@ class LMFinetuneOptions:
                 f"Unrecognized or repeated export format in export="
                 f"{list(self.export)}. Supported formats are: "
                 f"{list(GENERATION_FORMATS)}")
+        if self.tflite_quantize not in TFLITE_QUANTIZE_MODES:
+            raise ValueError(
+                f"Unrecognized tflite_quantize={self.tflite_quantize!r} for a "
+                f"generator. Supported values are: {list(TFLITE_QUANTIZE_MODES)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer. Received: seed={self.seed!r}")
         if not isinstance(self.deterministic, bool):

@@ -332,6 +332,7 @@ def _export_and_measure(model, format, folder, chat, test, scored, examples,
     kwargs = {}
     if format == "tflite":
         kwargs["prefill_lengths"] = _prefill_lengths(options.export_max_length)
+        kwargs["quantize"] = options.tflite_quantize
     try:
         exported = export_generator(
             model, path, format, max_length=options.export_max_length,
@@ -394,9 +395,14 @@ def _export_line(format, exported):
     if "error" in exported:
         return f"{format}: FAILED: {exported['error']}"
     accuracy = exported["test_accuracy"]
-    return (f"{format}: {exported['path']} ({exported['size_bytes']:,} bytes), "
-            f"test accuracy {'-' if accuracy is None else f'{accuracy:.4f}'} "
-            f"in its runtime ({exported['runtime_seconds']:.0f} s)")
+    quantized = ""
+    if exported.get("quantize"):
+        quantized = (f", {exported['quantize']}: next-token agreement with "
+                     f"Keras {exported['next_token_agreement']:.3f}")
+    return (f"{format}: {exported['path']} ({exported['size_bytes']:,} bytes"
+            f"{quantized}), test accuracy "
+            f"{'-' if accuracy is None else f'{accuracy:.4f}'} in its runtime "
+            f"({exported['runtime_seconds']:.0f} s)")
 
 
 def _number(value):
@@ -418,7 +424,8 @@ def summary_table(report) -> str:
     rows.append(("held-out perplexity", _number(report["heldout_perplexity_before"]),
                  _number(report["heldout_perplexity"])))
     for format, exported in report["exports"].items():
-        rows.append((f"test accuracy ({format} runtime)", "-",
+        quantized = f", {exported['quantize']}" if exported.get("quantize") else ""
+        rows.append((f"test accuracy ({format} runtime{quantized})", "-",
                      _number(exported["test_accuracy"])))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]

@@ -177,7 +177,8 @@ def test_the_help_without_a_registered_format(capsys):
     printed = _help(capsys, "finetune")
     assert "export LiteRT and ONNX artifacts (by default)" in printed
     assert ("--tflite-quantize TFLITE_QUANTIZE LiteRT quantization, one of "
-            "none, float16, dynamic (default: dynamic)") in printed
+            "none, float16, dynamic (default: dynamic; --task causal-lm: "
+            "none or dynamic, default none)") in printed
 
 
 def test_the_fixture_removed_what_it_registered():

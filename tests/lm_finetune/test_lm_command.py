@@ -40,6 +40,9 @@ def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
      "or none. Received: --export savedmodel"),
     (["--task", "causal-lm", "--max-steps", "0"],
      "max_steps must be a positive integer. Received: max_steps=0"),
+    (["--task", "causal-lm", "--tflite-quantize", "float16"],
+     "Unrecognized tflite_quantize='float16' for a generator. Supported "
+     "values are: [None, 'dynamic']"),
 ])
 def test_options_of_the_other_task(tmp_path, capsys, argv, message):
     status, output = run_cli(capsys, *argv, "--out", str(tmp_path / "run"))
@@ -68,3 +71,18 @@ def test_empty_file_exits_2(tiny_folder, tmp_path, capsys):
     assert status == 2
     assert f"{train}: empty file, no examples" in output.err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, lm_mode, classifier_mode", [
+    ([], None, "dynamic"),
+    (["--tflite-quantize", "dynamic"], "dynamic", "dynamic"),
+    (["--tflite-quantize", "none"], None, None),
+])
+def test_tflite_quantize_of_each_task(argv, lm_mode, classifier_mode):
+    from keras_lowrank.cli import finetune_command
+    from keras_lowrank.cli.main import build_parser
+    from keras_lowrank.lm_finetune import lm_command
+
+    args = build_parser()[0].parse_args(["finetune", *argv])
+    assert lm_command.options_from_args(args).tflite_quantize == lm_mode
+    assert finetune_command.options_from_args(args).tflite_quantize == classifier_mode

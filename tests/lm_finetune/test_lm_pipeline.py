@@ -76,6 +76,28 @@ def test_report_numbers_and_files(run):
                                        "report.json", "training_curves.png"]
 
 
+@pytest.fixture(scope="module")
+def quantized_run(tiny_folder, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("lm_run_int8")
+    options = tiny_options(tiny_folder, tmp_path, export=("tflite",),
+                           export_max_length=128, tflite_quantize="dynamic")
+    lines = []
+    return finetune_lm(options, log=lines.append), lines
+
+
+def test_dynamic_int8_generator_measured_in_litert(run, quantized_run):
+    report, lines = quantized_run
+    exported = report["exports"]["tflite"]
+    assert exported["quantize"] == "dynamic"
+    # The same seed trains the same adapters as the float run.
+    assert report["test_accuracy"] == run["report"]["test_accuracy"] == 1.0
+    assert exported["next_token_agreement"] >= 0.95  # measured: 1.0
+    assert report["tflite_test_accuracy"] == 1.0
+    # Tensors under 1024 values stay float32 in the tiny model.
+    assert report["tflite_bytes"] < 0.6 * run["report"]["tflite_bytes"]
+    assert any("dynamic: next-token agreement with Keras" in line for line in lines)
+
+
 def test_progress_line_per_stage(run):
     stages = [line for line in run["lines"] if line.startswith("[")]
     assert stages == [f"[{k}/6] {name} ..." for k, name in enumerate(
