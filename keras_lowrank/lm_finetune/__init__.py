@@ -8,6 +8,8 @@ Public API:
   text) and plain-text readers.
 - `ChatFormat`: a model folder's tokenizer and chat template.
 - `load_causal_lm`: a Hugging Face causal-LM folder as a keras-hub model.
+- `export_lm_run`: a finished run exported again (another format or
+  quantization) from its adapter file, measured on its test prompts.
 
 Example:
 ```python
@@ -24,11 +26,13 @@ from keras_lowrank.lm_finetune.lm_examples import LMExample
 from keras_lowrank.lm_finetune.lm_examples import read_lm_file
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
 from keras_lowrank.lm_finetune.lm_pipeline import finetune_lm
+from keras_lowrank.lm_finetune.lm_run_export import export_lm_run
 
 __all__ = [
     "ChatFormat",
     "LMExample",
     "LMFinetuneOptions",
+    "export_lm_run",
     "finetune_lm",
     "load_causal_lm",
     "read_lm_file",

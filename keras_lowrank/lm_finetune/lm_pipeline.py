@@ -112,20 +112,27 @@ def model_folder(options) -> str:
     return presets.smollm2_path()
 
 
+def load_splits(options, chat):
+    """`(examples, source, splits)`: the run's examples, capped as
+    `options` says, and their token ids (`lm_batches.TokenizedSplit`)."""
+    examples, source = load_lm_data(options)
+    limits = {"train": options.max_train_examples,
+              "validation": min(options.max_eval_examples or math.inf,
+                                options.max_validation_examples or math.inf),
+              "test": options.max_eval_examples}
+    limits = {k: None if v == math.inf else v for k, v in limits.items()}
+    examples = {k: v[:limits[k]] for k, v in examples.items()}
+    splits = {k: lm_batches.encode_split(chat, v, options.sequence_length)
+              for k, v in examples.items()}
+    return examples, source, splits
+
+
 def _run(options, folder, chat, build, progress):
     def final(name):
         return os.path.join(options.out, name)
 
     with progress.stage("data") as note:
-        examples, source = load_lm_data(options)
-        limits = {"train": options.max_train_examples,
-                  "validation": min(options.max_eval_examples or math.inf,
-                                    options.max_validation_examples or math.inf),
-                  "test": options.max_eval_examples}
-        limits = {k: None if v == math.inf else v for k, v in limits.items()}
-        examples = {k: v[:limits[k]] for k, v in examples.items()}
-        splits = {k: lm_batches.encode_split(chat, v, options.sequence_length)
-                  for k, v in examples.items()}
+        examples, source, splits = load_splits(options, chat)
         note(f"{source}: {_counts({k: len(v) for k, v in splits.items()})} "
              f"examples, at most {options.sequence_length} tokens "
              f"({sum(s.truncated for s in splits.values())} truncated, "
@@ -133,7 +140,7 @@ def _run(options, folder, chat, build, progress):
     if not len(splits["train"]):
         raise ValueError("Fine-tuning needs training examples. Received: "
                          f"{_counts({k: len(v) for k, v in splits.items()})}")
-    scored = _scored_rows(splits["test"])
+    scored = scored_rows(splits["test"])
 
     with progress.stage("model") as note:
         keras.utils.set_random_seed(options.seed)
@@ -165,7 +172,7 @@ def _run(options, folder, chat, build, progress):
     with progress.stage("export") as note:
         exports = {}
         for format in options.export:
-            exports[format] = _export_and_measure(
+            exports[format] = export_and_measure(
                 model, format, folder, chat, splits["test"], scored, examples,
                 options, build)
             note(_export_line(format, exports[format]))
@@ -259,7 +266,7 @@ def _best_evaluation(history):
     return int(np.argmin(values)) + 1
 
 
-def _scored_rows(split):
+def scored_rows(split):
     """Test rows answered by generation: those with a prompt."""
     return [i for i, prompt in enumerate(split.prompts) if prompt]
 
@@ -310,8 +317,8 @@ def _without_texts(measured):
             if k not in ("answers", "references", "sample_texts")}
 
 
-def _export_and_measure(model, format, folder, chat, test, scored, examples,
-                        options, build):
+def export_and_measure(model, format, folder, chat, test, scored, examples,
+                       options, build):
     """Exports a generator to `build`, then answers the test prompts with it
     in its runtime. Paths in the result name the artifact in `options.out`."""
     from keras_lowrank.exporters import UnsupportedOpsError

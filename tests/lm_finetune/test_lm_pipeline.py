@@ -11,6 +11,7 @@ from keras_lowrank.data.data_error import DataError
 from keras_lowrank.finetune.report import RUN_KEYS
 from keras_lowrank.lm_finetune import LMFinetuneOptions
 from keras_lowrank.lm_finetune import finetune_lm
+from keras_lowrank.lm_finetune.lm_run_export import export_lm_run
 from tests.generation.tiny_lms import write_word_tokenizer
 from tests.lm_finetune.conftest import toy_records
 from tests.lm_finetune.conftest import write_jsonl
@@ -76,26 +77,27 @@ def test_report_numbers_and_files(run):
                                        "report.json", "training_curves.png"]
 
 
-@pytest.fixture(scope="module")
-def quantized_run(tiny_folder, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("lm_run_int8")
-    options = tiny_options(tiny_folder, tmp_path, export=("tflite",),
-                           export_max_length=128, tflite_quantize="dynamic")
-    lines = []
-    return finetune_lm(options, log=lines.append), lines
-
-
-def test_dynamic_int8_generator_measured_in_litert(run, quantized_run):
-    report, lines = quantized_run
-    exported = report["exports"]["tflite"]
-    assert exported["quantize"] == "dynamic"
-    # The same seed trains the same adapters as the float run.
-    assert report["test_accuracy"] == run["report"]["test_accuracy"] == 1.0
-    assert exported["next_token_agreement"] >= 0.95  # measured: 1.0
-    assert report["tflite_test_accuracy"] == 1.0
+def test_run_exported_again_as_dynamic_int8(run, tmp_path):
+    path = str(tmp_path / "int8.tflite")
+    measured = export_lm_run(run["out"], path, tflite_quantize="dynamic")
+    assert measured["quantize"] == "dynamic" and measured["path"] == path
+    assert measured["next_token_agreement"] >= 0.95  # measured: 1.0
+    # The run's 8 test prompts answered in LiteRT as Keras answered them.
+    assert measured["test_accuracy"] == measured["keras_test_accuracy"] == 1.0
     # Tensors under 1024 values stay float32 in the tiny model.
-    assert report["tflite_bytes"] < 0.6 * run["report"]["tflite_bytes"]
-    assert any("dynamic: next-token agreement with Keras" in line for line in lines)
+    assert os.path.getsize(path) == measured["size_bytes"] < \
+        0.6 * run["report"]["tflite_bytes"]
+    assert sorted(os.listdir(tmp_path)) == ["int8.tflite"]
+
+
+def test_exporting_a_classifier_run_is_refused(tmp_path):
+    (tmp_path / "report.json").write_text('{"test_accuracy": 0.8}')
+    (tmp_path / "adapters.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a 'classifier' run; export_lm_run "
+                       "exports causal-LM runs"):
+        export_lm_run(str(tmp_path), str(tmp_path / "lm.tflite"))
+    with pytest.raises(FileNotFoundError, match="has no report.json"):
+        export_lm_run(str(tmp_path / "nothing"), str(tmp_path / "lm.tflite"))
 
 
 def test_progress_line_per_stage(run):
