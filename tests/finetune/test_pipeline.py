@@ -47,7 +47,7 @@ def test_exit_code_and_report_keys(run):
     assert set(required_keys()) <= set(report)
     # MediaPipe's agreement figures are None for the LiteRT int8 artifact.
     assert [key for key in required_keys() if report[key] is None] == [
-        "int8_label_agreement", "int8_token_agreement"]
+        "int8_label_agreement", "int8_test_label_agreement", "int8_token_agreement"]
     assert report["num_examples"] == {"train": TRAIN_EXAMPLES, "validation": EVAL_EXAMPLES,
                                       "test": EVAL_EXAMPLES}
     assert report["label_names"] == ["negative", "positive"]
@@ -75,11 +75,13 @@ def test_accuracies_agree_across_runtimes(run):
         assert report["exports"][format]["evaluation"]["examples"] == EVAL_EXAMPLES
     # The phone artifacts, on the 200 raw test sentences: export refuses
     # more than 1.0 point below Keras; float MediaPipe gives Keras' label on
-    # each of the 64 sentences it compares.
+    # each of the 64 sentences it compares, and on at least 99.5% of the 200
+    # (else the export is refused).
     for name in ("text_classifier", "int8"):
         assert report["exports"][name]["eval_examples"] == EVAL_EXAMPLES
         assert report[f"{name}_accuracy_diff"] >= -0.01
     assert report["text_classifier_label_agreement"] == 1.0
+    assert report["text_classifier_test_label_agreement"] >= 0.995
 
 
 def test_parameter_counts_and_sizes(run):
