@@ -17,12 +17,18 @@ largest mmap threshold) come from the heap; freed heap memory is kept up
 to 1 GiB; the heap grows 64 MiB at a time. Nothing computed changes; a
 process that frees a lot keeps it mapped for reuse. It is process-wide
 and not undone, so the command line applies it (the process is its own);
-`finetune()` as a library call does not.
+`finetune()` as a library call does not. A process that runs the command
+line in-process among other work (a test suite) turns it off with
+`KERAS_LOWRANK_KEEP_FREED_MEMORY=0`.
 """
 
 import ctypes
 import ctypes.util
+import os
 import sys
+
+# "0" turns `keep_freed_memory` off.
+ENVIRONMENT_VARIABLE = "KERAS_LOWRANK_KEEP_FREED_MEMORY"
 
 # mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -40,7 +46,8 @@ def keep_freed_memory() -> dict:
 
     Returns:
         `{name: value}` of the settings applied; empty when this is not a
-        glibc process (another OS, musl) or `mallopt` refused one.
+        glibc process (another OS, musl), `mallopt` refused one, or
+        `KERAS_LOWRANK_KEEP_FREED_MEMORY` is "0".
 
     Example:
     ```python
@@ -48,7 +55,7 @@ def keep_freed_memory() -> dict:
     ```
     """
     mallopt = _glibc_mallopt()
-    if mallopt is None:
+    if mallopt is None or os.environ.get(ENVIRONMENT_VARIABLE) == "0":
         return {}
     applied = {}
     for name, (parameter, value) in SETTINGS.items():

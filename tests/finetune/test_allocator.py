@@ -10,7 +10,8 @@ from keras_lowrank.finetune import allocator
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
-def test_settings_are_applied_with_mallopt():
+def test_settings_are_applied_with_mallopt(monkeypatch):
+    monkeypatch.delenv(allocator.ENVIRONMENT_VARIABLE, raising=False)
     calls = []
 
     class Mallopt:
@@ -32,6 +33,12 @@ def test_settings_are_applied_with_mallopt():
     assert applied == {"M_MMAP_THRESHOLD": 32 * 2**20,
                        "M_TRIM_THRESHOLD": 2**30, "M_TOP_PAD": 64 * 2**20}
     assert calls == [(-3, 32 * 2**20), (-1, 2**30), (-2, 64 * 2**20)]
+
+
+def test_the_environment_turns_it_off(monkeypatch):
+    # tests/conftest.py does, for the suite's in-process command lines.
+    monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "0")
+    assert allocator.keep_freed_memory() == {}
 
 
 def test_nothing_is_applied_without_glibc(monkeypatch):
