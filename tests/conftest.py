@@ -14,20 +14,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Groups for `make test`'s two pytest-xdist workers (`--dist
-    loadgroup`): the `large` tests, on the real pretrained models, form one
-    group that starts first on one worker (one real model in memory at a
-    time); every other test file is a group of its own, so its module
-    fixtures are built once. Without xdist the marks do nothing."""
-    items.sort(key=lambda item: item.get_closest_marker("large") is None)
-    for item in items:
-        large = item.get_closest_marker("large") is not None
-        item.add_marker(pytest.mark.xdist_group(
-            "large" if large else item.nodeid.split("::")[0]))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _release_each_module():
     """Drops Keras' global state and the module's garbage after each test
