@@ -194,6 +194,9 @@ def _lost_worker_message(error, options):
     names = ", ".join(f"{kind} {index}" for kind, index in lost) or "another worker"
     if "stopped sending heartbeats" in text:
         reason = "it stopped sending heartbeats: it died or was killed"
+    elif "Connection refused" in text or "Socket closed" in text:
+        # A step reached its address first: nothing listens there anymore.
+        reason = "its address refuses connections: it died or was killed"
     elif isinstance(error, tf.errors.DeadlineExceededError):
         reason = (f"a collective step waited {COLLECTIVE_TIMEOUT_S} s for it: "
                   "it hung or is far slower")

@@ -191,6 +191,7 @@ def fit(model, train, validation, options: FinetuneOptions,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
         )
+        build_optimizer(model)
     shard = _shard_by_data if options.distribute else (lambda dataset: dataset)
     epoch = _EpochIndex()
     train_data = shard(batching.training_dataset(
@@ -249,3 +250,14 @@ def _schedule(options, total_steps):
         warmup_target=options.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+
+
+def build_optimizer(model):
+    """Creates the compiled model's optimizer variables now.
+
+    Keras creates them inside the first training step, and a `tf.function`
+    that creates variables is traced twice; built before `fit`, the step is
+    traced once (on MiniLM and SmolLM2 tracing is most of the first step).
+    The variables and their values are the same.
+    """
+    model.optimizer.build(model.trainable_variables)

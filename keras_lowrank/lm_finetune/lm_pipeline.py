@@ -21,6 +21,7 @@ from keras_lowrank.finetune.run_folder import REPORT_FILE
 from keras_lowrank.finetune.run_folder import artifact_file
 from keras_lowrank.finetune.run_folder import is_run_folder
 from keras_lowrank.finetune.training import _schedule
+from keras_lowrank.finetune.training import build_optimizer
 from keras_lowrank.lm_finetune import lm_batches
 from keras_lowrank.lm_finetune import lm_evaluation
 from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
@@ -241,6 +242,7 @@ def fit(model, train, validation, options) -> dict:
             from_logits=True, reduction="mean_with_sample_weight"),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
     )
+    build_optimizer(model)
     callbacks, validation_data = [], None
     if len(validation):
         validation_data = lm_batches.evaluation_dataset(validation, options.batch_size)

@@ -94,11 +94,14 @@ def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
     ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
     assert code == WORKER_LOST, err[-3000:]
     assert "Traceback" not in err
-    assert ours == [
+    # The chief learns it from the missing heartbeats, or first from a
+    # step's connection refused (measured: 1 run in 4).
+    causes = ["it stopped sending heartbeats: it died or was killed",
+              "its address refuses connections: it died or was killed"]
+    assert ours in [[
         "keras-lowrank finetune: error: multi-worker training stopped: lost "
-        "worker 1 (it stopped sending heartbeats: it died or was killed); "
-        f"nothing was written: --out '{out}' is as it was. Run the same "
-        "command again on every worker."]
+        f"worker 1 ({cause}); nothing was written: --out '{out}' is as it "
+        "was. Run the same command again on every worker."] for cause in causes]
     # The earlier run's files, byte for byte; the chief's build folder
     # (`.run.<pid>-<host>.<hex>.tmp`, beside `--out`) is gone.
     assert snapshot(out) == before
@@ -138,8 +141,9 @@ def test_a_closed_socket_names_the_chief(worker1):
                "/job:worker/replica:0/task:0 while calling "
                "/tensorflow.WorkerService/RecvBuf:\n")
     with pytest.raises(distributed.WorkerLostError, match=(
-            r"^multi-worker training stopped: lost worker 0 \(TensorFlow: "
-            r"UnavailableError: Socket closed\); this worker wrote nothing")):
+            r"^multi-worker training stopped: lost worker 0 \(its address "
+            r"refuses connections: it died or was killed\); this worker wrote "
+            r"nothing")):
         with distributed.worker_loss_reported(worker1):
             raise tf.errors.UnavailableError(None, None, message)
 
