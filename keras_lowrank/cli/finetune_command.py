@@ -225,8 +225,7 @@ def run(args):
     # reuse instead of faulting it in again each step (less system time).
     allocator.keep_freed_memory()
     try:
-        with distributed.worker_loss_reported(options):
-            report = finetune(options, log=lambda line: print(line, flush=True))
+        report = finetune(options, log=lambda line: print(line, flush=True))
     except distributed.WorkerLostError as error:
         print(f"keras-lowrank finetune: error: {error}", file=sys.stderr)
         return WORKER_LOST

@@ -80,6 +80,8 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
             model that cannot be loaded, a target that matches no layer.
         FileNotFoundError: the model folder is missing, or the default model
             package is not installed.
+        distributed.WorkerLostError: on "multi-worker", another worker died
+            or hung (one line naming it; `out` keeps the earlier run).
 
     Example:
     ```python
@@ -104,12 +106,14 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     progress = _Progress(log)
     start = time.perf_counter()
     if not chief:
-        with distributed.worker_folder() as build:
+        with distributed.worker_loss_reported(options), \
+                distributed.worker_folder() as build:
             report = _run(options, precision, build, progress, strategy)
         log(f"worker {report['distribute']['task']}: trained; the chief writes "
             f"{options.out}")
         return report
-    with atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
+    with distributed.worker_loss_reported(options), \
+            atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
         os.mkdir(build)
         report = _run(options, precision, build, progress, strategy)
         # Written after the report stage, so that it holds that stage's time.

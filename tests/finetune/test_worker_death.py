@@ -159,3 +159,28 @@ def test_other_errors_pass_as_they_are(worker1):
     with pytest.raises(tf.errors.UnavailableError, match="Collective"):
         with distributed.worker_loss_reported(one_device):
             raise tf.errors.UnavailableError(None, None, "Collective ops is aborted")
+
+
+def test_the_python_api_raises_the_one_line_error(worker1, monkeypatch, tmp_path):
+    import tensorflow as tf
+
+    from keras_lowrank.finetune import pipeline
+
+    # The strategy stands aside (it would dial the two workers of
+    # TF_CONFIG); the run fails inside as a killed peer makes it fail.
+    monkeypatch.setattr(distributed, "make_strategy", lambda options: None)
+
+    def lost(*args, **kwargs):
+        raise tf.errors.UnavailableError(
+            None, None, "Collective ops is aborted by: Socket closed\nfrom "
+            "remote target /job:worker/replica:0/task:0")
+
+    monkeypatch.setattr(pipeline, "_run", lost)
+    out = tmp_path / "run"
+    options = FinetuneOptions(out=str(out), distribute="multi-worker")
+    with pytest.raises(distributed.WorkerLostError, match=(
+            r"^multi-worker training stopped: lost worker 0 \(its address "
+            r"refuses connections")) as raised:
+        pipeline.finetune(options, log=lambda line: None)
+    assert "\n" not in str(raised.value)
+    assert os.listdir(tmp_path) == []
