@@ -59,6 +59,7 @@ def export_generator(
     verify=True,
     num_threads=None,
     quantize=None,
+    keep_float=(),
     min_agreement=DEFAULT_MIN_AGREEMENT,
     runtime_adapters=False,
 ) -> GenerationReport:
@@ -97,6 +98,11 @@ def export_generator(
             `"dynamic"`: int8 weights with activations quantized on the fly
             (LiteRT dynamic-range quantization; ONNX Runtime
             `quantize_dynamic`, per channel). Checked on token agreement.
+        keep_float: regular expressions over the LiteRT graph's op output
+            names (they hold the Keras layer paths, e.g.
+            `"feedforward_output_dense"`, `"token_embedding"`): with
+            `quantize="dynamic"`, the matching layers stay in float32.
+            LiteRT only; each pattern must match a layer.
         min_agreement: float in [0, 1]. With `quantize`: the least
             next-token agreement, the share of steps of Keras' own greedy
             continuations where the artifact, fed the same tokens, picks
@@ -135,7 +141,7 @@ def export_generator(
     prefill_lengths = _check_arguments(
         path, format, max_length, prefill_lengths, max_new_tokens
     )
-    _check_quantize(quantize, min_agreement)
+    _check_quantize(quantize, min_agreement, keep_float, format)
 
     cached_causal_lm.check_cached_causal_lm(causal_lm)
     _check_model(causal_lm, max_length)
@@ -168,7 +174,8 @@ def export_generator(
 
     path = os.fspath(path)
     with atomic_path(path) as tmp:
-        _WRITERS[format](merged, spec, tmp, quantize=quantize)
+        kwargs = {"keep_float": tuple(keep_float)} if keep_float else {}
+        _WRITERS[format](merged, spec, tmp, quantize=quantize, **kwargs)
         generator = runtime.load_generator(tmp, num_threads, format)
         if adapters:
             generator.load_adapter(
@@ -257,12 +264,19 @@ def _check_arguments(path, format, max_length, prefill_lengths, max_new_tokens):
     return tuple(sorted(set(lengths)))
 
 
-def _check_quantize(quantize, min_agreement):
+def _check_quantize(quantize, min_agreement, keep_float=(), format="tflite"):
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
             f"Unrecognized quantize={quantize!r} for generation export. "
             f"Supported modes are: {list(QUANTIZE_MODES)}"
         )
+    if keep_float and (quantize is None or format != "tflite"
+                       or isinstance(keep_float, str)):
+        raise ValueError(
+            "keep_float names layers a LiteRT dynamic-range export leaves in "
+            "float: pass a tuple of patterns with format='tflite' and "
+            f"quantize='dynamic'. Received: keep_float={keep_float!r}, "
+            f"format={format!r}, quantize={quantize!r}")
     if (isinstance(min_agreement, bool)
             or not isinstance(min_agreement, (int, float))
             or not 0 <= min_agreement <= 1):

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.exporters.dynamic_range import quantize_dynamic_range
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.generation.generator_spec import METADATA_KEY
 from keras_lowrank.generation.step_functions import FrozenWeights
@@ -29,13 +30,14 @@ from keras_lowrank.generation.step_functions import prefill_step
 VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 
 
-def write_litert_generator(model, spec, path, quantize=None):
+def write_litert_generator(model, spec, path, quantize=None, keep_float=()):
     """Writes the `.tflite` of `model` (merged, float32) described by `spec`.
 
     With `quantize="dynamic"`, LiteRT's dynamic-range quantization: int8
-    weights (the converter leaves tensors under 1024 values in float),
-    activations quantized on the fly in the fully connected layers, the
-    KV cache float32.
+    weights (tensors under 1024 values stay in float), activations
+    quantized on the fly in the fully connected layers, the KV cache
+    float32; the layers whose op output names match a `keep_float` pattern
+    stay in float (`keras_lowrank.exporters.dynamic_range`).
 
     With `spec.adapters` (runtime adapters), `model` is the adapted model,
     unmerged: its LoRA factors are inputs of every signature
@@ -64,8 +66,6 @@ def write_litert_generator(model, spec, path, quantize=None):
             saved_model, signature_keys=list(signatures)
         )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
         try:
             flatbuffer = converter.convert()
         except Exception as error:
@@ -76,6 +76,8 @@ def write_litert_generator(model, spec, path, quantize=None):
                 "The generation graphs need TensorFlow ops outside LiteRT's "
                 "builtins: " + _last_line(message), ops=(), flex=True,
             ) from error
+    if quantize == "dynamic":
+        flatbuffer, _ = quantize_dynamic_range(flatbuffer, keep_float)
     with open(path, "wb") as file:
         file.write(with_metadata(flatbuffer, METADATA_KEY, spec.to_json()))
 
