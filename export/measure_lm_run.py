@@ -26,6 +26,9 @@ def main(argv=None):
     parser.add_argument("--format", default="tflite", choices=("tflite", "onnx"))
     parser.add_argument("--tflite-quantize", default="dynamic",
                         choices=("none", "dynamic"))
+    parser.add_argument("--keep-float", nargs="+", default=None, metavar="PATTERN",
+                        help="with dynamic: layers left in float32 (default: "
+                        "the run's own setting)")
     parser.add_argument("--keep", default=None, metavar="PATH",
                         help="write the artifact here instead of a temporary folder")
     parser.add_argument("--out", default=None, help="a JSON file of the measurement")
@@ -37,8 +40,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="klr_measure_lm_run_") as folder:
         path = args.keep or os.path.join(folder, f"model.{args.format}")
         measured = export_lm_run(args.run, path, args.format,
-                                 tflite_quantize=quantize)
-    keys = ("format", "quantize", "size_bytes", "test_accuracy",
+                                 tflite_quantize=quantize,
+                                 tflite_keep_float=args.keep_float)
+    keys = ("format", "quantize", "keep_float", "size_bytes", "test_accuracy",
             "keras_test_accuracy", "next_token_agreement", "agreement",
             "time_to_first_token_ms", "decode_tokens_per_s")
     for key in keys:

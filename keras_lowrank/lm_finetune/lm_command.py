@@ -33,6 +33,7 @@ _LM_ONLY = {
     "samples": "samples", "max_new_tokens": "max_new_tokens",
     "export_max_length": "export_max_length",
     "max_validation_examples": "max_validation_examples",
+    "tflite_keep_float": "tflite_keep_float",
 }
 # Classifier options a causal-LM run has no use for.
 _CLASSIFIER_ONLY = ("text_column", "label_column", "labels", "epochs",
@@ -83,6 +84,11 @@ def add_causal_lm_arguments(parser):
     group.add_argument("--export-max-length", type=int, default=None, metavar="N",
                        help="cache positions of the exported generator "
                        f"(default: {d['export_max_length']})")
+    group.add_argument("--tflite-keep-float", nargs="+", default=None,
+                       metavar="PATTERN",
+                       help="with --tflite-quantize dynamic: layers left in "
+                       "float32, as patterns of their names (default: "
+                       f"{' '.join(d['tflite_keep_float']) or 'none'})")
     shared = (*_SHARED, *_CLASSIFIER_ONLY, "export")
     parser.set_defaults(shared_defaults={
         dest: parser.get_default(dest) for dest in shared})

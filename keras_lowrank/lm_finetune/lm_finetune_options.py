@@ -17,6 +17,9 @@ from keras_lowrank.finetune.options import _sequence
 GENERATION_FORMATS = ("tflite", "onnx")
 # What `export_generator` quantizes a generator with (None: float32).
 TFLITE_QUANTIZE_MODES = (None, "dynamic")
+# The layers a dynamic-range int8 generator keeps in float32 (measured on
+# the MR task: README, "Fine-tuning a language model").
+DEFAULT_TFLITE_KEEP_FLOAT = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +86,10 @@ class LMFinetuneOptions:
             quantization: the report gives the next-token agreement with
             Keras and the task accuracy measured in LiteRT). LiteRT only;
             an ONNX generator stays float32, as in the classifier's runs.
+        tflite_keep_float: tuple of str. With `tflite_quantize="dynamic"`:
+            patterns of the layers left in float32
+            (`export_generator(keep_float=...)`); default
+            `DEFAULT_TFLITE_KEEP_FLOAT`.
         seed: int. Seed of the split, shuffling, adapter weights, dropout.
         deterministic: bool. TensorFlow op determinism (as the classifier's
             runs).
@@ -122,6 +129,7 @@ class LMFinetuneOptions:
     export: tuple = ("tflite",)
     export_max_length: int = 160
     tflite_quantize: str | None = None
+    tflite_keep_float: tuple = DEFAULT_TFLITE_KEEP_FLOAT
     seed: int = 1337
     deterministic: bool = True
     verbose: int = 2
@@ -175,6 +183,12 @@ class LMFinetuneOptions:
             raise ValueError(
                 f"Unrecognized tflite_quantize={self.tflite_quantize!r} for a "
                 f"generator. Supported values are: {list(TFLITE_QUANTIZE_MODES)}")
+        set_("tflite_keep_float", tuple(_sequence(self.tflite_keep_float,
+                                                  "tflite_keep_float")))
+        if not all(isinstance(p, str) and p for p in self.tflite_keep_float):
+            raise ValueError(
+                "tflite_keep_float must hold non-empty layer patterns. "
+                f"Received: tflite_keep_float={list(self.tflite_keep_float)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer. Received: seed={self.seed!r}")
         if not isinstance(self.deterministic, bool):

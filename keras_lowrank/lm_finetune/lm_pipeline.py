@@ -342,6 +342,8 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
     if format == "tflite":
         kwargs["prefill_lengths"] = _prefill_lengths(options.export_max_length)
         kwargs["quantize"] = options.tflite_quantize
+        if options.tflite_quantize:
+            kwargs["keep_float"] = options.tflite_keep_float
     try:
         exported = export_generator(
             model, path, format, max_length=options.export_max_length,
@@ -367,6 +369,7 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
         "test_accuracy": lm_evaluation.answer_accuracy(texts, references),
         "runtime_seconds": time.perf_counter() - start,
         "export_max_length": options.export_max_length,
+        "keep_float": list(kwargs.get("keep_float", ())),
     })
     return result
 

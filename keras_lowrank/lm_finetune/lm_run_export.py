@@ -18,7 +18,8 @@ from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
 
 
-def export_lm_run(run, path, format="tflite", *, tflite_quantize=None):
+def export_lm_run(run, path, format="tflite", *, tflite_quantize=None,
+                  tflite_keep_float=None):
     """Exports the model of run folder `run` to `path` and measures it.
 
     The base model, data and test prompts are those the run's report.json
@@ -34,6 +35,8 @@ def export_lm_run(run, path, format="tflite", *, tflite_quantize=None):
         path: str. The artifact to write (nothing is written on failure).
         format: str. Among `GENERATION_FORMATS`.
         tflite_quantize: None or "dynamic" (LiteRT only).
+        tflite_keep_float: tuple of str or None (the run's own option): with
+            "dynamic", the layers left in float32.
 
     Returns:
         The export's entry as a run's `report["exports"][format]` holds it,
@@ -59,6 +62,8 @@ def export_lm_run(run, path, format="tflite", *, tflite_quantize=None):
     check_target(path)
     values = {**report["options"], "export": (format,), "verbose": 0,
               "tflite_quantize": tflite_quantize if format == "tflite" else None}
+    if tflite_keep_float is not None:
+        values["tflite_keep_float"] = tuple(tflite_keep_float)
     folder = os.path.dirname(os.path.abspath(path))
     with tempfile.TemporaryDirectory(prefix=".klr_lm_export_", dir=folder) as build:
         options = LMFinetuneOptions(**{**values, "out": os.path.join(build, "run")})

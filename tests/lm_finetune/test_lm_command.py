@@ -43,6 +43,12 @@ def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
     (["--task", "causal-lm", "--tflite-quantize", "float16"],
      "Unrecognized tflite_quantize='float16' for a generator. Supported "
      "values are: [None, 'dynamic']"),
+    (["--tflite-keep-float", "feedforward_output_dense"],
+     "--tflite-keep-float applies to --task causal-lm only. Received: --task "
+     "classifier"),
+    (["--task", "causal-lm", "--tflite-keep-float", ""],
+     "tflite_keep_float must hold non-empty layer patterns. Received: "
+     "tflite_keep_float=['']"),
 ])
 def test_options_of_the_other_task(tmp_path, capsys, argv, message):
     status, output = run_cli(capsys, *argv, "--out", str(tmp_path / "run"))
@@ -86,3 +92,18 @@ def test_tflite_quantize_of_each_task(argv, lm_mode, classifier_mode):
     args = build_parser()[0].parse_args(["finetune", *argv])
     assert lm_command.options_from_args(args).tflite_quantize == lm_mode
     assert finetune_command.options_from_args(args).tflite_quantize == classifier_mode
+
+
+def test_tflite_keep_float_reaches_the_options():
+    from keras_lowrank.cli.main import build_parser
+    from keras_lowrank.lm_finetune import lm_command
+    from keras_lowrank.lm_finetune.lm_finetune_options import DEFAULT_TFLITE_KEEP_FLOAT
+
+    parse = build_parser()[0].parse_args
+    options = lm_command.options_from_args(parse(
+        ["finetune", "--task", "causal-lm", "--tflite-quantize", "dynamic",
+         "--tflite-keep-float", "feedforward_output_dense", "token_embedding"]))
+    assert options.tflite_keep_float == ("feedforward_output_dense", "token_embedding")
+    default = lm_command.options_from_args(parse(["finetune", "--task", "causal-lm"]))
+    assert default.tflite_keep_float == DEFAULT_TFLITE_KEEP_FLOAT
+    assert default.to_dict()["tflite_keep_float"] == list(DEFAULT_TFLITE_KEEP_FLOAT)
