@@ -43,23 +43,23 @@ def quantize_dynamic_range(flatbuffer, keep_float=()):
     Raises:
         ValueError: a `keep_float` pattern that is not a valid regular
             expression, or one that matches no FULLY_CONNECTED or GATHER op
-            (a misspelt layer name would otherwise quietly keep nothing).
+            (a misspelt layer name would otherwise quietly keep nothing; a
+            matched op whose weights are too small to quantize is fine).
     """
     from ai_edge_litert import schema_py_generated as schema
 
     patterns = _compile(keep_float)
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    readers = _weight_readers(model, schema)
-    kept, matched = set(), set()
+    readers, op_names = _weight_readers(model, schema)
+    kept = set()
     for buffer, users in readers.items():
         names = [name for _, _, _, name in users]
-        hits = {p.pattern for p in patterns for name in names if p.search(name)}
-        matched |= hits
-        if hits:
+        if any(p.search(name) for p in patterns for name in names):
             kept.add(names[0])
             continue
         _quantize_buffer(model, schema, buffer, users)
-    unmatched = [p.pattern for p in patterns if p.pattern not in matched]
+    unmatched = [p.pattern for p in patterns
+                 if not any(p.search(name) for name in op_names)]
     if unmatched:
         raise ValueError(
             f"keep_float={list(keep_float)!r}: {unmatched} match no "
@@ -85,14 +85,17 @@ def _compile(keep_float):
 
 
 def _weight_readers(model, schema):
-    """`{buffer: [(subgraph, tensor, op, op output name)]}` of the float
-    weights that only quantizable inputs read (FC weights, GATHER tables)."""
+    """`({buffer: [(subgraph, tensor, op, op output name)]}, names)`: the
+    float weights that only quantizable inputs read (FC weights, GATHER
+    tables), and the output names of every FC and GATHER op."""
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    readers, excluded = {}, set()
+    readers, excluded, op_names = {}, set(), set()
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
             code = model.operatorCodes[op.opcodeIndex]
             kind = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+            if kind in (_FC, _GATHER):
+                op_names.add(subgraph.tensors[op.outputs[0]].name.decode())
             for position, index in enumerate(op.inputs):
                 if index < 0:
                     continue
@@ -113,7 +116,7 @@ def _weight_readers(model, schema):
                 or any(t.type != schema.TensorType.FLOAT32 for _, t, *_ in users)):
             continue
         quantizable[buffer] = [(s, t, op, name) for s, t, op, name, _ in users]
-    return quantizable
+    return quantizable, op_names
 
 
 def _quantize_buffer(model, schema, buffer, users):

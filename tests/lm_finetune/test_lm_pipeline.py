@@ -11,6 +11,7 @@ from keras_lowrank.data.data_error import DataError
 from keras_lowrank.finetune.report import RUN_KEYS
 from keras_lowrank.lm_finetune import LMFinetuneOptions
 from keras_lowrank.lm_finetune import finetune_lm
+from keras_lowrank.lm_finetune.lm_finetune_options import DEFAULT_TFLITE_KEEP_FLOAT
 from keras_lowrank.lm_finetune.lm_run_export import export_lm_run
 from tests.generation.tiny_lms import write_word_tokenizer
 from tests.lm_finetune.conftest import toy_records
@@ -84,9 +85,11 @@ def test_run_exported_again_as_dynamic_int8(run, tmp_path):
     assert measured["next_token_agreement"] >= 0.95  # measured: 1.0
     # The run's 8 test prompts answered in LiteRT as Keras answered them.
     assert measured["test_accuracy"] == measured["keras_test_accuracy"] == 1.0
-    # Tensors under 1024 values stay float32 in the tiny model.
+    # The token embedding's table stays float32 (the default), as do
+    # tensors under 1024 values: measured 353,200 of 561,704 bytes.
+    assert measured["keep_float"] == list(DEFAULT_TFLITE_KEEP_FLOAT)
     assert os.path.getsize(path) == measured["size_bytes"] < \
-        0.6 * run["report"]["tflite_bytes"]
+        0.65 * run["report"]["tflite_bytes"]
     assert sorted(os.listdir(tmp_path)) == ["int8.tflite"]
 
 
