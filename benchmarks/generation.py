@@ -79,6 +79,7 @@ def measure(settings, config, work):
 
     from keras_lowrank.generation import export_generator
     from keras_lowrank.generation import load_generator
+    from keras_lowrank.lm_finetune.lm_finetune_options import DEFAULT_TFLITE_KEEP_FLOAT
 
     keras.utils.set_random_seed(settings.seed)
     threads = os.cpu_count()
@@ -102,6 +103,8 @@ def measure(settings, config, work):
                 max_length=MAX_LENGTH, prefill_lengths=PREFILL_LENGTHS,
                 prompts=prompts, max_new_tokens=new_tokens, quantize=quantize,
                 min_agreement=0.0, num_threads=threads,
+                # As fine-tuning runs ship it: the lookup table in float32.
+                keep_float=DEFAULT_TFLITE_KEEP_FLOAT if quantize else (),
             )
             generators[name] = load_generator(report.path, threads)
             results[name] = {"size_bytes": report.size_bytes,
