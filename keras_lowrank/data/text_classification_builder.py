@@ -16,6 +16,11 @@ import logging
 import os
 import random
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -235,6 +240,9 @@ def prepared_builder(config, data_dir) -> TextClassificationBuilder:
     and only when `data_dir` does not already hold this config. It leaves
     the global random states as it found them (`_global_rng_kept`), so a
     seeded run draws the same numbers whether the cache was cold or warm.
+    Processes sharing `data_dir` (the workers of a multi-worker run, on one
+    machine or a shared disk) prepare one config one at a time
+    (`_preparing_alone`): the others wait, then read what the first wrote.
 
     Args:
         config: `TextClassificationConfig`, from `make_config`.
@@ -250,21 +258,48 @@ def prepared_builder(config, data_dir) -> TextClassificationBuilder:
         builder = TextClassificationBuilder(config=config, data_dir=data_dir)
         if builder.is_prepared():
             return builder
-        try:
-            # Everything is read from local files: tfds must never try its
-            # GCS mirror (the offline equivalent of `download=False`).
-            builder.download_and_prepare(
-                download_dir=os.path.join(data_dir, "downloads"),
-                download_config=tfds.download.DownloadConfig(
-                    try_download_gcs=False
-                ),
-            )
-        except BaseException:
-            # tfds removes its incomplete folder but not the config's.
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(builder.data_dir))
-            raise
+        with _preparing_alone(data_dir, config.name):
+            # Another process may have prepared it while this one waited.
+            builder = TextClassificationBuilder(config=config, data_dir=data_dir)
+            if not builder.is_prepared():
+                _prepare(builder, data_dir)
     return builder
+
+
+def _prepare(builder, data_dir):
+    try:
+        # Everything is read from local files: tfds must never try its GCS
+        # mirror (the offline equivalent of `download=False`).
+        builder.download_and_prepare(
+            download_dir=os.path.join(data_dir, "downloads"),
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+    except BaseException:
+        # tfds removes its incomplete folder but not the config's.
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(builder.data_dir))
+        raise
+
+
+@contextlib.contextmanager
+def _preparing_alone(data_dir, name):
+    """Holds an exclusive lock on `<data_dir>/.<name>.lock` (POSIX `flock`).
+
+    tfds prepares into a folder of its own and renames it into place; a
+    second process preparing the same config at the same time failed at
+    its rename ("Cannot rename ... already exists"). Where `fcntl` is
+    missing (Windows) no lock is taken.
+    """
+    if fcntl is None:
+        yield
+        return
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, f".{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _sha256(path):
