@@ -64,6 +64,7 @@ import tempfile
 
 import keras
 
+from keras_lowrank import _compat
 from keras_lowrank import adapter_files
 from keras_lowrank import model_surgery
 from keras_lowrank.lora_layouts import LoRALayoutMap
@@ -90,7 +91,8 @@ __all__ = [
 # === TensorFlow strategies ===
 
 
-def tf_strategy(kind="mirrored", *, devices=None, timeout_seconds=None):
+def tf_strategy(kind="mirrored", *, devices=None, timeout_seconds=None,
+                register_timeout_seconds=None):
     """A `tf.distribute` strategy to build, adapt and train a model under.
 
     Args:
@@ -104,6 +106,11 @@ def tf_strategy(kind="mirrored", *, devices=None, timeout_seconds=None):
         timeout_seconds: positive number. `"multi-worker"` only: how long a
             collective step waits for the other workers before failing
             (`CommunicationOptions.timeout_seconds`). Default: no limit.
+        register_timeout_seconds: positive number. `"multi-worker"` only:
+            how long making the strategy waits for every worker of
+            `TF_CONFIG` to start and register with TensorFlow's
+            coordination service; past it, `tf.errors.DeadlineExceededError`
+            names the missing tasks. Default: no limit (TensorFlow's).
 
     Make it first, before TensorFlow runs any op (TensorFlow configures a
     multi-worker strategy's collectives at start-up). The batch size given
@@ -139,27 +146,30 @@ def tf_strategy(kind="mirrored", *, devices=None, timeout_seconds=None):
             f"devices= is for kind='mirrored'; a {kind} strategy uses every "
             f"local device of each worker. Received: devices={devices!r}"
         )
-    if timeout_seconds is not None and kind != "multi-worker":
-        raise ValueError(
-            "timeout_seconds= is for kind='multi-worker'. Received: "
-            f"timeout_seconds={timeout_seconds!r}"
-        )
-    if timeout_seconds is not None and not (
-        isinstance(timeout_seconds, (int, float))
-        and not isinstance(timeout_seconds, bool)
-        and math.isfinite(timeout_seconds)
-        and timeout_seconds > 0
-    ):
-        raise ValueError(
-            "timeout_seconds expected a positive number of seconds or None. "
-            f"Received: timeout_seconds={timeout_seconds!r}"
-        )
+    for name, value in (("timeout_seconds", timeout_seconds),
+                        ("register_timeout_seconds", register_timeout_seconds)):
+        if value is not None and kind != "multi-worker":
+            raise ValueError(
+                f"{name}= is for kind='multi-worker'. Received: {name}={value!r}")
+        if value is not None and not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        ):
+            raise ValueError(
+                f"{name} expected a positive number of seconds or None. "
+                f"Received: {name}={value!r}"
+            )
     if kind == "multi-worker":
         tf_config()  # raises, naming TF_CONFIG, before TensorFlow's own errors
     import tensorflow as tf
 
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
+    if register_timeout_seconds is not None:
+        cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+        _compat.configure_worker_registration(cluster, register_timeout_seconds)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=timeout_seconds
     )

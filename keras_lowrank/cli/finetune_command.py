@@ -21,6 +21,7 @@ import dataclasses
 import sys
 
 from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune.options import DEFAULT_STARTUP_TIMEOUT_S
 from keras_lowrank.finetune.options import QUANTIZED_FORMAT
 from keras_lowrank.finetune.options import TFLITE_QUANTIZE_MODES
 from keras_lowrank.finetune.options import FinetuneOptions
@@ -134,6 +135,14 @@ def add_parser(subparsers):
                        "names (multi-worker: run the same command on each); "
                        "--batch-size is the global batch; the chief writes "
                        "--out (default: one device)")
+    train.add_argument("--startup-timeout", type=float, default=None,
+                       metavar="SECONDS",
+                       help="multi-worker: how long each worker waits for "
+                       "every worker to finish the first training step "
+                       "before it stops in one line, exit status 3 "
+                       "(TensorFlow would wait without a limit for a worker "
+                       "that never started or hung; default: "
+                       f"{DEFAULT_STARTUP_TIMEOUT_S:g})")
 
     output = parser.add_argument_group("export and output")
     output.add_argument("--export", nargs="+", metavar="FORMAT",
@@ -206,6 +215,7 @@ def options_from_args(args) -> FinetuneOptions:
         deterministic=args.deterministic,
         precision=args.precision,
         distribute=args.distribute,
+        startup_timeout=args.startup_timeout,
         verbose=2 if args.quiet else 1,
     )
 

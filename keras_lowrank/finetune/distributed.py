@@ -35,6 +35,15 @@ killed itself leaves its hidden `.<out>.<pid>-<host>.<hex>.tmp` folder
 beside `--out`, which the next run removes; another worker killed leaves
 its `klr-finetune-worker-*` folder in its temporary folder. Recovery: run
 the same command again on every worker; training starts over.
+
+A worker that never starts, or hangs before the first training step,
+cannot be noticed that way: TensorFlow would wait for it without a limit.
+Making the strategy waits for every worker to register with TensorFlow's
+coordination service for `startup_timeout(options)` at most, then fails
+naming the missing task (`WorkerLostError`, "it did not register ...").
+From then to the end of the first training step, `startup_watchdog` ends
+each waiting worker's process in one line once the same time has passed
+(`keras_lowrank.finetune.startup_watchdog`).
 """
 
 import contextlib
@@ -42,7 +51,9 @@ import re
 import shutil
 import tempfile
 
+from keras_lowrank.finetune.options import DEFAULT_STARTUP_TIMEOUT_S
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.finetune.startup_watchdog import StartupWatchdog
 
 # How long a collective step of a multi-worker run waits for the other
 # workers. Steps keep the workers within one step of each other, so a
@@ -62,7 +73,10 @@ class WorkerLostError(RuntimeError):
 def make_strategy(options: FinetuneOptions):
     """The `tf.distribute` strategy of `options.distribute`, or None.
 
-    Call it first, before TensorFlow runs an op.
+    Call it first, before TensorFlow runs an op, inside
+    `worker_loss_reported`: on "multi-worker" it waits up to
+    `startup_timeout(options)` for every worker to register, and then
+    raises TensorFlow's `DeadlineExceededError`, naming the missing ones.
 
     Raises:
         ValueError: "multi-worker" without a valid `TF_CONFIG`, or a backend
@@ -75,8 +89,51 @@ def make_strategy(options: FinetuneOptions):
     if options.distribute == "multi-worker":
         distribution.tf_config()  # one line naming TF_CONFIG, before TensorFlow
         return distribution.tf_strategy(
-            "multi-worker", timeout_seconds=COLLECTIVE_TIMEOUT_S)
+            "multi-worker", timeout_seconds=COLLECTIVE_TIMEOUT_S,
+            register_timeout_seconds=startup_timeout(options))
     return distribution.tf_strategy("mirrored", devices=_local_devices())
+
+
+def startup_timeout(options: FinetuneOptions) -> float:
+    """Seconds a multi-worker run waits for the workers at each of its two
+    start-up points: registration, and the end of the first step."""
+    return float(options.startup_timeout or DEFAULT_STARTUP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def startup_watchdog(options: FinetuneOptions):
+    """Yields a started `StartupWatchdog` on "multi-worker", else None.
+
+    Enter it after `make_strategy` (which has its own time limit) and
+    disarm it after the first training step
+    (`watchdog.disarm_after_first_step()`); leaving the block disarms it,
+    so an error, or a run that ends, never ends the process later.
+    """
+    if options.distribute != "multi-worker":
+        yield None
+        return
+    timeout = startup_timeout(options)
+    watchdog = StartupWatchdog(timeout, _no_start_message(options, timeout))
+    watchdog.start()
+    try:
+        yield watchdog
+    finally:
+        watchdog.disarm()
+
+
+def _no_start_message(options, timeout):
+    from keras_lowrank import distribution
+
+    if distribution.is_chief():
+        outcome = f"nothing was written: --out '{options.out}' is as it was"
+    else:
+        outcome = f"this worker wrote nothing (the chief writes --out '{options.out}')"
+    return (f"multi-worker training stopped: the workers did not all finish "
+            f"the first training step within {timeout:g} s of meeting (one "
+            "hung or is far slower before training, and TensorFlow waits for "
+            f"it without a limit: check each worker's output); {outcome}. Run "
+            "the same command again on every worker (--startup-timeout sets "
+            "the limit).")
 
 
 def _local_devices():
@@ -192,7 +249,10 @@ def _lost_worker_message(error, options):
     if not lost and "Collective" not in text:
         return None
     names = ", ".join(f"{kind} {index}" for kind, index in lost) or "another worker"
-    if "stopped sending heartbeats" in text:
+    if "Wait_for_all_tasks_to_register" in text:
+        reason = (f"it did not register within {startup_timeout(options):g} s: "
+                  "it never started, or TF_CONFIG gives another address")
+    elif "stopped sending heartbeats" in text:
         reason = "it stopped sending heartbeats: it died or was killed"
     elif "Connection refused" in text or "Socket closed" in text:
         # A step reached its address first: nothing listens there anymore.

@@ -17,6 +17,9 @@ DEFAULT_EXPORT = ("tflite", "onnx")
 DEFAULT_PHONE_ARTIFACTS = phone_lib.NAMES
 # `distribute`: one device (None), or a `keras_lowrank.distribution` kind.
 DISTRIBUTE_KINDS = (None, "mirrored", "multi-worker")
+# `startup_timeout` when None: each worker's data, model and first traced
+# step, with room for a large training file tokenized before the first step.
+DEFAULT_STARTUP_TIMEOUT_S = 1800.0
 # The format `tflite_quantize` is named after. A run has no calibration
 # data, so it takes the modes of that format that need none.
 QUANTIZED_FORMAT = "tflite"
@@ -121,6 +124,14 @@ class FinetuneOptions:
             strategy's scope; `batch_size` is the global batch, split over
             the replicas; the chief alone evaluates, exports and writes
             `out` (see `keras_lowrank.finetune.distributed`).
+        startup_timeout: positive number of seconds, or None.
+            "multi-worker" only: how long a worker waits for every worker
+            to finish the first training step (default, None:
+            `DEFAULT_STARTUP_TIMEOUT_S`, 30 minutes). TensorFlow
+            itself waits without a limit for a worker that never started or
+            hung before training; past this time the worker writes one line
+            to stderr and ends its process with status 3, leaving `out` as
+            it was (see `keras_lowrank.finetune.startup_watchdog`).
 
     Example:
     ```python
@@ -159,6 +170,7 @@ class FinetuneOptions:
     precision: str = "float32"
     verbose: int = 1
     distribute: str | None = None
+    startup_timeout: float | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -238,6 +250,15 @@ class FinetuneOptions:
         if self.distribute not in DISTRIBUTE_KINDS:
             raise ValueError(f"Unrecognized distribute={self.distribute!r}. "
                              f"Supported values are: {list(DISTRIBUTE_KINDS)}")
+        if self.startup_timeout is not None:
+            _check_positive_number(self.startup_timeout, "startup_timeout")
+            if self.distribute != "multi-worker":
+                raise ValueError(
+                    "startup_timeout is for distribute='multi-worker' (a "
+                    "one-machine run has no other worker to wait for). "
+                    f"Received: startup_timeout={self.startup_timeout!r} with "
+                    f"distribute={self.distribute!r}"
+                )
         if os.path.isfile(self.out):
             raise ValueError(
                 f"out must be a folder, but {self.out!r} is an existing file."

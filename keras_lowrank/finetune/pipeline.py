@@ -83,6 +83,13 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
         distributed.WorkerLostError: on "multi-worker", another worker died
             or hung (one line naming it; `out` keeps the earlier run).
 
+    On "multi-worker", a worker that has not registered within
+    `options.startup_timeout` (it never started) is a `WorkerLostError`.
+    If the workers then have not all finished the first training step
+    within that time (one hung before training, and TensorFlow waits for
+    it without a limit), this process writes one line to stderr and exits
+    with status 3; `out` keeps the earlier run (`startup_watchdog`).
+
     Example:
     ```python
     report = finetune(FinetuneOptions(out="runs/demo"))
@@ -91,7 +98,14 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     """
     options = options or FinetuneOptions()
     # First: TensorFlow sets a strategy's devices up before it runs any op.
-    strategy = distributed.make_strategy(options)
+    # On "multi-worker" this waits for every worker to register.
+    with distributed.worker_loss_reported(options):
+        strategy = distributed.make_strategy(options)
+    with distributed.startup_watchdog(options) as watchdog:
+        return _finetune(options, log, strategy, watchdog)
+
+
+def _finetune(options, log, strategy, watchdog):
     chief = distributed.is_chief(strategy)
     # Before any slow work: an `out` that holds something else, a model that
     # is missing or cannot take `sequence_length` tokens.
@@ -108,14 +122,17 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     if not chief:
         with distributed.worker_loss_reported(options), \
                 distributed.worker_folder() as build:
-            report = _run(options, precision, build, progress, strategy)
+            _remove_on_expiry(watchdog, build)
+            report = _run(options, precision, build, progress, strategy, watchdog)
         log(f"worker {report['distribute']['task']}: trained; the chief writes "
             f"{options.out}")
         return report
     with distributed.worker_loss_reported(options), \
             atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
         os.mkdir(build)
-        report = _run(options, precision, build, progress, strategy)
+        # The hidden folder `atomic_path` made beside `out` to hold `build`.
+        _remove_on_expiry(watchdog, os.path.dirname(build))
+        report = _run(options, precision, build, progress, strategy, watchdog)
         # Written after the report stage, so that it holds that stage's time.
         report["stage_seconds"] = dict(progress.seconds)
         report["stage_cpu_seconds"] = dict(progress.cpu_seconds)
@@ -126,10 +143,16 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     return report
 
 
-def _run(options, precision, build, progress, strategy=None):
+def _remove_on_expiry(watchdog, folder):
+    if watchdog is not None:
+        watchdog.remove_on_expiry(folder)
+
+
+def _run(options, precision, build, progress, strategy=None, watchdog=None):
     """The six stages; files go to `build`, the report names `options.out`.
 
-    A worker other than the chief stops after saving the adapters.
+    A worker other than the chief stops after saving the adapters;
+    `watchdog` (multi-worker) is disarmed after the first training step.
     """
     def final(name):
         return os.path.join(options.out, name)
@@ -169,8 +192,10 @@ def _run(options, precision, build, progress, strategy=None):
     with _detached(model):
         with progress.stage("train") as note:
             train_start = time.perf_counter()
-            history = training.fit(model, splits["train"], splits["validation"],
-                                   options, scope=lambda: distributed.scope(strategy))
+            history = training.fit(
+                model, splits["train"], splits["validation"], options,
+                scope=lambda: distributed.scope(strategy),
+                callbacks=[] if watchdog is None else [watchdog.disarm_after_first_step()])
             train_seconds = time.perf_counter() - train_start
             best_epoch = _best_epoch(history)
             note(f"{len(history['loss'])} epochs, best epoch {best_epoch}")

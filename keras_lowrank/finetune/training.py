@@ -164,7 +164,7 @@ def texts(dataset, limit=None):
 
 
 def fit(model, train, validation, options: FinetuneOptions,
-        scope=contextlib.nullcontext):
+        scope=contextlib.nullcontext, callbacks=()):
     """Trains `model` on token ids; early stopping keeps the best epoch.
 
     Args:
@@ -175,6 +175,7 @@ def fit(model, train, validation, options: FinetuneOptions,
         scope: callable returning a context manager: the model is compiled
             in it (a `tf.distribute` strategy's scope, for a distributed
             run, whose datasets are then sharded by data).
+        callbacks: more Keras callbacks for `fit`.
 
     Returns:
         The Keras `History.history` dict (`loss`, `accuracy`, `val_loss`,
@@ -197,7 +198,7 @@ def fit(model, train, validation, options: FinetuneOptions,
     train_data = shard(batching.training_dataset(
         inputs, labels, options.batch_size, options.seed, epoch=epoch
     ))
-    callbacks, validation_data = [epoch], None
+    callbacks, validation_data = [epoch, *callbacks], None
     if len(validation[1]):
         validation_data = shard(
             batching.evaluation_dataset(*validation, options.batch_size))

@@ -37,7 +37,8 @@ _LM_ONLY = {
 }
 # Classifier options a causal-LM run has no use for.
 _CLASSIFIER_ONLY = ("text_column", "label_column", "labels", "epochs",
-                    "precision", "distribute", "phone_artifacts")
+                    "precision", "distribute", "startup_timeout",
+                    "phone_artifacts")
 
 
 def add_causal_lm_arguments(parser):

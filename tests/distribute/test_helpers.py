@@ -80,6 +80,10 @@ def test_tf_config_is_returned_parsed(monkeypatch):
         ({"kind": "multi-worker", "timeout_seconds": 0},
          "expected a positive number of seconds or None. Received: timeout_seconds=0"),
         ({"kind": "multi-worker", "timeout_seconds": True}, "Received: timeout_seconds=True"),
+        ({"kind": "mirrored", "register_timeout_seconds": 5},
+         "register_timeout_seconds= is for kind='multi-worker'"),
+        ({"kind": "multi-worker", "register_timeout_seconds": float("inf")},
+         "Received: register_timeout_seconds=inf"),
     ],
 )
 def test_bad_arguments_are_refused(monkeypatch, kwargs, pattern):

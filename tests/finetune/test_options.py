@@ -98,6 +98,11 @@ def test_all_linear_target_is_unwrapped_for_lora_config():
          r"repeat a name\. Received: phone_artifacts=\['int8', 'int8'\]$"),
         ("distribute", "horovod", r"^Unrecognized distribute='horovod'\. "
          r"Supported values are: \[None, 'mirrored', 'multi-worker'\]$"),
+        ("startup_timeout", 0, r"^startup_timeout must be a number > 0\. "
+         r"Received: startup_timeout=0$"),
+        ("startup_timeout", 60, r"^startup_timeout is for distribute="
+         r"'multi-worker' \(a one-machine run has no other worker to wait "
+         r"for\)\. Received: startup_timeout=60 with distribute=None$"),
     ],
 )
 def test_invalid_option_raises(field, value, message):

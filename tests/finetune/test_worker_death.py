@@ -1,8 +1,9 @@
-"""`keras-lowrank finetune --distribute multi-worker` when a worker dies.
+"""`keras-lowrank finetune --distribute multi-worker` when a worker is lost.
 
 Two MultiWorkerMirroredStrategy workers on 127.0.0.1 start a long run to
 `--out` while a complete one-device run writes `--out`; then worker 1 is
-killed (SIGKILL) as its second epoch begins.
+killed (SIGKILL) as its second epoch begins, or it hangs alive before
+training (in `add_adapters`), or it never starts.
 The chief must stop within a bounded time with one line on stderr and exit
 status 3, and leave the earlier `--out` as it was, byte for byte, with no
 temporary folder beside it.
@@ -34,7 +35,14 @@ START_LIMIT_S = 180
 STOP_LIMIT_S = 90
 
 
-def _launch(folder, index, cluster, argv):
+# Worker 1 of the hang test: stuck, alive, where it adapts its model.
+_HANG_IN_ADD_ADAPTERS = (
+    "import time, keras_lowrank\n"
+    "keras_lowrank.add_adapters = lambda *args, **kwargs: time.sleep(10**6)\n"
+)
+
+
+def _launch(folder, index, cluster, argv, prelude=""):
     environ = {key: value for key, value in os.environ.items()
                if key not in ("TF_CONFIG", "KERAS_BACKEND")}
     environ.update({
@@ -45,8 +53,10 @@ def _launch(folder, index, cluster, argv):
     })
     with open(folder / f"worker{index}.out", "w") as stdout, \
             open(folder / f"worker{index}.err", "w") as stderr:
+        start = (prelude + "import sys\nfrom keras_lowrank.cli.main import main\n"
+                 "sys.exit(main(sys.argv[1:]))")
         return subprocess.Popen(
-            [sys.executable, "-m", "keras_lowrank.cli.main", *argv],
+            [sys.executable, "-c", start, *argv],
             cwd=ROOT, env=environ, stdout=stdout, stderr=stderr)
 
 
@@ -106,6 +116,94 @@ def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
     # (`.run.<pid>-<host>.<hex>.tmp`, beside `--out`) is gone.
     assert snapshot(out) == before
     assert os.listdir(out.parent) == ["run"]
+
+
+def _no_start_line(out, chief=True):
+    outcome = (f"nothing was written: --out '{out}' is as it was" if chief else
+               f"this worker wrote nothing (the chief writes --out '{out}')")
+    return ("keras-lowrank finetune: error: multi-worker training stopped: the "
+            "workers did not all finish the first training step within "
+            f"{NO_START_TIMEOUT_S} s of meeting (one hung or is far slower "
+            "before training, and TensorFlow waits for it without a limit: "
+            f"check each worker's output); {outcome}. Run the same command "
+            "again on every worker (--startup-timeout sets the limit).")
+
+
+# --startup-timeout of the hang test: the chief must reach its model stage
+# well within it (measured: ~8 s idle, ~25 s on 2 busy cores).
+NO_START_TIMEOUT_S = 60
+# --startup-timeout of the test whose worker 1 never starts.
+REGISTER_TIMEOUT_S = 15
+
+
+def test_a_worker_hung_before_training_stops_both_in_one_line(
+        tmp_path, tiny_preset, tiny_train_csv):
+    out = tmp_path / "runs" / "run"
+    args = ["finetune", "--quiet", "--model", tiny_preset, "--train", tiny_train_csv,
+            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
+            "--no-phone-artifacts", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    argv = [*args, "--epochs", "2", "--distribute", "multi-worker",
+            "--startup-timeout", str(NO_START_TIMEOUT_S)]
+    workers = [_launch(tmp_path, 0, cluster, argv),
+               _launch(tmp_path, 1, cluster, argv, prelude=_HANG_IN_ADD_ADAPTERS)]
+    started = time.monotonic()
+    try:
+        assert main([*args, "--epochs", "1"]) == 0
+        before = snapshot(out)
+        codes = [worker.wait(timeout=NO_START_TIMEOUT_S + START_LIMIT_S)
+                 for worker in workers]
+        print(f"both stopped {time.monotonic() - started:.1f} s after the start")
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+    assert codes == [WORKER_LOST, WORKER_LOST]
+    # The chief had built its run folder and was waiting in the model
+    # stage, where TensorFlow broadcasts the initial values.
+    assert "[2/6] model ..." in (tmp_path / "worker0.out").read_text()
+    for index, chief in ((0, True), (1, False)):
+        err = (tmp_path / f"worker{index}.err").read_text()
+        ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
+        assert ours == [_no_start_line(out, chief)], err[-3000:]
+        assert "Traceback" not in err
+    assert snapshot(out) == before
+    assert os.listdir(out.parent) == ["run"]
+    # Worker 1's scratch run folder (in its TMPDIR, this test's folder) too.
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("klr-finetune-")]
+
+
+def test_a_worker_that_never_starts_stops_the_chief_in_one_line(
+        tmp_path, tiny_preset, tiny_train_csv):
+    out = tmp_path / "run"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    argv = ["finetune", "--quiet", "--model", tiny_preset, "--train", tiny_train_csv,
+            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
+            "--no-phone-artifacts", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out), "--distribute", "multi-worker",
+            "--startup-timeout", str(REGISTER_TIMEOUT_S)]
+    chief = _launch(tmp_path, 0, cluster, argv)  # worker 1 is never launched
+    try:
+        code = chief.wait(timeout=REGISTER_TIMEOUT_S + START_LIMIT_S)
+    finally:
+        if chief.poll() is None:
+            chief.kill()
+            chief.wait()
+    err = (tmp_path / "worker0.err").read_text()
+    assert code == WORKER_LOST, err[-3000:]
+    assert "Traceback" not in err
+    ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
+    assert ours == [
+        "keras-lowrank finetune: error: multi-worker training stopped: lost "
+        f"worker 1 (it did not register within {REGISTER_TIMEOUT_S} s: it never "
+        "started, or TF_CONFIG gives another address); nothing was written: "
+        f"--out '{out}' is as it was. Run the same command again on every worker."]
+    # It waited in TensorFlow's start-up, before the first stage.
+    assert (tmp_path / "worker0.out").read_text() == ""
+    assert not out.exists()
 
 
 @pytest.fixture

@@ -1,0 +1,157 @@
+"""`StartupWatchdog` and `distributed.startup_watchdog`, on their own.
+
+The watchdog ends its process, so each expiry runs in a child process.
+The multi-worker runs it guards are in `test_worker_death.py`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lowrank.finetune import FinetuneOptions
+from keras_lowrank.finetune import distributed
+from keras_lowrank.finetune.startup_watchdog import EXIT_STATUS
+from keras_lowrank.finetune.startup_watchdog import StartupWatchdog
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    from keras_lowrank.finetune.startup_watchdog import StartupWatchdog
+    folder, timeout, disarm = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "disarm"
+    watchdog = StartupWatchdog(timeout, "the workers did not start", prefix="test: ")
+    watchdog.remove_on_expiry(folder)
+    watchdog.start()
+    if disarm:
+        watchdog.disarm()
+    time.sleep(3)
+    print("still running")
+""")
+
+
+def _child(folder, timeout, mode):
+    environ = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-c", _CHILD, str(folder), str(timeout), mode],
+        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
+
+
+def test_an_expired_watchdog_removes_its_folders_and_ends_the_process(tmp_path):
+    folder = tmp_path / "build"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "inner" / "adapters.safetensors").write_bytes(b"partial")
+    done = _child(folder, 0.5, "keep")
+    assert done.returncode == EXIT_STATUS == 3
+    assert done.stderr.splitlines()[-1] == "test: the workers did not start"
+    assert "still running" not in done.stdout
+    assert not folder.exists()
+
+
+def test_a_disarmed_watchdog_leaves_the_process_alone(tmp_path):
+    folder = tmp_path / "build"
+    folder.mkdir()
+    done = _child(folder, 0.5, "disarm")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "still running"
+    assert folder.exists()
+
+
+def test_the_first_training_step_disarms_it():
+    watchdog = StartupWatchdog(600, "unused").start()
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append((batch, watchdog.disarmed))
+
+    model.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, epochs=1, verbose=0,
+              callbacks=[Probe(), watchdog.disarm_after_first_step()])
+    # Armed through the first step, disarmed from the second on.
+    assert seen == [(0, False), (1, True)]
+    watchdog._timer.join(timeout=5)
+    assert not watchdog._timer.is_alive()
+
+
+@pytest.fixture
+def worker1(monkeypatch):
+    """This process as worker 1 of a two-worker `TF_CONFIG` (no strategy)."""
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 1}}))
+    return FinetuneOptions(out="runs/demo", distribute="multi-worker",
+                           startup_timeout=90)
+
+
+def test_a_multi_worker_run_is_watched_until_the_block_ends(worker1):
+    with distributed.startup_watchdog(worker1) as watchdog:
+        assert watchdog.timeout_s == 90.0 and not watchdog.disarmed
+        assert watchdog.line == (
+            "keras-lowrank finetune: error: multi-worker training stopped: the "
+            "workers did not all finish the first training step within 90 s of "
+            "meeting (one hung or is far slower before training, and "
+            "TensorFlow waits for it without a limit: check each worker's "
+            "output); this worker wrote nothing (the chief writes --out "
+            "'runs/demo'). Run the same command again on every worker "
+            "(--startup-timeout sets the limit).")
+    assert watchdog.disarmed
+
+
+def test_an_error_disarms_it(worker1):
+    with pytest.raises(ValueError, match="stage failed"):
+        with distributed.startup_watchdog(worker1) as watchdog:
+            raise ValueError("stage failed")
+    assert watchdog.disarmed
+    time.sleep(0.1)
+    assert not watchdog._timer.is_alive()
+
+
+def test_the_chief_says_out_is_as_it_was_and_the_default_is_30_minutes(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    options = FinetuneOptions(out="runs/demo", distribute="multi-worker")
+    with distributed.startup_watchdog(options) as watchdog:
+        assert watchdog.timeout_s == 1800.0
+        assert ("within 1800 s of meeting" in watchdog.line and "; nothing was written: "
+                "--out 'runs/demo' is as it was. Run the same" in watchdog.line)
+
+
+def test_a_worker_that_did_not_register_is_named(worker1, monkeypatch):
+    import tensorflow as tf
+
+    # What the chief's strategy raised when worker 1 was never started
+    # (measured, first lines).
+    message = ("Barrier timed out. Id: [Init]Wait_for_all_tasks_to_register::0. "
+               "This usually happens because a task triggered the barrier too "
+               "early or too slowly.\n# of tasks that reached the barrier: "
+               "1/2.\nThe first task at the barrier: /job:worker/replica:0/"
+               "task:0. Some timed out task names:\n/job:worker/replica:0/task:1\n")
+    chief = dict(json.loads(os.environ["TF_CONFIG"]), task={"type": "worker", "index": 0})
+    monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
+    with pytest.raises(distributed.WorkerLostError) as raised:
+        with distributed.worker_loss_reported(worker1):
+            raise tf.errors.DeadlineExceededError(None, None, message)
+    assert str(raised.value) == (
+        "multi-worker training stopped: lost worker 1 (it did not register "
+        "within 90 s: it never started, or TF_CONFIG gives another address); "
+        "nothing was written: --out 'runs/demo' is as it was. Run the same "
+        "command again on every worker.")
+
+
+def test_one_machine_runs_are_not_watched():
+    before = threading.active_count()
+    for options in (FinetuneOptions(), FinetuneOptions(distribute="mirrored")):
+        with distributed.startup_watchdog(options) as watchdog:
+            assert watchdog is None
+    assert threading.active_count() == before
