@@ -33,6 +33,12 @@ def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
      "--epochs applies to --task classifier only. Received: --task causal-lm"),
     (["--task", "causal-lm", "--labels", "a", "b"],
      "--labels applies to --task classifier only"),
+    (["--task", "causal-lm", "--startup-timeout", "60"],
+     "--startup-timeout applies to --task classifier only"),
+    (["--startup-timeout", "60"],
+     "startup_timeout is for distribute='multi-worker' (a one-machine run has "
+     "no other worker to wait for). Received: startup_timeout=60.0 with "
+     "distribute=None"),
     (["--max-steps", "5"],
      "--max-steps applies to --task causal-lm only. Received: --task classifier"),
     (["--task", "causal-lm", "--export", "savedmodel"],
