@@ -5,7 +5,10 @@
    compiled `train_on_batch` (the rest is the optimizer and bookkeeping);
    the same for a `floor` model: no adapters, every block frozen, only the
    embedding layer norm and the head trainable, so the backward pass still
-   crosses all six blocks. `LoRA - floor` is what the adapters cost.
+   crosses all six blocks. `LoRA - floor` is what the adapters cost. And
+   the whole step of the LoRA model with every Dropout layer at rate 0
+   (`no_dropout_step`): `LoRA - no dropout` is what dropout costs (its
+   random numbers, masks and scaling, forward and backward).
 2. A `tf.profiler` trace of LoRA steps, summed by op type, phase and layer
    (`trace_summary`).
 3. The adapter micro-benchmark (`adapter_math`) and the analytic FLOPs.
@@ -40,6 +43,16 @@ def _floor_model(rank):
     model = keras_setup.build_classifier("base", rank)
     for layer in model.backbone.layers:
         layer.trainable = layer.name == "embeddings_layer_norm"
+    return model
+
+
+def _no_dropout_model(rank):
+    import keras
+
+    model = keras_setup.build_classifier("klr_lora", rank)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
     return model
 
 
@@ -81,6 +94,9 @@ def measure(settings, config, work):
         keras_setup.compile_for_training(model, settings.lora_learning_rate, settings.xla)
         for phase, function in _phase_functions(model, x, y, settings.xla).items():
             functions[f"{name}_{phase}"] = function
+    no_dropout = _no_dropout_model(settings.rank)
+    keras_setup.compile_for_training(no_dropout, settings.lora_learning_rate, settings.xla)
+    functions["no_dropout_step"] = lambda: no_dropout.train_on_batch(x, y)
     for function in functions.values():  # trace and warm up
         function()
         function()

@@ -122,7 +122,32 @@ def bounds_paragraph(results):
            f"({_share(saving, step)})." if saving > 0 else
            ", no faster: the einsum form is not a bottleneck."),
     ]
+    dropout = dropout_sentence(results)
+    if dropout:
+        text.append(dropout)
     return "\n\n".join(text)
+
+
+def dropout_sentence(results):
+    """What dropout costs the LoRA step, and its GEMM share without it."""
+    p = get(results, "profile", "phases_ms") or {}
+    if p.get("no_dropout_step") is None:
+        return None
+    step, bare = p["lora_step"], p["no_dropout_step"]
+    lora_flops = get(results, "profile", "flops", "lora_step")
+    gemm = report.gemm_flops_per_second(results)
+    shares = ""
+    if lora_flops and gemm:
+        shares = (f" At this run's float32 GEMM throughput the LoRA step runs at "
+                  f"{100 * lora_flops / (step / 1e3) / gemm:.0f}% of it in the "
+                  f"profile, and would run at {100 * lora_flops / (bare / 1e3) / gemm:.0f}% "
+                  "with dropout off: the 70% target lies beyond the same model "
+                  "with its dropout.")
+    return (f"Dropout (Keras' `Dropout` layers of the model, rate 0.1 on the "
+            f"attention probabilities and hidden states: random numbers, masks "
+            f"and scaling, forward and backward) costs {step - bare:.0f} ms of "
+            f"the LoRA step ({_share(step - bare, step)}): the same step with "
+            f"every Dropout layer at rate 0 takes {bare:.0f} ms." + shares)
 
 
 # The order of `keras_lowrank.finetune.pipeline.STAGES` (results.json sorts

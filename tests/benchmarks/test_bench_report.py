@@ -78,7 +78,8 @@ def fake_results():
         "profile": {
             "phases_ms": {"lora_forward": 300.0, "lora_forward_backward": 680.0,
                           "lora_step": 700.0, "floor_forward": 290.0,
-                          "floor_forward_backward": 640.0, "floor_step": 650.0},
+                          "floor_forward_backward": 640.0, "floor_step": 650.0,
+                          "no_dropout_step": 600.0},
             "trace": {"op_ms_per_step": 1000.0, "by_phase": {"forward": 450.0},
                       "by_type": {"MatMul": 300.0, "BatchMatMulV2": 500.0},
                       "by_component": {"query": 80.0, "key": 60.0},
@@ -151,6 +152,27 @@ def test_results_md_has_every_table_and_the_skips():
     assert "> **TRIAL**" in text
     # (6.0 - 3.0) ms x 12 adapters
     assert "would save about 36 ms/step" in text
+
+
+def test_what_dropout_costs_and_the_gemm_share_without_it():
+    results = fake_results()
+    assert results_md.dropout_sentence(results) == (
+        "Dropout (Keras' `Dropout` layers of the model, rate 0.1 on the "
+        "attention probabilities and hidden states: random numbers, masks and "
+        "scaling, forward and backward) costs 100 ms of the LoRA step (14%): "
+        "the same step with every Dropout layer at rate 0 takes 600 ms.")
+    results["gemm"] = {"shape": [4096, 384, 1536], "repeats": 10, "dtypes": {
+        "float32": {"gflops_median": 400.0, "gflops_best": 410.0}}}
+    lora = results["profile"]["flops"]["lora_step"]  # 190.3 GFLOP
+    with_dropout, without = lora / 0.7 / 400e9, lora / 0.6 / 400e9
+    assert (round(100 * with_dropout), round(100 * without)) == (68, 79)
+    assert results_md.dropout_sentence(results).endswith(
+        "At this run's float32 GEMM throughput the LoRA step runs at 68% of it "
+        "in the profile, and would run at 79% with dropout off: the 70% target "
+        "lies beyond the same model with its dropout.")
+    assert results_md.dropout_sentence(results) in results_md.render(results)
+    del results["profile"]["phases_ms"]["no_dropout_step"]  # an earlier run's
+    assert results_md.dropout_sentence(results) is None
 
 
 def test_results_md_export_table_has_accuracy_next_to_keras():
