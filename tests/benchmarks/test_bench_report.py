@@ -167,10 +167,19 @@ def test_what_dropout_costs_and_the_gemm_share_without_it():
     with_dropout, without = lora / 0.7 / 400e9, lora / 0.6 / 400e9
     assert (round(100 * with_dropout), round(100 * without)) == (68, 79)
     assert results_md.dropout_sentence(results).endswith(
-        "At this run's float32 GEMM throughput the LoRA step runs at 68% of it "
-        "in the profile, and would run at 79% with dropout off: the 70% target "
-        "lies beyond the same model with its dropout.")
+        "At this run's float32 GEMM throughput (median) the LoRA step runs at "
+        "68% of it in the profile, and would run at 79% with dropout off: the "
+        "70% target lies beyond the same model with its dropout.")
     assert results_md.dropout_sentence(results) in results_md.render(results)
+    # The verdict follows the numbers: a slower GEMM probe, a faster one.
+    results["gemm"]["dtypes"]["float32"]["gflops_median"] = 250.0
+    assert results_md.dropout_sentence(results).endswith(
+        "runs at 109% of it in the profile, and would run at 127% with dropout "
+        "off: the 70% target is met in this run.")
+    results["gemm"]["dtypes"]["float32"]["gflops_median"] = 500.0
+    assert results_md.dropout_sentence(results).endswith(
+        "runs at 54% of it in the profile, and would run at 63% with dropout "
+        "off: the 70% target lies beyond even the step without dropout.")
     del results["profile"]["phases_ms"]["no_dropout_step"]  # an earlier run's
     assert results_md.dropout_sentence(results) is None
 
