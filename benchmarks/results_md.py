@@ -155,7 +155,7 @@ def dropout_sentence(results):
             f"every Dropout layer at rate 0 takes {bare:.0f} ms." + shares)
 
 
-# The order of `keras_lowrank.finetune.pipeline.STAGES` (results.json sorts
+# The order of `keras_lowrank.finetune.progress.STAGES` (results.json sorts
 # its keys; importing the pipeline here would import TensorFlow).
 _STAGES = ("data", "model", "train", "evaluate", "export", "report")
 

@@ -1,12 +1,18 @@
 """`FinetuneOptions`: every setting of a fine-tuning run, validated once."""
 
 import dataclasses
-import math
 import numbers
 import os
 
 from keras_lowrank.exporters import get_format
 from keras_lowrank.finetune import phone_artifacts as phone_lib
+from keras_lowrank.finetune.checks import as_paths
+from keras_lowrank.finetune.checks import as_tuple
+from keras_lowrank.finetune.checks import check_fraction
+from keras_lowrank.finetune.checks import check_positive_int
+from keras_lowrank.finetune.checks import check_positive_number
+from keras_lowrank.finetune.checks import check_text
+from keras_lowrank.finetune.checks import is_number
 from keras_lowrank.finetune.precision import PRECISIONS
 from keras_lowrank.finetune.run_folder import export_formats
 
@@ -175,11 +181,11 @@ class FinetuneOptions:
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         for name in ("out", "cache_dir", "text_column", "label_column"):
-            _check_text(getattr(self, name), name)
+            check_text(getattr(self, name), name)
         if self.model is not None:
-            _check_text(self.model, "model")
+            check_text(self.model, "model")
         for name in ("train_files", "validation_files", "test_files"):
-            set_(name, _files(getattr(self, name), name))
+            set_(name, as_paths(getattr(self, name), name))
         if not self.train_files and (self.validation_files or self.test_files):
             raise ValueError(
                 "validation_files and test_files need train_files: the MR "
@@ -188,14 +194,14 @@ class FinetuneOptions:
                 f"test_files={list(self.test_files)}"
             )
         if self.labels is not None:
-            set_("labels", tuple(str(label) for label in _sequence(self.labels, "labels")))
+            set_("labels", tuple(str(label) for label in as_tuple(self.labels, "labels")))
             if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
                 raise ValueError(
                     "labels must hold at least two distinct names. Received: "
                     f"labels={list(self.labels)}"
                 )
         for name in ("rank", "epochs", "patience", "batch_size", "sequence_length"):
-            _check_positive_int(getattr(self, name), name)
+            check_positive_int(getattr(self, name), name)
         if self.sequence_length < MIN_SEQUENCE_LENGTH:
             raise ValueError(
                 f"sequence_length must be at least {MIN_SEQUENCE_LENGTH}: BERT "
@@ -204,31 +210,31 @@ class FinetuneOptions:
             )
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None:
-                _check_positive_int(getattr(self, name), name)
+                check_positive_int(getattr(self, name), name)
         if self.alpha is not None:
-            _check_positive_number(self.alpha, "alpha")
-        _check_positive_number(self.learning_rate, "learning_rate")
-        _check_fraction(self.dropout, "dropout")
-        _check_fraction(self.warmup_fraction, "warmup_fraction")
-        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            check_positive_number(self.alpha, "alpha")
+        check_positive_number(self.learning_rate, "learning_rate")
+        check_fraction(self.dropout, "dropout")
+        check_fraction(self.warmup_fraction, "warmup_fraction")
+        if not is_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(
                 "weight_decay must be a number >= 0. Received: "
                 f"weight_decay={self.weight_decay!r}"
             )
-        set_("targets", tuple(_sequence(self.targets, "targets")))
+        set_("targets", tuple(as_tuple(self.targets, "targets")))
         if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise ValueError(
                 "targets must hold at least one non-empty layer pattern. "
                 f"Received: targets={list(self.targets)}"
             )
-        set_("export", tuple(_sequence(self.export, "export")))
+        set_("export", tuple(as_tuple(self.export, "export")))
         _check_export(self.export)
         if self.tflite_quantize not in TFLITE_QUANTIZE_MODES:
             raise ValueError(
                 f"Unrecognized tflite_quantize={self.tflite_quantize!r}. "
                 f"Supported values are: {list(TFLITE_QUANTIZE_MODES)}"
             )
-        set_("phone_artifacts", tuple(_sequence(self.phone_artifacts, "phone_artifacts")))
+        set_("phone_artifacts", tuple(as_tuple(self.phone_artifacts, "phone_artifacts")))
         if len(set(self.phone_artifacts)) != len(self.phone_artifacts):
             raise ValueError(
                 "phone_artifacts must not repeat a name. Received: "
@@ -251,7 +257,7 @@ class FinetuneOptions:
             raise ValueError(f"Unrecognized distribute={self.distribute!r}. "
                              f"Supported values are: {list(DISTRIBUTE_KINDS)}")
         if self.startup_timeout is not None:
-            _check_positive_number(self.startup_timeout, "startup_timeout")
+            check_positive_number(self.startup_timeout, "startup_timeout")
             if self.distribute != "multi-worker":
                 raise ValueError(
                     "startup_timeout is for distribute='multi-worker' (a "
@@ -301,51 +307,3 @@ def _record_or_none(name):
         return get_format(name)
     except ValueError:
         return None
-
-
-def _is_number(value):
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(value)
-    )
-
-
-def _check_text(value, name):
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise ValueError(f"{name} must be a non-empty string. Received: {name}={value!r}")
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(
-            f"{name} must be a positive integer. Received: {name}={value!r}"
-        )
-
-
-def _check_positive_number(value, name):
-    if not _is_number(value) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0. Received: {name}={value!r}")
-
-
-def _check_fraction(value, name):
-    if not _is_number(value) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
-
-
-def _sequence(value, name):
-    if isinstance(value, (str, os.PathLike)):
-        return (value,)
-    try:
-        return tuple(value)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be a list. Received: {name}={value!r}"
-        ) from None
-
-
-def _files(value, name):
-    files = tuple(os.fspath(path) for path in _sequence(value, name))
-    for path in files:
-        _check_text(path, name)
-    return files

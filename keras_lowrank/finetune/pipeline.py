@@ -18,6 +18,7 @@ from keras_lowrank.finetune import evaluation
 from keras_lowrank.finetune import model_source
 from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune import precision as precision_lib
+from keras_lowrank.finetune.progress import Progress
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
 from keras_lowrank.finetune.options import QUANTIZED_FORMAT
@@ -29,7 +30,6 @@ from keras_lowrank.finetune.run_folder import artifact_file
 from keras_lowrank.finetune.run_folder import export_formats
 from keras_lowrank.finetune.run_folder import is_run_folder
 
-STAGES = ("data", "model", "train", "evaluate", "export", "report")
 # Rows of the test split that export runs through Keras and its runtime.
 _VERIFY_ROWS = 8
 
@@ -117,7 +117,7 @@ def _finetune(options, log, strategy, watchdog):
     precision = precision_lib.resolve_precision(options.precision)
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    progress = _Progress(log)
+    progress = Progress(log)
     start = time.perf_counter()
     if not chief:
         with distributed.worker_loss_reported(options), \
@@ -395,32 +395,3 @@ def _source(options):
 
 def _counts(num_examples):
     return " / ".join(f"{num_examples[k]:,} {k}" for k in ("train", "validation", "test"))
-
-
-class _Progress:
-    """Announces each stage as `[k/n] name ...`, times it, counts its CPU.
-
-    `cpu_seconds[name]` is the process's user and system CPU time (all
-    threads, `os.times`) spent in the stage.
-    """
-
-    def __init__(self, log):
-        self._log = log
-        self.seconds = {}
-        self.cpu_seconds = {}
-
-    @contextlib.contextmanager
-    def stage(self, name):
-        index = STAGES.index(name) + 1
-        self._log(f"[{index}/{len(STAGES)}] {name} ...")
-        start = time.perf_counter()
-        cpu_start = os.times()
-        notes = []
-        yield notes.append
-        self.seconds[name] = time.perf_counter() - start
-        cpu_end = os.times()
-        self.cpu_seconds[name] = {"user": cpu_end.user - cpu_start.user,
-                                  "system": cpu_end.system - cpu_start.system}
-        for line in notes:
-            self._log(f"      {line}")
-        self._log(f"      {name} done in {self.seconds[name]:.1f} s")

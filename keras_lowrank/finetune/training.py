@@ -186,7 +186,7 @@ def fit(model, train, validation, options: FinetuneOptions,
     with scope():
         model.compile(
             optimizer=keras.optimizers.AdamW(
-                _schedule(options, steps_per_epoch * options.epochs),
+                learning_rate_schedule(options, steps_per_epoch * options.epochs),
                 weight_decay=options.weight_decay,
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -242,7 +242,9 @@ def _shard_by_data(dataset):
     return shard_by_data(dataset)
 
 
-def _schedule(options, total_steps):
+def learning_rate_schedule(options, total_steps):
+    """Linear warmup over `options.warmup_fraction` of `total_steps` to
+    `options.learning_rate`, then cosine decay to 0 at the last step."""
     warmup = int(options.warmup_fraction * total_steps)
     # Linear warmup to the peak, then cosine decay to 0 at the last step.
     return keras.optimizers.schedules.CosineDecay(

@@ -6,13 +6,13 @@ import os
 
 # The option checks of the classifier's runs, shared so that both kinds of
 # run refuse a bad value with the same words.
-from keras_lowrank.finetune.options import _check_fraction
-from keras_lowrank.finetune.options import _check_positive_int
-from keras_lowrank.finetune.options import _check_positive_number
-from keras_lowrank.finetune.options import _check_text
-from keras_lowrank.finetune.options import _files
-from keras_lowrank.finetune.options import _is_number
-from keras_lowrank.finetune.options import _sequence
+from keras_lowrank.finetune.checks import as_paths
+from keras_lowrank.finetune.checks import as_tuple
+from keras_lowrank.finetune.checks import check_fraction
+from keras_lowrank.finetune.checks import check_positive_int
+from keras_lowrank.finetune.checks import check_positive_number
+from keras_lowrank.finetune.checks import check_text
+from keras_lowrank.finetune.checks import is_number
 
 GENERATION_FORMATS = ("tflite", "onnx")
 # What `export_generator` quantizes a generator with (None: float32).
@@ -143,12 +143,12 @@ class LMFinetuneOptions:
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         for name in ("out", "cache_dir", "text_field"):
-            _check_text(getattr(self, name), name)
+            check_text(getattr(self, name), name)
         for name in ("model", "tokenizer_file"):
             if getattr(self, name) is not None:
-                _check_text(getattr(self, name), name)
+                check_text(getattr(self, name), name)
         for name in ("train_files", "validation_files", "test_files"):
-            set_(name, _files(getattr(self, name), name))
+            set_(name, as_paths(getattr(self, name), name))
         if not self.train_files and (self.validation_files or self.test_files):
             raise ValueError(
                 "validation_files and test_files need train_files: the MR "
@@ -157,7 +157,7 @@ class LMFinetuneOptions:
                 f"test_files={list(self.test_files)}")
         for name in ("rank", "max_steps", "eval_every", "patience", "batch_size",
                      "sequence_length", "max_new_tokens", "export_max_length"):
-            _check_positive_int(getattr(self, name), name)
+            check_positive_int(getattr(self, name), name)
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) \
                 or self.samples < 0:
             raise ValueError("samples must be an integer >= 0. Received: "
@@ -165,20 +165,20 @@ class LMFinetuneOptions:
         for name in ("max_train_examples", "max_eval_examples",
                      "max_validation_examples"):
             if getattr(self, name) is not None:
-                _check_positive_int(getattr(self, name), name)
+                check_positive_int(getattr(self, name), name)
         if self.alpha is not None:
-            _check_positive_number(self.alpha, "alpha")
-        _check_positive_number(self.learning_rate, "learning_rate")
-        _check_fraction(self.dropout, "dropout")
-        _check_fraction(self.warmup_fraction, "warmup_fraction")
-        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            check_positive_number(self.alpha, "alpha")
+        check_positive_number(self.learning_rate, "learning_rate")
+        check_fraction(self.dropout, "dropout")
+        check_fraction(self.warmup_fraction, "warmup_fraction")
+        if not is_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError("weight_decay must be a number >= 0. Received: "
                              f"weight_decay={self.weight_decay!r}")
-        set_("targets", tuple(_sequence(self.targets, "targets")))
+        set_("targets", tuple(as_tuple(self.targets, "targets")))
         if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise ValueError("targets must hold at least one non-empty layer "
                              f"pattern. Received: targets={list(self.targets)}")
-        set_("export", tuple(_sequence(self.export, "export")))
+        set_("export", tuple(as_tuple(self.export, "export")))
         if any(f not in GENERATION_FORMATS for f in self.export) or \
                 len(set(self.export)) != len(self.export):
             raise ValueError(
@@ -189,7 +189,7 @@ class LMFinetuneOptions:
             raise ValueError(
                 f"Unrecognized tflite_quantize={self.tflite_quantize!r} for a "
                 f"generator. Supported values are: {list(TFLITE_QUANTIZE_MODES)}")
-        set_("tflite_keep_float", tuple(_sequence(self.tflite_keep_float,
+        set_("tflite_keep_float", tuple(as_tuple(self.tflite_keep_float,
                                                   "tflite_keep_float")))
         if not all(isinstance(p, str) and p for p in self.tflite_keep_float):
             raise ValueError(

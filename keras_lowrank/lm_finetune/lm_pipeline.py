@@ -14,14 +14,14 @@ import keras_lowrank as klr
 from keras_lowrank._atomic import atomic_path
 from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune import report as report_lib
-from keras_lowrank.finetune.pipeline import _Progress
+from keras_lowrank.finetune.progress import Progress
 from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
 from keras_lowrank.finetune.run_folder import CURVES_FILE
 from keras_lowrank.finetune.run_folder import REPORT_FILE
 from keras_lowrank.finetune.run_folder import artifact_file
 from keras_lowrank.finetune.run_folder import is_run_folder
-from keras_lowrank.finetune.training import _schedule
 from keras_lowrank.finetune.training import build_optimizer
+from keras_lowrank.finetune.training import learning_rate_schedule
 from keras_lowrank.lm_finetune import lm_batches
 from keras_lowrank.lm_finetune import lm_evaluation
 from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
@@ -90,7 +90,7 @@ def finetune_lm(options: LMFinetuneOptions | None = None, *, log=print) -> dict:
     chat = ChatFormat.from_folder(folder, vocabulary, options.tokenizer_file)
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    progress = _Progress(log)
+    progress = Progress(log)
     start = time.perf_counter()
     with atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
         os.mkdir(build)
@@ -236,7 +236,7 @@ def fit(model, train, validation, options) -> dict:
     rounds = math.ceil(options.max_steps / options.eval_every)
     model.compile(
         optimizer=keras.optimizers.AdamW(
-            _schedule(options, rounds * options.eval_every),
+            learning_rate_schedule(options, rounds * options.eval_every),
             weight_decay=options.weight_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"),
