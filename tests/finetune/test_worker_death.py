@@ -60,6 +60,21 @@ def _launch(folder, index, cluster, argv, prelude=""):
             cwd=ROOT, env=environ, stdout=stdout, stderr=stderr)
 
 
+def _one_device_args(folder, out, preset, train_csv):
+    """A quick `finetune` of the tiny preset, without exports, to `out`."""
+    return ["finetune", "--quiet", "--model", preset, "--train", train_csv,
+            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
+            "--no-phone-artifacts", "--cache-dir", str(folder / "cache"),
+            "--out", str(out)]
+
+
+def _kill_left(*processes):
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _wait_for(path, text, process, limit_s):
     deadline = time.monotonic() + limit_s
     while text not in path.read_text():
@@ -73,10 +88,7 @@ def _wait_for(path, text, process, limit_s):
 def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
         tmp_path, tiny_preset, tiny_train_csv):
     out = tmp_path / "runs" / "run"
-    args = ["finetune", "--quiet", "--model", tiny_preset, "--train", tiny_train_csv,
-            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
-            "--no-phone-artifacts", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(out)]
+    args = _one_device_args(tmp_path, out, tiny_preset, tiny_train_csv)
     # Far more epochs than run before the kill: the chief cannot finish.
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     argv = [*args, "--epochs", "1000", "--patience", "1000", "--distribute",
@@ -95,10 +107,7 @@ def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
         code = workers[0].wait(timeout=STOP_LIMIT_S)
         print(f"the chief stopped {time.monotonic() - killed:.1f} s after the kill")
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        _kill_left(*workers)
 
     err = (tmp_path / "worker0.err").read_text()
     ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
@@ -139,10 +148,7 @@ REGISTER_TIMEOUT_S = 15
 def test_a_worker_hung_before_training_stops_both_in_one_line(
         tmp_path, tiny_preset, tiny_train_csv):
     out = tmp_path / "runs" / "run"
-    args = ["finetune", "--quiet", "--model", tiny_preset, "--train", tiny_train_csv,
-            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
-            "--no-phone-artifacts", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(out)]
+    args = _one_device_args(tmp_path, out, tiny_preset, tiny_train_csv)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     argv = [*args, "--epochs", "2", "--distribute", "multi-worker",
             "--startup-timeout", str(NO_START_TIMEOUT_S)]
@@ -156,10 +162,7 @@ def test_a_worker_hung_before_training_stops_both_in_one_line(
                  for worker in workers]
         print(f"both stopped {time.monotonic() - started:.1f} s after the start")
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        _kill_left(*workers)
 
     assert codes == [WORKER_LOST, WORKER_LOST]
     # The chief had built its run folder and was waiting in the model
@@ -180,18 +183,13 @@ def test_a_worker_that_never_starts_stops_the_chief_in_one_line(
         tmp_path, tiny_preset, tiny_train_csv):
     out = tmp_path / "run"
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    argv = ["finetune", "--quiet", "--model", tiny_preset, "--train", tiny_train_csv,
-            "--sequence-length", "12", "--batch-size", "4", "--export", "none",
-            "--no-phone-artifacts", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(out), "--distribute", "multi-worker",
-            "--startup-timeout", str(REGISTER_TIMEOUT_S)]
+    argv = [*_one_device_args(tmp_path, out, tiny_preset, tiny_train_csv),
+            "--distribute", "multi-worker", "--startup-timeout", str(REGISTER_TIMEOUT_S)]
     chief = _launch(tmp_path, 0, cluster, argv)  # worker 1 is never launched
     try:
         code = chief.wait(timeout=REGISTER_TIMEOUT_S + START_LIMIT_S)
     finally:
-        if chief.poll() is None:
-            chief.kill()
-            chief.wait()
+        _kill_left(chief)
     err = (tmp_path / "worker0.err").read_text()
     assert code == WORKER_LOST, err[-3000:]
     assert "Traceback" not in err
