@@ -122,18 +122,12 @@ def startup_watchdog(options: FinetuneOptions):
 
 
 def _no_start_message(options, timeout):
-    from keras_lowrank import distribution
-
-    if distribution.is_chief():
-        outcome = f"nothing was written: --out '{options.out}' is as it was"
-    else:
-        outcome = f"this worker wrote nothing (the chief writes --out '{options.out}')"
     return (f"multi-worker training stopped: the workers did not all finish "
             f"the first training step within {timeout:g} s of meeting (one "
             "hung or is far slower before training, and TensorFlow waits for "
-            f"it without a limit: check each worker's output); {outcome}. Run "
-            "the same command again on every worker (--startup-timeout sets "
-            "the limit).")
+            f"it without a limit: check each worker's output); {_outcome(options)}. "
+            "Run the same command again on every worker (--startup-timeout "
+            "sets the limit).")
 
 
 def _local_devices():
@@ -236,6 +230,15 @@ def worker_loss_reported(options: FinetuneOptions):
         raise WorkerLostError(message) from error
 
 
+def _outcome(options):
+    """What became of `options.out`, as this worker's line says it."""
+    from keras_lowrank import distribution
+
+    if distribution.is_chief():
+        return f"nothing was written: --out '{options.out}' is as it was"
+    return f"this worker wrote nothing (the chief writes --out '{options.out}')"
+
+
 def _lost_worker_message(error, options):
     """The one line for `error`, or None when it names no peer or collective."""
     import tensorflow as tf
@@ -264,9 +267,5 @@ def _lost_worker_message(error, options):
         aborted = re.search(r"aborted by: ([^\n]+)", text)
         first = aborted.group(1) if aborted else text.strip().splitlines()[0]
         reason = f"TensorFlow: {type(error).__name__}: {first.strip()[:160]}"
-    if distribution.is_chief():
-        outcome = f"nothing was written: --out '{options.out}' is as it was"
-    else:
-        outcome = f"this worker wrote nothing (the chief writes --out '{options.out}')"
-    return (f"multi-worker training stopped: lost {names} ({reason}); {outcome}. "
+    return (f"multi-worker training stopped: lost {names} ({reason}); {_outcome(options)}. "
             "Run the same command again on every worker.")

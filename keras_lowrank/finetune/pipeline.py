@@ -18,11 +18,11 @@ from keras_lowrank.finetune import evaluation
 from keras_lowrank.finetune import model_source
 from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune import precision as precision_lib
-from keras_lowrank.finetune.progress import Progress
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
 from keras_lowrank.finetune.options import QUANTIZED_FORMAT
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.finetune.progress import Progress
 from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
 from keras_lowrank.finetune.run_folder import CURVES_FILE
 from keras_lowrank.finetune.run_folder import REPORT_FILE
