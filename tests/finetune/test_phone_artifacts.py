@@ -18,6 +18,7 @@ import pytest
 from keras_lowrank.cli.main import main
 from keras_lowrank.finetune import phone_artifacts
 from keras_lowrank.finetune.report import required_keys
+from tests.counts import examples_below
 
 TEST_EXAMPLES = 24  # the seeded 20% of 120
 
@@ -81,8 +82,9 @@ def test_accuracies_on_the_raw_test_strings(run):
     assert report["text_classifier_max_abs_diff"] < 1e-4  # measured 8e-8
     assert report["text_classifier_test_accuracy"] == keras_accuracy
     assert report["text_classifier_accuracy_diff"] == 0.0
-    # Full integer: export refuses more than 1.0 point below Keras.
-    assert report["int8_accuracy_diff"] >= -0.01
+    # Full integer: export refuses more than 1.0 point below Keras, which on
+    # 24 strings is any string fewer.
+    assert examples_below(report["int8_test_accuracy"], keras_accuracy, TEST_EXAMPLES) <= 0
     assert report["int8_test_accuracy"] == pytest.approx(
         keras_accuracy + report["int8_accuracy_diff"])
     assert report["int8_label_agreement"] is None  # a MediaPipe figure only
@@ -142,7 +144,8 @@ def test_a_refused_artifact_exits_1_with_the_rest_written(
         assert report[f"text_classifier_{key}"] is None
     # The rest of the run stands.
     assert report["int8_test_accuracy"] is not None
-    assert report["int8_accuracy_diff"] >= -0.01
+    assert examples_below(report["int8_test_accuracy"], report["test_accuracy"],
+                          TEST_EXAMPLES) <= 0
     assert report["tflite_test_accuracy"] is not None
     assert "text_classifier" not in report["files"]
     assert sorted(os.listdir(out)) == [

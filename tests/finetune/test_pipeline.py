@@ -17,6 +17,8 @@ import keras_lowrank as klr
 from keras_lowrank.cli.main import main
 from keras_lowrank.data import fetch
 from keras_lowrank.finetune.report import required_keys
+from tests.counts import examples
+from tests.counts import examples_below
 
 pytestmark = pytest.mark.large
 
@@ -67,21 +69,23 @@ def test_accuracies_agree_across_runtimes(run):
     # near-ties may flip there; float32 ONNX: at most one of 200.
     assert report["exports"]["tflite"]["quantize"] == "dynamic"
     assert report["exports"]["onnx"].get("quantize") is None
-    assert abs(report["tflite_test_accuracy"] - keras_accuracy) <= 4 / EVAL_EXAMPLES
-    assert abs(report["onnx_test_accuracy"] - keras_accuracy) <= 1 / EVAL_EXAMPLES
+    keras_right = examples(keras_accuracy, EVAL_EXAMPLES)
+    assert abs(examples(report["tflite_test_accuracy"], EVAL_EXAMPLES) - keras_right) <= 4
+    assert abs(examples(report["onnx_test_accuracy"], EVAL_EXAMPLES) - keras_right) <= 1
     assert report["onnx_max_abs_diff"] < 1e-4
     assert report["tflite_max_abs_diff"] < 5e-2
     for format in ("tflite", "onnx"):
         assert report["exports"][format]["evaluation"]["examples"] == EVAL_EXAMPLES
     # The phone artifacts, on the 200 raw test sentences: export refuses
-    # more than 1.0 point below Keras; float MediaPipe gives Keras' label on
-    # each of the 64 sentences it compares, and on at least 99.5% of the 200
-    # (else the export is refused).
+    # more than 1.0 point (2 of 200) below Keras; float MediaPipe gives
+    # Keras' label on each of the 64 sentences it compares, and on at least
+    # 99.5% (199) of the 200 (else the export is refused).
     for name in ("text_classifier", "int8"):
         assert report["exports"][name]["eval_examples"] == EVAL_EXAMPLES
-        assert report[f"{name}_accuracy_diff"] >= -0.01
+        assert examples_below(report[f"{name}_test_accuracy"], keras_accuracy,
+                              EVAL_EXAMPLES) <= 2
     assert report["text_classifier_label_agreement"] == 1.0
-    assert report["text_classifier_test_label_agreement"] >= 0.995
+    assert examples(report["text_classifier_test_label_agreement"], EVAL_EXAMPLES) >= 199
 
 
 def test_parameter_counts_and_sizes(run):
