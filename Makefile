@@ -43,7 +43,7 @@ $(BBC_DATA): | $(STAMP)
 	$(PY) -m keras_lowrank.data.fetch_bbc --cache .cache
 
 $(SMOLLM2): | $(STAMP)
-	$(PY) -m keras_lowrank.gguf_folder --out $(SMOLLM2_DIR)
+	$(PY) -m keras_lowrank.models.gguf_folder --out $(SMOLLM2_DIR)
 
 # Test files run on TEST_JOBS processes, each file's tests in one of them
 # (module fixtures are built once): on 2 cores, 1.7x faster than one process (README),

@@ -52,7 +52,7 @@ def _model_and_prompts(settings):
         return model, [rng.integers(3, 256, size=n).tolist() for n in (5, 12)]
     from tokenizers import Tokenizer
 
-    from keras_lowrank import presets
+    from keras_lowrank.models import presets
 
     folder = presets.smollm2_path()
     tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))

@@ -14,7 +14,7 @@ from benchmarks import keras_setup
 
 def merged_with_random_adapters(model, seed):
     import keras_lowrank as klr
-    from keras_lowrank.adapted_model import adapters
+    from keras_lowrank.adapters.adapted_model import adapters
 
     rng = np.random.default_rng(seed)
     for layer in adapters(model).values():

@@ -17,13 +17,13 @@ BATCH_FILE = "batch.npz"
 
 
 def minilm_folder():
-    """`keras_lowrank.presets.minilm_path()`, without importing the package.
+    """`keras_lowrank.models.presets.minilm_path()`, without importing the package.
 
     The package imports Keras and TensorFlow, which would inflate this
     process's peak RSS and may not exist under the torch interpreter.
     """
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                        "keras_lowrank", "presets.py")
+                        "keras_lowrank", "models", "presets.py")
     spec = importlib.util.spec_from_file_location("_klr_presets", path)
     presets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(presets)

@@ -28,7 +28,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_lowrank as klr  # noqa: E402
-from keras_lowrank.compression import compress  # noqa: E402
+from keras_lowrank.compression.compress import compress  # noqa: E402
 from keras_lowrank.data import load_mr_polarity  # noqa: E402
 from keras_lowrank.exporters import export  # noqa: E402
 from keras_lowrank.svd import plot_spectrum  # noqa: E402

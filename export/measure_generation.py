@@ -29,9 +29,11 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="a JSON file of the reports")
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from keras_lowrank import presets
     from keras_lowrank.generation import export_generator
-    from tests.generation.test_smollm2 import MAX_LENGTH, NEW_TOKENS, PROMPTS
+    from keras_lowrank.models import presets
+    from tests.generation.test_smollm2 import MAX_LENGTH
+    from tests.generation.test_smollm2 import NEW_TOKENS
+    from tests.generation.test_smollm2 import PROMPTS
 
     model = presets.smollm2_causal_lm()
     tokenizer = os.path.join(presets.smollm2_path(), "tokenizer.json")

@@ -13,19 +13,27 @@ klr.export(model, "model.tflite", format="tflite", quantize="dynamic")
 
 from keras_lowrank import distribution
 from keras_lowrank import layers
-from keras_lowrank import presets
 from keras_lowrank import svd
-from keras_lowrank.adapted_model import adapter_paths
-from keras_lowrank.adapter_routing import route_adapters
-from keras_lowrank.adapter_spec import AdapterSpec
-from keras_lowrank.adapted_model import add_adapters
-from keras_lowrank.adapter_files import load_adapters
-from keras_lowrank.adapter_files import read_adapter_metadata
-from keras_lowrank.adapter_files import save_adapters
-from keras_lowrank.adapter_shrinking import ShrinkReport
-from keras_lowrank.adapter_shrinking import shrink_adapters
-from keras_lowrank.compression import CompressionReport
-from keras_lowrank.compression import compress
+from keras_lowrank.adapters.adapted_model import adapter_paths
+from keras_lowrank.adapters.adapted_model import add_adapters
+from keras_lowrank.adapters.config import LoRAConfig
+from keras_lowrank.adapters.files import load_adapters
+from keras_lowrank.adapters.files import read_adapter_metadata
+from keras_lowrank.adapters.files import save_adapters
+from keras_lowrank.adapters.merge import merge_adapters
+from keras_lowrank.adapters.named import active_adapters
+from keras_lowrank.adapters.named import adapter_names
+from keras_lowrank.adapters.named import delete_adapter
+from keras_lowrank.adapters.named import disable_adapters
+from keras_lowrank.adapters.named import set_adapter
+from keras_lowrank.adapters.routing import route_adapters
+from keras_lowrank.adapters.shrinking import ShrinkReport
+from keras_lowrank.adapters.shrinking import shrink_adapters
+from keras_lowrank.adapters.summary import parameter_counts
+from keras_lowrank.adapters.summary import trainable_summary
+from keras_lowrank.adapters.weighted import add_weighted_adapter
+from keras_lowrank.compression.compress import CompressionReport
+from keras_lowrank.compression.compress import compress
 from keras_lowrank.exporters import ExportReport
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import UnsupportedOpsError
@@ -40,23 +48,15 @@ from keras_lowrank.layers import LoRAEinsumDense
 from keras_lowrank.layers import LoRAEmbedding
 from keras_lowrank.layers import LowRankDense
 from keras_lowrank.layers import LowRankEinsumDense
-from keras_lowrank.lora_config import LoRAConfig
-from keras_lowrank.merge import merge_adapters
-from keras_lowrank.model_summary import parameter_counts
+from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.models import presets
 from keras_lowrank.peft import load_peft_adapters
 from keras_lowrank.peft import read_peft_config
 from keras_lowrank.peft import save_peft_adapters
-from keras_lowrank.named_adapters import active_adapters
-from keras_lowrank.named_adapters import adapter_names
-from keras_lowrank.named_adapters import delete_adapter
-from keras_lowrank.named_adapters import disable_adapters
-from keras_lowrank.named_adapters import set_adapter
-from keras_lowrank.weighted_adapter import add_weighted_adapter
-from keras_lowrank.model_summary import trainable_summary
-
-__version__ = "0.1.0"
+from keras_lowrank.version import __version__
 
 __all__ = [
+    "__version__",
     "route_adapters",
     "active_adapters",
     "add_weighted_adapter",

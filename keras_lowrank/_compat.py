@@ -12,7 +12,6 @@ import contextlib
 
 import keras
 
-
 # === Layers ===
 
 
@@ -24,6 +23,11 @@ def sublayers(layer):
 def set_sublayers(layer, layers):
     """Replaces the tracked list of direct sublayers, in place."""
     layer._layers[:] = layers
+
+
+def is_sublayer_list(layer, value):
+    """Whether `value` is the tracked list of `layer`'s direct sublayers."""
+    return value is vars(layer).get("_layers")
 
 
 def has_sublayers(layer):

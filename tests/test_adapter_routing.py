@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 from tests import tiny_models as tiny
 
 

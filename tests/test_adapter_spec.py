@@ -6,8 +6,8 @@ import keras
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.adapter_spec import FIELDS
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.layers.adapter_spec import FIELDS
+from keras_lowrank.surgery.layer_paths import layer_paths
 from tests import tiny_models as tiny
 
 

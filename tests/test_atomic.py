@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from keras_lowrank import _atomic
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import check_target
-from keras_lowrank._atomic import has_files
+from keras_lowrank.utils import atomic as _atomic
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
+from keras_lowrank.utils.atomic import has_files
 
 PRESET = has_files("config.json", "metadata.json")
 

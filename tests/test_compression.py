@@ -8,13 +8,13 @@ import keras_hub
 import numpy as np
 import pytest
 
-from keras_lowrank.adapted_model import add_adapters
-from keras_lowrank.compression import compress
+from keras_lowrank.adapters.adapted_model import add_adapters
+from keras_lowrank.adapters.summary import parameter_counts
+from keras_lowrank.compression.compress import compress
 from keras_lowrank.layers import KernelLayout
 from keras_lowrank.layers import LowRankDense
 from keras_lowrank.layers import LowRankEinsumDense
-from keras_lowrank.model_summary import parameter_counts
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 from keras_lowrank.svd import relative_error
 from tests import tiny_models as tiny
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import adapters
 from tests.exporters.helpers import RUNTIMES
 from tests.exporters.helpers import bert_classifier
 from tests.exporters.helpers import keras_call

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.layers import DoRAVariant
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 from tests import tiny_models as tiny
 
 QUERY = "transformer_layer_0/self_attention_layer/query"

@@ -1,6 +1,7 @@
 import pytest
 
-from keras_lowrank.layer_patterns import check_pattern, matches
+from keras_lowrank.surgery.layer_patterns import check_pattern
+from keras_lowrank.surgery.layer_patterns import matches
 
 PATH = "transformer_layer_3/self_attention_layer/query"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.model_summary import parameter_counts
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.adapters.summary import parameter_counts
+from keras_lowrank.surgery.layer_paths import layer_paths
 from tests import tiny_models as tiny
 
 QUERY = "transformer_layer_0/self_attention_layer/query"

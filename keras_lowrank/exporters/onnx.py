@@ -7,15 +7,14 @@ Runtime's own tools (`onnx_quantization`).
 import contextlib
 import logging
 import os
-
 import tempfile
 
 import numpy as np
 
-from keras_lowrank.exporters._optional import import_optional
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.onnx_quantization import quantize_onnx
 from keras_lowrank.exporters.signature import serving_function
+from keras_lowrank.utils.optional import import_optional
 
 DEFAULT_OPSET = 15
 # Read by tf2onnx at conversion time. With "TRUE" (its default) it deep-copies

@@ -19,7 +19,7 @@ softmax, layer norm and residual sums stay in float.
 import os
 import tempfile
 
-from keras_lowrank.exporters._optional import import_optional
+from keras_lowrank.utils.optional import import_optional
 
 _PURPOSE = "to quantize ONNX artifacts"
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Gather")

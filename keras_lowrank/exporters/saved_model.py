@@ -10,10 +10,10 @@ import shutil
 import keras
 import numpy as np
 
-from keras_lowrank._atomic import has_files
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.signature import serving_function
+from keras_lowrank.utils.atomic import has_files
+from keras_lowrank.utils.optional import tensorflow as tf
 
 SIGNATURE_KEY = "serving_default"
 

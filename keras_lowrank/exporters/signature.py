@@ -10,7 +10,7 @@ can compare them with Keras by name.
 import keras
 import numpy as np
 
-from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.utils.optional import tensorflow as tf
 
 
 def input_signature(model, sample_inputs=None):

@@ -25,13 +25,13 @@ import tempfile
 
 import numpy as np
 
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.exporters.mediapipe_text import TokenizerFiles
 from keras_lowrank.exporters.mediapipe_text import populate_metadata
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
 from keras_lowrank.exporters.saved_model import write_saved_model
 from keras_lowrank.exporters.tflite import convert_saved_model
 from keras_lowrank.exporters.tflite import tracing_for
+from keras_lowrank.utils.optional import tensorflow as tf
 
 METADATA_KINDS = ("text_classifier",)
 # The artifact's inputs, in the order MediaPipe's BERT preprocessor fills

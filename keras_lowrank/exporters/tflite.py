@@ -17,11 +17,11 @@ import numpy as np
 
 from keras_lowrank.exporters import tflite_quantization
 from keras_lowrank.exporters._int16_tracing import int16_friendly_tracing
-from keras_lowrank.exporters._optional import import_optional
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
 from keras_lowrank.exporters.saved_model import write_saved_model
+from keras_lowrank.utils.optional import import_optional
+from keras_lowrank.utils.optional import tensorflow as tf
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8", "int16x8")
 # The modes that calibrate activations on real examples.

@@ -36,7 +36,7 @@ import collections
 import contextlib
 import warnings
 
-from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.utils.optional import tensorflow as tf
 
 # Op kinds quantized to int8 (when not fed by an outlier op, for FC).
 INT8_OPS = (

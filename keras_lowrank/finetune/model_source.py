@@ -22,7 +22,7 @@ def model_source(options: FinetuneOptions) -> str:
         FileNotFoundError: a path that is no folder, or the default model
             is not installed.
     """
-    from keras_lowrank import presets
+    from keras_lowrank.models import presets
 
     folder = options.model or presets.minilm_path()
     if _looks_like_path(folder) and not os.path.isdir(folder):

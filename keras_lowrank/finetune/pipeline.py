@@ -10,8 +10,6 @@ import numpy as np
 import tensorflow as tf
 
 import keras_lowrank as klr
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune import batching
 from keras_lowrank.finetune import distributed
 from keras_lowrank.finetune import evaluation
@@ -29,6 +27,8 @@ from keras_lowrank.finetune.run_folder import REPORT_FILE
 from keras_lowrank.finetune.run_folder import artifact_file
 from keras_lowrank.finetune.run_folder import export_formats
 from keras_lowrank.finetune.run_folder import is_run_folder
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
 
 # Rows of the test split that export runs through Keras and its runtime.
 _VERIFY_ROWS = 8

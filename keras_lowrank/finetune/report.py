@@ -3,10 +3,10 @@
 import json
 import math
 
-from keras_lowrank._atomic import atomic_path
 from keras_lowrank.exporters import get_format
 from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune.run_folder import export_formats
+from keras_lowrank.utils.atomic import atomic_path
 
 # An exported model whose test accuracy moves further than this from the
 # Keras model's is called out in the summary.

@@ -1,7 +1,7 @@
 """What a run folder holds, and how an earlier one is recognized.
 
 `finetune` builds its run folder in a temporary folder beside `--out` and
-moves it into place at the end (`keras_lowrank._atomic.atomic_path`), so
+moves it into place at the end (`keras_lowrank.utils.atomic.atomic_path`), so
 `--out` always holds exactly one run: an error or an interrupt leaves the
 earlier run as it was. An existing `--out` is replaced only when it is
 empty or `is_run_folder` accepts it.

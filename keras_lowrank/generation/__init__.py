@@ -10,7 +10,7 @@ is its command line).
 
 Example:
 ```python
-from keras_lowrank import presets
+from keras_lowrank.models import presets
 from keras_lowrank.generation import export_generator, load_generator
 
 lm = presets.smollm2_causal_lm()
@@ -30,9 +30,7 @@ from keras_lowrank.generation.cached_causal_lm import is_cached_causal_lm
 from keras_lowrank.generation.export_dispatch import dispatch_export
 from keras_lowrank.generation.export_generator import export_generator
 from keras_lowrank.generation.generation_report import GenerationReport
-from keras_lowrank.generation.generation_verification import (
-    GenerationVerificationError,
-)
+from keras_lowrank.generation.generation_verification import GenerationVerificationError
 from keras_lowrank.generation.generator_spec import GeneratorSpec
 from keras_lowrank.generation.keras_reference import greedy_reference
 from keras_lowrank.generation.runtime import PromptTooLongError

@@ -14,7 +14,7 @@ import contextlib
 
 import keras
 
-from keras_lowrank.exporters._optional import tensorflow as tf
+from keras_lowrank.utils.optional import tensorflow as tf
 
 # keras-hub's cache: (batch, num_layers, 2 (key, value), max_length,
 # num_key_value_heads, head_dim).

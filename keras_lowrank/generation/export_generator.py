@@ -15,9 +15,7 @@ import os
 
 import numpy as np
 
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import check_target
-from keras_lowrank.exporters._optional import tensorflow
+from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation import runtime
 from keras_lowrank.generation import runtime_adapters as runtime_adapter_lib
@@ -29,7 +27,9 @@ from keras_lowrank.generation.keras_reference import GreedyReference
 from keras_lowrank.generation.litert_generator import VARIABLE_OPS
 from keras_lowrank.generation.litert_generator import write_litert_generator
 from keras_lowrank.generation.onnx_generator import write_onnx_generator
-from keras_lowrank.merge import merge_adapters
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
+from keras_lowrank.utils.optional import tensorflow
 
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_PREFILL_LENGTHS = (32, 128)

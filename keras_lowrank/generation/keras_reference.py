@@ -12,8 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.utils.optional import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)

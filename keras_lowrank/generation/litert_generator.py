@@ -14,17 +14,17 @@ import tempfile
 
 import numpy as np
 
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.exporters.dynamic_range import quantize_dynamic_range
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.generation.generator_spec import METADATA_KEY
 from keras_lowrank.generation.step_functions import FrozenWeights
 from keras_lowrank.generation.step_functions import adapter_signature
-from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.generation.step_functions import decode_signature
 from keras_lowrank.generation.step_functions import decode_step
+from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.generation.step_functions import prefill_signature
 from keras_lowrank.generation.step_functions import prefill_step
+from keras_lowrank.utils.optional import tensorflow as tf
 
 # Ops that mean a weight was left as a variable, which LiteRT cannot run.
 VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")

@@ -19,14 +19,14 @@ import tempfile
 
 import keras
 
-from keras_lowrank.exporters._optional import import_optional
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.generation.cached_causal_lm import onnx_friendly_slice_update
 from keras_lowrank.generation.generator_spec import METADATA_KEY
 from keras_lowrank.generation.generator_spec import adapter_input_names
 from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.generation.step_functions import prefill_signature
 from keras_lowrank.generation.step_functions import prefill_step
+from keras_lowrank.utils.optional import import_optional
+from keras_lowrank.utils.optional import tensorflow as tf
 
 OPSET = 15
 # tf2onnx deep-copies the graph before each optimizer pass unless this is

@@ -18,10 +18,10 @@ import os
 
 import numpy as np
 
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import check_target
 from keras_lowrank.generation.generator_spec import GeneratorSpec
 from keras_lowrank.generation.generator_spec import adapter_input_names
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
 
 _PLAIN_LORA = "lora"
 
@@ -34,7 +34,7 @@ def runtime_factors(model, what="runtime_adapters=True"):
         ValueError: no adapters, or a layer with a variant (DoRA, ...) or
             several named adapters, naming the layer.
     """
-    from keras_lowrank.adapted_model import adapters
+    from keras_lowrank.adapters.adapted_model import adapters
 
     layers = list(adapters(model).items())
     if not layers:

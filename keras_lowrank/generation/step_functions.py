@@ -11,8 +11,8 @@ in the interpreter, or gives NaN under XNNPACK); tf2onnx freezes them too.
 
 import keras
 
-from keras_lowrank.exporters._optional import tensorflow as tf
 from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.utils.optional import tensorflow as tf
 
 
 class FrozenWeights:

@@ -9,7 +9,6 @@ from keras_lowrank.layers.dispatch import adapter_class_for
 from keras_lowrank.layers.dispatch import register_adapter_class
 from keras_lowrank.layers.dispatch import supported_classes
 from keras_lowrank.layers.dora import DoRAVariant
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.layers.lora_adapter import LoRAAdapter
 from keras_lowrank.layers.lora_conv import LoRAConv
 from keras_lowrank.layers.lora_conv import LoRAConv1D
@@ -26,6 +25,7 @@ from keras_lowrank.layers.low_rank_einsum_dense import LowRankEinsumDense
 from keras_lowrank.layers.variants import AdapterVariant
 from keras_lowrank.layers.variants import get_variant
 from keras_lowrank.layers.variants import register_variant
+from keras_lowrank.svd.kernel_layout import KernelLayout
 
 register_adapter_class(LoRADense)
 register_adapter_class(LoRAEinsumDense)

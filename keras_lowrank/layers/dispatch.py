@@ -7,7 +7,13 @@ layer kind is one `LoRAAdapter` subclass plus one `register_adapter_class`.
 
 import keras
 
-_REGISTRY = []  # [(wrapped layer class, adapter class)], subclasses first
+from keras_lowrank.layers.adapter_registry import REGISTRY
+from keras_lowrank.layers.adapter_registry import adapter_class_for
+from keras_lowrank.layers.adapter_registry import add_entry
+from keras_lowrank.layers.adapter_registry import supported_classes
+from keras_lowrank.layers.lora_adapter import LoRAAdapter
+
+__all__ = ["REGISTRY", "adapter_class_for", "register_adapter_class", "supported_classes"]
 
 
 def register_adapter_class(adapter_class, wrapped_class=None):
@@ -31,8 +37,6 @@ def register_adapter_class(adapter_class, wrapped_class=None):
         wrapped_class = MyProjection   # a Dense-like layer with `kernel`
     ```
     """
-    from keras_lowrank.layers.lora_adapter import LoRAAdapter
-
     if not (isinstance(adapter_class, type) and issubclass(adapter_class, LoRAAdapter)):
         raise ValueError(
             "register_adapter_class expected a subclass of LoRAAdapter. "
@@ -44,24 +48,5 @@ def register_adapter_class(adapter_class, wrapped_class=None):
             f"register_adapter_class({adapter_class.__name__}) expected a "
             f"keras Layer class to wrap. Received: wrapped_class={wrapped_class!r}"
         )
-    entry = (wrapped_class, adapter_class)
-    _REGISTRY[:] = [e for e in _REGISTRY if e[0] is not wrapped_class]
-    position = next(
-        (i for i, (known, _) in enumerate(_REGISTRY) if issubclass(wrapped_class, known)),
-        len(_REGISTRY),
-    )
-    _REGISTRY.insert(position, entry)
+    add_entry(wrapped_class, adapter_class)
     return adapter_class
-
-
-def adapter_class_for(layer):
-    """The adapter class that wraps `layer`, or None when none does."""
-    for wrapped, adapter in _REGISTRY:
-        if isinstance(layer, wrapped):
-            return adapter
-    return None
-
-
-def supported_classes():
-    """The names of the layer classes adapters exist for, as a string."""
-    return ", ".join(wrapped.__name__ for wrapped, _ in _REGISTRY)

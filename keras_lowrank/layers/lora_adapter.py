@@ -26,18 +26,20 @@ import numpy as np
 from keras import ops
 
 from keras_lowrank import _compat
-from keras_lowrank.adapter_spec import AdapterSpec
-from keras_lowrank.adapter_spec import check_alpha
-from keras_lowrank.adapter_spec import check_dropout
-from keras_lowrank.adapter_spec import check_rank
+from keras_lowrank.layers.adapter_registry import adapter_class_for
+from keras_lowrank.layers.adapter_registry import supported_classes
 from keras_lowrank.layers.adapter_slots import AdapterSlot
 from keras_lowrank.layers.adapter_slots import NamedAdapters
 from keras_lowrank.layers.adapter_slots import SpecView
 from keras_lowrank.layers.adapter_slots import check_adapter_name
 from keras_lowrank.layers.adapter_slots import new_dropout
-from keras_lowrank.layers.kernel_layout import KernelLayout
+from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.layers.adapter_spec import check_alpha
+from keras_lowrank.layers.adapter_spec import check_dropout
+from keras_lowrank.layers.adapter_spec import check_rank
 from keras_lowrank.layers.routing import current_routing
 from keras_lowrank.layers.variants import get_variant
+from keras_lowrank.svd.kernel_layout import KernelLayout
 
 
 class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
@@ -143,9 +145,6 @@ class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
                 "first with `layer.merge()`, or adapt the original layer."
             )
         if not isinstance(layer, cls.wrapped_class):
-            from keras_lowrank.layers.dispatch import adapter_class_for
-            from keras_lowrank.layers.dispatch import supported_classes
-
             fits = adapter_class_for(layer)
             hint = (
                 f" Use {fits.__name__} for it."

@@ -1,14 +1,19 @@
 """`LowRankDense`: a Dense layer whose kernel is a product of two thin factors."""
 
 import keras
-import numpy as np
 from keras import activations
 from keras import constraints
 from keras import initializers
 from keras import ops
 from keras import regularizers
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
+from keras_lowrank.layers.low_rank_common import assign
+from keras_lowrank.layers.low_rank_common import check_built
+from keras_lowrank.layers.low_rank_common import check_positive_int
+from keras_lowrank.layers.low_rank_common import check_rank_fits
+from keras_lowrank.layers.low_rank_common import product
+from keras_lowrank.svd import factorization
+from keras_lowrank.svd.kernel_layout import KernelLayout
 
 
 @keras.saving.register_keras_serializable(package="keras_lowrank")
@@ -64,8 +69,8 @@ class LowRankDense(keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        _check_positive_int("units", units)
-        _check_positive_int("rank", rank)
+        check_positive_int("units", units)
+        check_positive_int("rank", rank)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.units = units
         self.rank = rank
@@ -88,7 +93,7 @@ class LowRankDense(keras.layers.Layer):
                 f"LowRankDense '{self.name}' needs a known last input "
                 f"dimension. Received: input_shape={input_shape}"
             )
-        _check_rank_fits("LowRankDense", self.name, self.rank, input_dim, self.units)
+        check_rank_fits("LowRankDense", self.name, self.rank, input_dim, self.units)
         self.left = self.add_weight(
             name="left",
             shape=(input_dim, self.rank),
@@ -127,7 +132,7 @@ class LowRankDense(keras.layers.Layer):
     @property
     def layout(self) -> KernelLayout:
         """The `(input_dim, units)` layout of the equivalent Dense kernel."""
-        _check_built(self, "layout")
+        check_built(self, "layout")
         return KernelLayout.for_dense((self.left.shape[0], self.units))
 
     @classmethod
@@ -156,9 +161,6 @@ class LowRankDense(keras.layers.Layer):
         low_rank = LowRankDense.from_layer(dense, rank=64)
         ```
         """
-        # Imported here: keras_lowrank.svd imports keras_lowrank.layers.
-        from keras_lowrank.svd import factorization
-
         if not isinstance(layer, keras.layers.Dense):
             raise TypeError(
                 "LowRankDense.from_layer expects a keras.layers.Dense. Received: "
@@ -194,10 +196,10 @@ class LowRankDense(keras.layers.Layer):
             trainable=layer.trainable,
         )
         low_rank.build_from_config(layer.get_build_config())
-        _assign(low_rank.left, left)
-        _assign(low_rank.right, right)
+        assign(low_rank.left, left)
+        assign(low_rank.right, right)
         if layer.use_bias:
-            _assign(low_rank.bias, layer.bias)
+            assign(low_rank.bias, layer.bias)
         return low_rank
 
     def to_dense(self):
@@ -215,7 +217,7 @@ class LowRankDense(keras.layers.Layer):
         dense = low_rank.to_dense()
         ```
         """
-        _check_built(self, "to_dense")
+        check_built(self, "to_dense")
         dense = keras.layers.Dense(
             units=self.units,
             activation=self.activation,
@@ -229,9 +231,9 @@ class LowRankDense(keras.layers.Layer):
             trainable=self.trainable,
         )
         dense.build_from_config(self.get_build_config())
-        _assign(dense.kernel, self.layout.from_matrix(_product(self.left, self.right)))
+        assign(dense.kernel, self.layout.from_matrix(product(self.left, self.right)))
         if self.use_bias:
-            _assign(dense.bias, self.bias)
+            assign(dense.bias, self.bias)
         return dense
 
     def get_config(self):
@@ -254,40 +256,3 @@ class LowRankDense(keras.layers.Layer):
             "bias_constraint": constraints.serialize(self.bias_constraint),
         }
         return {**super().get_config(), **config}
-
-
-def _check_positive_int(argument, value, layer="LowRankDense"):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
-            f"{layer} expected `{argument}` to be a positive integer. "
-            f"Received: {argument}={value!r}"
-        )
-
-
-def _check_rank_fits(layer_class, name, rank, fan_in, fan_out):
-    if rank > min(fan_in, fan_out):
-        raise ValueError(
-            f"{layer_class} '{name}' expected rank <= min(fan_in, fan_out) = "
-            f"min({fan_in}, {fan_out}) = {min(fan_in, fan_out)}; a larger rank "
-            f"holds more parameters than the full kernel. Received: rank={rank}"
-        )
-
-
-def _check_built(layer, method):
-    if not layer.built:
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' is not built; `{method}` "
-            "needs its weights. Call it on an input or `build()` it first."
-        )
-
-
-def _product(left, right):
-    """`left @ right` in float64: the merged kernel as a `(fan_in, fan_out)` matrix."""
-    left = np.asarray(ops.convert_to_numpy(left), dtype=np.float64)
-    right = np.asarray(ops.convert_to_numpy(right), dtype=np.float64)
-    return left @ right
-
-
-def _assign(variable, value):
-    value = ops.convert_to_numpy(value)
-    variable.assign(np.asarray(value, dtype=variable.dtype))

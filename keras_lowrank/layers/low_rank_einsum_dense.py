@@ -6,16 +6,18 @@ from keras import constraints
 from keras import initializers
 from keras import regularizers
 
+from keras_lowrank._compat import analyze_einsum_string
+from keras_lowrank.layers.low_rank_common import assign
+from keras_lowrank.layers.low_rank_common import check_built
+from keras_lowrank.layers.low_rank_common import check_positive_int
+from keras_lowrank.layers.low_rank_common import check_rank_fits
+from keras_lowrank.layers.low_rank_common import product
+from keras_lowrank.svd import factorization
+from keras_lowrank.svd.kernel_layout import KernelLayout
+
 # EinsumDense's own shape analysis: the kernel, bias and output shapes here are
 # exactly those of keras.layers.EinsumDense (keras is pinned).
 
-from keras_lowrank._compat import analyze_einsum_string
-from keras_lowrank.layers.kernel_layout import KernelLayout
-from keras_lowrank.layers.low_rank_dense import _assign
-from keras_lowrank.layers.low_rank_dense import _check_built
-from keras_lowrank.layers.low_rank_dense import _check_positive_int
-from keras_lowrank.layers.low_rank_dense import _check_rank_fits
-from keras_lowrank.layers.low_rank_dense import _product
 
 
 @keras.saving.register_keras_serializable(package="keras_lowrank")
@@ -78,7 +80,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        _check_positive_int("rank", rank, layer="LowRankEinsumDense")
+        check_positive_int("rank", rank, layer="LowRankEinsumDense")
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.equation = equation
         # Stored under EinsumDense's name: `output_shape` is a Layer property.
@@ -108,7 +110,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         except ValueError as error:
             raise ValueError(f"LowRankEinsumDense '{self.name}': {error}") from None
         fan_in, fan_out = self._layout.fan_in, self._layout.fan_out
-        _check_rank_fits("LowRankEinsumDense", self.name, self.rank, fan_in, fan_out)
+        check_rank_fits("LowRankEinsumDense", self.name, self.rank, fan_in, fan_out)
         self.left = self.add_weight(
             name="left",
             shape=(fan_in, self.rank),
@@ -149,7 +151,7 @@ class LowRankEinsumDense(keras.layers.Layer):
     @property
     def layout(self) -> KernelLayout:
         """The `KernelLayout` of the equivalent EinsumDense kernel."""
-        _check_built(self, "layout")
+        check_built(self, "layout")
         return self._layout
 
     @classmethod
@@ -181,9 +183,6 @@ class LowRankEinsumDense(keras.layers.Layer):
         low_rank = LowRankEinsumDense.from_layer(query, rank=64)
         ```
         """
-        # Imported here: keras_lowrank.svd imports keras_lowrank.layers.
-        from keras_lowrank.svd import factorization
-
         if not isinstance(layer, keras.layers.EinsumDense):
             raise TypeError(
                 "LowRankEinsumDense.from_layer expects a keras.layers."
@@ -220,10 +219,10 @@ class LowRankEinsumDense(keras.layers.Layer):
             trainable=layer.trainable,
         )
         low_rank.build_from_config(layer.get_build_config())
-        _assign(low_rank.left, left)
-        _assign(low_rank.right, right)
+        assign(low_rank.left, left)
+        assign(low_rank.right, right)
         if layer.bias is not None:
-            _assign(low_rank.bias, layer.bias)
+            assign(low_rank.bias, layer.bias)
         return low_rank
 
     def to_dense(self):
@@ -242,7 +241,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         einsum_dense = low_rank.to_dense()
         ```
         """
-        _check_built(self, "to_dense")
+        check_built(self, "to_dense")
         einsum_dense = keras.layers.EinsumDense(
             equation=self.equation,
             output_shape=self.partial_output_shape,
@@ -257,10 +256,10 @@ class LowRankEinsumDense(keras.layers.Layer):
             trainable=self.trainable,
         )
         einsum_dense.build_from_config(self.get_build_config())
-        kernel = self._layout.from_matrix(_product(self.left, self.right))
-        _assign(einsum_dense.kernel, kernel)
+        kernel = self._layout.from_matrix(product(self.left, self.right))
+        assign(einsum_dense.kernel, kernel)
         if self.bias is not None:
-            _assign(einsum_dense.bias, self.bias)
+            assign(einsum_dense.bias, self.bias)
         return einsum_dense
 
     def get_config(self):

@@ -1,6 +1,6 @@
 """Per-example adapter choice: which named adapter each row of a batch uses.
 
-`AdapterRouter` (`keras_lowrank.adapter_routing`) calls a model inside
+`AdapterRouter` (`keras_lowrank.adapters.routing`) calls a model inside
 `routing(index, names)`; every adapter layer called within reads the index
 and adds, to each row `i`, the delta of adapter `names[index[i]]` (none for
 an index outside `names`: that row gets the base model). The index is a

@@ -3,7 +3,7 @@ for adapters.
 
 keras-hub 0.32's Llama3 converter ignores config.json's `rms_norm_eps`,
 and `Llama3CausalLM.from_preset` does not pass `layer_norm_epsilon` on (see
-`keras_lowrank.presets`): the backbone is loaded with it. A tied model
+`keras_lowrank.models.presets`): the backbone is loaded with it. A tied model
 (SmolLM2) stays tied: `klr.add_adapters` and `klr.merge_adapters` restore
 the `tie_word_embeddings` that `Llama3Backbone.get_config()` leaves out
 (`keras_lowrank._compat.restore_dropped_config`).

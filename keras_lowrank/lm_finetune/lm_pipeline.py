@@ -11,8 +11,6 @@ import numpy as np
 import tensorflow as tf
 
 import keras_lowrank as klr
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune.progress import Progress
 from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
@@ -31,6 +29,8 @@ from keras_lowrank.lm_finetune.chat_format import ChatFormat
 from keras_lowrank.lm_finetune.lm_data import load_lm_data
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
 
 ACCURACY = "accuracy"
 # Test prompts the export check generates from, and how many tokens each.
@@ -108,7 +108,7 @@ def model_folder(options) -> str:
     """The model folder of `options`: `options.model` or SmolLM2's."""
     if options.model is not None:
         return os.fspath(options.model)
-    from keras_lowrank import presets
+    from keras_lowrank.models import presets
 
     return presets.smollm2_path()
 

@@ -7,7 +7,6 @@ import os
 import tempfile
 
 import keras_lowrank as klr
-from keras_lowrank._atomic import check_target
 from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
 from keras_lowrank.finetune.run_folder import REPORT_FILE
 from keras_lowrank.finetune.run_folder import artifact_file
@@ -16,6 +15,7 @@ from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
 from keras_lowrank.lm_finetune.chat_format import ChatFormat
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+from keras_lowrank.utils.atomic import check_target
 
 
 def export_lm_run(run, path, format="tflite", *, tflite_quantize=None,

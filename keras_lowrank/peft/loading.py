@@ -16,10 +16,8 @@ import warnings
 import numpy as np
 from keras import ops
 
-from keras_lowrank import model_surgery
-from keras_lowrank.adapted_model import apply_adapters
+from keras_lowrank.adapters.adapted_model import apply_adapters
 from keras_lowrank.layers import LoRAAdapter
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.peft import factors
 from keras_lowrank.peft.families import family_of
 from keras_lowrank.peft.name_map import ModuleTable
@@ -27,6 +25,9 @@ from keras_lowrank.peft.peft_config import ALL_LINEAR
 from keras_lowrank.peft.peft_config import WEIGHTS_FILE
 from keras_lowrank.peft.peft_config import read_peft_config
 from keras_lowrank.peft.peft_weights import read_peft_weights
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.svd.kernel_layout import KernelLayout
 
 DEFAULT = "default"
 
@@ -73,7 +74,7 @@ def load_peft_adapters(model, folder, *, adapter_name=None):
     merged = klr.merge_adapters(adapted)
     ```
     """
-    model_surgery.check_model(model, "load_peft_adapters")
+    checks.check_model(model, "load_peft_adapters")
     config = read_peft_config(folder)
     weights = read_peft_weights(folder)
     family = family_of(model, "load_peft_adapters")
@@ -86,7 +87,7 @@ def load_peft_adapters(model, folder, *, adapter_name=None):
         keep_trainable=tuple(f"re:{re.escape(p)}" for p in plan["full"]),
         adapter_name=adapter_name,
     )
-    layers = model_surgery.layer_paths(adapted)
+    layers = layer_paths.layer_paths(adapted)
     for path, values in plan["factors"].items():
         targets = layers[path].adapter_weights(name)
         for key, value in values.items():

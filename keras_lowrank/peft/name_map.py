@@ -15,7 +15,7 @@ weights.
 
 import dataclasses
 
-from keras_lowrank import model_surgery
+from keras_lowrank.surgery import layer_paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +86,7 @@ class ModuleTable:
     def __init__(self, family, model):
         self.family = family
         self.model = model
-        self.layers = model_surgery.layer_paths(model)
+        self.layers = layer_paths.layer_paths(model)
         backbone = getattr(model, "backbone", None) or model
         num_layers = backbone.num_layers
         modules = {}

@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-from keras_lowrank.adapter_spec import AdapterSpec
+from keras_lowrank.layers.adapter_spec import AdapterSpec
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

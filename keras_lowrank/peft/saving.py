@@ -19,12 +19,8 @@ import numpy as np
 from keras import ops
 
 from keras_lowrank import _compat
-from keras_lowrank import model_surgery
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import has_files
-from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.layers import LoRAAdapter
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.peft import factors
 from keras_lowrank.peft.families import family_of
 from keras_lowrank.peft.name_map import ModuleTable
@@ -32,6 +28,11 @@ from keras_lowrank.peft.peft_config import CONFIG_FILE
 from keras_lowrank.peft.peft_config import WEIGHTS_FILE
 from keras_lowrank.peft.peft_config import PeftAdapterConfig
 from keras_lowrank.peft.peft_weights import ROOT
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.svd.kernel_layout import KernelLayout
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import has_files
 
 
 def save_peft_adapters(
@@ -80,7 +81,7 @@ def save_peft_adapters(
     #     BertForSequenceClassification.from_pretrained(hf_folder), "my-peft-lora")
     ```
     """
-    model_surgery.check_model(model, "save_peft_adapters")
+    checks.check_model(model, "save_peft_adapters")
     found = adapters(model)
     if not found:
         raise ValueError(
@@ -229,7 +230,7 @@ def _target_modules(table, prefix, adapted):
 def _kept_layers(model, table, prefix):
     """`{HF module name: {"weight", "bias"}}` of the layers kept trainable."""
     kept = {}
-    for path, layer in model_surgery.layer_paths(model).items():
+    for path, layer in layer_paths.layer_paths(model).items():
         if isinstance(layer, LoRAAdapter) or _compat.has_sublayers(layer):
             continue
         if not layer.trainable_weights:

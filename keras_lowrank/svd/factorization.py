@@ -10,7 +10,7 @@ apply_factors` and the factorized layers directly. The numerics run in float64
 import keras
 import numpy as np
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
+from keras_lowrank.svd.kernel_layout import KernelLayout
 from keras_lowrank.svd.rank_selection import select_rank
 
 

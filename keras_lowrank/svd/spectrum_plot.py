@@ -12,11 +12,13 @@ import re
 import keras
 import numpy as np
 
-from keras_lowrank import layer_patterns
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank.model_surgery import layer_paths
-from keras_lowrank.svd.factorization import kernel_matrix, singular_values
-from keras_lowrank.svd.rank_selection import cumulative_energy, select_rank
+from keras_lowrank.surgery import layer_patterns
+from keras_lowrank.surgery.layer_paths import layer_paths
+from keras_lowrank.svd.factorization import kernel_matrix
+from keras_lowrank.svd.factorization import singular_values
+from keras_lowrank.svd.rank_selection import cumulative_energy
+from keras_lowrank.svd.rank_selection import select_rank
+from keras_lowrank.utils.atomic import atomic_path
 
 # Up to this many layers get a subplot each; more share two overlaid panels.
 _GRID_LIMIT = 12
@@ -38,7 +40,7 @@ def plot_spectrum(
 
     Args:
         model_or_layers: a Keras model (all its Dense/EinsumDense layers, at
-            the paths of `model_surgery.layer_paths`; the layers inside an
+            the paths of `layer_paths.layer_paths`; the layers inside an
             adapter are not listed), a single layer, a list of layers, or a
             dict `{name: layer or 2-D matrix}`.
         path: str or path-like ending in `.png`. Written atomically.

@@ -10,9 +10,9 @@ from matplotlib import image as mpimg
 
 import keras_lowrank as klr
 from keras_lowrank.cli.main import main
-from keras_lowrank.compression import compress
+from keras_lowrank.compression.compress import compress
 from keras_lowrank.layers import LowRankDense
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 from tests import tiny_models as tiny
 
 

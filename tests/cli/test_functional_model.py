@@ -3,7 +3,7 @@
 `klr.add_adapters` on a Functional model gives a rewritten model whose
 config records the base model's config. Loading the file used to leave that
 record emptied (Keras' `Functional.from_config` pops "layers", ... out of the
-dict it is given, and `model_surgery._from_config` kept that very dict), so
+dict it is given, and `rewritten_model.from_config` kept that very dict), so
 the next rewrite of the loaded model (the merge inside `export`, `merge`)
 failed with "Functional.__init__() missing 2 required positional arguments";
 and a merged functional model lost the swapped layers' nodes from its config
@@ -18,6 +18,7 @@ import keras_lowrank as klr
 from keras_lowrank.cli.main import main
 from keras_lowrank.exporters import get_format
 from tests import tiny_models as tiny
+
 
 @pytest.fixture
 def functional_file(tmp_path):

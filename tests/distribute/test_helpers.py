@@ -14,8 +14,8 @@ import pytest
 import safetensors.numpy
 
 import keras_lowrank as klr
+from keras_lowrank.distribution.layouts import factor_axes
 from keras_lowrank.layers import KernelLayout
-from keras_lowrank.lora_layouts import factor_axes
 from tests import tiny_models as tiny
 
 CLUSTER = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}

@@ -101,6 +101,6 @@ def test_a_dead_worker_leaves_the_chief_file_of_the_last_save(runs, workers):
 def test_the_reduce_workaround_is_still_needed(workers):
     # TensorFlow's own MultiWorkerMirroredStrategy.reduce refuses a nest,
     # which Keras' fit passes it (keras-team/keras#20329). When this fails,
-    # drop `_multi_worker_class` from keras_lowrank/distribution.py.
+    # drop `_multi_worker_class` from keras_lowrank/distribution/training.py.
     for worker in workers:
         assert worker["plain_reduce_error"].startswith("ValueError: Attempt to convert")

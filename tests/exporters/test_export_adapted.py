@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import keras_lowrank as klr
-from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import adapters
 from tests.exporters.helpers import RUNTIMES
 from tests.exporters.helpers import bert_classifier
 from tests.exporters.helpers import dense_model

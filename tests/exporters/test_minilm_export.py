@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import adapters
 from tests.exporters.helpers import RUNTIMES
 from tests.exporters.helpers import keras_call
 from tests.exporters.helpers import max_abs_diff

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.exporters.export_text_classifier import DEFAULT_TEXTS
 
 pytestmark = pytest.mark.large

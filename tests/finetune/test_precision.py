@@ -123,7 +123,7 @@ def test_a_bfloat16_run_keeps_float32_factors_and_exports_float32(
     assert keras.config.dtype_policy().name == "float32"  # restored
     trained = built[0]
     assert trained.dtype_policy.name == "mixed_bfloat16"
-    from keras_lowrank.adapted_model import adapters
+    from keras_lowrank.adapters.adapted_model import adapters
 
     adapter = next(iter(adapters(trained).values()))
     # Factors, every other variable and the optimizer state stay float32.

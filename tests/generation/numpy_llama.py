@@ -2,7 +2,7 @@
 
 It reads the tensors as llama.cpp stores them (q/k rows permuted for RoPE
 on adjacent pairs) and rotates adjacent pairs as llama.cpp does, so it
-shares nothing with `keras_lowrank.gguf_folder` (which un-permutes for
+shares nothing with `keras_lowrank.models.gguf_folder` (which un-permutes for
 Hugging Face's rotate-half RoPE) nor with keras-hub: if the un-permutation
 were wrong, Keras on the converted folder would disagree with this.
 

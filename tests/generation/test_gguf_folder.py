@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from keras_lowrank.gguf_folder import gguf_to_hf_folder
-from keras_lowrank.gguf_folder import is_complete
-from keras_lowrank.gguf_folder import main
+from keras_lowrank.models.gguf_folder import gguf_to_hf_folder
+from keras_lowrank.models.gguf_folder import is_complete
+from keras_lowrank.models.gguf_folder import main
 from tests.generation.numpy_llama import NumpyLlama
 from tests.generation.tiny_lms import GGUF_CONFIG
 from tests.generation.tiny_lms import read_json

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from keras_lowrank import presets
 from keras_lowrank.generation import export_generator
+from keras_lowrank.generation import load_generator
 from keras_lowrank.generation.cached_causal_lm import cache_shape
 from keras_lowrank.generation.keras_reference import GreedyReference
-from keras_lowrank.generation import load_generator
+from keras_lowrank.models import presets
 from tests.generation.numpy_llama import run_single_threaded
 from tests.generation.test_generate_script import _run
 

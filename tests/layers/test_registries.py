@@ -8,7 +8,7 @@ from keras import ops
 import keras_lowrank as klr
 from keras_lowrank.layers import dispatch
 from keras_lowrank.layers import variants
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 
 
 class ScaledOutput(klr.layers.AdapterVariant):
@@ -80,15 +80,15 @@ class LoRAProjection(klr.layers.LoRAAdapter):
 
 @pytest.fixture
 def projection_kind():
-    before = list(dispatch._REGISTRY)
+    before = list(dispatch.REGISTRY)
     klr.layers.register_adapter_class(LoRAProjection)
     yield LoRAProjection
-    dispatch._REGISTRY[:] = before
+    dispatch.REGISTRY[:] = before
 
 
 def test_a_registered_layer_kind_is_picked_by_add_adapters(projection_kind, rng):
     # Registered after Dense, yet it is checked first: it wraps a subclass.
-    assert [a for _, a in dispatch._REGISTRY][0] is LoRAProjection
+    assert [a for _, a in dispatch.REGISTRY][0] is LoRAProjection
     inputs = keras.Input((6,))
     outputs = Projection(4, name="proj")(keras.layers.Dense(6, name="plain")(inputs))
     model = keras.Model(inputs, outputs)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from keras_lowrank.gguf_folder import gguf_to_hf_folder
+from keras_lowrank.models.gguf_folder import gguf_to_hf_folder
 from tests.generation.tiny_lms import write_tiny_gguf
 
 # SmolLM2-135M-Instruct's template, as its tokenizer_config.json holds it.

@@ -49,7 +49,7 @@ def test_peft_adapter_loads_with_matching_outputs(family, variant, checkpoints, 
 
 
 def _adapters(model):
-    from keras_lowrank.adapted_model import adapters
+    from keras_lowrank.adapters.adapted_model import adapters
 
     return adapters(model)
 

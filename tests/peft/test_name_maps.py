@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.peft.families import FAMILIES
 from keras_lowrank.peft.families import family_of
 from keras_lowrank.peft.name_map import ModuleTable
+from keras_lowrank.svd.kernel_layout import KernelLayout
 from tests.peft import helpers as h
 
 

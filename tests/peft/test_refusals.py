@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.adapted_model import apply_adapters
+from keras_lowrank.adapters.adapted_model import apply_adapters
 from tests.peft import helpers as h
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.compression import compress
+from keras_lowrank.compression.compress import compress
 from keras_lowrank.data import load_mr_polarity
 from keras_lowrank.layers import LowRankDense
-from keras_lowrank.model_surgery import layer_paths
+from keras_lowrank.surgery.layer_paths import layer_paths
 
 pytestmark = pytest.mark.large
 

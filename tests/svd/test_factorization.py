@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lowrank.layers.kernel_layout import KernelLayout
 from keras_lowrank.svd import kernel_matrix
 from keras_lowrank.svd import relative_error
 from keras_lowrank.svd import select_rank
 from keras_lowrank.svd import singular_values
 from keras_lowrank.svd import truncated_svd
+from keras_lowrank.svd.kernel_layout import KernelLayout
 
 SPECTRUM = np.linspace(10.0, 0.1, 30)
 

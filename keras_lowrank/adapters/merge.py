@@ -1,7 +1,11 @@
 """`merge_adapters`: fold every adapter into its kernel, `W + s·A·B`."""
 
-from keras_lowrank import model_surgery
+from keras_lowrank.adapters.named import check_adapter_names
 from keras_lowrank.layers import LoRAAdapter
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import rewriting
+from keras_lowrank.surgery import trainable_flags
 
 
 def merge_adapters(model, adapter_name=None):
@@ -35,19 +39,17 @@ def merge_adapters(model, adapter_name=None):
     merged.save_to_preset("my_preset")  # keras-hub models
     ```
     """
-    model_surgery.check_model(model, "merge_adapters")
-    model_surgery.check_finite_weights(model, "merge_adapters")
+    checks.check_model(model, "merge_adapters")
+    checks.check_finite_weights(model, "merge_adapters")
     if not any(
         isinstance(layer, LoRAAdapter)
-        for layer in model_surgery.layer_paths(model).values()
+        for layer in layer_paths.layer_paths(model).values()
     ):
         return model
 
     names = None
     if adapter_name is not None:
-        from keras_lowrank.named_adapters import _check_names
-
-        names = _check_names(model, adapter_name, "merge_adapters")
+        names = check_adapter_names(model, adapter_name, "merge_adapters")
 
     def merge(path, layer):
         if not isinstance(layer, LoRAAdapter):
@@ -58,6 +60,6 @@ def merge_adapters(model, adapter_name=None):
         except FloatingPointError as error:
             raise FloatingPointError(f"Layer '{path}': {error}") from None
 
-    merged, _ = model_surgery.rewrite_model(model, merge)
-    model_surgery.set_trainable(merged, True)
+    merged, _ = rewriting.rewrite_model(model, merge)
+    trainable_flags.set_trainable(merged, True)
     return merged

@@ -21,10 +21,10 @@ import numbers
 import keras
 import numpy as np
 
-from keras_lowrank import model_surgery
-from keras_lowrank.adapted_model import adapters
-from keras_lowrank.compression import format_table
+from keras_lowrank.adapters.adapted_model import adapters
+from keras_lowrank.compression.compress import format_table
 from keras_lowrank.layers.dora import DoRAVariant
+from keras_lowrank.surgery import rewriting
 from keras_lowrank.svd.factorization import balanced_factors
 from keras_lowrank.svd.factorization import truncated_triplets
 from keras_lowrank.svd.rank_selection import select_rank
@@ -196,7 +196,7 @@ def shrink_adapters(
         new.trainable = layer.trainable
         return new
 
-    shrunk, _ = model_surgery.rewrite_model(model, replace)
+    shrunk, _ = rewriting.rewrite_model(model, replace)
     diff = None
     if sample_inputs is not None:
         diff = _max_abs_diff(model, shrunk, sample_inputs)

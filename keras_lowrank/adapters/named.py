@@ -12,9 +12,11 @@ return a new model, like every other rewrite in keras_lowrank.
 
 import contextlib
 
-from keras_lowrank import model_surgery
-from keras_lowrank.adapted_model import adapters
-from keras_lowrank.adapted_model import rebuild_adapter
+from keras_lowrank.adapters.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import rebuild_adapter
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import model_state
+from keras_lowrank.surgery import rewriting
 
 
 def adapter_names(model):
@@ -56,7 +58,7 @@ def set_adapter(model, names):
     klr.set_adapter(model, ["default", "task_b"])                    # both add up
     ```
     """
-    names = _check_names(model, names, "set_adapter")
+    names = check_adapter_names(model, names, "set_adapter")
     for layer in adapters(model).values():
         layer.set_active([n for n in names if n in layer.adapter_names])
     _forget_compiled_functions(model)
@@ -106,7 +108,7 @@ def delete_adapter(model, name):
     Raises:
         ValueError: `model` has no adapter called `name`.
     """
-    (name,) = _check_names(model, [name], "delete_adapter")
+    (name,) = check_adapter_names(model, [name], "delete_adapter")
 
     def replace(path, layer):
         if not _holds(layer, name):
@@ -116,10 +118,10 @@ def delete_adapter(model, name):
             return _unwrapped(layer)
         return rebuild_adapter(layer, kept, [n for n in layer.active if n != name])
 
-    new, _ = model_surgery.rewrite_model(model, replace)
-    configs = dict(getattr(model, "_klr_lora_configs", {}))
+    new, _ = rewriting.rewrite_model(model, replace)
+    configs = model_state.lora_configs(model)
     configs.pop(name, None)
-    object.__setattr__(new, "_klr_lora_configs", configs)
+    model_state.set_lora_configs(new, configs)
     return new
 
 
@@ -133,8 +135,9 @@ def _holds(layer, name):
     return name in getattr(layer, "adapter_names", ())
 
 
-def _check_names(model, names, function):
-    model_surgery.check_model(model, function)
+def check_adapter_names(model, names, function):
+    """`names` (one name or several) as a list, each an adapter of `model`."""
+    checks.check_model(model, function)
     if isinstance(names, str):
         names = [names]
     names = list(names)

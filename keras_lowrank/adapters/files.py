@@ -21,15 +21,17 @@ import os
 
 import numpy as np
 
-import keras_lowrank
 from keras_lowrank import _compat
-from keras_lowrank import model_surgery
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank.adapter_spec import AdapterSpec
-from keras_lowrank.adapted_model import adapters
-from keras_lowrank.adapted_model import apply_adapters
+from keras_lowrank.adapters.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import apply_adapters
+from keras_lowrank.adapters.pissa import remove_principal_part
 from keras_lowrank.layers import LoRAAdapter
-from keras_lowrank.pissa import remove_principal_part
+from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import model_state
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.version import __version__
 
 FORMAT = "keras_lowrank.adapters/1"
 DEFAULT = "default"
@@ -54,7 +56,7 @@ def save_adapters(model, path):
     """
     from safetensors.numpy import save_file
 
-    model_surgery.check_model(model, "save_adapters")
+    checks.check_model(model, "save_adapters")
     _check_path_argument(path, "save_adapters")
     found = adapters(model)
     if not found:
@@ -77,11 +79,11 @@ def save_adapters(model, path):
         for weight in layer.weights:
             tensors[f"{layer_path}/{_weight_name(weight)}"] = _numpy(weight)
     _check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
-    configs = getattr(model, "_klr_lora_configs", {})
+    configs = model_state.lora_configs(model)
     config = configs.get(DEFAULT)
     metadata = {
         "format": FORMAT,
-        "keras_lowrank_version": keras_lowrank.__version__,
+        "keras_lowrank_version": __version__,
         "model_class": type(model).__name__,
         "adapters": named.pop(DEFAULT, {}),
         "trainable_layers": sorted(kept),
@@ -162,7 +164,7 @@ def load_adapters(model, path):
     """
     from safetensors.numpy import load_file
 
-    model_surgery.check_model(model, "load_adapters")
+    checks.check_model(model, "load_adapters")
     _check_path_argument(path, "load_adapters")
     metadata = read_adapter_metadata(path)
     existing = list(adapters(model))
@@ -175,7 +177,7 @@ def load_adapters(model, path):
         )
     tensors = load_file(os.fspath(path))
     _check_finite_tensors(tensors, f"adapter file '{path}'", "Nothing was loaded")
-    paths = model_surgery.layer_paths(model)
+    paths = layer_paths.layer_paths(model)
     named = {DEFAULT: metadata["adapters"], **metadata.get("named_adapters", {})}
     named = {n: table for n, table in named.items() if table}
     specs = {
@@ -205,7 +207,7 @@ def load_adapters(model, path):
             config=_config(configs.get(adapter_name)),
             adapter_name=adapter_name,
         )
-    new_paths = model_surgery.layer_paths(adapted)
+    new_paths = layer_paths.layer_paths(adapted)
     for adapter_name, table in specs.items():
         for layer_path, spec in table.items():
             adapter = new_paths[layer_path]
@@ -243,7 +245,7 @@ def _tensor(tensors, key, weight, file):
 def _config(data):
     if not data:
         return None
-    from keras_lowrank.lora_config import LoRAConfig
+    from keras_lowrank.adapters.config import LoRAConfig
 
     return LoRAConfig.from_dict(data)
 
@@ -397,7 +399,7 @@ def _check_exists(path):
 def _trainable_layers(model):
     """Non-adapter leaf layers with trainable weights: the kept head."""
     found = {}
-    for layer_path, layer in model_surgery.layer_paths(model).items():
+    for layer_path, layer in layer_paths.layer_paths(model).items():
         if isinstance(layer, LoRAAdapter) or _compat.has_sublayers(layer):
             continue
         if layer.trainable_weights:

@@ -17,16 +17,18 @@ import keras
 import numpy as np
 
 from keras_lowrank import _compat
-from keras_lowrank import layer_patterns
-from keras_lowrank import model_surgery
-from keras_lowrank.adapted_model import _kept
-from keras_lowrank.adapted_model import _trainable_patterns
+from keras_lowrank.adapters.adapted_model import is_kept_trainable
+from keras_lowrank.adapters.adapted_model import trainable_patterns
+from keras_lowrank.adapters.config import ALL_LINEAR
+from keras_lowrank.adapters.config import LoRAConfig
+from keras_lowrank.adapters.summary import parameter_counts
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import LowRankDense
 from keras_lowrank.layers import LowRankEinsumDense
-from keras_lowrank.lora_config import ALL_LINEAR
-from keras_lowrank.lora_config import LoRAConfig
-from keras_lowrank.model_summary import parameter_counts
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import layer_patterns
+from keras_lowrank.surgery import rewriting
+from keras_lowrank.surgery import trainable_flags
 from keras_lowrank.svd.factorization import balanced_factors
 from keras_lowrank.svd.factorization import kernel_matrix
 from keras_lowrank.svd.factorization import singular_values
@@ -42,7 +44,7 @@ class LayerCompression:
     """One targeted layer of a `CompressionReport`.
 
     Args:
-        path: str. The layer's path (`model_surgery.layer_paths`).
+        path: str. The layer's path (`layer_paths.layer_paths`).
         kernel_shape: tuple of int. The shape of the original kernel.
         rank: int or None. The rank chosen for it (None when it cannot be
             factorized at all).
@@ -214,7 +216,7 @@ def compress(
     method = _check_method(rank, energy, param_ratio)
     targets = _patterns(targets, "targets", allow_all=True)
     exclude = _patterns(exclude, "exclude")
-    paths = model_surgery.layer_paths(model)
+    paths = layer_paths.layer_paths(model)
     adapted = [p for p, layer in paths.items() if isinstance(layer, LoRAAdapter)]
     if adapted:
         raise ValueError(
@@ -222,7 +224,7 @@ def compress(
             f"{' ...' if len(adapted) > 3 else ''}). Merge them first with "
             "`klr.merge_adapters(model)`, then compress the merged model."
         )
-    head = _trainable_patterns(model, LoRAConfig())
+    head = trainable_patterns(model, LoRAConfig())
     chosen = _targeted(paths, targets, exclude, head)
     rows = [_plan(p, paths[p], rank, energy, param_ratio) for p in chosen]
     ranks = {row.path: row.rank for row in rows if row.status == FACTORIZED}
@@ -240,7 +242,7 @@ def compress(
         low_rank.trainable = True
         return low_rank
 
-    compressed, _ = model_surgery.rewrite_model(model, factorize)
+    compressed, _ = rewriting.rewrite_model(model, factorize)
     if train_only_factors:
         _train_only(compressed, set(ranks), head)
     report = CompressionReport(
@@ -337,7 +339,7 @@ def _unsupported(layer):
 
 def _targeted(paths, targets, exclude, head):
     candidates = [p for p, layer in paths.items()
-                  if isinstance(layer, _LINEAR) and not _kept(p, head)]
+                  if isinstance(layer, _LINEAR) and not is_kept_trainable(p, head)]
     if targets == ALL_LINEAR:
         chosen = list(candidates)
     else:
@@ -347,7 +349,7 @@ def _targeted(paths, targets, exclude, head):
                 warnings.warn(f"Target pattern {target!r} matched no Dense or "
                               "EinsumDense layer.", stacklevel=3)
     if not chosen:
-        shown = [f"{p} ({type(layer).__name__}{', head' if _kept(p, head) else ''})"
+        shown = [f"{p} ({type(layer).__name__}{', head' if is_kept_trainable(p, head) else ''})"
                  for p, layer in paths.items() if isinstance(layer, _LINEAR)]
         raise ValueError(
             f"No layer matched targets={_show(targets)}: no Dense or EinsumDense "
@@ -369,9 +371,9 @@ def _targeted(paths, targets, exclude, head):
 
 
 def _train_only(model, factorized, head):
-    model_surgery.set_trainable(model, True)
-    for path, layer in model_surgery.layer_paths(model).items():
-        if path in factorized or _kept(path, head):
+    trainable_flags.set_trainable(model, True)
+    for path, layer in layer_paths.layer_paths(model).items():
+        if path in factorized or is_kept_trainable(path, head):
             layer.trainable = True
         elif not _compat.has_sublayers(layer):
             layer.trainable = False

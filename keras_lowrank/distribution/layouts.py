@@ -25,9 +25,10 @@ import re
 import keras
 
 from keras_lowrank import _compat
-from keras_lowrank import model_surgery
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
 
 # `lora_a`, `lora_b`, a named adapter's `lora_a_<name>`, DoRA's magnitude.
 _FACTOR = re.compile(r"(?P<kind>lora_a|lora_b|lora_magnitude)(_[A-Za-z0-9_-]+)?")
@@ -162,14 +163,14 @@ def lora_layout_map(layout_map, model):
             "lora_layout_map expected a keras.distribution.LayoutMap. "
             f"Received: layout_map={layout_map!r:.80}"
         )
-    model_surgery.check_model(model, "lora_layout_map")
+    checks.check_model(model, "lora_layout_map")
     return LoRALayoutMap(layout_map, model)
 
 
 def _kernels(model):
     """`{layer path: (kernel variable path, KernelLayout)}` of `model`."""
     found = {}
-    for path, layer in model_surgery.layer_paths(model).items():
+    for path, layer in layer_paths.layer_paths(model).items():
         if isinstance(layer, LoRAAdapter):
             found[path] = (layer.base_kernel.path, layer.layout)
             continue

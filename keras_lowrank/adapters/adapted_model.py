@@ -5,13 +5,16 @@ import warnings
 import keras
 
 from keras_lowrank import _compat
-from keras_lowrank import layer_patterns
-from keras_lowrank import model_surgery
+from keras_lowrank.adapters.config import ALL_LINEAR
+from keras_lowrank.adapters.config import LoRAConfig
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
 from keras_lowrank.layers import supported_classes
-from keras_lowrank.lora_config import ALL_LINEAR
-from keras_lowrank.lora_config import LoRAConfig
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import layer_patterns
+from keras_lowrank.surgery import model_state
+from keras_lowrank.surgery import rewriting
 
 _LINEAR = (keras.layers.Dense, keras.layers.EinsumDense)
 
@@ -69,7 +72,7 @@ def add_adapters(model, config=None, *, adapter_name=None, **overrides):
     model.fit(train_data, epochs=2)
     ```
     """
-    model_surgery.check_model(model, "add_adapters")
+    checks.check_model(model, "add_adapters")
     if config is not None and not isinstance(config, LoRAConfig):
         raise TypeError(
             "add_adapters expected `config` to be a klr.LoRAConfig (or None; "
@@ -77,8 +80,8 @@ def add_adapters(model, config=None, *, adapter_name=None, **overrides):
             f"config={config!r}"
         )
     config = (config or LoRAConfig()).replace(**overrides)
-    paths = model_surgery.layer_paths(model)
-    keep_trainable = _trainable_patterns(model, config)
+    paths = layer_paths.layer_paths(model)
+    keep_trainable = trainable_patterns(model, config)
     if config.trainable is not None:
         _check_patterns_match("trainable", config.trainable, paths, paths)
     targeted = _targeted_paths(paths, config, keep_trainable)
@@ -108,8 +111,8 @@ def apply_adapters(
     Returns:
         The new model.
     """
-    model_surgery.check_finite_weights(model, "add_adapters")
-    paths = model_surgery.layer_paths(model)
+    checks.check_finite_weights(model, "add_adapters")
+    paths = layer_paths.layer_paths(model)
     name = _new_adapter_name(model, paths, adapter_name, init)
     for path in specs:
         layer = paths[path]
@@ -140,20 +143,20 @@ def apply_adapters(
             )
             view = adapter
             if init == "pissa":
-                from keras_lowrank.pissa import pissa_init
+                from keras_lowrank.adapters.pissa import pissa_init
 
                 pissa_init(adapter)
         view.variant.initialize(view)
         return adapter
 
-    adapted, _ = model_surgery.rewrite_model(model, wrap)
+    adapted, _ = rewriting.rewrite_model(model, wrap)
     for layer in adapters(adapted).values():
         layer.set_active([name] if name in layer.adapter_names else [])
     freeze_all_but(adapted, keep_trainable)
-    configs = dict(getattr(model, "_klr_lora_configs", {}))
+    configs = model_state.lora_configs(model)
     if config is not None:
         configs[name] = config
-    object.__setattr__(adapted, "_klr_lora_configs", configs)
+    model_state.set_lora_configs(adapted, configs)
     return adapted
 
 
@@ -229,13 +232,13 @@ def freeze_all_but(model, keep_trainable):
 
     Containers stay trainable so that their children's flags decide.
     """
-    for path, layer in model_surgery.layer_paths(model).items():
+    for path, layer in layer_paths.layer_paths(model).items():
         if isinstance(layer, LoRAAdapter):
             layer.trainable = True  # the adapter keeps its base frozen
         elif _is_leaf(layer) or layer_patterns.matches_any(keep_trainable, path):
-            keep = _kept(path, keep_trainable)
+            keep = is_kept_trainable(path, keep_trainable)
             layer.trainable = keep
-        elif not _kept(path, keep_trainable):
+        elif not is_kept_trainable(path, keep_trainable):
             # A container's own weights (a ViT's class token, say): freezing
             # the container would hide its children's weights too.
             for variable in _compat.own_trainable_weights(layer):
@@ -246,7 +249,7 @@ def adapter_paths(model):
     """Paths of the layers of `model` that hold a LoRA adapter, in order."""
     return [
         path
-        for path, layer in model_surgery.layer_paths(model).items()
+        for path, layer in layer_paths.layer_paths(model).items()
         if isinstance(layer, LoRAAdapter)
     ]
 
@@ -255,7 +258,7 @@ def adapters(model):
     """`{path: adapter layer}` of `model`."""
     return {
         path: layer
-        for path, layer in model_surgery.layer_paths(model).items()
+        for path, layer in layer_paths.layer_paths(model).items()
         if isinstance(layer, LoRAAdapter)
     }
 
@@ -268,7 +271,7 @@ def _targeted_paths(paths, config, keep_trainable):
         path: layer
         for path, layer in paths.items()
         if adapter_class_for(layer) is not None or isinstance(layer, LoRAAdapter)
-        if not _kept(path, keep_trainable)
+        if not is_kept_trainable(path, keep_trainable)
     }
     if config.targets == ALL_LINEAR:
         chosen = [p for p, layer in candidates.items() if isinstance(layer, _LINEAR)]
@@ -285,7 +288,7 @@ def _targeted_paths(paths, config, keep_trainable):
     if not chosen:
         kept = [
             p for p in paths
-            if _kept(p, keep_trainable) and layer_patterns.matches_any(
+            if is_kept_trainable(p, keep_trainable) and layer_patterns.matches_any(
                 () if config.targets == ALL_LINEAR else config.targets, p)
         ]
         if kept:
@@ -348,7 +351,9 @@ def _check_patterns_match(field, patterns, chosen, paths):
         )
 
 
-def _trainable_patterns(model, config):
+def trainable_patterns(model, config):
+    """The layer patterns `add_adapters` keeps trainable: `config.trainable`,
+    else a keras-hub task's head (what lies outside its backbone)."""
     if config.trainable is not None:
         return tuple(config.trainable)
     backbone = getattr(model, "backbone", None)
@@ -358,7 +363,7 @@ def _trainable_patterns(model, config):
     # LM lists the backbone's token embedding too (its tied output
     # projection): that is part of the backbone, and stays frozen.
     preprocessor = getattr(model, "preprocessor", None)
-    inside = [backbone, preprocessor, *model_surgery.layer_paths(backbone).values()]
+    inside = [backbone, preprocessor, *layer_paths.layer_paths(backbone).values()]
     return tuple(
         layer.name
         for layer in _compat.sublayers(model)
@@ -366,7 +371,8 @@ def _trainable_patterns(model, config):
     )
 
 
-def _kept(path, keep_trainable):
+def is_kept_trainable(path, keep_trainable):
+    """Whether the layer at `path`, or a layer around it, is named by `keep_trainable`."""
     parts = path.split("/")
     ancestors = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     return any(layer_patterns.matches_any(keep_trainable, p) for p in ancestors)

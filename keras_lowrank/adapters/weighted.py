@@ -21,11 +21,13 @@ import numbers
 import numpy as np
 from keras import ops
 
-from keras_lowrank import model_surgery
-from keras_lowrank.adapter_spec import AdapterSpec
-from keras_lowrank.adapted_model import adapters
-from keras_lowrank.adapted_model import with_adapter
-from keras_lowrank.named_adapters import adapter_names
+from keras_lowrank.adapters.adapted_model import adapters
+from keras_lowrank.adapters.adapted_model import with_adapter
+from keras_lowrank.adapters.named import adapter_names
+from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.surgery import checks
+from keras_lowrank.surgery import model_state
+from keras_lowrank.surgery import rewriting
 from keras_lowrank.svd.factorization import balanced_factors
 
 COMBINATIONS = ("svd", "cat", "linear")
@@ -58,7 +60,7 @@ def add_weighted_adapter(model, weights, adapter_name, combination="svd", svd_ra
     klr.set_adapter(mixed, "ab")
     ```
     """
-    model_surgery.check_model(model, "add_weighted_adapter")
+    checks.check_model(model, "add_weighted_adapter")
     known = adapter_names(model)
     _check_arguments(model, weights, adapter_name, combination, svd_rank, known)
     plans = {}
@@ -79,8 +81,8 @@ def add_weighted_adapter(model, weights, adapter_name, combination="svd", svd_ra
         view.lora_b.assign(b.astype("float32"))
         return new
 
-    new, _ = model_surgery.rewrite_model(model, replace)
-    object.__setattr__(new, "_klr_lora_configs", dict(getattr(model, "_klr_lora_configs", {})))
+    new, _ = rewriting.rewrite_model(model, replace)
+    model_state.set_lora_configs(new, model_state.lora_configs(model))
     return new
 
 

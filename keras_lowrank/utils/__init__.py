@@ -1,0 +1,1 @@
+"""Internal helpers with no model knowledge: atomic writes, optional imports."""
