@@ -3,8 +3,9 @@
 Needs `numpy`, `tokenizers` and the artifact's runtime: `ai-edge-litert`
 for `.tflite`, `onnxruntime` for `.onnx`. The artifact comes from
 `keras_lowrank.generation.export_generator`; it carries its cache length,
-prefill lengths and stop tokens. The loop (prefill, then one decode step
-per token, argmax each time) is `keras_lowrank/generation/runtime.py`,
+prefill lengths and stop tokens. The runtime is
+`keras_lowrank/generation/runtime.py` (the loop, prefill then one decode
+step per token, argmax each time, is `generator_loop.py` beside it),
 loaded by path so that the package, and with it Keras, is never imported.
 
 Usage:
@@ -50,7 +51,8 @@ def _runtime_path():
 
 
 def load_runtime():
-    """keras_lowrank.generation.runtime, loaded by path."""
+    """keras_lowrank.generation.runtime, loaded by path (it loads the
+    modules beside it the same way)."""
     spec = importlib.util.spec_from_file_location("_klr_runtime", _runtime_path())
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -360,3 +361,49 @@ def test_a_replacement_killed_between_its_renames_is_put_back(tmp_path):
             raise KeyError("writer failed")
     assert _tree(tmp_path) == ["preset", "preset/config.json", "preset/metadata.json"]
     assert (tmp_path / "preset" / "config.json").read_text() == "earlier"
+
+
+# === Issue 26: a folder the writer may not write to ===
+
+_AS_ANOTHER_USER = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("atomic", sys.argv[1])
+atomic = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(atomic)
+if os.geteuid() == 0:  # root writes anywhere: run as nobody
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    with atomic.atomic_path(sys.argv[2]) as tmp:
+        with open(tmp, "w") as file:
+            file.write("x")
+except PermissionError as error:
+    print(type(error).__name__, error)
+else:
+    print("written")
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("target", ["out.bin", "new/out.bin"], ids=["file", "missing-folder"])
+def test_read_only_folder_names_the_target_not_the_temporary(target):
+    # Not `tmp_path`: its parents are closed to the user the writer runs as.
+    root = tempfile.mkdtemp(prefix="klr-read-only-")
+    try:
+        os.chmod(root, 0o755)
+        read_only = os.path.join(root, "read_only")
+        os.mkdir(read_only, 0o555)
+        os.chmod(read_only, 0o555)
+        path = os.path.join(read_only, target)
+        done = subprocess.run(
+            [sys.executable, "-c", _AS_ANOTHER_USER, _atomic.__file__, path],
+            capture_output=True, text=True, timeout=60, check=True)
+        assert done.stdout.strip() == (
+            f"PermissionError [Errno 13] Cannot write '{path}': permission "
+            f"denied to create files in '{read_only}' (Permission denied). "
+            "Nothing was written. Choose a folder you can write to, or get "
+            "write permission on that one.")
+        assert os.listdir(read_only) == []
+    finally:
+        os.chmod(os.path.join(root, "read_only"), 0o755)
+        shutil.rmtree(root)

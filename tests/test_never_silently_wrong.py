@@ -6,6 +6,7 @@ weights and flags, and the files on disk.
 
 import json
 import os
+import re
 import struct
 import warnings
 
@@ -339,3 +340,196 @@ def test_bad_adapter_paths(path, tmp_path):
         klr.save_adapters(model, path)
     with pytest.raises(ValueError, match=r"load_adapters expected the path"):
         klr.load_adapters(tiny.sequential_mlp(), path)
+
+
+# === Issue 26: never silently wrong, round two ===
+
+
+def test_alpha_whose_scale_overflows_float32_is_refused():
+    # Finite, but s = 1e39 / 2 is Inf in float32: outputs go Inf once B != 0.
+    with pytest.raises(ValueError, match=re.escape(
+            "LoRAConfig: `alpha` with rank=2 gives the scale s = alpha / rank = "
+            "5e+38, beyond the largest float32 value (3.403e+38), the dtype "
+            "keras_lowrank computes s·A·B in: s·A·B would be Inf, and every "
+            "output NaN or Inf once B is non-zero. Received: alpha=1e+39. Use "
+            "an alpha of at most 6.806e+38 for rank 2.")):
+        klr.LoRAConfig(rank=2, alpha=1e39)
+    # A pattern's alpha meets the smallest rank of any pattern.
+    with pytest.raises(ValueError, match=r"LoRAConfig: `alpha_pattern\['proj'\]` with rank=1 "
+                                         r".* Received: alpha_pattern\['proj'\]=4e\+38"):
+        klr.LoRAConfig(rank=8, alpha_pattern={"proj": 4e38}, rank_pattern={"out": 1})
+    with pytest.raises(ValueError, match=r"AdapterSpec: `alpha` with rank=1 gives the scale"):
+        klr.AdapterSpec(rank=1, alpha=1e39)
+    assert klr.LoRAConfig(rank=2, alpha=6e38).spec_for("x").scale == 3e38  # the edge fits
+
+
+def test_alpha_whose_scale_overflows_float16_is_refused_at_the_adapter():
+    model = tiny.sequential_mlp()
+    before, flags = tiny.weights_of(model), tiny.flags_of(model)
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        half = tiny.sequential_mlp()
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    half_flags = tiny.flags_of(half)
+    with pytest.raises(ValueError, match=re.escape(
+            "LoRADense(layer='hidden'): `alpha` with rank=2 gives the scale s = "
+            "alpha / rank = 5e+05, beyond the largest float16 value (6.55e+04), "
+            "the dtype the layer computes in (dtype policy 'mixed_float16', "
+            "adapter 'default'): s·A·B would be Inf, and every output NaN or "
+            "Inf once B is non-zero. Received: alpha=1000000.0. Use an alpha of "
+            "at most 1.31e+05 for rank 2, or build the model under the 'float32' "
+            "policy.")):
+        klr.add_adapters(half, targets=["hidden"], rank=2, alpha=1e6)
+    assert tiny.flags_of(half) == half_flags
+    # The same alpha is fine where the layer computes in float32.
+    adapted = klr.add_adapters(model, targets=["hidden"], rank=2, alpha=1e6)
+    assert layer_paths(adapted)["hidden"].scale == 5e5
+    for a, b in zip(before, tiny.weights_of(model)):
+        np.testing.assert_array_equal(a, b)
+    assert tiny.flags_of(model) == flags
+
+
+def _overflowing_in_float16(policy):
+    """A model under `policy` whose merged kernel exceeds float16 (70,000),
+    while W (60,000) and every output (280) fit."""
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(3, name="proj")(inputs), name="m")
+        adapted = klr.add_adapters(model, targets=["proj"], rank=2)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    adapter = layer_paths(adapted)["proj"]
+    adapter.layer.kernel.assign(np.full((4, 3), 60000, "float32"))
+    adapter.lora_a.assign(np.full(adapter.lora_a.shape, 100, "float32"))
+    adapter.lora_b.assign(np.full(adapter.lora_b.shape, 50, "float32"))
+    return adapted
+
+
+def test_merge_overflowing_the_compute_dtype_is_refused():
+    adapted = _overflowing_in_float16("mixed_float16")
+    x = np.full((1, 4), 1e-3, "float32")
+    outputs = adapted.predict(x, verbose=0)
+    np.testing.assert_allclose(outputs, 280, rtol=1e-3)  # finite unmerged
+    before = tiny.weights_of(adapted)
+    with pytest.raises(FloatingPointError, match=re.escape(
+            "Layer 'proj': Merging layer 'proj' gives 12 kernel value(s) beyond "
+            "the range of float16, the dtype the layer computes in (dtype policy "
+            "'mixed_float16'; largest magnitude 7e+04): the merged layer's "
+            "outputs would be Inf or NaN.") + r".* Nothing was merged\. Merge a copy of "
+            r"the model built under the 'float32' policy"):
+        klr.merge_adapters(adapted)
+    for a, b in zip(before, tiny.weights_of(adapted)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(adapted.predict(x, verbose=0), outputs)
+
+
+def test_merge_under_mixed_bfloat16_keeps_outputs():
+    # bfloat16 has float32's range: the same kernel merges, outputs finite.
+    adapted = _overflowing_in_float16("mixed_bfloat16")
+    x = np.full((1, 4), 1e-3, "float32")
+    merged = klr.merge_adapters(adapted)
+    outputs = merged.predict(x, verbose=0)
+    assert np.isfinite(outputs).all()
+    np.testing.assert_allclose(outputs, adapted.predict(x, verbose=0), rtol=1e-2)
+
+
+def test_weighted_adapter_over_a_nan_factor_is_refused():
+    model = tiny.randomize_adapter(
+        klr.add_adapters(tiny.sequential_mlp(), targets=["hidden"], rank=2), "default", 0)
+    adapter = layer_paths(model)["hidden"]
+    b = adapter.lora_b.numpy()
+    b[1, 3] = np.nan
+    adapter.lora_b.assign(b)
+    before = tiny.weights_of(model)
+    with pytest.raises(ValueError, match=r"add_weighted_adapter: weight '.*hidden/lora_b' of "
+                                         r"model 'mlp' holds 1 NaN or Inf value\(s\) of 32; every "
+                                         r"output through it would be NaN\. Nothing was changed\. "
+                                         r"Reload the weights"):
+        klr.add_weighted_adapter(model, {"default": 0.5}, "half", combination="cat")
+    for a, c in zip(before, tiny.weights_of(model)):
+        np.testing.assert_array_equal(a, c)
+    assert klr.adapter_names(model) == ["default"]
+
+
+def test_tensor_the_metadata_does_not_name_is_refused(saved, tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    base, path = saved
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(path)
+    tensors["out/lora_a"] = np.zeros((16, 2), "float32")  # an adapter not listed
+    tensors["hidden/lora_a.other"] = np.zeros((8, 2), "float32")
+    bad = tmp_path / "extra.safetensors"
+    save_file(tensors, bad, metadata=metadata)
+    before = tiny.weights_of(base)
+    with pytest.raises(ValueError, match=re.escape(
+            f"The adapter file '{bad}' holds 2 tensor(s) that its metadata does "
+            "not name ('hidden/lora_a.other', 'out/lora_a'); loading would "
+            "silently drop them. A file holds the tensors of the adapters and "
+            "trainable layers its metadata lists, and no others. Nothing was "
+            "loaded.") + r" .*save the adapters again with `klr.save_adapters`"):
+        klr.load_adapters(base, bad)
+    for a, b in zip(before, tiny.weights_of(base)):
+        np.testing.assert_array_equal(a, b)
+    assert not any(isinstance(l, klr.layers.LoRAAdapter) for l in layer_paths(base).values())
+
+
+def test_dora_and_head_tensors_are_named_by_the_metadata(tmp_path):
+    base = tiny.sequential_mlp()
+    model = _randomized(klr.add_adapters(base, targets=["hidden"], rank=2, use_dora=True,
+                                         trainable=["out"]))
+    path = tmp_path / "dora.safetensors"
+    klr.save_adapters(model, path)
+    loaded = klr.load_adapters(base, path)  # lora_magnitude and out/* are named
+    x = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("text, shown", [("[1, 2]", "list"), ('"rank"', "str"), ("8", "int")])
+def test_config_json_that_is_not_an_object(text, shown):
+    with pytest.raises(ValueError, match=re.escape(
+            f"LoRAConfig.from_json expected a JSON object of fields "
+            f"({{\"rank\": 8, ...}}). Received: a JSON {shown}, {text!r}. Pass the "
+            "text that `to_json()` returns.")):
+        klr.LoRAConfig.from_json(text)
+    with pytest.raises(ValueError, match=r"LoRAConfig.from_dict expected a dict of fields "
+                                         r"\(\{field: value\}\)\. Received: list \[1, 2\]"):
+        klr.LoRAConfig.from_dict([1, 2])
+
+
+@pytest.mark.parametrize("names", [None, 5, [None], ["default", 3]])
+def test_set_adapter_with_a_name_that_is_not_a_string(names):
+    model = klr.add_adapters(tiny.sequential_mlp(), targets=["hidden"], rank=2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"set_adapter expected an adapter name or a list of adapter names. "
+            f"Received: {names!r}. Adapters of model 'mlp': ['default']")):
+        klr.set_adapter(model, names)
+    assert klr.active_adapters(model) == ["default"]
+
+
+def test_model_path_that_is_a_file_is_not_called_a_missing_folder(tmp_path):
+    import types
+
+    from keras_lowrank.finetune.model_source import model_source
+    from keras_lowrank.lm_finetune.causal_lm_loading import read_config
+
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match=re.escape(
+            f"model={str(file)!r} is a file, not a folder. Pass the Hugging Face "
+            "BERT folder that holds it")):
+        model_source(types.SimpleNamespace(model=str(file)))
+    with pytest.raises(NotADirectoryError, match=re.escape(
+            f"model={str(file)!r} is a file, not a folder. Pass the Hugging Face "
+            "causal-LM folder that holds it")):
+        read_config(str(file))
+    missing = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match=r"no such folder"):
+        read_config(missing)
+    assert os.listdir(tmp_path) == ["model.safetensors"]

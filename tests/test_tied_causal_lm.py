@@ -1,6 +1,6 @@
 """A causal LM whose output head is its token embedding (SmolLM2) stays tied
 through `add_adapters` and `merge_adapters` (keras-hub's config drops the
-tie: `_compat.restore_dropped_config`)."""
+tie: `_compat.keras_hub.restore_dropped_config`)."""
 
 import keras_hub
 import numpy as np

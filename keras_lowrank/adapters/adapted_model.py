@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.adapters.config import ALL_LINEAR
 from keras_lowrank.adapters.config import LoRAConfig
 from keras_lowrank.layers import LoRAAdapter
@@ -241,7 +241,7 @@ def freeze_all_but(model, keep_trainable):
         elif not is_kept_trainable(path, keep_trainable):
             # A container's own weights (a ViT's class token, say): freezing
             # the container would hide its children's weights too.
-            for variable in _compat.own_trainable_weights(layer):
+            for variable in keras_compat.own_trainable_weights(layer):
                 variable.trainable = False
 
 
@@ -366,7 +366,7 @@ def trainable_patterns(model, config):
     inside = [backbone, preprocessor, *layer_paths.layer_paths(backbone).values()]
     return tuple(
         layer.name
-        for layer in _compat.sublayers(model)
+        for layer in keras_compat.sublayers(model)
         if not any(layer is part for part in inside) and layer.weights
     )
 
@@ -379,7 +379,7 @@ def is_kept_trainable(path, keep_trainable):
 
 
 def _is_leaf(layer):
-    return isinstance(layer, LoRAAdapter) or not _compat.has_sublayers(layer)
+    return isinstance(layer, LoRAAdapter) or not keras_compat.has_sublayers(layer)
 
 
 def _available(paths):
@@ -402,7 +402,7 @@ def _unadaptable(targets, paths):
         for path, layer in paths.items()
         if layer.weights and adapter_class_for(layer) is None
         and not isinstance(layer, LoRAAdapter)
-        and not _compat.has_sublayers(layer)
+        and not keras_compat.has_sublayers(layer)
         and layer_patterns.matches_any(targets, path)
     ]
     if not found:

@@ -6,7 +6,9 @@ import json
 from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.layers.adapter_spec import check_alpha
 from keras_lowrank.layers.adapter_spec import check_dropout
+from keras_lowrank.layers.adapter_spec import DELTA_DTYPE
 from keras_lowrank.layers.adapter_spec import check_rank
+from keras_lowrank.layers.adapter_spec import check_scale
 from keras_lowrank.surgery.layer_patterns import check_pattern
 
 ALL_LINEAR = "all-linear"
@@ -90,6 +92,7 @@ class LoRAConfig:
             check_alpha(alpha, f"alpha_pattern['{pattern}']", _OWNER)
         set_("rank_pattern", dict(self.rank_pattern))
         set_("alpha_pattern", dict(self.alpha_pattern))
+        self._check_scales()
         if self.init not in INIT_METHODS:
             raise ValueError(
                 f"LoRAConfig got an unknown `init`. Received: init={self.init!r}. "
@@ -100,6 +103,15 @@ class LoRAConfig:
                 "LoRAConfig expected `use_dora` to be True or False. "
                 f"Received: use_dora={self.use_dora!r}"
             )
+
+    def _check_scales(self):
+        # Any alpha may meet the smallest rank on some layer.
+        rank = min([self.rank, *self.rank_pattern.values()])
+        alphas = {"alpha": self.alpha}
+        alphas.update({f"alpha_pattern['{p}']": a for p, a in self.alpha_pattern.items()})
+        for name, alpha in alphas.items():
+            if alpha is not None:
+                check_scale(alpha, rank, self.use_rslora, DELTA_DTYPE, _OWNER, name)
 
     def rank_for(self, path):
         from keras_lowrank.surgery.layer_patterns import first_match
@@ -144,12 +156,26 @@ class LoRAConfig:
 
     @classmethod
     def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError(
+                "LoRAConfig.from_dict expected a dict of fields "
+                f"({{field: value}}). Received: {type(data).__name__} "
+                f"{data!r:.80}. Pass the dict that `to_dict()` returns."
+            )
         _check_names(data)
         return cls(**data)
 
     @classmethod
     def from_json(cls, text):
-        return cls.from_dict(json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(
+                "LoRAConfig.from_json expected a JSON object of fields "
+                f"({{\"rank\": 8, ...}}). Received: a JSON "
+                f"{type(data).__name__}, {text!r:.80}. Pass the text that "
+                "`to_json()` returns."
+            )
+        return cls.from_dict(data)
 
 
 def _check_names(names):

@@ -21,12 +21,13 @@ import os
 
 import numpy as np
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.adapters.adapted_model import apply_adapters
 from keras_lowrank.adapters.pissa import remove_principal_part
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.layers.variants import get_variant
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
 from keras_lowrank.surgery import model_state
@@ -196,6 +197,7 @@ def load_adapters(model, path):
         )
     kept = metadata["trainable_layers"]
     _check_kept_fit(paths, kept, tensors, path)
+    _check_no_unnamed_tensors(specs, kept, paths, tensors, path)
 
     configs = {DEFAULT: metadata.get("config"), **metadata.get("named_configs", {})}
     adapted = model
@@ -334,6 +336,28 @@ def _check_kept_fit(paths, kept, tensors, file):
                 )
 
 
+def _check_no_unnamed_tensors(specs, kept, paths, tensors, file):
+    """Every tensor of the file is one its metadata names: none is dropped."""
+    named = {
+        _key(layer_path, weight_name, adapter_name)
+        for adapter_name, table in specs.items()
+        for layer_path, spec in table.items()
+        for weight_name in ("lora_a", "lora_b", *get_variant(spec.variant).extra_weight_names)
+    }
+    named |= {f"{p}/{_weight_name(w)}" for p in kept for w in paths[p].weights}
+    unnamed = sorted(set(tensors) - named)
+    if unnamed:
+        shown = ", ".join(repr(k) for k in unnamed[:5]) + (", ..." if len(unnamed) > 5 else "")
+        raise ValueError(
+            f"The adapter file '{file}' holds {len(unnamed)} tensor(s) that its "
+            f"metadata does not name ({shown}); loading would silently drop "
+            "them. A file holds the tensors of the adapters and trainable "
+            "layers its metadata lists, and no others. Nothing was loaded. "
+            "The file was edited or written by another tool: save the "
+            "adapters again with `klr.save_adapters`, or remove those tensors."
+        )
+
+
 def _check_metadata_fields(metadata, path):
     adapters_ = metadata.get("adapters")
     named = metadata.get("named_adapters", {})
@@ -400,7 +424,7 @@ def _trainable_layers(model):
     """Non-adapter leaf layers with trainable weights: the kept head."""
     found = {}
     for layer_path, layer in layer_paths.layer_paths(model).items():
-        if isinstance(layer, LoRAAdapter) or _compat.has_sublayers(layer):
+        if isinstance(layer, LoRAAdapter) or keras_compat.has_sublayers(layer):
             continue
         if layer.trainable_weights:
             found[layer_path] = layer

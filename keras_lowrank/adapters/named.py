@@ -140,6 +140,12 @@ def check_adapter_names(model, names, function):
     checks.check_model(model, function)
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"{function} expected an adapter name or a list of adapter names. "
+            f"Received: {names!r}. Adapters of model '{model.name}': "
+            f"{adapter_names(model)}"
+        )
     names = list(names)
     known = adapter_names(model)
     unknown = [n for n in names if n not in known]

@@ -48,7 +48,8 @@ def add_weighted_adapter(model, weights, adapter_name, combination="svd", svd_ra
         The new model (the new adapter is not active: `klr.set_adapter`).
 
     Raises:
-        ValueError: an unknown or repeated name, a weight that is not a
+        ValueError: a weight of `model` holds NaN or Inf (the message names
+            it), an unknown or repeated name, a weight that is not a
             finite number, an unknown combination, a DoRA adapter (its
             magnitude does not combine), or ranks / weights the method
             cannot take (the message names the layer and the adapters).
@@ -61,6 +62,7 @@ def add_weighted_adapter(model, weights, adapter_name, combination="svd", svd_ra
     ```
     """
     checks.check_model(model, "add_weighted_adapter")
+    checks.check_finite_weights(model, "add_weighted_adapter")
     known = adapter_names(model)
     _check_arguments(model, weights, adapter_name, combination, svd_rank, known)
     plans = {}

@@ -94,22 +94,24 @@ def add_parser(subparsers):
 
 
 def run(args):
+    from keras_lowrank.exporters import ExportOptions
     from keras_lowrank.exporters import validate_export_arguments
 
-    representative = args.representative_data
-    # Before the model loads: an --out that cannot be written fails first.
-    validate_export_arguments(
-        args.out,
-        args.format,
+    # The .npz files are named here and read only once the arguments hold.
+    options = ExportOptions(
         quantize=args.quantize,
+        verify=not args.no_verify,
         allow_flex=args.allow_flex,
         opset=args.opset,
-        representative_data=representative,
+        representative_data=args.representative_data,
         atol=args.atol,
     )
+    # Before the model loads: an --out that cannot be written fails first.
+    validate_export_arguments(args.out, args.format, options)
     sample_inputs = None
     if args.sample_inputs:
         sample_inputs = _load_npz(args.sample_inputs, "--sample-inputs")
+    representative = options.representative_data
     if representative:
         rows = _load_npz(representative, "--representative-data")
         count = len(next(iter(rows.values())))
@@ -117,6 +119,9 @@ def run(args):
             {name: value[i : i + 1] for name, value in rows.items()}
             for i in range(count)
         ]
+    options = options.replace(
+        sample_inputs=sample_inputs, representative_data=representative
+    )
 
     from keras_lowrank.cli.model_argument import load_model_argument
     from keras_lowrank.exporters import ExportVerificationError
@@ -124,18 +129,7 @@ def run(args):
 
     model = load_model_argument(args.model, args.adapters, args.peft_adapters)
     try:
-        report = export(
-            model,
-            args.out,
-            args.format,
-            quantize=args.quantize,
-            sample_inputs=sample_inputs,
-            verify=not args.no_verify,
-            allow_flex=args.allow_flex,
-            opset=args.opset,
-            representative_data=representative,
-            atol=args.atol,
-        )
+        report = export(model, args.out, args.format, options=options)
     except ExportVerificationError as error:
         message = " ".join(str(error).split())
         print(f"keras-lowrank export: verification failed: {message}", file=sys.stderr)

@@ -16,7 +16,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.adapters.adapted_model import is_kept_trainable
 from keras_lowrank.adapters.adapted_model import trainable_patterns
 from keras_lowrank.adapters.config import ALL_LINEAR
@@ -375,7 +375,7 @@ def _train_only(model, factorized, head):
     for path, layer in layer_paths.layer_paths(model).items():
         if path in factorized or is_kept_trainable(path, head):
             layer.trainable = True
-        elif not _compat.has_sublayers(layer):
+        elif not keras_compat.has_sublayers(layer):
             layer.trainable = False
 
 

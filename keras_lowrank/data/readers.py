@@ -95,6 +95,9 @@ def read_mr_polarity(path) -> list:
 
 
 def _check_file(path, hint=None):
+    if os.path.isdir(path):
+        raise DataError(f"{path}: a folder, not a file. Pass the data file "
+                        "itself")
     if not os.path.isfile(path):
         extra = f"; {hint}" if hint else ""
         raise DataError(f"{path}: no such file{extra}")

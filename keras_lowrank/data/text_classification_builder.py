@@ -2,9 +2,10 @@
 
 It reads local files only (nothing is downloaded), splits them once with a
 seed, and writes the splits as TFRecords under a `data_dir`. The config name
-holds a hash of the files' bytes and of every option, so a later load with
-the same files and options reuses the prepared data, and a change to either
-prepares a new copy next to the old one.
+holds a hash of the files' bytes and extensions (which pick the parser) and
+of every option, so a later load with the same files and options reuses the
+prepared data, and a change to either prepares a new copy next to the old
+one.
 """
 
 import contextlib
@@ -24,7 +25,7 @@ except ImportError:  # Windows
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import tfds as tfds_compat
 from keras_lowrank.data import readers
 from keras_lowrank.data import splits as splits_lib
 from keras_lowrank.data.data_error import DataError
@@ -70,7 +71,7 @@ def make_config(sources, *, prefix, **options) -> TextClassificationConfig:
         A `TextClassificationConfig`, named `<prefix>_<16 hex digits>`.
 
     Raises:
-        DataError: if a file is missing.
+        DataError: if a file is missing, or a path is a folder.
     """
     reader = options.get("reader", "table")
     if reader not in READERS:
@@ -79,12 +80,18 @@ def make_config(sources, *, prefix, **options) -> TextClassificationConfig:
     hashed = []
     for split, path in sources:
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise DataError(f"{path}: a folder, not a file. Pass the data "
+                            "file itself")
         if not os.path.isfile(path):
             raise DataError(f"{path}: no such file")
         hashed.append((split, path, _sha256(path)))
-    # Paths are left out of the key: a moved file is the same data.
+    # Paths are left out of the key: a moved file is the same data. Its
+    # extension is in: it picks the parser, so the same bytes as `.txt`
+    # must not reuse what a `.csv` of them prepared (nor `.tsv` a `.csv`).
     key = json.dumps(
-        {"sources": [(split, digest) for split, _, digest in hashed],
+        {"sources": [(split, digest, _extension(path))
+                     for split, path, digest in hashed],
          "options": options},
         sort_keys=True,
     )
@@ -114,7 +121,7 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder):
     }
 
     def _info(self):
-        return tfds.core.DatasetInfo(
+        return _LocalDatasetInfo(
             builder=self,
             description="Local text-classification files, split by "
             "keras_lowrank.",
@@ -141,6 +148,20 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, examples):
         for index, (text, label) in enumerate(examples):
             yield index, {"text": text, "label": label}
+
+
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+    """The info of a dataset that exists only here.
+
+    tfds' `DatasetBuilder.__init__` calls `initialize_from_bucket` on every
+    builder of a config not yet prepared. That makes a `tmp*tfds` folder in
+    the system temporary folder (`tempfile.mkdtemp("tfds")`), never removes
+    it, and asks Google Cloud Storage for the dataset's info: a local
+    dataset has none there, so nothing is asked and no folder is made.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        pass
 
 
 def read_and_split(config):
@@ -302,6 +323,10 @@ def _preparing_alone(data_dir, name):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _extension(path):
+    return os.path.splitext(path)[1].lower()  # as `readers.read_records`
+
+
 def _sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -334,7 +359,7 @@ def _quiet_tfds():
     """Hides tfds' progress bars, logs and prints, then restores them."""
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
-    bars = _compat.tfds_progress_bars_shown()
+    bars = tfds_compat.progress_bars_shown()
     absl_logger.setLevel(logging.ERROR)
     tfds.display_progress_bar(False)
     try:

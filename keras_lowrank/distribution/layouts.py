@@ -24,7 +24,7 @@ import re
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
 from keras_lowrank.surgery import checks
@@ -181,6 +181,6 @@ def _kernels(model):
             kernel_layout = adapter_class.layout_of(layer)
         except ValueError:
             continue  # a kernel no adapter can take (a batched einsum)
-        kernel = _compat.kernel_variable(layer, adapter_class.kernel_name)
+        kernel = keras_compat.kernel_variable(layer, adapter_class.kernel_name)
         found[path] = (kernel.path, kernel_layout)
     return found

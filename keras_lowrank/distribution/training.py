@@ -12,7 +12,7 @@ import tempfile
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.adapters import files as adapter_files
 from keras_lowrank.surgery import checks
 
@@ -105,7 +105,7 @@ def tf_strategy(kind="mirrored", *, devices=None, timeout_seconds=None,
         return tf.distribute.MirroredStrategy(devices)
     if register_timeout_seconds is not None:
         cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
-        _compat.configure_worker_registration(cluster, register_timeout_seconds)
+        tensorflow_compat.configure_worker_registration(cluster, register_timeout_seconds)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=timeout_seconds
     )

@@ -2,9 +2,12 @@
 
 `export(model, path, format)` merges LoRA adapters, writes the artifact
 atomically, runs it in its own runtime at batch 1 and 8, compares it with
-Keras and returns an `ExportReport`. One module per format (`saved_model`,
-`tflite`, `onnx`), each defining its `ExportFormat` record; `formats` is the
-registry that lists them (`get_format(name)`).
+Keras and returns an `ExportReport`. Its options are one `ExportOptions`
+(`export_options`), given as keyword arguments or whole
+(`export(model, path, format, options=ExportOptions(...))`). One module
+per format (`saved_model`, `tflite`, `onnx`), each defining its
+`ExportFormat` record; `formats` is the registry that lists them
+(`get_format(name)`).
 
 `export(..., metadata="text_classifier")` writes a LiteRT model that takes
 raw text in MediaPipe's `TextClassifier` (tokenizer and labels inside:
@@ -23,6 +26,7 @@ from keras_lowrank.exporters.accuracy import AccuracyDropError
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.export_model import export
 from keras_lowrank.exporters.export_model import validate_export_arguments
+from keras_lowrank.exporters.export_options import ExportOptions
 from keras_lowrank.exporters.formats import FORMATS
 from keras_lowrank.exporters.formats import QUANTIZE_MODES
 from keras_lowrank.exporters.formats import all_formats
@@ -37,6 +41,7 @@ __all__ = [
     "AccuracyDropError",
     "DEFAULT_TOLERANCES",
     "ExportFormat",
+    "ExportOptions",
     "ExportReport",
     "ExportVerificationError",
     "FORMATS",

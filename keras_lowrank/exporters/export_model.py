@@ -3,9 +3,11 @@
 What differs between formats (the writer, the runtime, the options and
 quantize modes each takes) comes from its `ExportFormat` record in
 `keras_lowrank.exporters.formats`; nothing here checks a format's name.
+The options are one `ExportOptions` (`export_options`), made from the
+keyword arguments of `export` and passed on whole.
 """
 
-import math
+import dataclasses
 import os
 
 import keras
@@ -17,12 +19,10 @@ from keras_lowrank.exporters.artifact_checks import check_outputs
 from keras_lowrank.exporters.artifact_checks import merged_for_export
 from keras_lowrank.exporters.artifact_checks import reference_outputs
 from keras_lowrank.exporters.calibration import calibration_rows
+from keras_lowrank.exporters.export_options import ExportOptions
+from keras_lowrank.exporters.export_text_classifier import export_text_classifier
 from keras_lowrank.exporters.formats import FORMATS
 from keras_lowrank.exporters.formats import QUANTIZE_MODES
-from keras_lowrank.exporters.formats import all_formats
-from keras_lowrank.exporters.formats import calibrated_modes
-from keras_lowrank.exporters.formats import formats_with_option
-from keras_lowrank.exporters.formats import get_format
 from keras_lowrank.exporters.report import ExportReport
 from keras_lowrank.exporters.report import artifact_size
 from keras_lowrank.exporters.sample_inputs import verification_batches
@@ -31,6 +31,7 @@ from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.text_inputs import is_texts
 from keras_lowrank.exporters.text_inputs import tokenize
 from keras_lowrank.exporters.verification import ExportVerificationError
+from keras_lowrank.generation.export_dispatch import dispatch_export
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.optional import tensorflow
@@ -40,7 +41,7 @@ from keras_lowrank.utils.optional import tensorflow
 LOSSY_MODES = ("dynamic", "int8", "int16x8")
 
 __all__ = [
-    "FORMATS", "QUANTIZE_MODES", "export", "merged_for_export",
+    "FORMATS", "QUANTIZE_MODES", "ExportOptions", "export", "merged_for_export",
     "validate_export_arguments",
 ]
 
@@ -48,23 +49,7 @@ __all__ = [
 VERIFY_ROWS = 8
 
 
-def export(
-    model,
-    path,
-    format,
-    *,
-    quantize=None,
-    sample_inputs=None,
-    verify=True,
-    allow_flex=False,
-    opset=None,
-    representative_data=None,
-    atol=None,
-    metadata=None,
-    labels=None,
-    calibration_data=None,
-    eval_data=None,
-) -> ExportReport:
+def export(model, path, format, options=None, **fields) -> ExportReport:
     """Exports `model`, runs the artifact in its runtime and checks it.
 
     LoRA adapters are merged into the base weights first. The artifact is
@@ -93,59 +78,23 @@ def export(
     `export_text_classifier`).
 
     Args:
-        model: a Keras model (TensorFlow backend), with or without adapters.
+        model: a keras.Model (TensorFlow backend), with or without adapters.
         path: where to write: a folder for `"saved_model"`, a file otherwise.
         format: `"saved_model"`, `"tflite"` or `"onnx"` (the names in
             `keras_lowrank.exporters.formats`).
-        quantize: `None` (float32). TFLite: `"float16"`, `"dynamic"` (int8
-            weights), `"int8"` (int8 per-channel weights and int8
-            activations, with the ops that break accuracy kept in float:
-            `tflite_quantization`) or `"int16x8"` (int16 activations, int8
-            weights). ONNX: `"dynamic"` or `"int8"` (static QDQ,
-            `onnx_quantization`). `"int8"` and `"int16x8"` need
-            `calibration_data`.
-        sample_inputs: optional inputs to verify with: a dict keyed by input
-            name, a list in input order, one array, or (for a model with its
-            preprocessor) a list of texts. Default: the first rows of
-            `eval_data`, else made from the input specs (for keras-hub text
-            models, token batches with a padding mask). For a keras-hub text
-            model, token ids must lie below the backbone's
-            `vocabulary_size` and sequences be at most its
-            `max_sequence_length` long. Batch-1 latency is measured at their
-            median and at their maximum token length.
-        verify: whether to run and compare the artifact. Default True.
-        allow_flex: TFLite only. Keep TensorFlow ops outside the builtins as
-            Flex ops instead of failing.
-        opset: ONNX only. The opset version, default 15.
-        representative_data: the earlier name of `calibration_data`, for
-            an iterable (or a callable returning one) of input batches.
-        atol: the largest allowed absolute difference. Default: 1e-4 for
-            float32; for a quantize mode, `max(DEFAULT_TOLERANCES[quantize],
-            RELATIVE_TOLERANCES[quantize] * scale)`, where `scale` is the
-            largest absolute Keras output on the checked batches: float16
-            `max(1e-2, 0.01 * scale)`, dynamic `max(5e-2, 0.25 * scale)`,
-            int8 `max(1e-1, 0.25 * scale)` (measurements in
-            `keras_lowrank.exporters.verification`). A given `atol` is used
-            as is, for every mode. With `eval_data`, the lossy modes
-            (`dynamic`, `int8`, `int16x8`) are checked on accuracy instead,
-            unless `atol` is given.
-        metadata: None, or `"text_classifier"` (TFLite): a `.tflite` for
-            MediaPipe's `TextClassifier` that takes raw text.
-        labels: with `metadata`: the label names, one per class. Default:
-            the model's `label_names`, else `"0"`, `"1"`, ...
-        calibration_data: real examples for the calibrated quantize modes:
-            texts (tokenized by the model's preprocessor), a dict of arrays
-            (one example per row), a `tf.data.Dataset` of those or of
-            `(inputs, labels)`, or an iterable of input batches.
-        eval_data: optional `(texts or inputs, labels)`: every example runs
-            through Keras and through the artifact in its runtime, and an
-            artifact more than 1.0 point of accuracy below Keras fails
-            (`accuracy.MAX_ACCURACY_DROP`).
+        options: optional `ExportOptions`, instead of keyword arguments.
+        **fields: the options as keyword arguments: `quantize`,
+            `sample_inputs`, `verify`, `allow_flex`, `opset`,
+            `representative_data`, `atol`, `metadata`, `labels`,
+            `calibration_data`, `eval_data` (each documented once, in
+            `ExportOptions`).
 
     Returns:
         An `ExportReport`.
 
     Raises:
+        TypeError: `model` is not a keras.Model, an unknown keyword, or
+            both `options` and keywords (nothing is written).
         ValueError: for an unknown format or quantize mode, arguments that
             do not apply to the format, sample inputs the model does not
             accept, or a Keras backend other than TensorFlow (nothing is
@@ -168,228 +117,45 @@ def export(
     print(report)
     ```
     """
+    options = ExportOptions.from_arguments(options, fields)
+    _check_model(model)
     # A keras-hub causal LM in LiteRT or ONNX: a generation artifact
     # (prefill and decode with a KV cache), keras_lowrank.generation.
-    from keras_lowrank.generation import dispatch_export
-
-    generation = dispatch_export(
-        model, path, format, quantize=quantize, sample_inputs=sample_inputs,
-        verify=verify, allow_flex=allow_flex, opset=opset,
-        representative_data=representative_data, atol=atol, metadata=metadata,
-        labels=labels, calibration_data=calibration_data, eval_data=eval_data,
-    )
+    generation = dispatch_export(model, path, format, options)
     if generation is not None:
         return generation
-    validate_export_arguments(
-        path, format, quantize, allow_flex, opset, representative_data, atol,
-        metadata=metadata, labels=labels, calibration_data=calibration_data,
-    )
+    export_format = validate_export_arguments(path, format, options)
     _require_tensorflow()
-    calibration_name = "calibration_data"
-    if calibration_data is None:
-        calibration_data = representative_data
-        calibration_name = "representative_data"
-    if metadata is not None:
-        from keras_lowrank.exporters.export_text_classifier import export_text_classifier
-
-        return export_text_classifier(
-            model, path, quantize=quantize, labels=labels,
-            sample_inputs=sample_inputs, calibration_data=calibration_data,
-            eval_data=eval_data, verify=verify, atol=atol,
-        )
-    export_format = get_format(format)
-    path = os.fspath(path)
-    # Texts become token inputs here; the artifact takes token ids.
-    signature = input_signature(
-        model, None if is_texts(sample_inputs) else sample_inputs
-    )
-    evaluation = None
-    if eval_data is not None:
-        evaluation = accuracy_lib.evaluation_set(model, signature, eval_data)
-    if is_texts(sample_inputs):
-        sample_inputs = tokenize(model, sample_inputs)
-    elif sample_inputs is None and evaluation is not None:
-        sample_inputs = {k: v[:VERIFY_ROWS] for k, v in evaluation.flat.items()}
-    # The artifact holds the merged model; Keras outputs come from the model
-    # as given, so verification checks the merge as well as the conversion.
-    merged = merged_for_export(model)
-    batches = expected = None
-    if verify or sample_inputs is not None:
-        batches = verification_batches(model, signature, sample_inputs)
-    if verify:
-        expected = reference_outputs(model, signature, batches, format, path)
-    options = {
-        "quantize": quantize,
-        "allow_flex": allow_flex,
-        "opset": opset,
-        "representative_data": None,
-    }
-    if quantize in export_format.calibrated_modes:
-        rows = calibration_rows(model, signature, calibration_data, calibration_name)
-        options["representative_data"] = lambda: iter(rows)
-    keras_accuracy = None
-    if evaluation is not None:
-        keras_accuracy = accuracy_lib.accuracy_of(
-            accuracy_lib.predictions(
-                lambda batch: keras_outputs(model, signature, batch), evaluation.flat
-            ),
-            evaluation.labels,
-        )
-
-    notes = []
-    checked = {}
-    try:
-        with atomic_path(path, directory=export_format.directory,
-                         replaceable=export_format.replaceable) as tmp:
-            export_format.write(
-                merged, signature, tmp,
-                **{name: options[name] for name in export_format.options},
-            )
-            runner = export_format.runner(tmp)
-            ops = runner.ops()
-            notes.extend(export_format.notes(ops))
-            if verify:
-                bound = evaluation is None or quantize not in LOSSY_MODES or atol is not None
-                checked = check_outputs(
-                    runner, export_format, batches, expected, quantize, atol,
-                    notes, bound=bound,
-                )
-                if checked:
-                    checked.update(check_lengths(
-                        model, signature, runner, export_format, sample_inputs,
-                        batches, quantize, atol, bound,
-                    ))
-                if checked and evaluation is not None:
-                    checked.update(check_accuracy(
-                        runner, evaluation, keras_accuracy, format, quantize
-                    ))
-            precisions, float_layers = {}, ()
-            if quantize is not None and hasattr(runner, "precisions"):
-                precisions = runner.precisions()
-            if quantize in export_format.calibrated_modes:
-                float_layers = runner.float_layers()
-    except ExportVerificationError as error:
-        error.args = (
-            f"{error.args[0]} The artifact was removed; {path!r} is unchanged.",
-        )
-        raise
-    max_abs_diff = checked.get("max_abs_diff")
-    return ExportReport(
-        format=format,
-        path=path,
-        size_bytes=artifact_size(path),
-        max_abs_diff=max_abs_diff,
-        tolerance=checked.get("tolerance"),
-        latency_ms=checked.get("latency_ms"),
-        ops=ops,
-        quantize=quantize,
-        batch_sizes_checked=checked.get("batch_sizes", ()),
-        input_names=tuple(runner.input_names),
-        output_names=tuple(runner.output_names),
-        verified=bool(checked),
-        runtime=runner.runtime,
-        notes=tuple(notes),
-        input_shapes=getattr(runner, "input_shapes", {}),
-        sequence_lengths_checked=checked.get("sequence_lengths", ()),
-        latency_by_length=checked.get("latency_by_length", {}),
-        precisions=precisions,
-        float_layers=float_layers,
-        accuracy=checked.get("accuracy"),
-        keras_accuracy=keras_accuracy,
-        eval_examples=0 if evaluation is None else len(evaluation),
-    )
+    if options.metadata is not None:
+        return export_text_classifier(model, path, options)
+    return _export_graph(model, os.fspath(path), export_format, options)
 
 
-def validate_export_arguments(
-    path,
-    format,
-    quantize=None,
-    allow_flex=False,
-    opset=None,
-    representative_data=None,
-    atol=None,
-    *,
-    metadata=None,
-    labels=None,
-    calibration_data=None,
-):
+def validate_export_arguments(path, format, options=None, **fields):
     """Checks every argument of `export` that does not need the model.
 
     Runs before any slow work, `path` included: what stands there must be
     replaceable by the artifact (see `keras_lowrank.utils.atomic.check_target`).
-    Which arguments and quantize modes a format takes is its record's
-    (`keras_lowrank.exporters.formats.get_format(format)`).
+    Which options and quantize modes a format takes is its record's
+    (`ExportOptions.check_format`).
+
+    Args:
+        path: where `export` would write.
+        format: the format's name.
+        options: optional `ExportOptions`, instead of keyword arguments.
+        **fields: the options as keyword arguments (`ExportOptions`).
+
+    Returns:
+        The format's `ExportFormat` record.
 
     Raises:
         ValueError: naming the argument, what was received and what is
             allowed.
     """
-    export_format = get_format(format)
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(
-            f"Unrecognized quantize={quantize!r}. Supported values are: "
-            f"{list(QUANTIZE_MODES)}"
-        )
-    if quantize not in export_format.quantize_modes:
-        if "quantize" not in export_format.options:
-            raise _not_an_option("quantize", quantize, format)
-        raise ValueError(
-            f"format={format!r} supports quantize in "
-            f"{list(export_format.quantize_modes)}. Received: quantize={quantize!r}"
-        )
-    if representative_data is not None and calibration_data is not None:
-        raise ValueError(
-            "Pass `calibration_data` (or its earlier name "
-            "`representative_data`), not both. Received: both"
-        )
-    calibration, name = calibration_data, "calibration_data"
-    if calibration_data is None:
-        calibration, name = representative_data, "representative_data"
-    if quantize in export_format.calibrated_modes and calibration is None:
-        raise ValueError(
-            f"quantize={quantize!r} calibrates activations on "
-            "`calibration_data` (real examples: texts, arrays or batches). "
-            "Received: calibration_data=None, representative_data=None"
-        )
-    if calibration is not None and quantize not in export_format.calibrated_modes:
-        modes = [m for m in calibrated_modes() if m in export_format.quantize_modes]
-        raise ValueError(
-            f"`{name}` is only used with "
-            f"{_one_of('quantize', modes or calibrated_modes())}. Received: "
-            f"quantize={quantize!r}"
-        )
-    if metadata is not None:
-        if metadata not in export_format.metadata_kinds:
-            kinds = [k for r in all_formats() for k in r.metadata_kinds]
-            writers = [r.name for r in all_formats() if r.metadata_kinds]
-            raise ValueError(
-                f"Unrecognized metadata={metadata!r} for format={format!r}. "
-                f"Supported: metadata in {kinds} with {_one_of('format', writers)}"
-            )
-    elif labels is not None:
-        raise ValueError(
-            "`labels` are stored in the metadata, so they need "
-            f"metadata='text_classifier'. Received: labels={labels!r} with "
-            "metadata=None"
-        )
-    if allow_flex and "allow_flex" not in export_format.options:
-        raise _not_an_option("allow_flex", allow_flex, format)
-    if opset is not None:
-        if "opset" not in export_format.options:
-            raise _not_an_option("opset", opset, format)
-        if isinstance(opset, bool) or not isinstance(opset, int) or opset < 1:
-            raise ValueError(
-                f"`opset` must be a positive integer. Received: opset={opset!r}"
-            )
-    if atol is not None and (
-        isinstance(atol, bool)
-        or not isinstance(atol, (int, float))
-        or not math.isfinite(atol)
-        or atol < 0
-    ):
-        raise ValueError(
-            f"`atol` must be a finite number >= 0. Received: atol={atol!r}"
-        )
+    options = ExportOptions.from_arguments(
+        options, fields, "validate_export_arguments"
+    )
+    export_format = options.check_format(format)
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"`path` must be a non-empty path. Received: {path!r}")
     if export_format.directory and os.path.isfile(path):
@@ -408,20 +174,175 @@ def validate_export_arguments(
         directory=export_format.directory,
         replaceable=export_format.replaceable,
     )
+    return export_format
 
 
-def _not_an_option(option, value, format):
-    return ValueError(
-        f"`{option}` only applies to "
-        f"{_one_of('format', formats_with_option(option))}. Received: "
-        f"{option}={value!r} with format={format!r}"
+# === The graph export: Keras' side, the artifact, the report ===
+
+
+@dataclasses.dataclass
+class _KerasSide:
+    """What is known before anything is written: inputs and Keras' outputs."""
+
+    signature: object
+    evaluation: object  # accuracy_lib's evaluation set, or None
+    sample_inputs: object  # token inputs, texts tokenized
+    merged: keras.Model  # what the artifact holds
+    batches: object
+    expected: object  # Keras' outputs on `batches`, or None
+    writer_options: dict
+    keras_accuracy: float | None
+
+
+def _export_graph(model, path, export_format, options):
+    keras_side = _keras_side(model, path, export_format, options)
+    try:
+        with atomic_path(path, directory=export_format.directory,
+                         replaceable=export_format.replaceable) as tmp:
+            export_format.write(
+                keras_side.merged, keras_side.signature, tmp,
+                **keras_side.writer_options,
+            )
+            runner = export_format.runner(tmp)
+            artifact = _check_artifact(model, runner, export_format, options,
+                                       keras_side)
+    except ExportVerificationError as error:
+        error.args = (
+            f"{error.args[0]} The artifact was removed; {path!r} is unchanged.",
+        )
+        raise
+    return _report(path, export_format, options, runner, keras_side, artifact)
+
+
+def _keras_side(model, path, export_format, options):
+    """Inputs, Keras' outputs, calibration rows: all before writing."""
+    sample_inputs = options.sample_inputs
+    # Texts become token inputs here; the artifact takes token ids.
+    signature = input_signature(
+        model, None if is_texts(sample_inputs) else sample_inputs
+    )
+    evaluation = None
+    if options.eval_data is not None:
+        evaluation = accuracy_lib.evaluation_set(model, signature, options.eval_data)
+    if is_texts(sample_inputs):
+        sample_inputs = tokenize(model, sample_inputs)
+    elif sample_inputs is None and evaluation is not None:
+        sample_inputs = {k: v[:VERIFY_ROWS] for k, v in evaluation.flat.items()}
+    # The artifact holds the merged model; Keras outputs come from the model
+    # as given, so verification checks the merge as well as the conversion.
+    merged = merged_for_export(model)
+    batches = expected = None
+    if options.verify or sample_inputs is not None:
+        batches = verification_batches(model, signature, sample_inputs)
+    if options.verify:
+        expected = reference_outputs(model, signature, batches,
+                                     export_format.name, path)
+    keras_accuracy = None
+    writer_options = _writer_options(model, signature, export_format, options)
+    if evaluation is not None:
+        keras_accuracy = accuracy_lib.accuracy_of(
+            accuracy_lib.predictions(
+                lambda batch: keras_outputs(model, signature, batch), evaluation.flat
+            ),
+            evaluation.labels,
+        )
+    return _KerasSide(signature, evaluation, sample_inputs, merged, batches,
+                      expected, writer_options, keras_accuracy)
+
+
+def _writer_options(model, signature, export_format, options):
+    """The keyword arguments of the format's writer: those it names."""
+    values = {
+        "quantize": options.quantize,
+        "allow_flex": options.allow_flex,
+        "opset": options.opset,
+        "representative_data": None,
+    }
+    if options.quantize in export_format.calibrated_modes:
+        rows = calibration_rows(model, signature, options.calibration,
+                                options.calibration_name)
+        values["representative_data"] = lambda: iter(rows)
+    return {name: values[name] for name in export_format.options}
+
+
+def _check_artifact(model, runner, export_format, options, keras_side):
+    """The artifact's ops and notes, and with `verify` its checks."""
+    quantize, atol = options.quantize, options.atol
+    evaluation = keras_side.evaluation
+    ops = runner.ops()
+    notes = list(export_format.notes(ops))
+    checked = {}
+    if options.verify:
+        bound = evaluation is None or quantize not in LOSSY_MODES or atol is not None
+        checked = check_outputs(
+            runner, export_format, keras_side.batches, keras_side.expected,
+            quantize, atol, notes, bound=bound,
+        )
+        if checked:
+            checked.update(check_lengths(
+                model, keras_side.signature, runner, export_format,
+                keras_side.sample_inputs, keras_side.batches, quantize, atol,
+                bound,
+            ))
+        if checked and evaluation is not None:
+            checked.update(check_accuracy(
+                runner, evaluation, keras_side.keras_accuracy,
+                export_format.name, quantize,
+            ))
+    precisions, float_layers = {}, ()
+    if quantize is not None and hasattr(runner, "precisions"):
+        precisions = runner.precisions()
+    if quantize in export_format.calibrated_modes:
+        float_layers = runner.float_layers()
+    return {"ops": ops, "notes": tuple(notes), "checked": checked,
+            "precisions": precisions, "float_layers": float_layers}
+
+
+def _report(path, export_format, options, runner, keras_side, artifact):
+    checked = artifact["checked"]
+    evaluation = keras_side.evaluation
+    return ExportReport(
+        format=export_format.name,
+        path=path,
+        size_bytes=artifact_size(path),
+        max_abs_diff=checked.get("max_abs_diff"),
+        tolerance=checked.get("tolerance"),
+        latency_ms=checked.get("latency_ms"),
+        ops=artifact["ops"],
+        quantize=options.quantize,
+        batch_sizes_checked=checked.get("batch_sizes", ()),
+        input_names=tuple(runner.input_names),
+        output_names=tuple(runner.output_names),
+        verified=bool(checked),
+        runtime=runner.runtime,
+        notes=artifact["notes"],
+        input_shapes=getattr(runner, "input_shapes", {}),
+        sequence_lengths_checked=checked.get("sequence_lengths", ()),
+        latency_by_length=checked.get("latency_by_length", {}),
+        precisions=artifact["precisions"],
+        float_layers=artifact["float_layers"],
+        accuracy=checked.get("accuracy"),
+        keras_accuracy=keras_side.keras_accuracy,
+        eval_examples=0 if evaluation is None else len(evaluation),
     )
 
 
-def _one_of(argument, values):
-    if len(values) == 1:
-        return f"{argument}={values[0]!r}"
-    return f"{argument} in {list(values)}"
+# === Preconditions ===
+
+
+def _check_model(model):
+    """Export takes a keras.Model; anything else fails here, by its type."""
+    if isinstance(model, keras.Model):
+        return
+    name = getattr(model, "name", None)
+    shown = f"{type(model).__name__} '{name}'" if isinstance(name, str) else (
+        f"{type(model).__name__} {model!r:.60}"
+    )
+    raise TypeError(
+        "export expected a keras.Model (Functional, Sequential, or a "
+        f"keras-hub Backbone or Task). Received: model={shown}. Pass the "
+        "model itself (a saved one: keras.saving.load_model(path))."
+    )
 
 
 def _require_tensorflow():

@@ -73,10 +73,15 @@ MIN_LABEL_AGREEMENT_QUANTIZED = 0.9
 MIN_EVAL_LABEL_AGREEMENT = {None: 0.995}
 
 
-def export_text_classifier(model, path, *, quantize=None, labels=None,
-                           sample_inputs=None, calibration_data=None,
-                           eval_data=None, verify=True, atol=None):
-    """The `metadata="text_classifier"` branch of `export` (same arguments).
+def export_text_classifier(model, path, options):
+    """The `metadata="text_classifier"` branch of `export`.
+
+    Args:
+        model: the keras-hub text classifier.
+        path: the `.tflite` file to write.
+        options: the `ExportOptions` of `export` (it reads `quantize`,
+            `labels`, `sample_inputs`, the calibration data, `eval_data`,
+            `verify` and `atol`).
 
     Raises:
         ValueError: for a model or labels MediaPipe cannot take
@@ -88,15 +93,16 @@ def export_text_classifier(model, path, *, quantize=None, labels=None,
             the `eval_data` texts, or its accuracy on `eval_data` is more
             than 1.0 point below Keras'; nothing is left at `path`.
     """
-    spec = text_classifier_spec(model, labels)
+    quantize, verify, atol = options.quantize, options.verify, options.atol
+    spec = text_classifier_spec(model, options.labels)
     path = os.fspath(path)
-    eval_texts, eval_labels = _eval_texts(eval_data)
-    texts = _sample_texts(sample_inputs, eval_texts)
+    eval_texts, eval_labels = _eval_texts(options.eval_data)
+    texts = _sample_texts(options.sample_inputs, eval_texts)
     signature = serving_inputs(spec)
     rows = None
-    if calibration_data is not None:
+    if options.calibration is not None:
         rows = calibration_rows(
-            model, signature, _with_all_inputs(model, calibration_data)
+            model, signature, _with_all_inputs(model, options.calibration)
         )
     keras_eval, keras_accuracy = None, None
     if eval_texts:

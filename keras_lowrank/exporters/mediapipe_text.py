@@ -1,7 +1,7 @@
 """MediaPipe Tasks' text classifier: writing its metadata, running it.
 
 Everything that touches `mediapipe` for `metadata="text_classifier"` is
-here; the packaging workaround it needs is `_mediapipe_compat`.
+here; the packaging workaround it needs is `keras_lowrank._compat.mediapipe`.
 
 - `populate_metadata` embeds the tokenizer (a WordPiece vocabulary or a
   SentencePiece model) and the label names into a `.tflite` flatbuffer with
@@ -24,7 +24,7 @@ import unicodedata
 
 import numpy as np
 
-from keras_lowrank.exporters import _mediapipe_compat
+from keras_lowrank._compat import mediapipe as mediapipe_compat
 
 # Metadata names MediaPipe's BERT preprocessor looks the inputs up by.
 IDS, MASK, SEGMENT_IDS = "ids", "mask", "segment_ids"
@@ -92,7 +92,7 @@ def populate_metadata(flatbuffer, tokenizer, labels, input_names) -> bytes:
         The flatbuffer with the metadata and its associated files.
     """
     metadata_writer = _metadata_writer_module()
-    writer_class = _mediapipe_compat.text_classifier_writer()
+    writer_class = mediapipe_compat.text_classifier_writer()
     ids_name, mask_name, segment_name = input_names
     with tempfile.TemporaryDirectory(prefix="klr_metadata_") as folder:
         writer = writer_class.create_for_bert_model(
@@ -115,7 +115,7 @@ def populate_metadata(flatbuffer, tokenizer, labels, input_names) -> bytes:
 
 def read_labels(path):
     """The label names stored in an artifact's metadata, in class order."""
-    displayer = _mediapipe_compat.metadata_module().MetadataDisplayer
+    displayer = mediapipe_compat.metadata_module().MetadataDisplayer
     buffer = displayer.with_model_file(os.fspath(path)).get_associated_file_buffer(
         LABELS_FILE
     )
@@ -139,7 +139,7 @@ class MediaPipeClassifier:
     """
 
     def __init__(self, path):
-        module = _mediapipe_compat.text_classifier_module()
+        module = mediapipe_compat.text_classifier_module()
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
         self.runtime = f"mediapipe {_version('mediapipe')} TextClassifier"
@@ -217,7 +217,7 @@ def mediapipe_token_ids(tokenizer, texts, sequence_length):
 
 
 def _metadata_writer_module():
-    _mediapipe_compat.install()
+    mediapipe_compat.install()
     from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer
 
     return metadata_writer

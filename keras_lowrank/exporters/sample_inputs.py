@@ -12,7 +12,7 @@ longer than its `max_sequence_length` (Keras would fail deep inside).
 import keras
 import numpy as np
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.exporters.signature import flat_specs
 from keras_lowrank.exporters.signature import input_names
 
@@ -224,7 +224,7 @@ def _vocabulary_size(model):
         return size
     sizes = [
         layer.input_dim
-        for layer in _compat.flatten_layers(model, include_self=False)
+        for layer in keras_compat.flatten_layers(model, include_self=False)
         if isinstance(layer, keras.layers.Embedding)
     ]
     return min(sizes) if sizes else None

@@ -15,8 +15,9 @@ import warnings
 
 import numpy as np
 
+from keras_lowrank._compat import litert as litert_compat
 from keras_lowrank.exporters import tflite_quantization
-from keras_lowrank.exporters._int16_tracing import int16_friendly_tracing
+from keras_lowrank.exporters.int16_tracing import int16_friendly_tracing
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
 from keras_lowrank.exporters.saved_model import write_saved_model
@@ -127,7 +128,7 @@ def convert_saved_model(
 
 
 def tracing_for(quantize):
-    """The tracing context a quantize mode's converter needs (`_int16_tracing`)."""
+    """The tracing context a quantize mode's converter needs (`int16_tracing`)."""
     if quantize == "int16x8":
         return int16_friendly_tracing()
     return contextlib.nullcontext()
@@ -219,7 +220,7 @@ class TFLiteRunner:
                 self._litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             ),
         )
-        return tuple(sorted({op["op_name"] for op in interpreter._get_ops_details()}))
+        return tuple(sorted({op["op_name"] for op in litert_compat.ops_details(interpreter)}))
 
 
 def is_missing_flex_delegate(error):

@@ -36,6 +36,7 @@ import collections
 import contextlib
 import warnings
 
+from keras_lowrank._compat import litert as litert_compat
 from keras_lowrank.utils.optional import tensorflow as tf
 
 # Op kinds quantized to int8 (when not fed by an outlier op, for FC).
@@ -178,7 +179,7 @@ def _graph(flatbuffer, dtypes=False):
         model_content=bytes(flatbuffer),
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
-    ops = interpreter._get_ops_details()
+    ops = litert_compat.ops_details(interpreter)
     if dtypes:
         tensors = {t["index"]: t["dtype"].__name__ for t in interpreter.get_tensor_details()}
     else:

@@ -19,12 +19,19 @@ def model_source(options: FinetuneOptions) -> str:
     None means all-MiniLM-L6-v2 (`presets.minilm_path()`).
 
     Raises:
-        FileNotFoundError: a path that is no folder, or the default model
-            is not installed.
+        NotADirectoryError: a path that is a file.
+        FileNotFoundError: a path that does not exist, or the default
+            model is not installed.
     """
     from keras_lowrank.models import presets
 
     folder = options.model or presets.minilm_path()
+    if _looks_like_path(folder) and os.path.isfile(folder):
+        raise NotADirectoryError(
+            f"model={folder!r} is a file, not a folder. Pass the Hugging Face "
+            "BERT folder that holds it (config.json, model.safetensors, "
+            "vocab.txt) or a keras-hub preset name."
+        )
     if _looks_like_path(folder) and not os.path.isdir(folder):
         raise FileNotFoundError(
             f"model={folder!r}: no such folder. Pass a Hugging Face BERT "

@@ -5,8 +5,9 @@ prefill and decode graphs with an explicit KV cache of fixed length,
 weights frozen, builtin ops only; it then drives greedy generation from the
 artifact in its runtime and requires it to equal Keras' token for token.
 `load_generator(path)` runs such an artifact with the runtime alone
-(`runtime.py` imports neither TensorFlow nor Keras; `export/generate.py`
-is its command line).
+(`runtime.py`, with `generator_loop.py` and `runtime_tokenizer.py` beside
+it, imports neither TensorFlow nor Keras; `export/generate.py` is its
+command line).
 
 Example:
 ```python
@@ -33,9 +34,9 @@ from keras_lowrank.generation.generation_report import GenerationReport
 from keras_lowrank.generation.generation_verification import GenerationVerificationError
 from keras_lowrank.generation.generator_spec import GeneratorSpec
 from keras_lowrank.generation.keras_reference import greedy_reference
-from keras_lowrank.generation.runtime import PromptTooLongError
+from keras_lowrank.generation.generator_loop import PromptTooLongError
 from keras_lowrank.generation.runtime import load_generator
-from keras_lowrank.generation.runtime import load_tokenizer
+from keras_lowrank.generation.runtime_tokenizer import load_tokenizer
 from keras_lowrank.generation.runtime_adapters import write_runtime_adapter
 
 __all__ = [

@@ -3,9 +3,10 @@
 Every access to keras-hub's cached-decoding interface goes through here:
 `call_with_cache(token_ids, cache, cache_update_index) -> (logits,
 hidden_states, cache)` (public on every keras-hub `CausalLM` that supports
-cached generation), the private `_build_cache` (only to learn the cache's
-shape), the backbone's `max_sequence_length` (learned position embeddings),
-and `keras.ops.slice_update`, which the attention layers call to write the
+cached generation), keras-hub's private `_build_cache` (only to learn the
+cache's shape; reached through `keras_lowrank._compat.keras_hub`), the
+backbone's `max_sequence_length` (learned position embeddings), and
+`keras.ops.slice_update`, which the attention layers call to write the
 cache and which `onnx_friendly_slice_update` replaces while tracing for ONNX.
 `tests/generation/test_cached_causal_lm.py` checks each access.
 """
@@ -14,6 +15,7 @@ import contextlib
 
 import keras
 
+from keras_lowrank._compat import keras_hub as keras_hub_compat
 from keras_lowrank.utils.optional import tensorflow as tf
 
 # keras-hub's cache: (batch, num_layers, 2 (key, value), max_length,
@@ -27,7 +29,7 @@ def is_cached_causal_lm(model) -> bool:
     return (
         isinstance(model, keras.Model)
         and callable(getattr(model, "call_with_cache", None))
-        and callable(getattr(model, "_build_cache", None))
+        and keras_hub_compat.cache_builder(model) is not None
         and getattr(model, "backbone", None) is not None
     )
 
@@ -66,7 +68,8 @@ def cache_shape(model, max_length) -> tuple:
         TypeError: the model's cache is not one tensor of keras-hub's layout.
     """
     spec = tf.TensorSpec((1, max_length), tf.int32)
-    outputs = tf.function(model._build_cache).get_concrete_function(spec)
+    build_cache = tf.function(keras_hub_compat.cache_builder(model))
+    outputs = build_cache.get_concrete_function(spec)
     cache = outputs.structured_outputs
     cache = cache[1] if isinstance(cache, (tuple, list)) and len(cache) == 2 else None
     shape = None if cache is None else tuple(cache.shape)

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from keras_lowrank._compat import litert as litert_compat
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation import runtime
@@ -360,7 +361,7 @@ def _ops(path, format):
             experimental_op_resolver_type=(
                 OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
         )
-        return tuple(sorted({op["op_name"] for op in interpreter._get_ops_details()}))
+        return tuple(sorted({op["op_name"] for op in litert_compat.ops_details(interpreter)}))
     import onnx
 
     model = onnx.load(path, load_external_data=False)

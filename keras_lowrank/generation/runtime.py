@@ -2,9 +2,12 @@
 
 Needs only numpy and the artifact's runtime (`ai-edge-litert` for
 `.tflite`, `onnxruntime` for `.onnx`), plus `tokenizers` for text: no
-TensorFlow, no Keras. `export/generate.py` loads this file by path (with
-`generator_spec.py` beside it) on machines that have nothing else;
-`export_generator` verifies artifacts with it.
+TensorFlow, no Keras. `export/generate.py` loads this file by path on
+machines that have nothing else, and it loads its siblings the same way
+(`generator_loop.py`: the greedy loop; `generator_spec.py`: the metadata;
+`runtime_tokenizer.py`: `load_tokenizer`); `export_generator` verifies
+artifacts with it. This module holds each format's runner and
+`load_generator`, and re-exports the names of its siblings.
 
 Example:
 ```python
@@ -14,214 +17,50 @@ result.tokens, result.time_to_first_token_s, result.decode_tokens_per_s
 ```
 """
 
-import dataclasses
 import importlib.util
 import mmap
 import os
 import sys
-import time
 
 import numpy as np
 
+
+def _sibling(name):
+    """`name`.py beside this file, loaded by path as `_klr_<name>`: the
+    package, and with it Keras, is never imported that way."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_klr_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 if __package__:
+    from keras_lowrank.generation.generator_loop import Generator
+    from keras_lowrank.generation.generator_loop import GreedyResult
+    from keras_lowrank.generation.generator_loop import PromptTooLongError
+    from keras_lowrank.generation.generator_loop import plan_prefill
     from keras_lowrank.generation.generator_spec import METADATA_KEY
     from keras_lowrank.generation.generator_spec import GeneratorSpec
+    from keras_lowrank.generation.runtime_tokenizer import VOCABULARY_PADDING
+    from keras_lowrank.generation.runtime_tokenizer import check_tokenizer
+    from keras_lowrank.generation.runtime_tokenizer import load_tokenizer
 else:  # loaded by path, without the package (and so without Keras)
-    _path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                         "generator_spec.py")
-    _spec = importlib.util.spec_from_file_location("_klr_generator_spec", _path)
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = _module
-    _spec.loader.exec_module(_module)
-    METADATA_KEY, GeneratorSpec = _module.METADATA_KEY, _module.GeneratorSpec
+    _loop = _sibling("generator_loop")
+    Generator, GreedyResult = _loop.Generator, _loop.GreedyResult
+    PromptTooLongError, plan_prefill = _loop.PromptTooLongError, _loop.plan_prefill
+    _spec_module = _sibling("generator_spec")
+    METADATA_KEY, GeneratorSpec = _spec_module.METADATA_KEY, _spec_module.GeneratorSpec
+    _tokenizer = _sibling("runtime_tokenizer")
+    VOCABULARY_PADDING = _tokenizer.VOCABULARY_PADDING
+    check_tokenizer, load_tokenizer = _tokenizer.check_tokenizer, _tokenizer.load_tokenizer
 
-# The model's vocabulary may exceed the tokenizer's by fewer ids than this:
-# embedding matrices are often padded to a multiple of 64 or 128.
-VOCABULARY_PADDING = 128
-
-
-class PromptTooLongError(ValueError):
-    """The prompt does not fit the artifact's cache."""
-
-
-@dataclasses.dataclass(frozen=True)
-class GreedyResult:
-    """One greedy generation.
-
-    Args:
-        tokens: tuple of int. The generated tokens (a stop token included).
-        stopped: str. `"max_new_tokens"`, `"stop_token"` or `"cache_full"`.
-        time_to_first_token_s: float. From the start of prefill to the first
-            token chosen.
-        decode_seconds: float. The decoding steps after the first token.
-    """
-
-    tokens: tuple
-    stopped: str
-    time_to_first_token_s: float
-    decode_seconds: float
-
-    @property
-    def decode_tokens_per_s(self):
-        steps = len(self.tokens) - 1
-        return steps / self.decode_seconds if steps and self.decode_seconds else None
-
-
-class Generator:
-    """A generation artifact in its runtime: prefill, decode, greedy loop.
-
-    Subclasses run the graphs (`_prefill_chunks`, `_decode`); this class
-    owns the loop, so every format is driven the same way.
-    """
-
-    runtime = ""
-
-    def __init__(self, path, spec):
-        self.path = path
-        self.spec = spec
-        # Runtime adapters' factor inputs; zeros give the base model.
-        self.adapter = {name: np.zeros(shape, np.float32)
-                        for name, shape in spec.adapter_shapes().items()}
-
-    def load_adapter(self, adapter=None):
-        """Generates with `adapter` from now on (runtime-adapter artifacts).
-
-        Args:
-            adapter: the `.npz` of `write_runtime_adapter`, or a dict of
-                its arrays; None: zeros, the base model.
-
-        Raises:
-            ValueError: the artifact takes no adapters, or the arrays'
-                names or shapes are not its factor inputs.
-        """
-        shapes = self.spec.adapter_shapes()
-        if not shapes:
-            raise ValueError(
-                f"{self.path} was exported without runtime_adapters=True: it "
-                "takes no adapter.")
-        if adapter is None:
-            self.adapter = {name: np.zeros(shape, np.float32)
-                            for name, shape in shapes.items()}
-            return
-        if isinstance(adapter, (str, os.PathLike)):
-            with np.load(adapter) as data:
-                adapter = {name: data[name] for name in data.files}
-        if sorted(adapter) != sorted(shapes):
-            raise ValueError(
-                f"The adapter's arrays {sorted(adapter)[:4]}... are not the "
-                f"factor inputs of {self.path} ({len(shapes)} arrays, "
-                f"{sorted(shapes)[:4]}...).")
-        arrays = {}
-        for name, shape in shapes.items():
-            array = np.asarray(adapter[name], np.float32)
-            if array.shape != tuple(shape) or not np.isfinite(array).all():
-                raise ValueError(
-                    f"Adapter input {name} must be finite float32 of shape "
-                    f"{tuple(shape)}. Received: shape {array.shape}")
-            arrays[name] = array
-        self.adapter = arrays
-
-    def new_cache(self):
-        return np.zeros(self.spec.cache_shape, np.float32)
-
-    def check_prompt(self, prompt_ids):
-        """The prompt as int32 ids; raises for an empty or too long one."""
-        prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
-        if prompt.size == 0:
-            raise ValueError("The prompt has no tokens.")
-        if prompt.size > self.spec.max_length:
-            raise PromptTooLongError(
-                f"The prompt has {prompt.size} tokens but {self.path} was "
-                f"exported with a cache of {self.spec.max_length} positions; "
-                "shorten it or export with a larger max_length."
-            )
-        bad = prompt[(prompt < 0) | (prompt >= self.spec.vocabulary_size)]
-        if bad.size:
-            raise ValueError(
-                f"Token id {int(bad[0])} is outside the model's vocabulary "
-                f"of {self.spec.vocabulary_size}."
-            )
-        return prompt.astype(np.int32)
-
-    def prefill(self, prompt_ids, cache=None):
-        """`(logits (vocabulary,), cache)` after writing the whole prompt."""
-        prompt = self.check_prompt(prompt_ids)
-        cache = self.new_cache() if cache is None else cache
-        return self._prefill_chunks(prompt, cache)
-
-    def decode(self, token_id, index, cache):
-        """`(logits (vocabulary,), cache)` after token `token_id` at `index`."""
-        return self._decode(np.array([[token_id]], np.int32), index, cache)
-
-    def greedy(self, prompt_ids, max_new_tokens, stop_token_ids=(),
-               on_token=None) -> GreedyResult:
-        """Greedy generation: the argmax token, step by step.
-
-        Args:
-            prompt_ids: sequence of int. At most `spec.max_length` tokens.
-            max_new_tokens: int. The most tokens to generate; fewer when a
-                stop token comes or the cache is full.
-            stop_token_ids: tokens that end generation (kept in the output).
-            on_token: optional callable, called with each new token.
-        """
-        if max_new_tokens < 1:
-            raise ValueError(
-                f"`max_new_tokens` must be at least 1. Received: {max_new_tokens}")
-        stop = set(int(t) for t in stop_token_ids)
-        start = time.perf_counter()
-        prompt = self.check_prompt(prompt_ids)
-        logits, cache = self._prefill_chunks(prompt, self.new_cache())
-        tokens = [int(np.argmax(logits))]
-        first = time.perf_counter()
-        if on_token:
-            on_token(tokens[-1])
-        index = prompt.size
-        stopped = "max_new_tokens"
-        while True:
-            if tokens[-1] in stop:
-                stopped = "stop_token"
-                break
-            if len(tokens) >= max_new_tokens:
-                break
-            if index >= self.spec.max_length:
-                stopped = "cache_full"
-                break
-            logits, cache = self.decode(tokens[-1], index, cache)
-            tokens.append(int(np.argmax(logits)))
-            index += 1
-            if on_token:
-                on_token(tokens[-1])
-        return GreedyResult(
-            tokens=tuple(tokens),
-            stopped=stopped,
-            time_to_first_token_s=first - start,
-            decode_seconds=time.perf_counter() - first,
-        )
-
-
-def plan_prefill(length, prefill_lengths, max_length):
-    """How a prompt of `length` tokens is written with fixed-length chunks.
-
-    Returns:
-        list of `(start, count, chunk_length)`: `count` prompt tokens from
-        `start`, right-padded to a prefill signature of `chunk_length`, or
-        `chunk_length` 1 for the decode signature. A chunk never passes
-        `max_length` (the cache update would be clamped and misplaced);
-        near the end, where no prefill length fits, tokens go one by one.
-    """
-    plan, start = [], 0
-    while start < length:
-        remaining, room = length - start, max_length - start
-        fitting = [n for n in prefill_lengths if n <= room]
-        if not fitting:
-            plan.append((start, 1, 1))
-            start += 1
-            continue
-        chunk = next((n for n in fitting if n >= remaining), fitting[-1])
-        count = min(remaining, chunk)
-        plan.append((start, count, chunk))
-        start += count
-    return plan
+__all__ = [
+    "GreedyResult", "Generator", "LiteRTGenerator", "ONNXGenerator",
+    "PromptTooLongError", "VOCABULARY_PADDING", "check_tokenizer",
+    "load_generator", "load_tokenizer", "plan_prefill", "read_tflite_spec",
+]
 
 
 class LiteRTGenerator(Generator):
@@ -377,46 +216,6 @@ def _not_a_generator(path):
         f"{path} holds no generation metadata ({METADATA_KEY}): it was not "
         "written by keras_lowrank.generation.export_generator."
     )
-
-
-def load_tokenizer(path, vocabulary_size):
-    """A `tokenizers.Tokenizer` from `tokenizer.json`, checked against the model.
-
-    Raises:
-        ValueError: the file is not a tokenizer, or its vocabulary does not
-            fit the model's: an id at or past `vocabulary_size`, or fewer
-            ids than the model's by `VOCABULARY_PADDING` or more.
-    """
-    try:
-        from tokenizers import Tokenizer
-    except ImportError as error:
-        raise ImportError(
-            "tokenizers is required to read tokenizer.json: "
-            "pip install 'tokenizers==0.23.3'"
-        ) from error
-    try:
-        tokenizer = Tokenizer.from_file(os.fspath(path))
-    except Exception as error:  # tokenizers raises a bare Exception
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(
-            f"{path} is not a readable tokenizer.json ({reason})."
-        ) from None
-    check_tokenizer(tokenizer, vocabulary_size, path)
-    return tokenizer
-
-
-def check_tokenizer(tokenizer, vocabulary_size, source="the tokenizer"):
-    """Raises ValueError unless `tokenizer`'s ids fit a model's vocabulary."""
-    ids = tokenizer.get_vocab(with_added_tokens=True).values()
-    size = max(ids) + 1 if ids else 0
-    if size > vocabulary_size or vocabulary_size - size >= VOCABULARY_PADDING:
-        raise ValueError(
-            f"{source} does not match the model: its ids go up to {size - 1} "
-            f"({size} tokens) but the model has a vocabulary of "
-            f"{vocabulary_size} (allowed: "
-            f"{max(1, vocabulary_size - VOCABULARY_PADDING + 1)} to "
-            f"{vocabulary_size} tokens)."
-        )
 
 
 def _version(distribution):

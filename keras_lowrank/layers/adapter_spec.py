@@ -11,6 +11,12 @@ import dataclasses
 import math
 import numbers
 
+import ml_dtypes
+
+# merge, export and `delta_kernel` compute `s·A·B` in float32, whatever the
+# layer's dtype policy: a scale must be finite there.
+DELTA_DTYPE = "float32"
+
 
 @dataclasses.dataclass(frozen=True)
 class AdapterSpec:
@@ -62,6 +68,7 @@ class AdapterSpec:
         set_("rank", int(self.rank))
         set_("alpha", float(self.rank if self.alpha is None else self.alpha))
         set_("dropout", float(self.dropout))
+        check_scale(self.alpha, self.rank, self.use_rslora, DELTA_DTYPE, owner)
         if self.pissa_rank is not None:
             set_("pissa_rank", int(self.pissa_rank))
 
@@ -129,6 +136,36 @@ def check_alpha(alpha, name, owner, hint=""):
             f"{owner} expected a finite `{name}`: an infinite scale makes "
             f"every output NaN or Inf. Received: {name}={alpha!r}"
         )
+
+
+def check_scale(alpha, rank, use_rslora, dtype, owner, name="alpha", where=None, fix=""):
+    """Refuses a finite `alpha` whose scale `dtype` cannot hold.
+
+    Such a scale rounds to Inf in `dtype`: `s·A·B` is Inf or NaN, and so is
+    every output, as soon as B is non-zero.
+
+    Args:
+        alpha, rank, use_rslora: the scale's terms.
+        dtype: the dtype the scale multiplies in.
+        owner: str. Who checks, first in the message.
+        name: str. The name of the alpha field, as the user wrote it.
+        where: str. Why `dtype` (default: merge and export compute in it).
+        fix: str. A further way out, ending the message.
+    """
+    denominator = math.sqrt(rank) if use_rslora else rank
+    scale = alpha / denominator
+    limit = float(ml_dtypes.finfo(dtype).max)
+    if scale <= limit:
+        return
+    where = where or "the dtype keras_lowrank computes s·A·B in"
+    formula = "alpha / sqrt(rank)" if use_rslora else "alpha / rank"
+    raise ValueError(
+        f"{owner}: `{name}` with rank={rank} gives the scale s = {formula} = "
+        f"{scale:.4g}, beyond the largest {dtype} value ({limit:.4g}), {where}: "
+        "s·A·B would be Inf, and every output NaN or Inf once B is non-zero. "
+        f"Received: {name}={alpha!r}. Use an alpha of at most "
+        f"{limit * denominator:.4g} for rank {rank}{fix}."
+    )
 
 
 def check_dropout(dropout, owner):

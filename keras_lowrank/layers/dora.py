@@ -52,6 +52,7 @@ class DoRAVariant(AdapterVariant):
     """
 
     name = "dora"
+    extra_weight_names = (MAGNITUDE,)
 
     @classmethod
     def supports(cls, adapter_class) -> bool:

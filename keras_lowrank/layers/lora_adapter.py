@@ -12,7 +12,7 @@ product, the variant's combination, then the wrapped layer's bias and
 activation. A layer kind with another kind of product (an embedding's
 lookup) overrides `base_product` and `factor_product` only. The delta in the
 kernel's own shape is computed in exactly one place, `delta_kernel()`;
-merging and export use it.
+merging (`keras_lowrank.layers.adapter_merge`) and export use it.
 
 A layer can hold several named adapters (PEFT's `adapter_name`): the first
 is the layer itself (`lora_a`, `lora_b`, `spec`), each further one an
@@ -22,10 +22,11 @@ outputs bit for bit.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
+from keras_lowrank.layers.adapter_merge import MergeableAdapter
+from keras_lowrank.layers.adapter_merge import built_input_shape
 from keras_lowrank.layers.adapter_registry import adapter_class_for
 from keras_lowrank.layers.adapter_registry import supported_classes
 from keras_lowrank.layers.adapter_slots import AdapterSlot
@@ -37,12 +38,13 @@ from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.layers.adapter_spec import check_alpha
 from keras_lowrank.layers.adapter_spec import check_dropout
 from keras_lowrank.layers.adapter_spec import check_rank
+from keras_lowrank.layers.adapter_spec import check_scale
 from keras_lowrank.layers.routing import current_routing
 from keras_lowrank.layers.variants import get_variant
 from keras_lowrank.svd.kernel_layout import KernelLayout
 
 
-class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
+class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer):
     """Base class of the LoRA layers (`LoRADense`, `LoRAEinsumDense`, ...).
 
     A layer kind is a subclass that sets `wrapped_class` (and
@@ -121,9 +123,10 @@ class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
         }
         self.slots = {}
         self._active = (self.adapter_name,)
+        self._check_scales_fit(spec)
         self.layer.trainable = False
         if layer.built:
-            self.build(_built_input_shape(layer))
+            self.build(built_input_shape(layer))
         if active is not None:
             self.set_active(active)
 
@@ -201,6 +204,17 @@ class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
                 "layers. Use variant='lora' for them."
             )
 
+    def _check_scales_fit(self, spec):
+        """Each scale is finite in the dtype the layer computes in (float16)."""
+        for name, spec_ in ((self.adapter_name, spec), *self.more_specs.items()):
+            check_scale(
+                spec_.alpha, spec_.rank, spec_.use_rslora, self.compute_dtype,
+                f"{type(self).__name__}(layer='{self.layer.name}')",
+                where=f"the dtype the layer computes in (dtype policy "
+                f"'{self.dtype_policy.name}', adapter {name!r})",
+                fix=", or build the model under the 'float32' policy",
+            )
+
     @classmethod
     def _check_rank_fits(cls, layer, rank):
         layout = cls.layout_of(layer)
@@ -270,7 +284,7 @@ class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
     @property
     def base_kernel(self):
         """The wrapped layer's kernel (its variable: never Keras' LoRA sum)."""
-        return _compat.kernel_variable(self.layer, self.kernel_name)
+        return keras_compat.kernel_variable(self.layer, self.kernel_name)
 
     # === Forward ===
 
@@ -319,59 +333,6 @@ class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
             outputs = layer.activation(outputs)
         return outputs
 
-    # === Merge ===
-
-    def merged_kernel(self, names=None):
-        """The kernel of the merged layer, float32 (the variants decide).
-
-        Args:
-            names: the adapters to merge. Default: the active ones.
-        """
-        views = [self.view(n) for n in (self._active if names is None else names)]
-        if len(views) == 1:
-            return views[0].variant.merged_kernel(views[0])
-        kernel = ops.cast(self.base_kernel, "float32")
-        for view in views:
-            if view.spec.variant != "lora":
-                raise ValueError(
-                    f"Layer '{self.name}': a {view.spec.variant!r} adapter "
-                    "merges only alone, not together with others."
-                )
-            kernel = kernel + view.delta_kernel()
-        return kernel
-
-    def merge(self, names=None):
-        """A new plain layer of the wrapped class with the merged kernel.
-
-        For LoRA the kernel is `W + s·A·B` (plus the other named adapters'
-        deltas when several are merged). It has the wrapped layer's config
-        and name; it is trainable.
-
-        Args:
-            names: the adapters to merge. Default: the active ones.
-
-        Returns:
-            A new layer of the wrapped layer's class. This adapter is left
-            untouched.
-
-        Raises:
-            FloatingPointError: the merged kernel has a NaN or Inf value, or
-                does not fit the kernel's dtype (float16 overflow).
-        """
-        layer = self.layer
-        config = layer.get_config()
-        config["trainable"] = True
-        merged = type(layer).from_config(config)
-        merged.build(_built_input_shape(layer))
-        kernel_var = self.base_kernel
-        kernel = ops.convert_to_numpy(self.merged_kernel(names))
-        with np.errstate(over="ignore", invalid="ignore"):  # raised below
-            cast = kernel.astype(kernel_var.dtype)
-        _check_finite(cast, f"layer '{self.name}'", kernel_var.dtype)
-        values = [cast if v is kernel_var else v.numpy() for v in layer.weights]
-        merged.set_weights(values)
-        return merged
-
     # === Config ===
 
     def compute_mask(self, inputs, mask=None):
@@ -394,22 +355,4 @@ class LoRAAdapter(SpecView, NamedAdapters, keras.layers.Layer):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
         return cls(layer, **config)
-
-
-def _check_finite(kernel, where, dtype):
-    if np.isfinite(kernel).all():
-        return
-    bad = int((~np.isfinite(kernel)).sum())
-    raise FloatingPointError(
-        f"Merging {where} gives {bad} non-finite value(s) in its {dtype} "
-        "kernel (NaN or Inf in the base kernel or the factors, or a merged "
-        f"value beyond the range of {dtype}). Nothing was merged. Check the "
-        "adapter's weights, or merge in float32."
-    )
-
-
-def _built_input_shape(layer):
-    """The input shape a built layer was built with, if Keras recorded it."""
-    build_config = layer.get_build_config() or {}
-    return build_config.get("input_shape")
 

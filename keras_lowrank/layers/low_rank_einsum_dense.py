@@ -6,7 +6,7 @@ from keras import constraints
 from keras import initializers
 from keras import regularizers
 
-from keras_lowrank._compat import analyze_einsum_string
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.layers.low_rank_common import assign
 from keras_lowrank.layers.low_rank_common import check_built
 from keras_lowrank.layers.low_rank_common import check_positive_int
@@ -102,7 +102,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         self.bias_constraint = constraints.get(bias_constraint)
 
     def build(self, input_shape):
-        kernel_shape, bias_shape, _, _, _ = analyze_einsum_string(
+        kernel_shape, bias_shape, _, _, _ = keras_compat.analyze_einsum_string(
             self.equation, self.bias_axes, input_shape, self.partial_output_shape
         )
         try:
@@ -143,7 +143,7 @@ class LowRankEinsumDense(keras.layers.Layer):
         return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
-        _, _, output_shape, _, _ = analyze_einsum_string(
+        _, _, output_shape, _, _ = keras_compat.analyze_einsum_string(
             self.equation, self.bias_axes, input_shape, self.partial_output_shape
         )
         return tuple(output_shape)

@@ -16,7 +16,9 @@ one subclass of `AdapterVariant` plus `register_variant`, and its tests:
   `add_adapters` creates the adapter (not when a saved model is loaded).
 - `combine(adapter, base, delta)`: the outputs before bias and activation.
 - `merged_kernel(adapter)`: the kernel of the merged layer, float32.
-- `extra_weights(adapter)`: `{name: variable}` that adapter files save.
+- `extra_weights(adapter)`: `{name: variable}` that adapter files save;
+  `extra_weight_names` lists those names, for reading a file before any
+  adapter is built.
 - `supports(adapter_class)`: whether it applies to a layer kind.
 """
 
@@ -27,6 +29,7 @@ class AdapterVariant:
     """Plain LoRA: `y = x·W + s·(x·A)·B`. The base of every variant."""
 
     name = "lora"
+    extra_weight_names = ()
 
     @classmethod
     def supports(cls, adapter_class) -> bool:

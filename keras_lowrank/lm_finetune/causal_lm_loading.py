@@ -20,10 +20,16 @@ def read_config(folder) -> dict:
     """config.json of a Hugging Face model folder.
 
     Raises:
-        FileNotFoundError: `folder` is not a folder or has no config.json.
+        NotADirectoryError: `folder` is a file.
+        FileNotFoundError: `folder` does not exist or has no config.json.
         ValueError: config.json is not a JSON object.
     """
     path = os.path.join(os.fspath(folder), CONFIG_FILE)
+    if os.path.isfile(folder):
+        raise NotADirectoryError(
+            f"model={folder!r} is a file, not a folder. Pass the Hugging Face "
+            "causal-LM folder that holds it (config.json, model.safetensors, "
+            "tokenizer.json, tokenizer_config.json).")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"model={folder!r}: no such folder.")
     if not os.path.isfile(path):

@@ -18,7 +18,7 @@ import re
 import numpy as np
 from keras import ops
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.peft import factors
@@ -231,7 +231,7 @@ def _kept_layers(model, table, prefix):
     """`{HF module name: {"weight", "bias"}}` of the layers kept trainable."""
     kept = {}
     for path, layer in layer_paths.layer_paths(model).items():
-        if isinstance(layer, LoRAAdapter) or _compat.has_sublayers(layer):
+        if isinstance(layer, LoRAAdapter) or keras_compat.has_sublayers(layer):
             continue
         if not layer.trainable_weights:
             continue

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 
 
 def check_model(model, function):
@@ -28,7 +28,7 @@ def check_model(model, function):
             f"{function}: model '{model.name}' is not built, so its layers "
             "have no weights yet. Call it on data or `model.build(shape)` first."
         )
-    for layer in _compat.flatten_layers(model, include_self=False):
+    for layer in keras_compat.flatten_layers(model, include_self=False):
         if getattr(layer, "lora_enabled", False):
             raise ValueError(
                 f"{function}: layer '{layer.name}' of model '{model.name}' has "

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 
 
 def layer_paths(model):
@@ -31,7 +31,7 @@ def layer_paths(model):
     seen = set()
 
     def visit(layer, short, full):
-        for child in _compat.sublayers(layer):
+        for child in keras_compat.sublayers(layer):
             if isinstance(child, keras.layers.InputLayer) or child is preprocessor:
                 continue
             if id(child) in seen:

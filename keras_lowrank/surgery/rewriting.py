@@ -8,7 +8,7 @@ saves to `.keras` and loads back (`rewritten_model`).
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras_hub as keras_hub_compat
 from keras_lowrank.surgery.layer_paths import layer_paths
 from keras_lowrank.surgery.rewritten_model import is_rewritten
 from keras_lowrank.surgery.rewritten_model import record
@@ -38,7 +38,7 @@ def copy_model(model):
             f"Model '{model.name}' is not built: call it on data or build it "
             "first, so that its layers have weights to copy."
         )
-    config = _compat.restore_dropped_config(
+    config = keras_hub_compat.restore_dropped_config(
         model, keras.saving.serialize_keras_object(model))
     config.pop("compile_config", None)
     inner = config["config"]

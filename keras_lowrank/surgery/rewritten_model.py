@@ -13,7 +13,7 @@ its config is plain Keras / keras-hub again.
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.surgery import model_state
 from keras_lowrank.surgery.layer_paths import is_lowrank_layer
 from keras_lowrank.surgery.layer_paths import layer_paths
@@ -125,7 +125,7 @@ def _rewritten_class(base_class):
 
         Rewritten.__name__ = Rewritten.__qualname__ = base_class.__name__
         Rewritten.__module__ = __name__
-        _compat.register_serializable_name(Rewritten, _REGISTERED_NAME)
+        keras_compat.register_serializable_name(Rewritten, _REGISTERED_NAME)
         _REWRITTEN_CLASSES[base_class] = Rewritten
     return _REWRITTEN_CLASSES[base_class]
 

@@ -9,16 +9,16 @@ import contextlib
 
 import keras
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 
 
 def swap(root, old, new):
     """Points every reference that objects in `root` hold to `old` at `new`."""
-    _compat.move_nodes(old, new)
+    keras_compat.move_nodes(old, new)
     for owner in _all_layers(root):
         _swap_in_attributes(owner, old, new)
-        if _compat.is_graph(owner):
-            _compat.replace_in_graph(owner, old, new)
+        if keras_compat.is_graph(owner):
+            keras_compat.replace_in_graph(owner, old, new)
 
 
 @contextlib.contextmanager
@@ -38,31 +38,31 @@ def _all_layers(root):
             continue
         seen.add(id(layer))
         found.append(layer)
-        stack.extend(_compat.sublayers(layer))
-        functional = _compat.sequential_graph(layer)
+        stack.extend(keras_compat.sublayers(layer))
+        functional = keras_compat.sequential_graph(layer)
         if functional is not None:
             stack.append(functional)
     return found
 
 
 def _swap_in_attributes(owner, old, new):
-    with _compat.unlocked_tracker(owner):
+    with keras_compat.unlocked_tracker(owner):
         for name, value in list(vars(owner).items()):
             if value is old:
                 setattr(owner, name, new)
-            elif isinstance(value, list) and not _compat.is_sublayer_list(owner, value):
+            elif isinstance(value, list) and not keras_compat.is_sublayer_list(owner, value):
                 _swap_in_list(value, old, new)
             elif isinstance(value, dict):
                 for key, item in list(value.items()):
                     if item is old:
                         value[key] = new
-    layers = _compat.sublayers(owner)
+    layers = keras_compat.sublayers(owner)
     if any(item is old for item in layers):
         # Keep the old layer's position: weight order follows the sublayers.
         position = next(i for i, item in enumerate(layers) if item is old)
         kept = [item for item in layers if item is not old and item is not new]
         kept.insert(min(position, len(kept)), new)
-        _compat.set_sublayers(owner, kept)
+        keras_compat.set_sublayers(owner, kept)
 
 
 def _swap_in_list(items, old, new):

@@ -1,6 +1,6 @@
 """Which layers and weights of a model are frozen, read and applied by path."""
 
-from keras_lowrank import _compat
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.surgery.layer_paths import layer_paths
 
 
@@ -11,7 +11,7 @@ def set_trainable(root, value):
     attribute the value it already has, so a `True` would not reach the
     frozen layers below a trainable one.
     """
-    for layer in _compat.flatten_layers(root, include_self=True):
+    for layer in keras_compat.flatten_layers(root, include_self=True):
         type(layer).trainable.fset(layer, value)
 
 
@@ -39,9 +39,9 @@ def frozen_own_weights(model):
     """
     found = {}
     for path, layer in layer_paths(model).items():
-        if not _compat.has_sublayers(layer) or not layer.trainable:
+        if not keras_compat.has_sublayers(layer) or not layer.trainable:
             continue
-        own = _compat.own_trainable_weights(layer)
+        own = keras_compat.own_trainable_weights(layer)
         frozen = [i for i, v in enumerate(own) if not v.trainable]
         if frozen:
             found[path] = frozen
@@ -55,6 +55,6 @@ def freeze_own_weights(model, frozen):
         layer = current.get(path)
         if layer is None:
             continue
-        own = _compat.own_trainable_weights(layer)
+        own = keras_compat.own_trainable_weights(layer)
         for i in indices:
             own[i].trainable = False

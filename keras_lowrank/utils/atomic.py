@@ -135,6 +135,8 @@ def atomic_path(path, *, directory=False, replaceable=None, suffix=""):
 
     Raises:
         ValueError: from `check_target`, before anything is written.
+        PermissionError: the folder of `path` (or one to create above it)
+            is not writable; the message names `path` and that folder.
 
     Example:
     ```python
@@ -152,9 +154,12 @@ def atomic_path(path, *, directory=False, replaceable=None, suffix=""):
     base = os.path.basename(path)
     workspace = None
     try:
-        os.makedirs(parent, exist_ok=True)
-        _remove_stale(parent, base)
-        workspace = _new_workspace(parent, base)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            _remove_stale(parent, base)
+            workspace = _new_workspace(parent, base)
+        except PermissionError as error:
+            raise _permission_denied(path, error) from None
         folder_mode = os.stat(workspace).st_mode & 0o777  # the umask's
         tmp = os.path.join(workspace, base if base.endswith(suffix) else base + suffix)
         if not directory:
@@ -174,6 +179,21 @@ def atomic_path(path, *, directory=False, replaceable=None, suffix=""):
         _remove_empty(created)
         raise
     _discard(workspace, path)
+
+
+def _permission_denied(path, error):
+    """The error of a folder that refused the temporary folder, naming `path`.
+
+    The raw error names the hidden temporary folder, which the user never
+    chose and which does not exist afterwards.
+    """
+    refused = os.path.dirname(os.path.abspath(error.filename or path))
+    return PermissionError(
+        error.errno,
+        f"Cannot write '{path}': permission denied to create files in "
+        f"'{refused}' ({error.strerror}). Nothing was written. Choose a "
+        "folder you can write to, or get write permission on that one.",
+    )
 
 
 def _replace_folder(tmp, path, previous):

@@ -210,3 +210,45 @@ def test_mr_reader_rejects_other_labels(tmp_path):
     with pytest.raises(DataError, match=r"mr\.csv:2: unknown label '0'\. "
                        r"Allowed labels are: \['-1', '1'\]"):
         readers.read_mr_polarity(str(path))
+
+
+# === Issue 26 ===
+
+
+def _prepared(cache):
+    root = os.path.join(cache, "tfds", "text_classification_builder")
+    return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+
+@pytest.mark.parametrize("cached_first", [False, True], ids=["empty-cache", "csv-cached"])
+def test_extension_is_part_of_the_cache_key(tmp_path, cached_first):
+    """The same bytes as `.txt` are refused, whether or not a `.csv` of
+    them was prepared: the extension picks the parser, so it keys the cache."""
+    rows = "text,label\n" + GOOD_ROWS
+    cache = str(tmp_path / "c")
+    if cached_first:
+        _load(_file(tmp_path, "data.csv", rows), tmp_path)
+    before = _prepared(cache)
+    txt = _file(tmp_path, "data.txt", rows)
+    with pytest.raises(DataError, match=r"data\.txt: unrecognized file format "
+                       r"'\.txt'\. Supported formats are: \['\.csv', '\.tsv', '\.jsonl'\]"):
+        _load(txt, tmp_path)
+    assert _prepared(cache) == before  # nothing prepared for the .txt
+
+
+def test_same_bytes_as_tsv_are_parsed_as_tsv(tmp_path):
+    """A `.tsv` of the bytes a `.csv` prepared is read with tabs, not reused."""
+    rows = "text,label\n" + GOOD_ROWS
+    _load(_file(tmp_path, "data.csv", rows), tmp_path)
+    with pytest.raises(DataError, match=r"data\.tsv:1: no column 'text'\. Columns "
+                       r"found: \['text,label'\]"):
+        _load(_file(tmp_path, "data.tsv", rows), tmp_path)
+
+
+def test_a_folder_is_not_reported_as_a_missing_file(tmp_path):
+    folder = tmp_path / "data.csv"
+    folder.mkdir()
+    with pytest.raises(DataError, match=re.escape(
+            f"{folder}: a folder, not a file. Pass the data file itself")):
+        _load(str(folder), tmp_path)
+    assert _prepared(str(tmp_path / "c")) == []

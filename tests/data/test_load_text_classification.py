@@ -141,3 +141,24 @@ def test_changed_file_is_prepared_again(tmp_path):
     assert changed.data_dir != first.data_dir
     assert sum(changed.num_examples.values()) == 21
     assert os.path.isdir(first.data_dir)  # the old copy is left as it was
+
+
+def _tfds_temporary_folders():
+    import glob
+    import tempfile
+
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds")))
+
+
+def test_a_load_leaves_no_temporary_folder(tmp_path):
+    """Issue 26: tfds made two empty `tmp*tfds` folders per prepared load
+    (`DatasetInfo.initialize_from_bucket`), and never removed them."""
+    before = _tfds_temporary_folders()
+    path = _csv(tmp_path, per_label=10)
+    kwargs = dict(text_column="review", label_column="stars",
+                  cache_dir=str(tmp_path / "c"))
+    first = load_text_classification(path, **kwargs)  # prepares
+    again = load_text_classification(path, **kwargs)  # reads the cache
+    assert again.data_dir == first.data_dir
+    # Other processes' folders may come and go: only new ones count.
+    assert _tfds_temporary_folders() - before == set()

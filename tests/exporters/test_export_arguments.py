@@ -53,6 +53,28 @@ def test_invalid_arguments_raise_and_write_nothing(models, tmp_path, kwargs, mes
     _assert_nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize("model, received", [
+    (None, r"model=NoneType None"),
+    ("model.keras", r"model=str 'model\.keras'"),
+])
+def test_export_needs_a_keras_model(tmp_path, model, received):
+    with pytest.raises(TypeError, match=r"^export expected a keras\.Model "
+                       r"\(Functional, Sequential, or a keras-hub Backbone or "
+                       r"Task\)\. Received: " + received + r"\. Pass the model "
+                       r"itself \(a saved one: keras\.saving\.load_model\(path\)\)\.$"):
+        export(model, tmp_path / "model.tflite", "tflite")
+    _assert_nothing_written(tmp_path)
+
+
+def test_a_layer_is_not_a_model(tmp_path):
+    import keras
+
+    layer = keras.layers.Dense(2, name="head")
+    with pytest.raises(TypeError, match=r"Received: model=Dense 'head'\."):
+        export(layer, tmp_path / "m.onnx", "onnx")
+    _assert_nothing_written(tmp_path)
+
+
 def test_validation_needs_no_model(tmp_path):
     with pytest.raises(ValueError, match="Unrecognized format='pt'"):
         validate_export_arguments(tmp_path / "x", "pt")

@@ -199,3 +199,31 @@ def test_a_missing_converter_is_one_line(saved_models, tmp_path, capsys,
         "is not installed. Install it with: pip install 'tf2onnx==1.17.0'"
     ]
     assert os.listdir(tmp_path) == []
+
+
+def test_the_command_passes_one_options_object(saved_models, tmp_path, capsys,
+                                               monkeypatch):
+    from keras_lowrank import exporters
+
+    calls = []
+    monkeypatch.setattr(exporters, "export", lambda model, path, format, **kw:
+                        calls.append((path, format, kw)) or "the report")
+    rows = {"features": np.arange(12, dtype="float32").reshape(2, 6)}
+    np.savez(tmp_path / "rows.npz", **rows)
+    out = str(tmp_path / "m.onnx")
+    code = main(["export", saved_models["dense"], "--format", "onnx", "--out",
+                 out, "--quantize", "int8", "--representative-data",
+                 str(tmp_path / "rows.npz"), "--sample-inputs",
+                 str(tmp_path / "rows.npz"), "--opset", "17", "--no-verify"])
+    assert code == 0 and capsys.readouterr().out == "the report\n"
+    [(path, format, kwargs)] = calls
+    assert (path, format, list(kwargs)) == (out, "onnx", ["options"])
+    options = kwargs["options"]
+    assert isinstance(options, exporters.ExportOptions)
+    assert (options.quantize, options.opset, options.verify) == ("int8", 17, False)
+    assert options.atol is None and options.allow_flex is False
+    np.testing.assert_array_equal(options.sample_inputs["features"], rows["features"])
+    # The calibration file becomes one batch per row.
+    assert [batch["features"].shape for batch in options.representative_data] == [
+        (1, 6), (1, 6)]
+    assert os.listdir(tmp_path) == ["rows.npz"]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
+from keras_lowrank._compat import mediapipe as mediapipe_compat
 from keras_lowrank.exporters import ExportVerificationError
-from keras_lowrank.exporters import _mediapipe_compat
 from keras_lowrank.exporters.mediapipe_text import MediaPipeClassifier
 from keras_lowrank.exporters.mediapipe_text import mediapipe_token_ids
 from keras_lowrank.exporters.mediapipe_text import read_labels
@@ -83,7 +83,7 @@ def test_the_artifact_holds_what_the_task_expects(exported):
         name: [1, SEQUENCE_LENGTH]
         for name in ("padding_mask", "segment_ids", "token_ids")
     }
-    metadata = _mediapipe_compat.metadata_module()
+    metadata = mediapipe_compat.metadata_module()
     displayer = metadata.MetadataDisplayer.with_model_file(str(path))
     described = json.loads(displayer.get_metadata_json())
     (subgraph,) = described["subgraph_metadata"]
@@ -212,7 +212,7 @@ def test_a_sentencepiece_classifier_runs_in_mediapipe(tmp_path):
         sample_inputs=TEXTS,
     )
     described = json.loads(
-        _mediapipe_compat.metadata_module().MetadataDisplayer.with_model_file(
+        mediapipe_compat.metadata_module().MetadataDisplayer.with_model_file(
             str(tmp_path / "albert.tflite")).get_metadata_json()
     )
     (unit,) = described["subgraph_metadata"][0]["input_process_units"]

@@ -49,6 +49,25 @@ def test_klr_export_refuses_what_generation_does_not_take(tiny_models, tmp_path,
     assert not os.listdir(tmp_path)
 
 
+def test_the_hook_takes_klr_export_options_whole(tiny_models, tmp_path):
+    from keras_lowrank.exporters import ExportOptions
+    from keras_lowrank.generation import dispatch_export
+
+    model = tiny_models["llama"]
+    options = ExportOptions(quantize="dynamic", allow_flex=True, atol=0.1)
+    with pytest.raises(ValueError, match=r"takes none of \['allow_flex', 'atol'\]"
+                       r"; .* Received: allow_flex=True, atol=0\.1$"):
+        dispatch_export(model, tmp_path / "lm.tflite", "tflite", options)
+    # Keyword arguments are the same options; not both at once.
+    with pytest.raises(ValueError, match=r"takes none of \['atol'\]"):
+        dispatch_export(model, tmp_path / "lm.tflite", "tflite", atol=0.1)
+    with pytest.raises(TypeError, match=r"^dispatch_export\(\) takes its options "
+                       r"as keyword arguments or as `options=ExportOptions"):
+        dispatch_export(model, tmp_path / "lm.tflite", "tflite", options, verify=False)
+    assert dispatch_export(model, tmp_path / "lm", "saved_model", options) is None
+    assert not os.listdir(tmp_path)
+
+
 def test_cli_export_of_a_causal_lm_file(tiny_models, tmp_path, capsys):
     model = tiny_models["gpt2"]
     path = tmp_path / "gpt2.keras"

@@ -100,6 +100,10 @@ def test_runtime_module_imports_neither_tensorflow_nor_keras():
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         "assert module.GeneratorSpec.__module__ == '_klr_generator_spec'\n"
+        "assert module.Generator.__module__ == '_klr_generator_loop'\n"
+        "assert module.load_tokenizer.__module__ == '_klr_runtime_tokenizer'\n"
+        "assert issubclass(module.LiteRTGenerator, module.Generator)\n"
+        "assert module.plan_prefill(9, (8, 16), 40) == [(0, 9, 16)]\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow', 'keras', 'keras_lowrank', 'onnxruntime', 'ai_edge_litert')))\n"
     )
@@ -107,3 +111,24 @@ def test_runtime_module_imports_neither_tensorflow_nor_keras():
                             text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_runtime_gives_the_names_of_the_modules_beside_it():
+    from keras_lowrank import generation
+    from keras_lowrank.generation import generator_loop
+    from keras_lowrank.generation import runtime
+    from keras_lowrank.generation import runtime_tokenizer
+
+    assert runtime.Generator is generator_loop.Generator
+    assert runtime.PromptTooLongError is generation.PromptTooLongError
+    assert runtime.plan_prefill is generator_loop.plan_prefill is plan_prefill
+    assert runtime.load_tokenizer is runtime_tokenizer.load_tokenizer
+    assert runtime.check_tokenizer is check_tokenizer
+    assert runtime.VOCABULARY_PADDING == runtime_tokenizer.VOCABULARY_PADDING == 128
+
+
+def test_generation_modules_stay_under_400_lines():
+    folder = os.path.join(ROOT, "keras_lowrank", "generation")
+    for name in ("runtime.py", "generator_loop.py", "runtime_tokenizer.py"):
+        with open(os.path.join(folder, name)) as file:
+            assert len(file.readlines()) <= 400, name

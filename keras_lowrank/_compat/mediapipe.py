@@ -14,7 +14,10 @@ version among the schema members a metadata buffer uses
 member versions, read from the flatbuffer with mediapipe's own generated
 schema classes. It does nothing when the compiled module imports (a fixed
 wheel). Everything else comes from mediapipe unchanged:
-`metadata_writers()` and `text_classifier_module()` return its modules.
+`text_classifier_writer()`, `metadata_module()` and
+`text_classifier_module()` return its classes and modules. Each function has
+a test of its own in `tests/compat/test_mediapipe.py`. Pinned:
+mediapipe==1.2.2.
 """
 
 import importlib
@@ -25,7 +28,7 @@ from keras_lowrank.utils.optional import import_optional
 
 # The module the wheels lack, and the function mediapipe calls on it.
 MISSING_MODULE = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
-_STAND_IN_DOC = "keras_lowrank's stand-in: see keras_lowrank.exporters._mediapipe_compat."
+_STAND_IN_DOC = "keras_lowrank's stand-in: see keras_lowrank._compat.mediapipe."
 _PURPOSE = "to write and run MediaPipe text-classifier artifacts"
 
 # Members added to the metadata schema after 1.0.0, with the version that

@@ -1,14 +1,16 @@
-"""Every private Keras (and tfds, TensorFlow) attribute keras_lowrank relies on.
+"""Every private Keras attribute keras_lowrank relies on.
 
-Keras 3 has no public API for some of what model surgery needs: the list of
-a layer's direct sublayers, a layer's own (not its children's) variables,
-the kernel variable behind the `kernel` property, the graph of a Functional
-model. Each access below has a test of its own in `tests/test_compat.py`, so
-a Keras upgrade that moves one breaks a named test, not the package somewhere
-unknown. Pinned: keras==3.15.1, tensorflow==2.21.0.
+Keras 3 has no public API for some of what model surgery and export need:
+the list of a layer's direct sublayers, a layer's own (not its children's)
+variables, the kernel variable behind the `kernel` property, the graph of a
+Functional model, the TensorFlow-backend functions that `ops.take` and
+`ops.moments` call. Each function below has a test of its own in
+`tests/compat/test_keras.py`, so a Keras upgrade that moves one breaks a
+named test, not the package somewhere unknown. Pinned: keras==3.15.1.
 """
 
 import contextlib
+import importlib
 
 import keras
 
@@ -31,6 +33,7 @@ def is_sublayer_list(layer, value):
 
 
 def has_sublayers(layer):
+    """Whether `layer` tracks any direct sublayer (a non-empty `_layers`)."""
     return bool(getattr(layer, "_layers", None))
 
 
@@ -130,39 +133,6 @@ def register_serializable_name(cls, name):
     object_registration.GLOBAL_CUSTOM_NAMES[cls] = name
 
 
-# Constructor arguments that a keras-hub class keeps as an attribute but
-# leaves out of `get_config()` (keras-hub 0.32: `LlamaBackbone` and its
-# subclasses drop `tie_word_embeddings`, so a tied SmolLM2 rebuilt from its
-# config grows an untied output head: one weight more than the model).
-_DROPPED_CONFIG_KEYS = ("tie_word_embeddings",)
-
-
-def restore_dropped_config(model, config):
-    """Adds to the serialized `config` of `model` what its layers' `get_config`
-    left out (see `_DROPPED_CONFIG_KEYS`), in place; returns `config`."""
-    dropped = {}
-    for layer in flatten_layers(model):
-        for key in _DROPPED_CONFIG_KEYS:
-            if hasattr(layer, key) and key not in layer.get_config():
-                dropped.setdefault(layer.name, {})[key] = getattr(layer, key)
-    if dropped:
-        _restore_keys(config, dropped)
-    return config
-
-
-def _restore_keys(node, dropped):
-    if isinstance(node, dict):
-        inner = node.get("config")
-        if "class_name" in node and isinstance(inner, dict):
-            for key, value in dropped.get(inner.get("name"), {}).items():
-                inner.setdefault(key, value)
-        for value in node.values():
-            _restore_keys(value, dropped)
-    elif isinstance(node, list):
-        for value in node:
-            _restore_keys(value, dropped)
-
-
 # === EinsumDense ===
 
 
@@ -174,49 +144,65 @@ def analyze_einsum_string(equation, bias_axes, input_shape, output_shape):
     return _analyze_einsum_string(equation, bias_axes, input_shape, output_shape)
 
 
-# === tensorflow-datasets ===
+# === TensorFlow-backend functions, replaced while tracing ===
+
+# Where Keras' ops find them: `ops.take` and `ops.moments` call the backend
+# module's function at call time, and `Softmax` asks
+# `_large_negative_number(dtype)` for the value of masked-off scores.
+_TAKE = ("keras.src.backend.tensorflow.numpy", "take")
+_MOMENTS = ("keras.src.backend.tensorflow.nn", "moments")
+_MASK_VALUE = ("keras.src.layers.activations.softmax", "_large_negative_number")
 
 
-def tfds_progress_bars_shown():
-    """Whether tfds shows progress bars now (its private `tqdm_utils._active`),
-    so that a quiet block can put the setting back as it was."""
-    import tensorflow_datasets as tfds
-
-    return getattr(tfds.core.utils.tqdm_utils, "_active", True)
+def backend_take():
+    """The function `keras.ops.take` calls on the TensorFlow backend now."""
+    return _get(_TAKE)
 
 
-# === TensorFlow's coordination service ===
+def backend_moments():
+    """The function `keras.ops.moments` calls on the TensorFlow backend now."""
+    return _get(_MOMENTS)
 
 
-def configure_worker_registration(cluster_spec, timeout_seconds):
-    """Has a multi-worker strategy fail if a worker does not register in time.
+def softmax_mask_value():
+    """The function `Softmax` calls for the value of masked-off scores now:
+    `function(dtype) -> number` (-1e9 in float32)."""
+    return _get(_MASK_VALUE)
 
-    `tf.distribute.MultiWorkerMirroredStrategy()` starts TensorFlow's
-    coordination service and waits, with no time limit and holding the
-    GIL, for every task of the cluster to register. TensorFlow configures
-    the service only where none is configured yet; configured here first,
-    with TensorFlow's own job list and leader plus a registration barrier
-    (`cluster_register_with_barrier`, `cluster_register_timeout_in_ms`),
-    making the strategy raises `tf.errors.DeadlineExceededError` ("Barrier
-    timed out. Id: [Init]Wait_for_all_tasks_to_register ... Some timed out
-    task names: /job:worker/replica:0/task:1") instead. There is no public
-    API for either setting. Call it before TensorFlow runs any op.
+
+@contextlib.contextmanager
+def replaced_backend_functions(take=None, moments=None, mask_value=None):
+    """Within: the given functions stand in for Keras' own; restored after.
 
     Args:
-        cluster_spec: `tf.train.ClusterSpec` of `TF_CONFIG`.
-        timeout_seconds: positive number.
+        take: `take(x, indices, axis=None)` for `keras.ops.take` on the
+            TensorFlow backend, or None to keep Keras' own.
+        moments: `moments(x, axes, keepdims=False, synchronized=False)` for
+            `keras.ops.moments` on the TensorFlow backend, or None.
+        mask_value: `mask_value(dtype) -> number`, the score `Softmax` puts
+            where its mask is off, or None.
     """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
+    replacements = [
+        (location, function)
+        for location, function in ((_TAKE, take), (_MOMENTS, moments),
+                                   (_MASK_VALUE, mask_value))
+        if function is not None
+    ]
+    originals = [(location, _get(location)) for location, _ in replacements]
+    try:
+        for location, function in replacements:
+            _set(location, function)
+        yield
+    finally:
+        for location, function in originals:
+            _set(location, function)
 
-    jobs = [coordination_config_pb2.CoordinatedJob(
-                name=job, num_tasks=cluster_spec.num_tasks(job))
-            for job in ("chief", "worker") if job in cluster_spec.jobs]
-    context.context().configure_coordination_service(
-        service_type="standalone",
-        service_leader=multi_worker_util.coordination_leader(cluster_spec),
-        coordinated_jobs=jobs,
-        cluster_register_timeout_in_ms=int(timeout_seconds * 1000),
-    )
-    context.context().coordination_service.cluster_register_with_barrier = True
+
+def _get(location):
+    module, name = location
+    return getattr(importlib.import_module(module), name)
+
+
+def _set(location, function):
+    module, name = location
+    setattr(importlib.import_module(module), name, function)

@@ -1,17 +1,21 @@
-"""The mediapipe packaging workaround: one stand-in module, and its value.
+"""One test per function of `keras_lowrank._compat.mediapipe` (mediapipe==1.2.2):
+the packaging workaround, one stand-in module, and its value.
 
 The minimum parser versions below are the C++ ones
 (`mediapipe/tasks/cc/metadata/metadata_version.cc`): the largest "Added in"
 version among the schema members a metadata buffer uses.
 """
 
+import glob
 import importlib
+import importlib.util
+import os
 import sys
 
 import flatbuffers
 import pytest
 
-from keras_lowrank.exporters import _mediapipe_compat
+from keras_lowrank._compat import mediapipe as mediapipe_compat
 
 schema = pytest.importorskip("mediapipe.tasks.metadata.metadata_schema_py_generated")
 
@@ -67,37 +71,63 @@ def _tensor(files=(), units=()):
     (_metadata(customMetadata=[schema.CustomMetadataT()]), "1.5.0"),
 ])
 def test_minimum_parser_version_follows_the_schema(metadata, version):
-    assert _mediapipe_compat.minimum_parser_version(_buffer(metadata)) == version
+    assert mediapipe_compat.minimum_parser_version(_buffer(metadata)) == version
 
 
-def test_audio_content_needs_parser_1_3():
+def test_minimum_parser_version_of_audio_content_is_1_3():
     tensor = schema.TensorMetadataT()
     tensor.content = schema.ContentT()
     tensor.content.contentPropertiesType = schema.ContentProperties.AudioProperties
     tensor.content.contentProperties = schema.AudioPropertiesT()
-    assert _mediapipe_compat.minimum_parser_version(_buffer(_metadata(tensor))) == "1.3.0"
+    assert mediapipe_compat.minimum_parser_version(_buffer(_metadata(tensor))) == "1.3.0"
 
 
-def test_a_buffer_that_is_not_metadata_is_refused():
+def test_minimum_parser_version_refuses_a_buffer_that_is_not_metadata():
     with pytest.raises(ValueError, match=r"expected the file identifier 'M001'"):
-        _mediapipe_compat.minimum_parser_version(b"\x00" * 16)
+        mediapipe_compat.minimum_parser_version(b"\x00" * 16)
 
 
-def test_install_makes_the_metadata_writers_importable():
-    assert _mediapipe_compat.install() in (True, False)
-    module = sys.modules[_mediapipe_compat.MISSING_MODULE]
+def test_install_stands_in_for_the_module_the_wheel_lacks():
+    import mediapipe
+
+    # What mediapipe's metadata module imports, and what the wheel lacks:
+    # when this fails, mediapipe ships the module again; drop the stand-in.
+    source = importlib.util.find_spec("mediapipe.tasks.python.metadata.metadata")
+    with open(source.origin) as file:
+        text = file.read()
+    assert ("from mediapipe.tasks.cc.metadata.python import "
+            "_pywrap_metadata_version") in text
+    assert "_pywrap_metadata_version.GetMinimumMetadataParserVersion(" in text
+    shipped = glob.glob(os.path.join(
+        mediapipe.__path__[0], "tasks", "cc", "**", "_pywrap_metadata_version*"),
+        recursive=True)
+    assert shipped == []
+    assert mediapipe_compat.install() in (True, False)
+    module = sys.modules[mediapipe_compat.MISSING_MODULE]
     # The wheels checked lack the compiled module: the stand-in is in place.
     assert getattr(module, "__klr_stand_in__", False)
     assert module.GetMinimumMetadataParserVersion is (
-        _mediapipe_compat.minimum_parser_version
+        mediapipe_compat.minimum_parser_version
     )
-    writer = _mediapipe_compat.text_classifier_writer()
+    assert mediapipe_compat.install() is True  # idempotent
+
+
+def test_text_classifier_writer_is_mediapipes():
+    writer = mediapipe_compat.text_classifier_writer()
     assert writer.__name__ == "MetadataWriter"
-    assert hasattr(_mediapipe_compat.metadata_module(), "MetadataPopulator")
-    assert _mediapipe_compat.install() is True  # idempotent
+    assert writer.__module__ == (
+        "mediapipe.tasks.python.metadata.metadata_writers.text_classifier")
+    assert callable(writer.create_for_bert_model)
 
 
-def test_a_populated_model_carries_the_stand_ins_version():
+def test_metadata_module_is_mediapipes():
+    module = mediapipe_compat.metadata_module()
+    assert module.__name__ == "mediapipe.tasks.python.metadata.metadata"
+    assert hasattr(module, "MetadataPopulator")
+    assert hasattr(module, "MetadataDisplayer")
+
+
+def test_metadata_module_populates_with_the_stand_ins_version():
     """mediapipe's own writer and populator, through the stand-in: the
     metadata of a BERT text classifier says parser 1.1.0 (BertTokenizerOptions,
     input process units), and its vocabulary and labels are packed."""
@@ -122,15 +152,15 @@ def test_a_populated_model_carries_the_stand_ins_version():
         flatbuffer, TokenizerFiles("wordpiece", vocabulary=vocabulary),
         ["no", "yes"], ("ids", "mask", "segment"),
     )
-    displayer = _mediapipe_compat.metadata_module().MetadataDisplayer
+    displayer = mediapipe_compat.metadata_module().MetadataDisplayer
     reader = displayer.with_model_buffer(populated)
     assert json.loads(reader.get_metadata_json())["min_parser_version"] == "1.1.0"
     assert reader.get_associated_file_buffer("vocab.txt").decode().split("\n") == list(vocabulary)
     assert reader.get_associated_file_buffer("labels.txt") == b"no\nyes"
 
 
-def test_text_classifier_needs_no_stand_in():
-    module = _mediapipe_compat.text_classifier_module()
+def test_text_classifier_module_needs_no_stand_in():
+    module = mediapipe_compat.text_classifier_module()
     assert module is importlib.import_module(
         "mediapipe.tasks.python.text.text_classifier"
     )

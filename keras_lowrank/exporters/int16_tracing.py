@@ -22,32 +22,25 @@ checks sample and calibration ids), and `moments` computes the variance as
 the mean of squared deviations (SUB, MUL, MEAN, which have int16 kernels),
 and masked scores become `MASKED_SCORE` (-100: exp(-100) is 0 in float32
 next to any attention score above -10, and int16 then resolves scores to
-0.003). The same function, up to float rounding; export verifies it. These are the only private Keras accesses
-of the exporters; `tests/exporters/test_int16_tracing.py` checks that both
-functions are still where this module expects them and that the traced
-model computes what Keras computes.
+0.003). The same function, up to float rounding; export verifies it. Where
+Keras keeps the three functions is private: `keras_lowrank._compat.keras`
+reaches them (`backend_take`, `backend_moments`, `replaced_backend_functions`),
+and `tests/exporters/test_int16_tracing.py` checks that the traced model
+computes what Keras computes.
 """
 
 import contextlib
-import importlib
 
+from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.utils.optional import tensorflow as tf
 
-# Where Keras' ops find the two functions on the TensorFlow backend.
-TAKE = ("keras.src.backend.tensorflow.numpy", "take")
-MOMENTS = ("keras.src.backend.tensorflow.nn", "moments")
-MASK_VALUE = ("keras.src.layers.activations.softmax", "_large_negative_number")
 MASKED_SCORE = -100.0
 
 
 @contextlib.contextmanager
 def int16_friendly_tracing():
     """Within: Keras' `take`, `moments` and masked softmax trace as described."""
-    numpy_module = importlib.import_module(TAKE[0])
-    nn_module = importlib.import_module(MOMENTS[0])
-    softmax_module = importlib.import_module(MASK_VALUE[0])
-    take, moments = getattr(numpy_module, TAKE[1]), getattr(nn_module, MOMENTS[1])
-    mask_value = getattr(softmax_module, MASK_VALUE[1])
+    take, moments = keras_compat.backend_take(), keras_compat.backend_moments()
 
     def plain_take(x, indices, axis=None):
         if axis == 0 and isinstance(indices, tf.Tensor) and indices.dtype.is_integer:
@@ -68,12 +61,7 @@ def int16_friendly_tracing():
     def small_mask_value(dtype):
         return MASKED_SCORE
 
-    setattr(numpy_module, TAKE[1], plain_take)
-    setattr(nn_module, MOMENTS[1], mean_square_moments)
-    setattr(softmax_module, MASK_VALUE[1], small_mask_value)
-    try:
+    with keras_compat.replaced_backend_functions(
+        take=plain_take, moments=mean_square_moments, mask_value=small_mask_value
+    ):
         yield
-    finally:
-        setattr(numpy_module, TAKE[1], take)
-        setattr(nn_module, MOMENTS[1], moments)
-        setattr(softmax_module, MASK_VALUE[1], mask_value)
