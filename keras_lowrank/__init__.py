@@ -32,8 +32,8 @@ from keras_lowrank.adapters.shrinking import shrink_adapters
 from keras_lowrank.adapters.summary import parameter_counts
 from keras_lowrank.adapters.summary import trainable_summary
 from keras_lowrank.adapters.weighted import add_weighted_adapter
-from keras_lowrank.compression.compress import CompressionReport
 from keras_lowrank.compression.compress import compress
+from keras_lowrank.compression.report import CompressionReport
 from keras_lowrank.exporters import ExportReport
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import UnsupportedOpsError

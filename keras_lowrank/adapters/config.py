@@ -3,10 +3,10 @@
 import dataclasses
 import json
 
+from keras_lowrank.layers.adapter_spec import DELTA_DTYPE
 from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.layers.adapter_spec import check_alpha
 from keras_lowrank.layers.adapter_spec import check_dropout
-from keras_lowrank.layers.adapter_spec import DELTA_DTYPE
 from keras_lowrank.layers.adapter_spec import check_rank
 from keras_lowrank.layers.adapter_spec import check_scale
 from keras_lowrank.surgery.layer_patterns import check_pattern

@@ -24,18 +24,25 @@ import numpy as np
 from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.adapters.adapted_model import apply_adapters
+from keras_lowrank.adapters.file_checks import check_adapters_fit
+from keras_lowrank.adapters.file_checks import check_exists
+from keras_lowrank.adapters.file_checks import check_finite_tensors
+from keras_lowrank.adapters.file_checks import check_kept_fit
+from keras_lowrank.adapters.file_checks import check_metadata_fields
+from keras_lowrank.adapters.file_checks import check_no_unnamed_tensors
+from keras_lowrank.adapters.file_checks import check_path_argument
+from keras_lowrank.adapters.file_format import DEFAULT
+from keras_lowrank.adapters.file_format import FORMAT
+from keras_lowrank.adapters.file_format import tensor_key
+from keras_lowrank.adapters.file_format import weight_name
 from keras_lowrank.adapters.pissa import remove_principal_part
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers.adapter_spec import AdapterSpec
-from keras_lowrank.layers.variants import get_variant
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
 from keras_lowrank.surgery import model_state
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.version import __version__
-
-FORMAT = "keras_lowrank.adapters/1"
-DEFAULT = "default"
 
 
 def save_adapters(model, path):
@@ -58,7 +65,7 @@ def save_adapters(model, path):
     from safetensors.numpy import save_file
 
     checks.check_model(model, "save_adapters")
-    _check_path_argument(path, "save_adapters")
+    check_path_argument(path, "save_adapters")
     found = adapters(model)
     if not found:
         raise ValueError(
@@ -69,7 +76,7 @@ def save_adapters(model, path):
     for layer_path, adapter in found.items():
         for adapter_name in adapter.adapter_names:
             for key, weight in adapter.adapter_weights(adapter_name).items():
-                tensors[_key(layer_path, key, adapter_name)] = _numpy(weight)
+                tensors[tensor_key(layer_path, key, adapter_name)] = _numpy(weight)
             named.setdefault(adapter_name, {})[layer_path] = {
                 "kind": type(adapter).__name__,
                 **adapter.view(adapter_name).spec.to_dict(),
@@ -78,8 +85,8 @@ def save_adapters(model, path):
     kept = _trainable_layers(model)
     for layer_path, layer in kept.items():
         for weight in layer.weights:
-            tensors[f"{layer_path}/{_weight_name(weight)}"] = _numpy(weight)
-    _check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
+            tensors[f"{layer_path}/{weight_name(weight)}"] = _numpy(weight)
+    check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
     configs = model_state.lora_configs(model)
     config = configs.get(DEFAULT)
     metadata = {
@@ -112,8 +119,8 @@ def read_adapter_metadata(path):
     from safetensors import SafetensorError
     from safetensors import safe_open
 
-    _check_path_argument(path, "read_adapter_metadata")
-    _check_exists(path)
+    check_path_argument(path, "read_adapter_metadata")
+    check_exists(path)
     try:
         with safe_open(os.fspath(path), framework="numpy") as handle:
             raw = (handle.metadata() or {}).get("keras_lowrank")
@@ -140,7 +147,7 @@ def read_adapter_metadata(path):
             f"'{path}' has adapter format {found!r}; this "
             f"version of keras_lowrank reads {FORMAT!r}."
         )
-    _check_metadata_fields(metadata, path)
+    check_metadata_fields(metadata, path)
     return metadata
 
 
@@ -166,7 +173,7 @@ def load_adapters(model, path):
     from safetensors.numpy import load_file
 
     checks.check_model(model, "load_adapters")
-    _check_path_argument(path, "load_adapters")
+    check_path_argument(path, "load_adapters")
     metadata = read_adapter_metadata(path)
     existing = list(adapters(model))
     if existing:
@@ -177,7 +184,7 @@ def load_adapters(model, path):
             "the file's adapters on top of merged ones)."
         )
     tensors = load_file(os.fspath(path))
-    _check_finite_tensors(tensors, f"adapter file '{path}'", "Nothing was loaded")
+    check_finite_tensors(tensors, f"adapter file '{path}'", "Nothing was loaded")
     paths = layer_paths.layer_paths(model)
     named = {DEFAULT: metadata["adapters"], **metadata.get("named_adapters", {})}
     named = {n: table for n, table in named.items() if table}
@@ -192,12 +199,12 @@ def load_adapters(model, path):
     }
     for adapter_name, table in named.items():
         kinds = {p: fields["kind"] for p, fields in table.items()}
-        _check_adapters_fit(
+        check_adapters_fit(
             model, paths, specs[adapter_name], kinds, tensors, path, adapter_name
         )
     kept = metadata["trainable_layers"]
-    _check_kept_fit(paths, kept, tensors, path)
-    _check_no_unnamed_tensors(specs, kept, paths, tensors, path)
+    check_kept_fit(paths, kept, tensors, path)
+    check_no_unnamed_tensors(specs, kept, paths, tensors, path)
 
     configs = {DEFAULT: metadata.get("config"), **metadata.get("named_configs", {})}
     adapted = model
@@ -218,10 +225,10 @@ def load_adapters(model, path):
                 remove_principal_part(adapter, spec.pissa_rank)
             weights = adapter.adapter_weights(adapter_name)
             for key, weight in weights.items():
-                weight.assign(_tensor(tensors, _key(layer_path, key, adapter_name), weight, path))
+                weight.assign(_tensor(tensors, tensor_key(layer_path, key, adapter_name), weight, path))
     for layer_path in kept:
         for weight in new_paths[layer_path].weights:
-            weight.assign(tensors[f"{layer_path}/{_weight_name(weight)}"])
+            weight.assign(tensors[f"{layer_path}/{weight_name(weight)}"])
     active = metadata.get("active", [DEFAULT])
     for adapter in adapters(adapted).values():
         adapter.set_active([n for n in active if n in adapter.adapter_names])
@@ -252,12 +259,6 @@ def _config(data):
     return LoRAConfig.from_dict(data)
 
 
-def _key(layer_path, weight_name, adapter_name):
-    """`<path>/lora_a` for the default adapter, `<path>/lora_a.<name>` else."""
-    suffix = "" if adapter_name == DEFAULT else f".{adapter_name}"
-    return f"{layer_path}/{weight_name}{suffix}"
-
-
 def _active_names(found):
     names = []
     for adapter in found.values():
@@ -266,155 +267,6 @@ def _active_names(found):
 
 
 # === Checks ===
-
-
-def _check_adapters_fit(model, paths, specs, kinds, tensors, file, adapter_name=None):
-    from keras_lowrank.layers import adapter_class_for
-
-    for layer_path, spec in specs.items():
-        layer = paths.get(layer_path)
-        if layer is None:
-            raise ValueError(
-                f"The adapter file has an adapter for layer '{layer_path}', "
-                f"which model '{model.name}' does not have. Load it on a base "
-                "model of the same architecture."
-            )
-        adapter_class = adapter_class_for(layer)
-        if adapter_class is None or adapter_class.__name__ != kinds[layer_path]:
-            raise ValueError(
-                f"Layer '{layer_path}' is a {type(layer).__name__}; the file "
-                f"has a {kinds[layer_path]} adapter for it."
-            )
-        layout = adapter_class.layout_of(layer)
-        limit = min(layout.fan_in, layout.fan_out)
-        if spec.pissa_rank and spec.pissa_rank > limit:
-            raise ValueError(
-                f"Layer '{layer_path}': the file's adapter was trained on a "
-                f"PiSSA residual of rank {spec.pissa_rank}, more than the "
-                f"layer's min(fan_in, fan_out) = {limit}."
-            )
-        for name, want in (
-            ("lora_a", (layout.fan_in, spec.rank)),
-            ("lora_b", (spec.rank, layout.fan_out)),
-        ):
-            key = _key(layer_path, name, adapter_name or DEFAULT)
-            if key not in tensors:
-                raise ValueError(
-                    f"The adapter file '{file}' lacks tensor '{key}' of the "
-                    f"adapter on layer '{layer_path}'. The file is damaged or "
-                    "was not written by save_adapters."
-                )
-            got = tuple(tensors[key].shape)
-            if got != want:
-                raise ValueError(
-                    f"Shape mismatch at layer '{layer_path}' ({name}): the "
-                    f"file has {got}, the model's layer needs {want} (kernel "
-                    f"{tuple(layer_kernel_shape(layer, adapter_class))})."
-                )
-
-
-def _check_kept_fit(paths, kept, tensors, file):
-    for layer_path in kept:
-        layer = paths.get(layer_path)
-        if layer is None:
-            raise ValueError(
-                f"The adapter file has weights for trainable layer "
-                f"'{layer_path}', which the model does not have."
-            )
-        for weight in layer.weights:
-            key = f"{layer_path}/{_weight_name(weight)}"
-            if key not in tensors:
-                raise ValueError(
-                    f"The adapter file lacks weight '{key}' ('{file}')."
-                )
-            got, want = tuple(tensors[key].shape), tuple(weight.shape)
-            if got != want:
-                raise ValueError(
-                    f"Shape mismatch at layer '{layer_path}' "
-                    f"({_weight_name(weight)}): the file has {got}, the "
-                    f"model has {want}."
-                )
-
-
-def _check_no_unnamed_tensors(specs, kept, paths, tensors, file):
-    """Every tensor of the file is one its metadata names: none is dropped."""
-    named = {
-        _key(layer_path, weight_name, adapter_name)
-        for adapter_name, table in specs.items()
-        for layer_path, spec in table.items()
-        for weight_name in ("lora_a", "lora_b", *get_variant(spec.variant).extra_weight_names)
-    }
-    named |= {f"{p}/{_weight_name(w)}" for p in kept for w in paths[p].weights}
-    unnamed = sorted(set(tensors) - named)
-    if unnamed:
-        shown = ", ".join(repr(k) for k in unnamed[:5]) + (", ..." if len(unnamed) > 5 else "")
-        raise ValueError(
-            f"The adapter file '{file}' holds {len(unnamed)} tensor(s) that its "
-            f"metadata does not name ({shown}); loading would silently drop "
-            "them. A file holds the tensors of the adapters and trainable "
-            "layers its metadata lists, and no others. Nothing was loaded. "
-            "The file was edited or written by another tool: save the "
-            "adapters again with `klr.save_adapters`, or remove those tensors."
-        )
-
-
-def _check_metadata_fields(metadata, path):
-    adapters_ = metadata.get("adapters")
-    named = metadata.get("named_adapters", {})
-    if not isinstance(adapters_, dict) or not isinstance(named, dict) or not (
-        adapters_ or named
-    ):
-        raise ValueError(
-            f"'{path}': its metadata has no 'adapters' table (received "
-            f"{type(adapters_).__name__}). The file is damaged or was not "
-            "written by save_adapters."
-        )
-    tables = [adapters_, *named.values()]
-    for layer_path, fields in (i for t in tables if isinstance(t, dict) for i in t.items()):
-        if not isinstance(fields, dict) or not isinstance(fields.get("kind"), str):
-            raise ValueError(
-                f"'{path}': the metadata of adapter '{layer_path}' has no "
-                f"'kind' (received {fields!r}). The file is damaged."
-            )
-        AdapterSpec.from_dict(fields, source=f"'{path}', adapter '{layer_path}'")
-    kept = metadata.get("trainable_layers", [])
-    if not isinstance(kept, list) or not all(isinstance(p, str) for p in kept):
-        raise ValueError(
-            f"'{path}': its metadata's 'trainable_layers' must be a list of "
-            f"layer paths. Received: {kept!r}"
-        )
-    metadata.setdefault("trainable_layers", kept)
-
-
-def _check_finite_tensors(tensors, where, outcome):
-    for key, value in tensors.items():
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            bad = int((~np.isfinite(value)).sum())
-            raise ValueError(
-                f"{where}: tensor '{key}' holds {bad} NaN or Inf value(s) "
-                f"of {value.size}. {outcome}; adapters with non-finite "
-                "weights would make every output NaN."
-            )
-
-
-def _check_path_argument(path, function):
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(
-            f"{function} expected the path of a .safetensors file. "
-            f"Received: path={path!r}"
-        )
-
-
-def layer_kernel_shape(layer, adapter_class):
-    return getattr(layer, adapter_class.kernel_name).shape
-
-
-def _check_exists(path):
-    if not os.path.isfile(os.fspath(path)):
-        raise FileNotFoundError(
-            f"No adapter file at '{path}'. Write one with "
-            "`klr.save_adapters(model, path)`."
-        )
 
 
 # === Helpers ===
@@ -429,10 +281,6 @@ def _trainable_layers(model):
         if layer.trainable_weights:
             found[layer_path] = layer
     return found
-
-
-def _weight_name(weight):
-    return weight.path.rsplit("/", 1)[-1]
 
 
 def _numpy(weight):

@@ -22,12 +22,12 @@ import keras
 import numpy as np
 
 from keras_lowrank.adapters.adapted_model import adapters
-from keras_lowrank.compression.compress import format_table
 from keras_lowrank.layers.dora import DoRAVariant
 from keras_lowrank.surgery import rewriting
 from keras_lowrank.svd.factorization import balanced_factors
 from keras_lowrank.svd.factorization import truncated_triplets
 from keras_lowrank.svd.rank_selection import select_rank
+from keras_lowrank.utils.tables import format_table
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,6 @@ That saves parameters only below the break-even rank
 it is left as it is, and the report says why.
 """
 
-import dataclasses
 import math
 import numbers
 import warnings
@@ -17,11 +16,16 @@ import keras
 import numpy as np
 
 from keras_lowrank._compat import keras as keras_compat
-from keras_lowrank.adapters.adapted_model import is_kept_trainable
-from keras_lowrank.adapters.adapted_model import trainable_patterns
 from keras_lowrank.adapters.config import ALL_LINEAR
 from keras_lowrank.adapters.config import LoRAConfig
 from keras_lowrank.adapters.summary import parameter_counts
+from keras_lowrank.adapters.targeting import is_kept_trainable
+from keras_lowrank.adapters.targeting import trainable_patterns
+from keras_lowrank.compression.report import FACTORIZED
+from keras_lowrank.compression.report import KEPT
+from keras_lowrank.compression.report import CompressionReport
+from keras_lowrank.compression.report import LayerCompression
+from keras_lowrank.compression.report import percent
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import LowRankDense
 from keras_lowrank.layers import LowRankEinsumDense
@@ -34,129 +38,7 @@ from keras_lowrank.svd.factorization import kernel_matrix
 from keras_lowrank.svd.factorization import singular_values
 from keras_lowrank.svd.rank_selection import select_rank
 
-FACTORIZED = "factorized"
-KEPT = "kept"
 _LINEAR = (keras.layers.EinsumDense, keras.layers.Dense)
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerCompression:
-    """One targeted layer of a `CompressionReport`.
-
-    Args:
-        path: str. The layer's path (`layer_paths.layer_paths`).
-        kernel_shape: tuple of int. The shape of the original kernel.
-        rank: int or None. The rank chosen for it (None when it cannot be
-            factorized at all).
-        params_before: int. The layer's parameters (kernel and bias).
-        params_after: int. Its parameters afterwards (`k·(fan_in + fan_out)`
-            plus the bias when factorized, else `params_before`).
-        relative_error: float or None. `‖W − left·right‖_F / ‖W‖_F` of the
-            rank-`k` truncation, `sqrt(dropped σ² / sum σ²)`.
-        energy: float or None. The share of `sum σ²` that rank `k` keeps.
-        status: str. `"factorized"` or `"kept"`.
-        reason: str. Why a kept layer was kept; empty when factorized.
-    """
-
-    path: str
-    kernel_shape: tuple
-    rank: int | None
-    params_before: int
-    params_after: int
-    relative_error: float | None
-    energy: float | None
-    status: str
-    reason: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressionReport:
-    """What `compress` did, layer by layer.
-
-    Args:
-        method: str. The criterion, e.g. `"param_ratio=0.5"`.
-        layers: tuple of `LayerCompression`, in model order.
-        total_params_before: int. Parameters of the input model.
-        total_params_after: int. Parameters of the compressed model.
-
-    Example:
-    ```python
-    compressed, report = klr.compress(model, energy=0.9)
-    print(report)             # an aligned table
-    report.ranks              # {path: k} of the factorized layers
-    json.dumps(report.to_dict())
-    ```
-    """
-
-    method: str
-    layers: tuple
-    total_params_before: int
-    total_params_after: int
-
-    @property
-    def targeted_params_before(self) -> int:
-        return sum(row.params_before for row in self.layers)
-
-    @property
-    def targeted_params_after(self) -> int:
-        return sum(row.params_after for row in self.layers)
-
-    @property
-    def ranks(self) -> dict:
-        """`{path: rank}` of the factorized layers."""
-        return {r.path: r.rank for r in self.layers if r.status == FACTORIZED}
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict: the method, every row, and the totals."""
-        rows = [dataclasses.asdict(r) | {"kernel_shape": list(r.kernel_shape)}
-                for r in self.layers]
-        return {
-            "method": self.method,
-            "layers": rows,
-            "targeted_params_before": self.targeted_params_before,
-            "targeted_params_after": self.targeted_params_after,
-            "total_params_before": self.total_params_before,
-            "total_params_after": self.total_params_after,
-        }
-
-    def __str__(self):
-        header = ("path", "kernel", "rank", "params before", "params after",
-                  "rel. error", "status")
-        rows = [
-            (r.path, "x".join(str(d) for d in r.kernel_shape),
-             "-" if r.rank is None else str(r.rank), f"{r.params_before:,}",
-             f"{r.params_after:,}",
-             "-" if r.relative_error is None else f"{r.relative_error:.4f}",
-             r.status if not r.reason else f"{r.status}: {r.reason}")
-            for r in self.layers
-        ]
-        before, after = self.targeted_params_before, self.targeted_params_after
-        return "\n".join([
-            f"Compression ({self.method}): {len(self.ranks)} of "
-            f"{len(self.layers)} targeted layers factorized",
-            *format_table(header, rows, last_free=True),
-            f"targeted layers: {_change(before, after)}",
-            f"model:           "
-            f"{_change(self.total_params_before, self.total_params_after)}",
-        ])
-
-
-def format_table(header, rows, last_free=False):
-    """Aligned lines: the first column left, the others right.
-
-    With `last_free`, the last column is neither padded nor aligned (for
-    free text such as a reason).
-    """
-    rows = [tuple(header), *rows]
-    n = len(header) - (1 if last_free else 0)
-    widths = [max(len(row[i]) for row in rows) for i in range(n)]
-
-    def line(row):
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:n], widths[1:])]
-        return "  ".join(cells + list(row[n:])).rstrip()
-
-    return [line(row) for row in rows]
 
 
 def compress(
@@ -289,7 +171,7 @@ def _plan(path, layer, rank, energy, param_ratio):
     if factored >= m * n:
         return LayerCompression(
             rank=k, relative_error=error, energy=share,
-            reason=f"rank {k} keeps {_percent(share)} energy but needs "
+            reason=f"rank {k} keeps {percent(share)} energy but needs "
             f"{factored:,} ≥ {m * n:,} parameters",
             **kept,
         )
@@ -425,15 +307,6 @@ def _patterns(value, name, allow_all=False):
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) \
         and math.isfinite(value)
-
-
-def _percent(share):
-    return f"{100 * share:.3g}%"
-
-
-def _change(before, after):
-    share = 100.0 * after / before if before else 100.0
-    return f"{before:,} -> {after:,} parameters ({share:.1f}%)"
 
 
 def _show(targets):
