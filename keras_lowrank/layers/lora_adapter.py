@@ -234,7 +234,7 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
 
     @property
     def trainable(self):
-        return self._trainable
+        return keras.layers.Layer.trainable.fget(self)
 
     @trainable.setter
     def trainable(self, value):

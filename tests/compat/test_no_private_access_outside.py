@@ -30,7 +30,7 @@ PRIVATE_MODULES = (
 # Private attributes (read, written, or named in a string as for getattr).
 PRIVATE_NAMES = {
     # keras
-    "_layers", "_flatten_layers", "_trainable_variables", "_kernel",
+    "_layers", "_flatten_layers", "_trainable_variables", "_trainable", "_kernel",
     "_embeddings", "_tracker", "_inbound_nodes", "_outbound_nodes",
     "_operations", "_nodes", "_operations_by_depth", "_nodes_by_depth",
     "_keras_history", "_functional", "GLOBAL_CUSTOM_NAMES", "make_node_key",
