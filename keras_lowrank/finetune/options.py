@@ -1,41 +1,38 @@
-"""`FinetuneOptions`: every setting of a fine-tuning run, validated once."""
+"""`FinetuneOptions`: every setting of a classifier fine-tuning run,
+validated once."""
 
 import dataclasses
-import numbers
-import os
 
 from keras_lowrank.exporters import get_format
-from keras_lowrank.finetune import phone_artifacts as phone_lib
-from keras_lowrank.finetune.checks import as_paths
-from keras_lowrank.finetune.checks import as_tuple
-from keras_lowrank.finetune.checks import check_fraction
-from keras_lowrank.finetune.checks import check_positive_int
-from keras_lowrank.finetune.checks import check_positive_number
-from keras_lowrank.finetune.checks import check_text
-from keras_lowrank.finetune.checks import is_number
 from keras_lowrank.finetune.precision import PRECISIONS
-from keras_lowrank.finetune.run_folder import export_formats
+from keras_lowrank.runs import phone_artifacts as phone_lib
+from keras_lowrank.runs.checks import as_tuple
+from keras_lowrank.runs.checks import check_positive_int
+from keras_lowrank.runs.checks import check_positive_number
+from keras_lowrank.runs.checks import check_text
+from keras_lowrank.runs.run_folder import export_formats
+from keras_lowrank.runs.run_options import QUANTIZED_FORMAT
+from keras_lowrank.runs.run_options import RunOptions
 
 # What a run exports unless told otherwise; any of `export_formats()` may be
 # asked for.
 DEFAULT_EXPORT = ("tflite", "onnx")
-# The phone artifacts a run writes unless told otherwise: all of them.
+# The phone artifacts a run writes when it exports: all of them.
 DEFAULT_PHONE_ARTIFACTS = phone_lib.NAMES
 # `distribute`: one device (None), or a `keras_lowrank.distribution` kind.
 DISTRIBUTE_KINDS = (None, "mirrored", "multi-worker")
 # `startup_timeout` when None: each worker's data, model and first traced
 # step, with room for a large training file tokenized before the first step.
 DEFAULT_STARTUP_TIMEOUT_S = 1800.0
-# The format `tflite_quantize` is named after. A run has no calibration
-# data, so it takes the modes of that format that need none.
-QUANTIZED_FORMAT = "tflite"
+# A run has no calibration data, so `tflite_quantize` takes the modes of
+# `QUANTIZED_FORMAT` that need none.
 TFLITE_QUANTIZE_MODES = get_format(QUANTIZED_FORMAT).quantize_modes_without_calibration
 # BERT packs [CLS] and [SEP] around each text: 3 tokens hold one of text.
 MIN_SEQUENCE_LENGTH = 3
 
 
-@dataclasses.dataclass(frozen=True)
-class FinetuneOptions:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneOptions(RunOptions):
     """Settings of `finetune`: data, model, LoRA, training and export.
 
     The defaults fine-tune all-MiniLM-L6-v2 on the MR sentence-polarity data
@@ -62,12 +59,8 @@ class FinetuneOptions:
         labels: tuple of str or None. The label names in id order; any other
             label in the files is an error. None: the labels found, sorted.
         cache_dir: str. Cache of the data (`<cache_dir>/mr_polarity`, `tfds`).
-        rank: int. LoRA rank.
-        alpha: float or None. LoRA scale numerator (`s = alpha / rank`);
-            None means alpha = rank.
-        dropout: float in [0, 1). Dropout on the LoRA path while training.
-        targets: tuple of str. Patterns of the layers that get adapters, or
-            `("all-linear",)`.
+        rank, alpha, dropout, targets: LoRA, as `RunOptions` says; here
+            rank 8, alpha 16, dropout 0.1 on the query and value layers.
         epochs: int. Largest number of epochs; early stopping on validation
             accuracy may end sooner and keeps the best epoch's weights.
         patience: int. Epochs without a better validation accuracy before
@@ -91,11 +84,14 @@ class FinetuneOptions:
             `TFLITE_QUANTIZE_MODES`: None (float32), "float16" or "dynamic"
             (int8 weights). LiteRT's only: every other format is exported
             in float32.
-        phone_artifacts: tuple of str. Phone artifacts among
+        phone_artifacts: tuple of str or None. Phone artifacts among
             `phone_artifacts.NAMES` (`"text_classifier"`: raw text in
             MediaPipe; `"int8"`: full-integer LiteRT, calibrated on
             training texts), each measured on the raw test strings in its
-            runtime; empty skips them. Default: all.
+            runtime; empty skips them. None (the default): all of them
+            when `export` names a format, none when it is empty. Whether
+            the model can make them (MediaPipe runs only some tokenizers)
+            is checked once it is loaded, before training.
         seed: int. Seed of the data split, the shuffling, the initial
             adapter weights and dropout: a run with a given seed gives the
             same figures on the same machine, with a cold or a warm data
@@ -146,113 +142,53 @@ class FinetuneOptions:
     ```
     """
 
+    # Every registered one-file format, read at each check.
+    EXPORT_FORMATS = staticmethod(export_formats)
+    TFLITE_QUANTIZE_MODES = TFLITE_QUANTIZE_MODES
+
+    # === Shared fields: the classifier's defaults ===
     out: str = "runs/demo"
-    model: str | None = None
-    train_files: tuple = ()
-    validation_files: tuple = ()
-    test_files: tuple = ()
-    text_column: str = "text"
-    label_column: str = "label"
-    labels: tuple | None = None
-    cache_dir: str = ".cache"
-    rank: int = 8
-    alpha: float | None = 16.0
     dropout: float = 0.1
     targets: tuple = ("query", "value")
-    epochs: int = 5
-    patience: int = 2
     batch_size: int = 32
-    learning_rate: float = 1e-3
     weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
     sequence_length: int = 64
-    max_train_examples: int | None = None
     max_eval_examples: int | None = None
     export: tuple = DEFAULT_EXPORT
     tflite_quantize: str | None = "dynamic"
-    phone_artifacts: tuple = DEFAULT_PHONE_ARTIFACTS
-    seed: int = 1337
-    deterministic: bool = True
-    precision: str = "float32"
     verbose: int = 1
+
+    # === The classifier's own fields ===
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: tuple | None = None
+    epochs: int = 5
+    phone_artifacts: tuple | None = None
+    precision: str = "float32"
     distribute: str | None = None
     startup_timeout: float | None = None
 
     def __post_init__(self):
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        for name in ("out", "cache_dir", "text_column", "label_column"):
+        for name in ("text_column", "label_column"):
             check_text(getattr(self, name), name)
-        if self.model is not None:
-            check_text(self.model, "model")
-        for name in ("train_files", "validation_files", "test_files"):
-            set_(name, as_paths(getattr(self, name), name))
-        if not self.train_files and (self.validation_files or self.test_files):
-            raise ValueError(
-                "validation_files and test_files need train_files: the MR "
-                "data has its own splits. Received: train_files=() with "
-                f"validation_files={list(self.validation_files)}, "
-                f"test_files={list(self.test_files)}"
-            )
+        super().__post_init__()
         if self.labels is not None:
-            set_("labels", tuple(str(label) for label in as_tuple(self.labels, "labels")))
+            self.set_field("labels", tuple(
+                str(label) for label in as_tuple(self.labels, "labels")))
             if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
                 raise ValueError(
                     "labels must hold at least two distinct names. Received: "
-                    f"labels={list(self.labels)}"
-                )
-        for name in ("rank", "epochs", "patience", "batch_size", "sequence_length"):
-            check_positive_int(getattr(self, name), name)
+                    f"labels={list(self.labels)}")
+        check_positive_int(self.epochs, "epochs")
         if self.sequence_length < MIN_SEQUENCE_LENGTH:
             raise ValueError(
                 f"sequence_length must be at least {MIN_SEQUENCE_LENGTH}: BERT "
                 "packs [CLS] and [SEP] around each text, so a shorter one "
-                f"holds no text. Received: sequence_length={self.sequence_length}"
-            )
-        for name in ("max_train_examples", "max_eval_examples"):
-            if getattr(self, name) is not None:
-                check_positive_int(getattr(self, name), name)
-        if self.alpha is not None:
-            check_positive_number(self.alpha, "alpha")
-        check_positive_number(self.learning_rate, "learning_rate")
-        check_fraction(self.dropout, "dropout")
-        check_fraction(self.warmup_fraction, "warmup_fraction")
-        if not is_number(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(
-                "weight_decay must be a number >= 0. Received: "
-                f"weight_decay={self.weight_decay!r}"
-            )
-        set_("targets", tuple(as_tuple(self.targets, "targets")))
-        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
-            raise ValueError(
-                "targets must hold at least one non-empty layer pattern. "
-                f"Received: targets={list(self.targets)}"
-            )
-        set_("export", tuple(as_tuple(self.export, "export")))
-        _check_export(self.export)
-        if self.tflite_quantize not in TFLITE_QUANTIZE_MODES:
-            raise ValueError(
-                f"Unrecognized tflite_quantize={self.tflite_quantize!r}. "
-                f"Supported values are: {list(TFLITE_QUANTIZE_MODES)}"
-            )
-        set_("phone_artifacts", tuple(as_tuple(self.phone_artifacts, "phone_artifacts")))
-        if len(set(self.phone_artifacts)) != len(self.phone_artifacts):
-            raise ValueError(
-                "phone_artifacts must not repeat a name. Received: "
-                f"phone_artifacts={list(self.phone_artifacts)}"
-            )
-        for name in self.phone_artifacts:
-            phone_lib.get_artifact(name)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer. Received: seed={self.seed!r}")
-        if not isinstance(self.deterministic, bool):
-            raise ValueError("deterministic must be True or False. Received: "
-                             f"deterministic={self.deterministic!r}")
+                f"holds no text. Received: sequence_length={self.sequence_length}")
+        self._set_phone_artifacts()
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unrecognized precision={self.precision!r}. "
                              f"Supported values are: {list(PRECISIONS)}")
-        if self.verbose not in (0, 1, 2) or isinstance(self.verbose, bool):
-            raise ValueError(
-                f"verbose must be 0, 1 or 2. Received: verbose={self.verbose!r}")
         if self.distribute not in DISTRIBUTE_KINDS:
             raise ValueError(f"Unrecognized distribute={self.distribute!r}. "
                              f"Supported values are: {list(DISTRIBUTE_KINDS)}")
@@ -263,43 +199,38 @@ class FinetuneOptions:
                     "startup_timeout is for distribute='multi-worker' (a "
                     "one-machine run has no other worker to wait for). "
                     f"Received: startup_timeout={self.startup_timeout!r} with "
-                    f"distribute={self.distribute!r}"
-                )
-        if os.path.isfile(self.out):
+                    f"distribute={self.distribute!r}")
+
+    def _set_phone_artifacts(self):
+        if self.phone_artifacts is None:
+            self.set_field("phone_artifacts",
+                           DEFAULT_PHONE_ARTIFACTS if self.export else ())
+        names = tuple(as_tuple(self.phone_artifacts, "phone_artifacts"))
+        self.set_field("phone_artifacts", names)
+        if len(set(names)) != len(names):
             raise ValueError(
-                f"out must be a folder, but {self.out!r} is an existing file."
-            )
+                "phone_artifacts must not repeat a name. Received: "
+                f"phone_artifacts={list(names)}")
+        for name in names:
+            phone_lib.get_artifact(name)
 
-    @property
-    def targets_for_config(self):
-        """`targets` as `LoRAConfig` takes it ("all-linear" unwrapped)."""
-        if self.targets == ("all-linear",):
-            return "all-linear"
-        return self.targets
+    def check_export(self):
+        """Refuses an unknown or repeated format, or one that writes a folder.
 
-    def to_dict(self):
-        """A JSON-ready dict of every option."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
-
-
-def _check_export(export):
-    supported = export_formats()
-    records = [_record_or_none(name) for name in export]
-    if any(r is None for r in records) or len(set(export)) != len(export):
-        raise ValueError(
-            f"Unrecognized or repeated export format in export={list(export)}. "
-            f"Supported formats are: {list(supported)}"
-        )
-    folders = [record for record in records if record.name not in supported]
-    if folders:
-        raise ValueError(
-            f"export format {folders[0].name!r} ({folders[0].title}) writes a "
-            "folder, but a run folder holds one file per artifact. Supported "
-            f"formats are: {list(supported)}"
-        )
+        Raises:
+            ValueError: naming `export` and the supported formats.
+        """
+        supported = self.supported_exports()
+        records = [_record_or_none(name) for name in self.export]
+        folders = [record for record in records if record is not None
+                   and record.name not in supported]
+        if folders and None not in records and \
+                len(set(self.export)) == len(self.export):
+            raise ValueError(
+                f"export format {folders[0].name!r} ({folders[0].title}) writes a "
+                "folder, but a run folder holds one file per artifact. Supported "
+                f"formats are: {list(supported)}")
+        super().check_export()
 
 
 def _record_or_none(name):

@@ -10,25 +10,26 @@ import numpy as np
 import tensorflow as tf
 
 import keras_lowrank as klr
+from keras_lowrank import exporters
 from keras_lowrank.finetune import batching
 from keras_lowrank.finetune import distributed
 from keras_lowrank.finetune import evaluation
 from keras_lowrank.finetune import model_source
-from keras_lowrank.finetune import phone_artifacts as phone_lib
 from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
-from keras_lowrank.finetune.options import QUANTIZED_FORMAT
 from keras_lowrank.finetune.options import FinetuneOptions
-from keras_lowrank.finetune.progress import Progress
-from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
-from keras_lowrank.finetune.run_folder import CURVES_FILE
-from keras_lowrank.finetune.run_folder import REPORT_FILE
-from keras_lowrank.finetune.run_folder import artifact_file
-from keras_lowrank.finetune.run_folder import export_formats
-from keras_lowrank.finetune.run_folder import is_run_folder
-from keras_lowrank.utils.atomic import atomic_path
-from keras_lowrank.utils.atomic import check_target
+from keras_lowrank.runs import phone_artifacts as phone_lib
+from keras_lowrank.runs.build_folder import check_out
+from keras_lowrank.runs.build_folder import run_in_build_folder
+from keras_lowrank.runs.export_record import record_export
+from keras_lowrank.runs.progress import Progress
+from keras_lowrank.runs.report_files import add_files
+from keras_lowrank.runs.report_files import export_line
+from keras_lowrank.runs.run_folder import ADAPTERS_FILE
+from keras_lowrank.runs.run_folder import artifact_file
+from keras_lowrank.runs.run_folder import export_formats
+from keras_lowrank.runs.run_options import QUANTIZED_FORMAT
 
 # Rows of the test split that export runs through Keras and its runtime.
 _VERIFY_ROWS = 8
@@ -110,37 +111,31 @@ def _finetune(options, log, strategy, watchdog):
     # Before any slow work: an `out` that holds something else, a model that
     # is missing or cannot take `sequence_length` tokens.
     if chief:
-        check_target(options.out, directory=True, replaceable=is_run_folder)
+        check_out(options.out)
     source = model_source.model_source(options)
     model_source.check_sequence_length(
         options, model_source.config_max_sequence_length(source))
     precision = precision_lib.resolve_precision(options.precision)
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    progress = Progress(log)
-    start = time.perf_counter()
     if not chief:
         with distributed.worker_loss_reported(options), \
                 distributed.worker_folder() as build:
             _remove_on_expiry(watchdog, build)
-            report = _run(options, precision, build, progress, strategy, watchdog)
+            report = _run(options, precision, build, Progress(log), strategy,
+                          watchdog)
         log(f"worker {report['distribute']['task']}: trained; the chief writes "
             f"{options.out}")
         return report
-    with distributed.worker_loss_reported(options), \
-            atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
-        os.mkdir(build)
-        # The hidden folder `atomic_path` made beside `out` to hold `build`.
+
+    def stages(build, progress):
+        # The hidden folder beside `out` that holds `build`.
         _remove_on_expiry(watchdog, os.path.dirname(build))
-        report = _run(options, precision, build, progress, strategy, watchdog)
-        # Written after the report stage, so that it holds that stage's time.
-        report["stage_seconds"] = dict(progress.seconds)
-        report["stage_cpu_seconds"] = dict(progress.cpu_seconds)
-        report["total_seconds"] = time.perf_counter() - start
-        report_lib.write_json(report, os.path.join(build, REPORT_FILE))
-    log("")
-    log(report_lib.summary_table(report))
-    return report
+        return _run(options, precision, build, progress, strategy, watchdog)
+
+    with distributed.worker_loss_reported(options):
+        return run_in_build_folder(options.out, stages, log=log,
+                                   summary=report_lib.summary_table)
 
 
 def _remove_on_expiry(watchdog, folder):
@@ -169,6 +164,9 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         keras.utils.set_random_seed(options.seed)
         with distributed.scope(strategy):
             model, base = training.build_classifier(options, data.num_classes, precision)
+        # What the phone artifacts need of the model, known now: refused
+        # before training rather than after it.
+        phone_lib.check_phone_artifacts(model, options.phone_artifacts, data.label_names)
         preprocessor = model.preprocessor
         splits = {
             "train": training.tokenize(preprocessor, data.train, options.max_train_examples),
@@ -224,7 +222,7 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
             for format in options.export:
                 exports[format] = _export_and_evaluate(
                     model, format, splits["test"], options, build)
-                note(_export_line(format, exports[format]))
+                note(export_line(format, exports[format], _describe_export))
         if options.phone_artifacts:
             test_texts = training.texts(data.test, options.max_eval_examples)
             calibration, _ = training.texts(
@@ -233,7 +231,7 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         for name in options.phone_artifacts:
             exports[name] = _export_phone_artifact(
                 model, name, test_texts, calibration, data.label_names, options, build)
-            note(_phone_line(name, exports[name]))
+            note(export_line(name, exports[name], _describe_phone_artifact))
 
     with progress.stage("report") as note:
         report = _report(
@@ -243,15 +241,8 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         report["precision"] = precision.to_dict()
         report["distribute"] = distributed.describe(options, strategy)
         report["deterministic"] = options.deterministic
-        report["files"] = {"adapters": final(ADAPTERS_FILE)}
-        for format, exported in exports.items():
-            if "error" not in exported:
-                report["files"][format] = exported["path"]
-        report_lib.plot_training_curves(
-            history, os.path.join(build, CURVES_FILE), best_epoch)
-        report["files"]["training_curves"] = final(CURVES_FILE)
-        report["files"]["report"] = final(REPORT_FILE)
-        note(f"{report['files']['report']}, {final(CURVES_FILE)}")
+        add_files(report, history, best_epoch, build, options.out)
+        note(f"{report['files']['report']}, {report['files']['training_curves']}")
     return report
 
 
@@ -260,46 +251,32 @@ def _export_and_evaluate(model, format, test, options, build):
 
     Paths in the result name the artifact's place in `options.out`.
     """
-    from keras_lowrank.exporters import ExportVerificationError
-    from keras_lowrank.exporters import UnsupportedOpsError
-    from keras_lowrank.exporters import export
-
     inputs, labels = test
     rows = np.arange(min(_VERIFY_ROWS, len(labels)))
     sample = batching.trim(inputs, rows, inputs["token_ids"].shape[1])
     path = os.path.join(build, artifact_file(format))
-    final = os.path.join(options.out, artifact_file(format))
     # `tflite_quantize` is LiteRT's, as its name says; every other format
     # (ONNX takes quantize modes too) is exported in float32.
     quantize = options.tflite_quantize if format == QUANTIZED_FORMAT else None
-    try:
-        exported = export(
-            model, path, format, quantize=quantize, sample_inputs=sample,
-        )
-    except (ExportVerificationError, UnsupportedOpsError) as error:
-        message = " ".join(str(error).split()).replace(path, final)
-        return {"error": message, "quantize": quantize}
-    result = exported.to_dict()
-    result["path"] = final
-    result["evaluation"] = evaluation.artifact_accuracy(
-        format, path, inputs, labels, options.batch_size)
-    return result
+
+    def write():
+        result = exporters.export(model, path, format, quantize=quantize,
+                                  sample_inputs=sample).to_dict()
+        result["evaluation"] = evaluation.artifact_accuracy(
+            format, path, inputs, labels, options.batch_size)
+        return result
+
+    return record_export(write, path, os.path.join(options.out, artifact_file(format)),
+                         failed=lambda error: {"quantize": quantize})
 
 
 def _export_phone_artifact(model, name, test, calibration, label_names, options,
                            build):
     """Writes phone artifact `name` in `build`; paths name `options.out`."""
     file = phone_lib.get_artifact(name).file
-    path = os.path.join(build, file)
-    final = os.path.join(options.out, file)
-    result = phone_lib.export_phone_artifact(
-        model, name, path, test, calibration, label_names)
-    if "error" in result:
-        result["error"] = result["error"].replace(path, final)
-    else:
-        result["path"] = final
-    result["artifact"] = name
-    return result
+    return phone_lib.export_phone_artifact(
+        model, name, os.path.join(build, file), os.path.join(options.out, file),
+        test, calibration, label_names)
 
 
 def _report(options, data, splits, base, counts, history, best_epoch,
@@ -358,21 +335,17 @@ def _detached(model):
         model.preprocessor = preprocessor
 
 
-def _export_line(format, exported):
-    if "error" in exported:
-        return f"{format}: FAILED: {exported['error']}"
-    return (f"{format}: {exported['path']} ({exported['size_bytes']:,} bytes), "
+def _describe_export(exported):
+    return (f"{exported['path']} ({exported['size_bytes']:,} bytes), "
             f"max abs diff {exported['max_abs_diff']:.2g} vs Keras, test "
             f"accuracy {exported['evaluation']['accuracy']:.4f} "
             f"({exported['evaluation']['seconds']:.1f} s)")
 
 
-def _phone_line(name, exported):
-    if "error" in exported:
-        return f"{name}: FAILED: {exported['error']}"
+def _describe_phone_artifact(exported):
     by_length = exported["latency_by_length"]
-    return (f"{name}: {exported['path']} ({exported['size_bytes']:,} bytes), "
-            f"{phone_lib.get_artifact(name).runs_on}: test accuracy "
+    return (f"{exported['path']} ({exported['size_bytes']:,} bytes), "
+            f"{phone_lib.get_artifact(exported['artifact']).runs_on}: test accuracy "
             f"{exported['accuracy']:.4f} (Keras {exported['keras_accuracy']:.4f}) "
             f"on {exported['eval_examples']} raw test strings; batch 1 "
             + ", ".join(f"{v['ms']:.2f} ms at {v['tokens']} tokens"

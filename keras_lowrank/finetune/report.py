@@ -1,12 +1,15 @@
-"""What a fine-tuning run leaves: a summary table, report.json, a plot."""
+"""What a classifier run reports: its keys and its summary table.
 
-import json
-import math
+report.json, the training curves and the timing lines are every run's
+(`keras_lowrank.runs.report_files`).
+"""
 
 from keras_lowrank.exporters import get_format
-from keras_lowrank.finetune import phone_artifacts as phone_lib
-from keras_lowrank.finetune.run_folder import export_formats
-from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.runs import phone_artifacts as phone_lib
+from keras_lowrank.runs.checks import finite_or_none
+from keras_lowrank.runs.report_files import cpu_line
+from keras_lowrank.runs.report_files import stages_line
+from keras_lowrank.runs.run_folder import export_formats
 
 # An exported model whose test accuracy moves further than this from the
 # Keras model's is called out in the summary.
@@ -54,51 +57,6 @@ def format_values(format, exported, keras_accuracy) -> dict:
     return {f"{format}_{key}": values[key] for key in FORMAT_KEYS}
 
 
-def write_json(report, path):
-    """Writes `report` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2, allow_nan=False)
-            file.write("\n")
-
-
-def plot_training_curves(history, path, best_epoch=None):
-    """Loss and accuracy per epoch, train and validation, as a PNG.
-
-    Args:
-        history: dict of per-epoch lists: `loss`, `accuracy`, and
-            `val_loss`, `val_accuracy` when there was validation data.
-        path: str. The `.png` file to write (atomically).
-        best_epoch: int or None. The 1-based epoch whose weights were kept;
-            marked with a vertical line.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(10, 4), dpi=100)
-    for index, metric in enumerate(("loss", "accuracy")):
-        axes = figure.add_subplot(1, 2, index + 1)
-        for prefix, label in (("", "train"), ("val_", "validation")):
-            values = history.get(prefix + metric)
-            if values:
-                epochs = range(1, len(values) + 1)
-                axes.plot(epochs, values, marker="o", label=label)
-        if best_epoch:
-            axes.axvline(best_epoch, color="gray", linestyle="--", label="best epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(metric)
-        axes.set_title(metric)
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-
-
 def summary_table(report) -> str:
     """The lines printed at the end of a run: accuracy, size and latency."""
     rows = [("model", "test accuracy", "size", "latency (batch 1)")]
@@ -134,9 +92,7 @@ def summary_table(report) -> str:
         f"{report['train_seconds']:.0f} s, best epoch {report['best_epoch']}"
         + (f" (validation accuracy {_accuracy(report['best_val_accuracy'])})"
            if report.get("best_val_accuracy") is not None else ""),
-        "stages: " + ", ".join(
-            f"{name} {seconds:.0f} s" for name, seconds in report["stage_seconds"].items()
-        ) + f"; total {report['total_seconds']:.0f} s",
+        stages_line(report),
     ]
     if report.get("stage_cpu_seconds"):
         lines.append(cpu_line(report["stage_cpu_seconds"]))
@@ -216,19 +172,6 @@ def _labels_equal(agreement, count):
     return None if agreement is None else round(agreement * count)
 
 
-def cpu_line(stage_cpu_seconds) -> str:
-    """`cpu: user U s, system S s (P% system)`, summed over the stages.
-
-    Args:
-        stage_cpu_seconds: `{stage: {"user": float, "system": float}}`.
-    """
-    user = sum(times["user"] for times in stage_cpu_seconds.values())
-    system = sum(times["system"] for times in stage_cpu_seconds.values())
-    total = user + system
-    share = f"{100 * system / total:.1f}%" if total > 0 else "-"
-    return f"cpu: user {user:.1f} s, system {system:.1f} s ({share} system)"
-
-
 def _accuracy(value):
     return "-" if value is None else f"{value:.4f}"
 
@@ -245,11 +188,3 @@ def _size(size):
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return "-"
-
-
-def finite_or_none(value):
-    """`value` as a float, or None when it is missing or not finite."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import keras_lowrank as klr
 from keras_lowrank.finetune import batching
+from keras_lowrank.finetune import distributed
 from keras_lowrank.finetune import model_source
 from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune.options import FinetuneOptions
@@ -193,7 +194,7 @@ def fit(model, train, validation, options: FinetuneOptions,
             metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
         )
         build_optimizer(model)
-    shard = _shard_by_data if options.distribute else (lambda dataset: dataset)
+    shard = distributed.shard_by_data if options.distribute else (lambda dataset: dataset)
     epoch = _EpochIndex()
     train_data = shard(batching.training_dataset(
         inputs, labels, options.batch_size, options.seed, epoch=epoch
@@ -234,12 +235,6 @@ class _EpochIndex(keras.callbacks.Callback):
 
     def __call__(self):
         return self.index
-
-
-def _shard_by_data(dataset):
-    from keras_lowrank.finetune.distributed import shard_by_data
-
-    return shard_by_data(dataset)
 
 
 def learning_rate_schedule(options, total_steps):

@@ -15,8 +15,10 @@ Example:
 ```python
 from keras_lowrank.lm_finetune import LMFinetuneOptions, finetune_lm
 
-report = finetune_lm(LMFinetuneOptions(out="runs/demo-lm"))
-print(report["test_accuracy_before"], report["tflite_test_accuracy"])
+before_and_after = {
+    key: value for key, value
+    in finetune_lm(LMFinetuneOptions(out="runs/demo-lm")).items()
+    if key in ("test_accuracy_before", "test_accuracy", "tflite_test_accuracy")}
 ```
 """
 

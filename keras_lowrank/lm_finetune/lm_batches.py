@@ -34,6 +34,8 @@ class TokenizedSplit:
         completions: list of lists of int. Each example's completion ids.
         truncated: int. Examples cut to the sequence length.
         dropped: int. Examples left out: no completion token fit.
+        longest: int. Tokens of the longest example (prompt, completion
+            and chat template), before truncation.
     """
 
     token_ids: np.ndarray
@@ -44,6 +46,7 @@ class TokenizedSplit:
     completions: list
     truncated: int = 0
     dropped: int = 0
+    longest: int = 0
 
     def __len__(self):
         return len(self.token_ids)
@@ -76,10 +79,11 @@ def encode_split(chat, examples, sequence_length) -> TokenizedSplit:
     Returns:
         TokenizedSplit.
     """
-    rows, prompts, completions, truncated, dropped = [], [], [], 0, 0
+    rows, prompts, completions, truncated, dropped, longest = [], [], [], 0, 0, 0
     for example in examples:
         prompt, completion = chat.encode(example)
         ids = prompt + completion
+        longest = max(longest, len(ids))
         if len(ids) - 1 > sequence_length:
             truncated += 1
             ids = ids[:sequence_length + 1]
@@ -102,7 +106,7 @@ def encode_split(chat, examples, sequence_length) -> TokenizedSplit:
         token_ids[i, :n], targets[i, :n], mask[i, :n] = ids[:-1], ids[1:], 1
         weights[i, first:n] = 1.0
     return TokenizedSplit(token_ids, mask, targets, weights, prompts,
-                          completions, truncated, dropped)
+                          completions, truncated, dropped, longest)
 
 
 def _signature():

@@ -16,6 +16,8 @@ import tensorflow as tf
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.lm_finetune import lm_batches
 
+# Tokens generated past the longest reference answer when scoring.
+ANSWER_SLACK = 2
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
 
@@ -149,3 +151,15 @@ def answer_accuracy(generated_texts, references) -> float | None:
         return None
     hits = sum(answer_matches(g, r) for g, r in zip(generated_texts, references))
     return hits / len(references)
+
+
+def scored_rows(split):
+    """Test rows answered by generation: those with a prompt."""
+    return [i for i, prompt in enumerate(split.prompts) if prompt]
+
+
+def answer_tokens(split, scored):
+    """Tokens to generate for the `scored` rows of `split`: the longest
+    reference answer and `ANSWER_SLACK` more."""
+    longest = max((len(split.completions[i]) for i in scored), default=0)
+    return longest + ANSWER_SLACK

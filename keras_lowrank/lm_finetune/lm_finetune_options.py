@@ -2,17 +2,11 @@
 validated once."""
 
 import dataclasses
-import os
 
-# The option checks of the classifier's runs, shared so that both kinds of
-# run refuse a bad value with the same words.
-from keras_lowrank.finetune.checks import as_paths
-from keras_lowrank.finetune.checks import as_tuple
-from keras_lowrank.finetune.checks import check_fraction
-from keras_lowrank.finetune.checks import check_positive_int
-from keras_lowrank.finetune.checks import check_positive_number
-from keras_lowrank.finetune.checks import check_text
-from keras_lowrank.finetune.checks import is_number
+from keras_lowrank.runs.checks import as_tuple
+from keras_lowrank.runs.checks import check_positive_int
+from keras_lowrank.runs.checks import check_text
+from keras_lowrank.runs.run_options import RunOptions
 
 GENERATION_FORMATS = ("tflite", "onnx")
 # What `export_generator` quantizes a generator with (None: float32).
@@ -28,8 +22,8 @@ TFLITE_QUANTIZE_MODES = (None, "dynamic")
 DEFAULT_TFLITE_KEEP_FLOAT = (r"token_embedding_\d+/GatherV2",)
 
 
-@dataclasses.dataclass(frozen=True)
-class LMFinetuneOptions:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMFinetuneOptions(RunOptions):
     """Settings of `finetune_lm`: data, model, LoRA, training and export.
 
     The defaults fine-tune SmolLM2-135M-Instruct on the MR sentence-polarity
@@ -107,112 +101,49 @@ class LMFinetuneOptions:
     ```
     """
 
+    EXPORT_FORMATS = GENERATION_FORMATS
+    TFLITE_QUANTIZE_MODES = TFLITE_QUANTIZE_MODES
+    QUANTIZED_WHAT = " for a generator"
+
+    # === Shared fields: the causal LM's defaults ===
     out: str = "runs/demo-lm"
-    model: str | None = None
-    tokenizer_file: str | None = None
-    train_files: tuple = ()
-    validation_files: tuple = ()
-    test_files: tuple = ()
-    text_field: str = "text"
-    cache_dir: str = ".cache"
-    rank: int = 8
-    alpha: float | None = 16.0
     dropout: float = 0.0
     targets: tuple = ("all-linear",)
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    sequence_length: int = 128
+    max_eval_examples: int | None = 200
+    export: tuple = ("tflite",)
+    tflite_quantize: str | None = None
+    verbose: int = 2
+
+    # === The causal LM's own fields ===
+    tokenizer_file: str | None = None
+    text_field: str = "text"
     max_steps: int = 60
     eval_every: int = 20
-    patience: int = 2
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.1
-    sequence_length: int = 128
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = 200
     max_validation_examples: int | None = 64
     max_new_tokens: int = 16
     samples: int = 4
-    export: tuple = ("tflite",)
     export_max_length: int = 160
-    tflite_quantize: str | None = None
     tflite_keep_float: tuple = DEFAULT_TFLITE_KEEP_FLOAT
-    seed: int = 1337
-    deterministic: bool = True
-    verbose: int = 2
 
     def __post_init__(self):
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        for name in ("out", "cache_dir", "text_field"):
-            check_text(getattr(self, name), name)
-        for name in ("model", "tokenizer_file"):
-            if getattr(self, name) is not None:
-                check_text(getattr(self, name), name)
-        for name in ("train_files", "validation_files", "test_files"):
-            set_(name, as_paths(getattr(self, name), name))
-        if not self.train_files and (self.validation_files or self.test_files):
-            raise ValueError(
-                "validation_files and test_files need train_files: the MR "
-                "task has its own splits. Received: train_files=() with "
-                f"validation_files={list(self.validation_files)}, "
-                f"test_files={list(self.test_files)}")
-        for name in ("rank", "max_steps", "eval_every", "patience", "batch_size",
-                     "sequence_length", "max_new_tokens", "export_max_length"):
+        check_text(self.text_field, "text_field")
+        if self.tokenizer_file is not None:
+            check_text(self.tokenizer_file, "tokenizer_file")
+        super().__post_init__()
+        for name in ("max_steps", "eval_every", "max_new_tokens", "export_max_length"):
             check_positive_int(getattr(self, name), name)
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) \
                 or self.samples < 0:
             raise ValueError("samples must be an integer >= 0. Received: "
                              f"samples={self.samples!r}")
-        for name in ("max_train_examples", "max_eval_examples",
-                     "max_validation_examples"):
-            if getattr(self, name) is not None:
-                check_positive_int(getattr(self, name), name)
-        if self.alpha is not None:
-            check_positive_number(self.alpha, "alpha")
-        check_positive_number(self.learning_rate, "learning_rate")
-        check_fraction(self.dropout, "dropout")
-        check_fraction(self.warmup_fraction, "warmup_fraction")
-        if not is_number(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError("weight_decay must be a number >= 0. Received: "
-                             f"weight_decay={self.weight_decay!r}")
-        set_("targets", tuple(as_tuple(self.targets, "targets")))
-        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
-            raise ValueError("targets must hold at least one non-empty layer "
-                             f"pattern. Received: targets={list(self.targets)}")
-        set_("export", tuple(as_tuple(self.export, "export")))
-        if any(f not in GENERATION_FORMATS for f in self.export) or \
-                len(set(self.export)) != len(self.export):
-            raise ValueError(
-                f"Unrecognized or repeated export format in export="
-                f"{list(self.export)}. Supported formats are: "
-                f"{list(GENERATION_FORMATS)}")
-        if self.tflite_quantize not in TFLITE_QUANTIZE_MODES:
-            raise ValueError(
-                f"Unrecognized tflite_quantize={self.tflite_quantize!r} for a "
-                f"generator. Supported values are: {list(TFLITE_QUANTIZE_MODES)}")
-        set_("tflite_keep_float", tuple(as_tuple(self.tflite_keep_float,
-                                                  "tflite_keep_float")))
+        if self.max_validation_examples is not None:
+            check_positive_int(self.max_validation_examples, "max_validation_examples")
+        self.set_field("tflite_keep_float", tuple(
+            as_tuple(self.tflite_keep_float, "tflite_keep_float")))
         if not all(isinstance(p, str) and p for p in self.tflite_keep_float):
             raise ValueError(
                 "tflite_keep_float must hold non-empty layer patterns. "
                 f"Received: tflite_keep_float={list(self.tflite_keep_float)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer. Received: seed={self.seed!r}")
-        if not isinstance(self.deterministic, bool):
-            raise ValueError("deterministic must be True or False. Received: "
-                             f"deterministic={self.deterministic!r}")
-        if self.verbose not in (0, 1, 2) or isinstance(self.verbose, bool):
-            raise ValueError(
-                f"verbose must be 0, 1 or 2. Received: verbose={self.verbose!r}")
-        if os.path.isfile(self.out):
-            raise ValueError(
-                f"out must be a folder, but {self.out!r} is an existing file.")
-
-    @property
-    def targets_for_config(self):
-        """`targets` as `klr.add_adapters` takes it ("all-linear" unwrapped)."""
-        return "all-linear" if self.targets == ("all-linear",) else self.targets
-
-    def to_dict(self):
-        """A JSON-ready dict of every option."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}

@@ -1,7 +1,6 @@
 """`finetune_lm`: a causal LM fine-tuned with LoRA for generation, measured
 before and after, exported as a generator and measured in its runtime."""
 
-import json
 import math
 import os
 import time
@@ -11,33 +10,30 @@ import numpy as np
 import tensorflow as tf
 
 import keras_lowrank as klr
-from keras_lowrank.finetune import report as report_lib
-from keras_lowrank.finetune.progress import Progress
-from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
-from keras_lowrank.finetune.run_folder import CURVES_FILE
-from keras_lowrank.finetune.run_folder import REPORT_FILE
-from keras_lowrank.finetune.run_folder import artifact_file
-from keras_lowrank.finetune.run_folder import is_run_folder
 from keras_lowrank.finetune.training import build_optimizer
 from keras_lowrank.finetune.training import learning_rate_schedule
 from keras_lowrank.lm_finetune import lm_batches
 from keras_lowrank.lm_finetune import lm_evaluation
 from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
 from keras_lowrank.lm_finetune.causal_lm_loading import read_config
-from keras_lowrank.lm_finetune.chat_format import TOKENIZER_FILE
 from keras_lowrank.lm_finetune.chat_format import ChatFormat
 from keras_lowrank.lm_finetune.lm_data import load_lm_data
+from keras_lowrank.lm_finetune.lm_evaluation import answer_tokens
+from keras_lowrank.lm_finetune.lm_evaluation import scored_rows
+from keras_lowrank.lm_finetune.lm_export import export_and_measure
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
-from keras_lowrank.utils.atomic import atomic_path
-from keras_lowrank.utils.atomic import check_target
+from keras_lowrank.lm_finetune.lm_report import describe_export
+from keras_lowrank.lm_finetune.lm_report import measure_line
+from keras_lowrank.lm_finetune.lm_report import summary_table
+from keras_lowrank.models import presets
+from keras_lowrank.runs.build_folder import check_out
+from keras_lowrank.runs.build_folder import run_in_build_folder
+from keras_lowrank.runs.report_files import add_files
+from keras_lowrank.runs.report_files import export_line
+from keras_lowrank.runs.run_folder import ADAPTERS_FILE
 
 ACCURACY = "accuracy"
-# Test prompts the export check generates from, and how many tokens each.
-_VERIFY_PROMPTS = 4
-_VERIFY_NEW_TOKENS = 8
-# Tokens generated past the longest reference answer when scoring.
-_ANSWER_SLACK = 2
 
 
 def finetune_lm(options: LMFinetuneOptions | None = None, *, log=print) -> dict:
@@ -77,39 +73,29 @@ def finetune_lm(options: LMFinetuneOptions | None = None, *, log=print) -> dict:
 
     Example:
     ```python
-    report = finetune_lm(LMFinetuneOptions(out="runs/lm"))
-    print(report["test_accuracy_before"], report["test_accuracy"])
+    options = LMFinetuneOptions(out="runs/lm", max_steps=100)
+    for sample in finetune_lm(options)["samples"]:
+        print(sample["prompt"], "->", sample["after"])
     ```
     """
     options = options or LMFinetuneOptions()
     # Before any slow work: the target folder, the model's config and a
     # tokenizer that fits its vocabulary.
-    check_target(options.out, directory=True, replaceable=is_run_folder)
+    check_out(options.out)
     folder = model_folder(options)
-    vocabulary = _vocabulary_size(folder)
-    chat = ChatFormat.from_folder(folder, vocabulary, options.tokenizer_file)
+    chat = ChatFormat.from_folder(folder, vocabulary_size(folder),
+                                  options.tokenizer_file)
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    progress = Progress(log)
-    start = time.perf_counter()
-    with atomic_path(options.out, directory=True, replaceable=is_run_folder) as build:
-        os.mkdir(build)
-        report = _run(options, folder, chat, build, progress)
-        report["stage_seconds"] = dict(progress.seconds)
-        report["stage_cpu_seconds"] = dict(progress.cpu_seconds)
-        report["total_seconds"] = time.perf_counter() - start
-        report_lib.write_json(report, os.path.join(build, REPORT_FILE))
-    log("")
-    log(summary_table(report))
-    return report
+    return run_in_build_folder(
+        options.out, lambda build, progress: _run(options, folder, chat, build, progress),
+        log=log, summary=summary_table)
 
 
 def model_folder(options) -> str:
     """The model folder of `options`: `options.model` or SmolLM2's."""
     if options.model is not None:
         return os.fspath(options.model)
-    from keras_lowrank.models import presets
-
     return presets.smollm2_path()
 
 
@@ -138,9 +124,7 @@ def _run(options, folder, chat, build, progress):
              f"examples, at most {options.sequence_length} tokens "
              f"({sum(s.truncated for s in splits.values())} truncated, "
              f"{sum(s.dropped for s in splits.values())} dropped)")
-    if not len(splits["train"]):
-        raise ValueError("Fine-tuning needs training examples. Received: "
-                         f"{_counts({k: len(v) for k, v in splits.items()})}")
+    _check_train_examples(splits, options)
     scored = scored_rows(splits["test"])
 
     with progress.stage("model") as note:
@@ -153,7 +137,7 @@ def _run(options, folder, chat, build, progress):
         note(f"{os.path.basename(folder)} + LoRA rank {options.rank} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}")
         before = _measure(base, chat, splits, scored, examples, options)
-        note("before: " + _measure_line(before))
+        note("before: " + measure_line(before))
 
     with progress.stage("train") as note:
         train_start = time.perf_counter()
@@ -167,7 +151,7 @@ def _run(options, folder, chat, build, progress):
         adapters_path = os.path.join(build, ADAPTERS_FILE)
         adapter_bytes = klr.save_adapters(model, adapters_path)
         after = _measure(model, chat, splits, scored, examples, options)
-        note("after: " + _measure_line(after))
+        note("after: " + measure_line(after))
         note(f"{final(ADAPTERS_FILE)} ({adapter_bytes:,} bytes)")
 
     with progress.stage("export") as note:
@@ -176,7 +160,7 @@ def _run(options, folder, chat, build, progress):
             exports[format] = export_and_measure(
                 model, format, folder, chat, splits["test"], scored, examples,
                 options, build)
-            note(_export_line(format, exports[format]))
+            note(export_line(format, exports[format], describe_export))
 
     with progress.stage("report") as note:
         report = {
@@ -210,15 +194,8 @@ def _run(options, folder, chat, build, progress):
             exported = exports.get(format, {})
             report[f"{format}_test_accuracy"] = exported.get("test_accuracy")
             report[f"{format}_bytes"] = exported.get("size_bytes")
-        report["files"] = {"adapters": final(ADAPTERS_FILE)}
-        for format, exported in exports.items():
-            if "error" not in exported:
-                report["files"][format] = exported["path"]
-        report_lib.plot_training_curves(
-            history, os.path.join(build, CURVES_FILE), best)
-        report["files"]["training_curves"] = final(CURVES_FILE)
-        report["files"]["report"] = final(REPORT_FILE)
-        note(f"{report['files']['report']}, {final(CURVES_FILE)}")
+        add_files(report, history, best, build, options.out)
+        note(f"{report['files']['report']}, {report['files']['training_curves']}")
     return report
 
 
@@ -268,16 +245,6 @@ def _best_evaluation(history):
     return int(np.argmin(values)) + 1
 
 
-def scored_rows(split):
-    """Test rows answered by generation: those with a prompt."""
-    return [i for i, prompt in enumerate(split.prompts) if prompt]
-
-
-def _answer_tokens(split, scored):
-    longest = max((len(split.completions[i]) for i in scored), default=0)
-    return longest + _ANSWER_SLACK
-
-
 def _measure(model, chat, splits, scored, examples, options) -> dict:
     """Loss and perplexity on the validation split, test answers by greedy
     generation in Keras, and the sample generations."""
@@ -286,8 +253,8 @@ def _measure(model, chat, splits, scored, examples, options) -> dict:
     start = time.perf_counter()
     longest = max((len(p) for p in prompts), default=0)
     greedy = lm_evaluation.KerasGreedy(
-        model, longest + max(_answer_tokens(test, scored), options.max_new_tokens))
-    generated = greedy(prompts, _answer_tokens(test, scored),
+        model, longest + max(answer_tokens(test, scored), options.max_new_tokens))
+    generated = greedy(prompts, answer_tokens(test, scored),
                        chat.stop_token_ids, options.batch_size)
     texts = [chat.decode(tokens) for tokens in generated]
     references = [chat.decode(test.completions[i]) for i in scored]
@@ -319,73 +286,12 @@ def _without_texts(measured):
             if k not in ("answers", "references", "sample_texts")}
 
 
-def export_and_measure(model, format, folder, chat, test, scored, examples,
-                       options, build):
-    """Exports a generator to `build`, then answers the test prompts with it
-    in its runtime. Paths in the result name the artifact in `options.out`."""
-    from keras_lowrank.exporters import UnsupportedOpsError
-    from keras_lowrank.generation import GenerationVerificationError
-    from keras_lowrank.generation import export_generator
+def vocabulary_size(folder) -> int:
+    """The `vocab_size` of the model folder's config.json.
 
-    path = os.path.join(build, artifact_file(format))
-    prompts = [test.prompts[i] for i in scored]
-    longest = max((len(p) for p in prompts), default=0)
-    new_tokens = _answer_tokens(test, scored)
-    if longest + new_tokens > options.export_max_length:
-        raise ValueError(
-            f"export_max_length must hold the longest test prompt and its "
-            f"answer: {longest} + {new_tokens} tokens. Received: "
-            f"export_max_length={options.export_max_length}")
-    verify = prompts[:_VERIFY_PROMPTS] or None
-    tokenizer = options.tokenizer_file or os.path.join(folder, TOKENIZER_FILE)
-    kwargs = {}
-    if format == "tflite":
-        kwargs["prefill_lengths"] = _prefill_lengths(options.export_max_length)
-        kwargs["quantize"] = options.tflite_quantize
-        if options.tflite_quantize:
-            kwargs["keep_float"] = options.tflite_keep_float
-    try:
-        exported = export_generator(
-            model, path, format, max_length=options.export_max_length,
-            tokenizer=tokenizer, stop_token_ids=chat.stop_token_ids or None,
-            prompts=verify, max_new_tokens=min(
-                _VERIFY_NEW_TOKENS, options.export_max_length - longest),
-            **kwargs)
-    except (GenerationVerificationError, UnsupportedOpsError) as error:
-        # Recorded, as the classifier's runs do: the rest of the report
-        # still stands.
-        return {"error": " ".join(str(error).split()), "test_accuracy": None,
-                "size_bytes": None, "path": None}
-    start = time.perf_counter()
-    generated = lm_evaluation.runtime_greedy(path, prompts, new_tokens,
-                                             chat.stop_token_ids)
-    texts = [chat.decode(tokens) for tokens in generated]
-    references = [chat.decode(test.completions[i]) for i in scored]
-    # As report.json will hold it (tuples as lists).
-    result = json.loads(json.dumps(exported.to_dict()))
-    result.update({
-        "path": os.path.join(options.out, artifact_file(format)),
-        "size_bytes": os.path.getsize(path),
-        "test_accuracy": lm_evaluation.answer_accuracy(texts, references),
-        "runtime_seconds": time.perf_counter() - start,
-        "export_max_length": options.export_max_length,
-        "keep_float": list(kwargs.get("keep_float", ())),
-    })
-    return result
-
-
-def _prefill_lengths(max_length):
-    """Prompt chunks of 16, 32, 64, ... up to half the cache: a prompt is
-    written in chunks that pad it little (75 tokens: 64 + 16, not 128),
-    and each chunk length is one LiteRT signature more to convert."""
-    lengths, n = [], 16
-    while n <= max_length // 2:
-        lengths.append(n)
-        n *= 2
-    return tuple(lengths) or (max_length,)
-
-
-def _vocabulary_size(folder):
+    Raises:
+        ValueError: the config has no positive integer `vocab_size`.
+    """
     config = read_config(folder)
     value = config.get("vocab_size")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -394,64 +300,23 @@ def _vocabulary_size(folder):
     return value
 
 
-def _measure_line(measured):
-    accuracy = measured["test_accuracy"]
-    loss = measured["heldout_loss"]
-    return (f"test accuracy {'-' if accuracy is None else f'{accuracy:.4f}'} "
-            f"by greedy generation ({measured['generation_seconds']:.0f} s); "
-            f"held-out loss {_number(loss['loss'])}, perplexity "
-            f"{_number(loss['perplexity'])} on {loss['tokens']} completion tokens")
-
-
-def _export_line(format, exported):
-    if "error" in exported:
-        return f"{format}: FAILED: {exported['error']}"
-    accuracy = exported["test_accuracy"]
-    quantized = ""
-    if exported.get("quantize"):
-        quantized = (f", {exported['quantize']}: next-token agreement with "
-                     f"Keras {exported['next_token_agreement']:.3f}")
-    return (f"{format}: {exported['path']} ({exported['size_bytes']:,} bytes"
-            f"{quantized}), test accuracy "
-            f"{'-' if accuracy is None else f'{accuracy:.4f}'} in its runtime "
-            f"({exported['runtime_seconds']:.0f} s)")
-
-
-def _number(value):
-    return "-" if value is None else f"{value:.4f}"
+def _check_train_examples(splits, options):
+    """Refuses a run left with no training example, saying why."""
+    train = splits["train"]
+    if len(train):
+        return
+    counts = _counts({k: len(v) for k, v in splits.items()})
+    if train.dropped:
+        raise ValueError(
+            f"Fine-tuning needs training examples, but all {train.dropped} were "
+            "dropped: none keeps a completion token within sequence_length="
+            f"{options.sequence_length} (the longest holds {train.longest} "
+            "tokens, the chat template's included). Raise --sequence-length "
+            f"(sequence_length=) to at least {train.longest}. Received: {counts}")
+    raise ValueError(f"Fine-tuning needs training examples. Received: {counts}")
 
 
 def _counts(counts):
     return " / ".join(f"{counts[k]:,} {k}" for k in ("train", "validation", "test"))
 
 
-def summary_table(report) -> str:
-    """The lines printed at the end of a run: before and after."""
-    rows = [("", "before", "after")]
-    rows.append(("test accuracy (Keras, greedy)",
-                 _number(report["test_accuracy_before"]),
-                 _number(report["test_accuracy"])))
-    rows.append(("held-out loss", _number(report["heldout_loss_before"]),
-                 _number(report["heldout_loss"])))
-    rows.append(("held-out perplexity", _number(report["heldout_perplexity_before"]),
-                 _number(report["heldout_perplexity"])))
-    for format, exported in report["exports"].items():
-        quantized = f", {exported['quantize']}" if exported.get("quantize") else ""
-        rows.append((f"test accuracy ({format} runtime{quantized})", "-",
-                     _number(exported["test_accuracy"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    share = 100.0 * report["trainable_params"] / report["total_params"]
-    lines += [
-        "",
-        f"trainable params: {report['trainable_params']:,} of "
-        f"{report['total_params']:,} ({share:.2f}%); adapters "
-        f"{report['adapter_bytes']:,} bytes",
-        f"training: {report['steps_run']} steps in {report['train_seconds']:.0f} s, "
-        f"best after step {report['best_step']}",
-        "stages: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds
-                               in report["stage_seconds"].items())
-        + f"; total {report['total_seconds']:.0f} s",
-        report_lib.cpu_line(report["stage_cpu_seconds"]),
-    ]
-    return "\n".join(lines)

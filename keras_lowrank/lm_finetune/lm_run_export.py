@@ -7,14 +7,16 @@ import os
 import tempfile
 
 import keras_lowrank as klr
-from keras_lowrank.finetune.run_folder import ADAPTERS_FILE
-from keras_lowrank.finetune.run_folder import REPORT_FILE
-from keras_lowrank.finetune.run_folder import artifact_file
 from keras_lowrank.lm_finetune import lm_pipeline
 from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
 from keras_lowrank.lm_finetune.chat_format import ChatFormat
+from keras_lowrank.lm_finetune.lm_evaluation import scored_rows
+from keras_lowrank.lm_finetune.lm_export import export_and_measure
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+from keras_lowrank.runs.run_folder import ADAPTERS_FILE
+from keras_lowrank.runs.run_folder import REPORT_FILE
+from keras_lowrank.runs.run_folder import artifact_file
 from keras_lowrank.utils.atomic import check_target
 
 
@@ -69,13 +71,13 @@ def export_lm_run(run, path, format="tflite", *, tflite_quantize=None,
         options = LMFinetuneOptions(**{**values, "out": os.path.join(build, "run")})
         model_folder = lm_pipeline.model_folder(options)
         chat = ChatFormat.from_folder(
-            model_folder, lm_pipeline._vocabulary_size(model_folder),
+            model_folder, lm_pipeline.vocabulary_size(model_folder),
             options.tokenizer_file)
         examples, _, splits = lm_pipeline.load_splits(options, chat)
-        scored = lm_pipeline.scored_rows(splits["test"])
+        scored = scored_rows(splits["test"])
         model = klr.load_adapters(load_causal_lm(model_folder),
                                   os.path.join(run, ADAPTERS_FILE))
-        measured = lm_pipeline.export_and_measure(
+        measured = export_and_measure(
             model, format, model_folder, chat, splits["test"], scored,
             examples, options, build)
         if "error" in measured:

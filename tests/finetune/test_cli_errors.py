@@ -90,7 +90,9 @@ def test_malformed_jsonl_line_in_test_file(capsys, tmp_path):
     [
         (["--rank", "0"], "rank must be a positive integer. Received: rank=0"),
         (["--export", "none", "onnx"], "--export none cannot be combined"),
-        (["--export", "coreml"], "Unrecognized or repeated export format"),
+        (["--export", "coreml"], "Unrecognized or repeated export format in "
+         "--export coreml. Supported formats are: ['tflite', 'onnx', 'none'] "
+         "(none: export nothing)"),
         (["--tflite-quantize", "int4"], "Unrecognized tflite_quantize='int4'"),
         (["--learning-rate", "-1"], "learning_rate must be a number > 0"),
     ],
@@ -98,6 +100,7 @@ def test_malformed_jsonl_line_in_test_file(capsys, tmp_path):
 def test_bad_options(capsys, tmp_path, args, fragment):
     code, err = _run(capsys, tmp_path, *args)
     _assert_one_line(code, err, fragment)
+    assert os.listdir(tmp_path) == []  # nothing written
 
 
 def test_missing_model_folder(capsys, tmp_path):

@@ -22,7 +22,7 @@ def test_defaults_are_the_demo():
 
 def test_formats_and_quantize_modes_come_from_the_registry():
     from keras_lowrank.finetune import options
-    from keras_lowrank.finetune import run_folder
+    from keras_lowrank.runs import run_folder
 
     assert options.TFLITE_QUANTIZE_MODES == (None, "float16", "dynamic")
     assert run_folder.export_formats() == ("tflite", "onnx")

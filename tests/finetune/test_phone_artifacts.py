@@ -6,8 +6,9 @@ runtimes (MediaPipe's TextClassifier, the LiteRT interpreter):
   it) on 120 toy reviews: both artifacts written, their accuracy on the
   raw test strings within the bounds export enforces;
 - the cased tiny preset (`conftest.tiny_preset`, `lowercase=False`), which
-  MediaPipe refuses: exit code 1, the refusal in the report, and the rest
-  of the run (adapters, int8 artifact, report, curves) written.
+  MediaPipe refuses: refused once the model is loaded, before training, in
+  one line on stderr (exit code 2, nothing written); with `--export none`
+  no phone artifact is made, so it is not checked.
 """
 
 import json
@@ -16,7 +17,7 @@ import os
 import pytest
 
 from keras_lowrank.cli.main import main
-from keras_lowrank.finetune import phone_artifacts
+from keras_lowrank.finetune import training
 from keras_lowrank.finetune.report import required_keys
 from tests.counts import examples_below
 
@@ -120,34 +121,57 @@ def test_no_phone_artifacts(tmp_path):
     from keras_lowrank.cli.main import build_parser
     from keras_lowrank.finetune.options import FinetuneOptions
 
-    parser = build_parser()[0]
-    argv = ["finetune", "--out", str(tmp_path / "run"), "--no-phone-artifacts"]
-    args = parser.parse_args(argv)
-    assert finetune_command.options_from_args(args).phone_artifacts == ()
-    args = parser.parse_args(argv[:-1])
-    assert finetune_command.options_from_args(args).phone_artifacts == (
+    def phone_artifacts(*argv):
+        args = build_parser()[0].parse_args(
+            ["finetune", "--out", str(tmp_path / "run"), *argv])
+        return finetune_command.options_from_args(args).phone_artifacts
+
+    assert phone_artifacts("--no-phone-artifacts") == ()
+    assert phone_artifacts() == ("text_classifier", "int8")
+    # Nothing exported: no phone artifact either, unless asked for.
+    assert phone_artifacts("--export", "none") == ()
+    assert phone_artifacts("--export", "none", "--phone-artifacts") == (
         "text_classifier", "int8")
     assert FinetuneOptions(phone_artifacts=["int8"]).phone_artifacts == ("int8",)
+    assert FinetuneOptions(export=()).phone_artifacts == ()
 
 
-def test_a_refused_artifact_exits_1_with_the_rest_written(
-        tmp_path_factory, tiny_preset, tiny_train_csv, capsys):
-    code, out, report = _run(tmp_path_factory, tiny_preset, tiny_train_csv, 12)
-    assert code == 1
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "keras-lowrank finetune: export failed: text_classifier")
-    failed = report["exports"]["text_classifier"]
-    assert failed["error"].startswith(
-        "MediaPipe's WordPiece tokenizer cannot reproduce this BertTokenizer: "
-        "lowercase=False")
-    for key in phone_artifacts.REPORT_KEYS:
-        assert report[f"text_classifier_{key}"] is None
-    # The rest of the run stands.
-    assert report["int8_test_accuracy"] is not None
-    assert examples_below(report["int8_test_accuracy"], report["test_accuracy"],
-                          TEST_EXAMPLES) <= 0
-    assert report["tflite_test_accuracy"] is not None
-    assert "text_classifier" not in report["files"]
-    assert sorted(os.listdir(out)) == [
-        "adapters.safetensors", "model.tflite", "model_int8.tflite",
-        "report.json", "training_curves.png"]
+def _cased_run(tmp_path, preset, train_csv, *argv):
+    return main([
+        "finetune", "--quiet", "--model", preset, "--train", train_csv,
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+        "--sequence-length", "12", "--batch-size", "8", "--epochs", "1", *argv])
+
+
+def test_a_tokenizer_mediapipe_cannot_run_is_refused_before_training(
+        tmp_path, tiny_preset, tiny_train_csv, capsys, monkeypatch):
+    def fit(*args, **kwargs):
+        raise AssertionError("trained before the phone artifacts were checked")
+
+    monkeypatch.setattr(training, "fit", fit)
+    code = _cased_run(tmp_path, tiny_preset, tiny_train_csv)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.splitlines() == [
+        "keras-lowrank finetune: error: phone artifact 'text_classifier' (raw "
+        "text in MediaPipe) cannot be made from this model: MediaPipe's "
+        "WordPiece tokenizer cannot reproduce this BertTokenizer: "
+        "lowercase=False (MediaPipe lowercases ASCII letters; needs True). "
+        "Supported: a model whose tokenizer MediaPipe reproduces (uncased "
+        "WordPiece, or uncased SentencePiece). To train this model, leave the "
+        "artifact out: --no-phone-artifacts, or "
+        "FinetuneOptions(phone_artifacts=('int8',))"]
+    assert "[3/6] train" not in out
+    assert sorted(os.listdir(tmp_path)) == ["cache"]  # nothing written
+
+
+def test_export_none_makes_no_phone_artifact_and_checks_none(
+        tmp_path, tiny_preset, tiny_train_csv, capsys):
+    assert _cased_run(tmp_path, tiny_preset, tiny_train_csv, "--export", "none") == 0
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        "adapters.safetensors", "report.json", "training_curves.png"]
+    with open(tmp_path / "run" / "report.json", encoding="utf-8") as file:
+        report = json.load(file)
+    assert report["options"]["phone_artifacts"] == []
+    assert report["exports"] == {}
+    assert capsys.readouterr().err == ""

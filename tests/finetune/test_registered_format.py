@@ -16,7 +16,7 @@ from keras_lowrank.exporters import formats
 from keras_lowrank.finetune import evaluation
 from keras_lowrank.finetune import pipeline
 from keras_lowrank.finetune import report as report_lib
-from keras_lowrank.finetune import run_folder
+from keras_lowrank.runs import run_folder
 from keras_lowrank.finetune.options import FinetuneOptions
 
 
@@ -161,7 +161,7 @@ def test_a_registered_format_appears_in_the_cli_help(register_format, capsys):
     assert re.search(r"--quantize QUANTIZE tflite, onnx or dummy only: "
                      r"float16, .* or int4 \(default: none\)", printed)
     assert re.search(r"formats among tflite, .*, dummy, or none \(default: "
-                     r"tflite onnx\)", _help(capsys, "finetune"))
+                     r"tflite onnx; causal-lm: tflite\)", _help(capsys, "finetune"))
     assert re.search(r"exported to SavedModel, .* and Dummy\.", _help(capsys))
 
 

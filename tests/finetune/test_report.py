@@ -5,6 +5,7 @@ import json
 import pytest
 
 from keras_lowrank.finetune import report as report_lib
+from keras_lowrank.runs import report_files
 
 HISTORY = {"loss": [0.6, 0.4, 0.3], "accuracy": [0.6, 0.8, 0.88],
            "val_loss": [0.5, 0.45, 0.5], "val_accuracy": [0.77, 0.8, 0.79]}
@@ -69,7 +70,7 @@ def test_required_keys_name_each_format_a_run_can_export():
 
 
 def _phone_report(**exported):
-    from keras_lowrank.finetune import phone_artifacts
+    from keras_lowrank.runs import phone_artifacts
 
     exported = {"metadata": "text_classifier", "size_bytes": 90_500_000,
                 "accuracy": 0.8263, "label_agreement": 1.0, "texts_checked": 64,
@@ -113,10 +114,10 @@ def test_format_values_of_an_exported_a_failed_and_a_skipped_format():
 
 def test_write_json_is_atomic_and_rejects_nan(tmp_path):
     path = tmp_path / "report.json"
-    report_lib.write_json({"test_accuracy": 0.5}, path)
+    report_files.write_json({"test_accuracy": 0.5}, path)
     assert json.loads(path.read_text()) == {"test_accuracy": 0.5}
     with pytest.raises(ValueError):
-        report_lib.write_json({"test_accuracy": float("nan")}, path)
+        report_files.write_json({"test_accuracy": float("nan")}, path)
     assert json.loads(path.read_text()) == {"test_accuracy": 0.5}  # unchanged
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
     assert path.stat().st_mode & 0o777 == 0o644
@@ -126,10 +127,10 @@ def test_training_curves_png(tmp_path):
     import matplotlib.image
 
     path = tmp_path / "curves.png"
-    report_lib.plot_training_curves(HISTORY, path, best_epoch=2)
+    report_files.plot_training_curves(HISTORY, path, best_epoch=2)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert matplotlib.image.imread(str(path)).shape[:2] == (400, 1000)
-    report_lib.plot_training_curves({"loss": [0.5], "accuracy": [0.7]}, path)
+    report_files.plot_training_curves({"loss": [0.5], "accuracy": [0.7]}, path)
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
 
 
@@ -145,5 +146,5 @@ def test_summary_table_shows_cpu_times_and_precision():
     assert "cpu: user 401.5 s, system 38.5 s (8.8% system)" in lines
     assert ("precision: trained in bfloat16 (auto: bfloat16 on the CPU with "
             "AVX512_BF16); evaluated and exported in float32") in lines
-    assert report_lib.cpu_line({"x": {"user": 0.0, "system": 0.0}}) == (
+    assert report_files.cpu_line({"x": {"user": 0.0, "system": 0.0}}) == (
         "cpu: user 0.0 s, system 0.0 s (- system)")

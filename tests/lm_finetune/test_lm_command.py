@@ -6,6 +6,7 @@ import os
 import pytest
 
 from keras_lowrank.cli.main import main
+from keras_lowrank.lm_finetune import lm_pipeline
 from tests.lm_finetune.conftest import toy_records
 from tests.lm_finetune.conftest import write_jsonl
 
@@ -35,6 +36,10 @@ def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
      "--labels applies to --task classifier only"),
     (["--task", "causal-lm", "--startup-timeout", "60"],
      "--startup-timeout applies to --task classifier only"),
+    (["--task", "causal-lm", "--no-phone-artifacts"],
+     "--phone-artifacts applies to --task classifier only. Received: --task "
+     "causal-lm with --no-phone-artifacts. Leave --phone-artifacts out, or "
+     "pass --task classifier"),
     (["--startup-timeout", "60"],
      "startup_timeout is for distribute='multi-worker' (a one-machine run has "
      "no other worker to wait for). Received: startup_timeout=60.0 with "
@@ -42,8 +47,8 @@ def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
     (["--max-steps", "5"],
      "--max-steps applies to --task causal-lm only. Received: --task classifier"),
     (["--task", "causal-lm", "--export", "savedmodel"],
-     "--task causal-lm exports generators: formats among ['tflite', 'onnx'], "
-     "or none. Received: --export savedmodel"),
+     "Unrecognized or repeated export format in --export savedmodel. "
+     "Supported formats are: ['tflite', 'onnx', 'none'] (none: export nothing)"),
     (["--task", "causal-lm", "--max-steps", "0"],
      "max_steps must be a positive integer. Received: max_steps=0"),
     (["--task", "causal-lm", "--tflite-quantize", "float16"],
@@ -93,7 +98,7 @@ def test_empty_file_exits_2(tiny_folder, tmp_path, capsys):
 def test_tflite_quantize_of_each_task(argv, lm_mode, classifier_mode):
     from keras_lowrank.cli import finetune_command
     from keras_lowrank.cli.main import build_parser
-    from keras_lowrank.lm_finetune import lm_command
+    from keras_lowrank.cli import lm_command
 
     args = build_parser()[0].parse_args(["finetune", *argv])
     assert lm_command.options_from_args(args).tflite_quantize == lm_mode
@@ -102,7 +107,7 @@ def test_tflite_quantize_of_each_task(argv, lm_mode, classifier_mode):
 
 def test_tflite_keep_float_reaches_the_options():
     from keras_lowrank.cli.main import build_parser
-    from keras_lowrank.lm_finetune import lm_command
+    from keras_lowrank.cli import lm_command
     from keras_lowrank.lm_finetune.lm_finetune_options import DEFAULT_TFLITE_KEEP_FLOAT
 
     parse = build_parser()[0].parse_args
@@ -113,3 +118,75 @@ def test_tflite_keep_float_reaches_the_options():
     default = lm_command.options_from_args(parse(["finetune", "--task", "causal-lm"]))
     assert default.tflite_keep_float == DEFAULT_TFLITE_KEEP_FLOAT
     assert default.to_dict()["tflite_keep_float"] == list(DEFAULT_TFLITE_KEEP_FLOAT)
+
+
+@pytest.fixture
+def lm_runs(monkeypatch):
+    """`finetune_lm` replaced: the options each run got, nothing written."""
+    runs = []
+
+    def finetune_lm(options, log):
+        runs.append(options)
+        return {"exports": {}}
+
+    monkeypatch.setattr(lm_pipeline, "finetune_lm", finetune_lm)
+    return runs
+
+
+@pytest.mark.parametrize("argv, field, typed", [
+    (["--batch-size", "32"], "batch_size", 32),
+    (["--sequence-length", "64"], "sequence_length", 64),
+    (["--dropout", "0.1"], "dropout", 0.1),
+    (["--export", "tflite", "onnx"], "export", ("tflite", "onnx")),
+])
+def test_a_shared_option_typed_is_kept_even_at_the_classifiers_default(
+        lm_runs, tmp_path, capsys, argv, field, typed):
+    from keras_lowrank.finetune import FinetuneOptions
+    from keras_lowrank.lm_finetune import LMFinetuneOptions
+
+    # The value typed is the classifier's default, not the causal LM's.
+    assert getattr(FinetuneOptions(), field) == typed != getattr(
+        LMFinetuneOptions(), field)
+    out = tmp_path / "run"
+    status, output = run_cli(capsys, "--task", "causal-lm", *argv, "--out", str(out))
+    assert (status, output.err) == (0, "")
+    [options] = lm_runs
+    assert getattr(options, field) == typed
+    assert options.out == str(out)
+    assert not out.exists()
+
+
+def test_precision_is_refused_for_a_causal_lm_whatever_its_value(
+        lm_runs, tmp_path, capsys):
+    for precision in ("float32", "bfloat16"):
+        status, output = run_cli(capsys, "--task", "causal-lm", "--precision",
+                                 precision, "--out", str(tmp_path / "run"))
+        assert status == 2
+        assert output.err == (
+            "keras-lowrank finetune: error: --precision applies to --task "
+            "classifier only. Received: --task causal-lm with --precision "
+            f"{precision}. Leave --precision out, or pass --task classifier\n")
+    assert lm_runs == []
+    assert os.listdir(tmp_path) == []
+
+
+def test_examples_longer_than_the_sequence_length_name_it_and_the_flag(
+        tiny_folder, tmp_path, capsys):
+    train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
+    status, output = run_cli(
+        capsys, "--task", "causal-lm", "--model", tiny_folder, "--train", train,
+        "--sequence-length", "8", "--export", "none", "--quiet",
+        "--out", str(tmp_path / "run"))
+    assert status == 2
+    assert output.err.count("\n") == 1
+    assert output.err.startswith(
+        "keras-lowrank finetune: error: Fine-tuning needs training examples, "
+        "but all 14 were dropped: none keeps a completion token within "
+        "sequence_length=8 (the longest holds ")
+    longest = int(output.err.split("the longest holds ")[1].split()[0])
+    assert longest > 8
+    assert output.err.endswith(
+        "tokens, the chat template's included). Raise --sequence-length "
+        f"(sequence_length=) to at least {longest}. Received: 0 train / 0 "
+        "validation / 0 test\n")
+    assert sorted(os.listdir(tmp_path)) == ["toy.jsonl"]

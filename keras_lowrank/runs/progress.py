@@ -1,6 +1,7 @@
 """`Progress`: the stage lines, wall time and CPU time of a fine-tuning run.
 
-Both `finetune` (the classifier) and `lm_finetune` run these six stages.
+Every run task (the classifier's `finetune`, the causal LM's `finetune_lm`)
+runs these six stages.
 """
 
 import contextlib

@@ -1,6 +1,7 @@
-"""Checks of option values, shared by `FinetuneOptions` and `LMFinetuneOptions`.
+"""Checks of option values, shared by every run's options (`RunOptions`),
+and `finite_or_none`, the figures a report holds.
 
-Each raises `ValueError` naming the option and the value received.
+Each check raises `ValueError` naming the option and the value received.
 """
 
 import math
@@ -56,3 +57,11 @@ def as_paths(value, name):
     for path in paths:
         check_text(path, name)
     return paths
+
+
+def finite_or_none(value):
+    """`value` as a float, or None when it is missing or not finite."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,4 +1,4 @@
-"""The artifacts a phone app ships, written and measured by a fine-tuning run.
+"""The artifacts a phone app ships, written and measured by a run.
 
 Next to the token-id exports (`--export`), a run writes what issue 9 calls
 the phone artifacts, each judged on the whole test split in the runtime a
@@ -29,7 +29,13 @@ against the exporters' registry (`keras_lowrank.exporters.get_format`).
 
 import dataclasses
 
+from keras_lowrank import exporters
+from keras_lowrank.exporters import AccuracyDropError
 from keras_lowrank.exporters import get_format
+from keras_lowrank.exporters.text_classifier import text_classifier_spec
+from keras_lowrank.runs.checks import finite_or_none
+from keras_lowrank.runs.export_record import EXPORT_ERRORS
+from keras_lowrank.runs.export_record import record_export
 
 # Training texts the int8 artifact is calibrated on (as measured in
 # export/README.md: 256 MR training sentences).
@@ -126,8 +132,6 @@ def report_values(name, exported, keras_accuracy) -> dict:
         exported: dict. Its entry.
         keras_accuracy: float. The Keras model's test accuracy.
     """
-    from keras_lowrank.finetune.report import finite_or_none
-
     failed = "error" in exported
     accuracy = None if failed else exported.get("accuracy")
     by_length = exported.get("latency_by_length") or {}
@@ -145,41 +149,77 @@ def report_values(name, exported, keras_accuracy) -> dict:
     return {f"{name}_{key}": values[key] for key in REPORT_KEYS}
 
 
-def export_phone_artifact(model, name, path, test, calibration, labels) -> dict:
+def check_phone_artifacts(model, names, labels):
+    """Checks, once the model is loaded, that artifacts `names` can be made.
+
+    `text_classifier` ships the model's tokenizer to MediaPipe, which runs
+    only some tokenizers (uncased WordPiece, for one): a model it cannot
+    represent is refused here, before training, rather than after it.
+
+    Args:
+        model: the classifier, its preprocessor attached.
+        names: tuple of str. The run's phone artifacts.
+        labels: list of str. The label names.
+
+    Raises:
+        ValueError: one line naming the artifact, MediaPipe's reason and
+            how to leave the artifact out.
+    """
+    for name in names:
+        if get_artifact(name).metadata != "text_classifier":
+            continue
+        try:
+            text_classifier_spec(model, list(labels))
+        except ValueError as error:
+            reason = " ".join(str(error).split())
+            raise ValueError(
+                f"phone artifact {name!r} (raw text in MediaPipe) cannot be "
+                f"made from this model: {reason}. Supported: a model "
+                "whose tokenizer MediaPipe reproduces (uncased WordPiece, or "
+                "uncased SentencePiece). To train this model, leave the "
+                "artifact out: --no-phone-artifacts, or "
+                "FinetuneOptions(phone_artifacts=('int8',))"
+            ) from None
+
+
+def export_phone_artifact(model, name, path, final, test, calibration, labels) -> dict:
     """Writes phone artifact `name` at `path` and measures it on `test`.
 
     Args:
         model: the trained classifier, its preprocessor attached, float32.
         name: str. A name of `NAMES`.
         path: str. Where to write it.
+        final: str. Its place in `--out`, which the result names.
         test: `(texts, labels)`: the raw test strings and integer labels.
         calibration: list of str. Training texts, for a calibrated mode.
         labels: list of str. The label names, stored in the metadata.
 
     Returns:
         The `ExportReport` as a dict (its `accuracy` the runtime's on every
-        test string), or `{"error": message, ...}` when the export failed
-        or was refused; then nothing is left at `path`.
+        test string, `path` = `final`), or `{"error": message, ...}` when
+        the export failed or was refused; then nothing is left at `path`.
+        Either way `artifact` is `name`.
     """
-    from keras_lowrank.exporters import AccuracyDropError
-    from keras_lowrank.exporters import ExportVerificationError
-    from keras_lowrank.exporters import UnsupportedOpsError
-    from keras_lowrank.exporters import export
-
     artifact = get_artifact(name)
-    try:
-        exported = export(
+
+    def write():
+        return exporters.export(
             model, path, artifact.format, quantize=artifact.quantize,
             metadata=artifact.metadata,
             labels=list(labels) if artifact.metadata else None,
             calibration_data=list(calibration) if artifact.calibrated else None,
             eval_data=test,
-        )
-    except AccuracyDropError as error:
-        return {"error": " ".join(str(error).split()), "quantize": artifact.quantize,
-                "accuracy": error.accuracy, "keras_accuracy": error.keras_accuracy}
-    except (ExportVerificationError, UnsupportedOpsError, ValueError) as error:
-        # ValueError: a model MediaPipe cannot represent (a cased tokenizer,
-        # say), known only once trained; the rest of the run stands.
-        return {"error": " ".join(str(error).split()), "quantize": artifact.quantize}
-    return exported.to_dict()
+        ).to_dict()
+
+    def failed(error):
+        if isinstance(error, AccuracyDropError):
+            return {"quantize": artifact.quantize, "accuracy": error.accuracy,
+                    "keras_accuracy": error.keras_accuracy}
+        return {"quantize": artifact.quantize}
+
+    # ValueError: a model MediaPipe cannot represent that
+    # `check_phone_artifacts` did not foresee; the rest of the run stands.
+    result = record_export(write, path, final, failed=failed,
+                           errors=(AccuracyDropError, *EXPORT_ERRORS, ValueError))
+    result["artifact"] = name
+    return result

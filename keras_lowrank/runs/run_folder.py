@@ -1,7 +1,7 @@
 """What a run folder holds, and how an earlier one is recognized.
 
-`finetune` builds its run folder in a temporary folder beside `--out` and
-moves it into place at the end (`keras_lowrank.utils.atomic.atomic_path`), so
+Every run builds its run folder in a temporary folder beside `--out` and
+moves it into place at the end (`build_folder.run_in_build_folder`), so
 `--out` always holds exactly one run: an error or an interrupt leaves the
 earlier run as it was. An existing `--out` is replaced only when it is
 empty or `is_run_folder` accepts it.
@@ -11,7 +11,7 @@ import os
 
 from keras_lowrank.exporters import all_formats
 from keras_lowrank.exporters import get_format
-from keras_lowrank.finetune import phone_artifacts
+from keras_lowrank.runs import phone_artifacts
 
 ADAPTERS_FILE = "adapters.safetensors"
 REPORT_FILE = "report.json"
