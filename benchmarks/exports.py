@@ -3,7 +3,7 @@
 The merged classifier (random adapters, new head) gets MiniLM's
 preprocessor at `train_sequence_length` tokens and is exported once per
 name of `settings.exports` through `export/measure_artifacts.py`'s
-`export_row` (the function behind `export/README.md`'s table): written, run
+`export_row` (the function behind `docs/export.md`'s table): written, run
 in its own runtime (LiteRT, ONNX Runtime, MediaPipe's `TextClassifier` on
 raw strings), with `eval_data` = the first `export_eval_examples` MR test
 sentences and, for the calibrated modes, `calibration_data` = the first

@@ -155,7 +155,7 @@ def dropout_sentence(results):
             f"every Dropout layer at rate 0 takes {bare:.0f} ms." + shares)
 
 
-# The order of `keras_lowrank.finetune.progress.STAGES` (results.json sorts
+# The order of `keras_lowrank.runs.progress.STAGES` (results.json sorts
 # its keys; importing the pipeline here would import TensorFlow).
 _STAGES = ("data", "model", "train", "evaluate", "export", "report")
 
@@ -247,7 +247,7 @@ def exports_paragraph(results):
         "`export_row`: each artifact runs in its own runtime (LiteRT, ONNX "
         "Runtime, MediaPipe's `TextClassifier` on raw strings), judged on the "
         f"first {exports['eval_examples']} MR test sentences (capped for time; "
-        "`export/README.md` has the whole split on the fine-tuned demo "
+        "`docs/export.md` has the whole split on the fine-tuned demo "
         f"classifier) at up to {exports['sequence_length']} tokens; the "
         f"calibrated modes calibrate on {exports['calibration_examples']} "
         "training sentences. The adapters are random and the head untrained, "

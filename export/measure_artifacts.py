@@ -1,4 +1,4 @@
-"""The export table of `export/README.md`: format x quantization on MR.
+"""The export table of `docs/export.md`: format x quantization on MR.
 
 Takes the folder of a `keras-lowrank finetune` run (`make demo` writes
 `runs/demo`), rebuilds its classifier (base model + `adapters.safetensors`)

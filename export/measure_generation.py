@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct exported for generation, float32 and dynamic int8:
 token agreement with Keras' greedy generation, size, time to first token
-and decode speed, as export/README.md quotes them.
+and decode speed, as docs/export.md quotes them.
 
 The prompts and cache are those of the large test
 (tests/generation/test_smollm2.py): 8 prompts (4 chat, 4 plain; 5 to 24

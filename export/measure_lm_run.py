@@ -1,7 +1,7 @@
 """A finished `keras-lowrank finetune --task causal-lm` run exported again
 (by default as a dynamic-range int8 LiteRT generator) and measured on the
 run's own test prompts in the runtime, next to the run's Keras figure, as
-the README's language-model table quotes it:
+docs/results.md's language-model table quotes it:
 
     nice -n 10 .venv/bin/python export/measure_lm_run.py runs/demo-lm \\
         --tflite-quantize dynamic --out runs/demo-lm-int8.json

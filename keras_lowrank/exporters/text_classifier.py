@@ -16,7 +16,7 @@ characters, WordPiece with `##` suffixes and `[UNK]` (or SentencePiece),
 keep the first `length - 2` pieces, add `[CLS]` and `[SEP]`, pad ids with 0.
 A keras-hub tokenizer that differs in a way text hits often is refused
 here; the rest (Unicode case folding, NFKC) is measured by
-`token_agreement` (see `export/README.md`).
+`token_agreement` (see `docs/export.md`).
 """
 
 import dataclasses

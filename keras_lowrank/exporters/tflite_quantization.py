@@ -3,7 +3,7 @@
 `int8`: int8 weights (per channel) and int8 activations, calibrated on real
 examples, for the ops where that costs no accuracy; every other op stays in
 float. Measured on `make demo`'s MiniLM classifier over the 800 MR test
-sentences (`export/measure_integer.py`, table in `export/README.md`): with
+sentences (`export/measure_artifacts.py`, table in `docs/export.md`): with
 every op in int8 it loses 18.3 points; keeping only one kind of op in int8
 next to the fully connected layers showed what breaks:
 

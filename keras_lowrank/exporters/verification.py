@@ -22,7 +22,7 @@ artifact, and the new one moves the demo's logits by about as much as
 `dynamic` does. With `eval_data`, accuracy replaces this bound for the lossy
 modes (`export_model.LOSSY_MODES`).
 
-Measured max abs diffs (`export/README.md`): all-MiniLM-L6-v2 with a new
+Measured max abs diffs (`docs/export.md`): all-MiniLM-L6-v2 with a new
 2-class head (logits at most 0.06, so the floors apply), and `make demo`'s
 fine-tuned classifier over its 800 test sentences (logits up to 1.92; "demo
 bound" is the rule at that scale). `dynamic` (int8 weights) moves single

@@ -41,7 +41,7 @@ QUANTIZE_MODES = (None, "dynamic")
 # dynamic-range int8 artifact must reach. Free-running agreement is only
 # reported: once greedy paths part at a near tie they rarely meet again, so
 # one early tie costs the rest of that prompt. Measured figures:
-# tests/generation/test_quantized_generation.py, export/README.md.
+# tests/generation/test_quantized_generation.py, docs/export.md.
 DEFAULT_MIN_AGREEMENT = 0.8
 _WRITERS = {"tflite": write_litert_generator, "onnx": write_onnx_generator}
 

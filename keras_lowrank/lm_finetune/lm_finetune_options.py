@@ -32,7 +32,7 @@ class LMFinetuneOptions(RunOptions):
     LiteRT generator with a 160-position cache. They were sized so that
     `make demo-lm` fits 45 minutes on 2 CPU cores: measured once (seed
     1337), 37.8 minutes on 2 busy cores, test accuracy 0.165 before and
-    0.835 after, in Keras and in LiteRT alike (README).
+    0.835 after, in Keras and in LiteRT alike (docs/results.md).
 
     Args:
         out: str. The output folder (adapters, artifact, report, plot).

@@ -14,7 +14,7 @@ phone runs it in:
   activations, the layers that break accuracy kept in float), calibrated on
   the first `CALIBRATION_EXAMPLES` training texts; its accuracy is LiteRT's,
   on the test strings tokenized by the classifier's preprocessor. Of the
-  full-integer modes measured on the demo classifier (`export/README.md`),
+  full-integer modes measured on the demo classifier (`docs/export.md`),
   it is the one that is both accurate (+0.12 point vs Keras) and faster
   than float LiteRT (1.7x); `int16x8` (+0.25) runs 15x slower than float on
   LiteRT's reference kernels.
@@ -38,7 +38,7 @@ from keras_lowrank.runs.export_record import EXPORT_ERRORS
 from keras_lowrank.runs.export_record import record_export
 
 # Training texts the int8 artifact is calibrated on (as measured in
-# export/README.md: 256 MR training sentences).
+# docs/export.md: 256 MR training sentences).
 CALIBRATION_EXAMPLES = 256
 
 
