@@ -145,7 +145,7 @@ def test_eval_data_accuracy_is_measured_in_mediapipe(classifier, tmp_path):
 
 def _wide(word):
     """`word` in fullwidth letters: keras-hub's NFKC folds them to ASCII,
-    MediaPipe's tokenizer gives [UNK] (`export/README.md`)."""
+    MediaPipe's tokenizer gives [UNK] (`docs/export.md`)."""
     return "".join(chr(ord(c) + 0xFEE0) for c in word)
 
 
