@@ -45,11 +45,11 @@ $(BBC_DATA): | $(STAMP)
 $(SMOLLM2): | $(STAMP)
 	$(PY) -m keras_lowrank.models.gguf_folder --out $(SMOLLM2_DIR)
 
-# Test files run on TEST_JOBS processes, each file's tests in one of them
-# (module fixtures are built once): on 2 cores, 1.7x faster than one process (docs/testing.md),
+# Test files run on TEST_JOBS processes, each file's tests in one of them, the
+# real-model files all in one (tests/conftest.py): on 2 cores, 1.7x faster than one process (docs/testing.md),
 # as much of a test's time is Python, not arithmetic. TEST_JOBS=0: one process.
 TEST_JOBS ?= 2
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) $(MR_DATA) $(BBC_DATA) $(SMOLLM2)
 	$(PYTEST) --durations=15

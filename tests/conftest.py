@@ -8,10 +8,83 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The command lines the tests run in-process must not tune this process's
 # malloc for the rest of the suite (keras_lowrank.finetune.allocator).
 os.environ["KERAS_LOWRANK_KEEP_FREED_MEMORY"] = "0"
+# One BLAS thread per test process (and the children it starts): `make test`
+# runs two xdist workers on two cores, and OpenBLAS' second thread spins for
+# a core the other worker holds. Measured on 2 cores, one of them busy:
+# numpy's SVD of a 384x1536 kernel took 0.35-3.8 s with 2 threads, 0.05 s
+# with one; test_pissa, test_adapter_shrinking, test_compression and
+# tests/svd took 260 s with 2 threads, 116 s with one.
+# Set before numpy is imported; an explicit setting is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+# `make test` runs two xdist workers. The files that load a real pretrained
+# model (marked `large`: MiniLM, SmolLM2) are one unit of work, run by one
+# worker one file at a time, so that two real models never sit in memory
+# together (each file peaks at 7-8 GB); every other file is a unit of its
+# own, so its module fixtures are built once. Units are handed out in
+# collection order (`--no-loadscope-reorder`; xdist would sort them by their
+# number of tests): the real models first, then the slowest other files,
+# longest first, so that the two workers end together.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REAL_MODELS = "real-models"
+SLOWEST_FILES = (
+    # seconds per file in a loaded `make test` run (issue 24)
+    "tests/finetune/test_worker_death.py",  # 140 s
+    "tests/finetune/test_reproducibility.py",  # 121 s
+    "tests/generation/test_runtime_adapters.py",  # 93 s
+    "tests/benchmarks/test_generation_bench.py",  # 84 s
+    "tests/generation/test_export_generator.py",  # 80 s
+    "tests/data/test_concurrent_prepare.py",  # 76 s
+    "tests/generation/test_quantized_generation.py",  # 73 s
+    "tests/finetune/test_distribute.py",  # 70 s
+)
+
+
+def real_model_files():
+    """The test files that mark tests `large`, as `tests/...` paths."""
+    found = set()
+    for folder, _, files in os.walk(TESTS):
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.startswith("test_") and name.endswith(".py"):
+                with open(path, encoding="utf-8") as file:
+                    if "pytest.mark.large" in file.read():
+                        found.add(os.path.relpath(path, os.path.dirname(TESTS)))
+    return found
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's file scheduling, with the real-model files as one unit."""
+    from xdist.scheduler import LoadFileScheduling
+
+    real = real_model_files()
+
+    class RealModelsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return REAL_MODELS if path in real else path
+
+    return RealModelsTogether(config, log)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Under xdist, orders the files: the real-model ones first, then the
+    `SLOWEST_FILES`, then the rest; the tests of a file keep their order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    real = real_model_files()
+    rank = {path: index for index, path in enumerate(SLOWEST_FILES)}
+
+    def file_rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return -1 if path in real else rank.get(path, len(SLOWEST_FILES))
+
+    items.sort(key=file_rank)  # stable
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,6 +1,8 @@
 """Several named adapters per model: add, choose, disable, delete, combine,
 save, load and merge them (issue 10, part 4)."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -28,6 +30,26 @@ def two(base):
     return tiny.randomize_adapter(model, "task_b", 2)
 
 
+@contextlib.contextmanager
+def _active(model, names):
+    """Makes `names` the active adapters of the shared `two` for a block, and
+    gives it back its own (`task_b`) however the block ends."""
+    klr.set_adapter(model, names)
+    try:
+        yield model
+    finally:
+        klr.set_adapter(model, "task_b")
+
+
+@pytest.fixture(autouse=True)
+def _two_left_as_built(request):
+    """Each test leaves the module's `two` as `two` builds it: only task_b
+    active (a failing test must not change what the next one sees)."""
+    yield
+    if "two" in request.fixturenames:
+        assert klr.active_adapters(request.getfixturevalue("two")) == ["task_b"]
+
+
 def _predict(model):
     return model.predict(tiny.bert_inputs(), verbose=0)
 
@@ -51,32 +73,30 @@ def test_a_second_adapter_is_added_active_and_alone_trainable(base, two):
 
 
 def test_disable_adapters_gives_the_base_outputs_bit_for_bit(base, two):
-    klr.set_adapter(two, ["default", "task_b"])
-    with klr.disable_adapters(two):
-        np.testing.assert_array_equal(_predict(two), _predict(base))
-    assert klr.active_adapters(two) == ["default", "task_b"]
-    klr.set_adapter(two, "task_b")
+    with _active(two, ["default", "task_b"]):
+        with klr.disable_adapters(two):
+            np.testing.assert_array_equal(_predict(two), _predict(base))
+        assert klr.active_adapters(two) == ["default", "task_b"]
 
 
 def test_several_active_adapters_add_up(two):
-    klr.set_adapter(two, ["default", "task_b"])
-    both = _predict(two)
-    query = layer_paths(two)[QUERY]
-    want = (query.base_kernel.numpy() + query.delta_kernel().numpy()
-            + query.view("task_b").delta_kernel().numpy())
-    merged = klr.merge_adapters(two)
-    np.testing.assert_allclose(layer_paths(merged)[QUERY].kernel.numpy(), want, atol=1e-6)
-    assert np.abs(_predict(merged) - both).max() < 1e-5
-    klr.set_adapter(two, "task_b")
+    with _active(two, ["default", "task_b"]):
+        both = _predict(two)
+        query = layer_paths(two)[QUERY]
+        want = (query.base_kernel.numpy() + query.delta_kernel().numpy()
+                + query.view("task_b").delta_kernel().numpy())
+        merged = klr.merge_adapters(two)
+        np.testing.assert_allclose(layer_paths(merged)[QUERY].kernel.numpy(), want, atol=1e-6)
+        assert np.abs(_predict(merged) - both).max() < 1e-5
 
 
 def test_set_adapter_switches_outputs_and_training(two):
-    klr.set_adapter(two, "default")
-    np.testing.assert_allclose(_predict(two), _only(two, "default"), atol=1e-5)
-    names = {w.path.rsplit("/", 1)[-1] for w in two.trainable_weights}
-    assert "lora_a_task_b" not in names and "lora_a" in names
-    klr.set_adapter(two, "task_b")
-    np.testing.assert_allclose(_predict(two), _only(two, "task_b"), atol=1e-5)
+    with _active(two, "default"):
+        np.testing.assert_allclose(_predict(two), _only(two, "default"), atol=1e-5)
+        names = {w.path.rsplit("/", 1)[-1] for w in two.trainable_weights}
+        assert "lora_a_task_b" not in names and "lora_a" in names
+        klr.set_adapter(two, "task_b")
+        np.testing.assert_allclose(_predict(two), _only(two, "task_b"), atol=1e-5)
 
 
 def test_unknown_names_list_the_adapters(two):
@@ -101,44 +121,41 @@ def test_adding_needs_a_new_name(two):
 
 
 def test_delete_adapter_returns_a_new_model(two):
-    klr.set_adapter(two, ["default", "task_b"])
-    kept = klr.delete_adapter(two, "task_b")
-    assert klr.adapter_names(two) == ["default", "task_b"]
-    assert klr.adapter_names(kept) == ["default"]
-    assert KEY not in klr.adapter_paths(kept)  # key held task_b only
-    np.testing.assert_allclose(_predict(kept), _only(two, "default"), atol=1e-5)
-    klr.set_adapter(two, "task_b")
+    with _active(two, ["default", "task_b"]):
+        kept = klr.delete_adapter(two, "task_b")
+        assert klr.adapter_names(two) == ["default", "task_b"]
+        assert klr.adapter_names(kept) == ["default"]
+        assert KEY not in klr.adapter_paths(kept)  # key held task_b only
+        np.testing.assert_allclose(_predict(kept), _only(two, "default"), atol=1e-5)
 
 
 def test_save_and_load_keep_names_and_active(base, two, tmp_path):
-    klr.set_adapter(two, ["default", "task_b"])
-    path = tmp_path / "two.safetensors"
-    klr.save_adapters(two, path)
-    meta = klr.read_adapter_metadata(path)
-    assert set(meta["adapters"]) == {QUERY, "transformer_layer_0/self_attention_layer/value",
-                                      "transformer_layer_1/self_attention_layer/query",
-                                      "transformer_layer_1/self_attention_layer/value"}
-    assert set(meta["named_adapters"]) == {"task_b"}
-    assert meta["active"] == ["default", "task_b"]
-    loaded = klr.load_adapters(base, path)
-    assert klr.adapter_names(loaded) == ["default", "task_b"]
-    assert klr.active_adapters(loaded) == ["default", "task_b"]
-    np.testing.assert_array_equal(_predict(loaded), _predict(two))
-    for name in ("default", "task_b"):
-        klr.set_adapter(loaded, name)
-        klr.set_adapter(two, name)
+    with _active(two, ["default", "task_b"]):
+        path = tmp_path / "two.safetensors"
+        klr.save_adapters(two, path)
+        meta = klr.read_adapter_metadata(path)
+        assert set(meta["adapters"]) == {QUERY, "transformer_layer_0/self_attention_layer/value",
+                                          "transformer_layer_1/self_attention_layer/query",
+                                          "transformer_layer_1/self_attention_layer/value"}
+        assert set(meta["named_adapters"]) == {"task_b"}
+        assert meta["active"] == ["default", "task_b"]
+        loaded = klr.load_adapters(base, path)
+        assert klr.adapter_names(loaded) == ["default", "task_b"]
+        assert klr.active_adapters(loaded) == ["default", "task_b"]
         np.testing.assert_array_equal(_predict(loaded), _predict(two))
-    klr.set_adapter(two, "task_b")
+        for name in ("default", "task_b"):
+            klr.set_adapter(loaded, name)
+            klr.set_adapter(two, name)
+            np.testing.assert_array_equal(_predict(loaded), _predict(two))
 
 
 def test_keras_file_keeps_names_and_active(two, tmp_path):
-    klr.set_adapter(two, ["default", "task_b"])
-    path = tmp_path / "two.keras"
-    two.save(path)
-    loaded = keras.models.load_model(path, compile=False)
-    assert klr.active_adapters(loaded) == ["default", "task_b"]
-    np.testing.assert_array_equal(_predict(loaded), _predict(two))
-    klr.set_adapter(two, "task_b")
+    with _active(two, ["default", "task_b"]):
+        path = tmp_path / "two.keras"
+        two.save(path)
+        loaded = keras.models.load_model(path, compile=False)
+        assert klr.active_adapters(loaded) == ["default", "task_b"]
+        np.testing.assert_array_equal(_predict(loaded), _predict(two))
 
 
 def _delta(model, path, name):

@@ -26,10 +26,13 @@ _CHILD = textwrap.dedent("""
     open(ready, "w").close()
     while not os.path.exists(go):
         time.sleep(0.01)
+    started = time.monotonic()  # system-wide: comparable across processes
     data = load_text_classification(train, cache_dir=cache, seed=7)
+    ended = time.monotonic()
     texts = {split: [t.decode() for t, _ in getattr(data, split).as_numpy_iterator()]
              for split in ("train", "validation", "test")}
-    print(json.dumps({"num_examples": data.num_examples, "texts": texts}))
+    print(json.dumps({"num_examples": data.num_examples, "texts": texts,
+                      "prepare": [started, ended]}))
 """)
 
 
@@ -59,6 +62,10 @@ def test_three_processes_prepare_one_cold_cache_together(tmp_path):
         out, err = child.communicate(timeout=300)
         assert child.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
+    # The three were inside `load_text_classification` at one moment: the
+    # last to start did so before the first to finish was done.
+    spans = [result.pop("prepare") for result in results]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
     assert results[0]["num_examples"] == {"train": 14000, "validation": 2000,
                                           "test": 4000}
     assert results[1] == results[0] and results[2] == results[0]

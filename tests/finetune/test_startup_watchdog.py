@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import keras
 import numpy as np
@@ -64,8 +63,25 @@ def test_a_disarmed_watchdog_leaves_the_process_alone(tmp_path):
     assert folder.exists()
 
 
+def _new_timers(before):
+    """The `threading.Timer` threads started since `before` was taken."""
+    return [thread for thread in threading.enumerate()
+            if thread not in before and isinstance(thread, threading.Timer)]
+
+
+def _assert_stopped(timers):
+    """Each timer's thread ends (cancelled: an expiry would have ended this
+    process), waited for with `join`, never with a sleep."""
+    for timer in timers:
+        timer.join(timeout=30)
+        assert not timer.is_alive()
+
+
 def test_the_first_training_step_disarms_it():
+    before = set(threading.enumerate())
     watchdog = StartupWatchdog(600, "unused").start()
+    (timer,) = _new_timers(before)
+    assert timer.is_alive() and timer.interval == 600
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     model.compile(optimizer="sgd", loss="mse")
@@ -79,8 +95,7 @@ def test_the_first_training_step_disarms_it():
               callbacks=[Probe(), watchdog.disarm_after_first_step()])
     # Armed through the first step, disarmed from the second on.
     assert seen == [(0, False), (1, True)]
-    watchdog._timer.join(timeout=5)
-    assert not watchdog._timer.is_alive()
+    _assert_stopped([timer])
 
 
 @pytest.fixture
@@ -94,7 +109,10 @@ def worker1(monkeypatch):
 
 
 def test_a_multi_worker_run_is_watched_until_the_block_ends(worker1):
+    before = set(threading.enumerate())
     with distributed.startup_watchdog(worker1) as watchdog:
+        timers = _new_timers(before)
+        assert len(timers) == 1 and timers[0].is_alive()
         assert watchdog.timeout_s == 90.0 and not watchdog.disarmed
         assert watchdog.line == (
             "keras-lowrank finetune: error: multi-worker training stopped: the "
@@ -105,15 +123,19 @@ def test_a_multi_worker_run_is_watched_until_the_block_ends(worker1):
             "'runs/demo'). Run the same command again on every worker "
             "(--startup-timeout sets the limit).")
     assert watchdog.disarmed
+    _assert_stopped(timers)
 
 
 def test_an_error_disarms_it(worker1):
+    before = set(threading.enumerate())
     with pytest.raises(ValueError, match="stage failed"):
         with distributed.startup_watchdog(worker1) as watchdog:
+            timers = _new_timers(before)
+            assert len(timers) == 1 and timers[0].interval == 90.0
+            assert timers[0].is_alive()  # armed inside the block
             raise ValueError("stage failed")
     assert watchdog.disarmed
-    time.sleep(0.1)
-    assert not watchdog._timer.is_alive()
+    _assert_stopped(timers)
 
 
 def test_the_chief_says_out_is_as_it_was_and_the_default_is_30_minutes(monkeypatch):

@@ -2,6 +2,7 @@
 against an independent numpy pass on the GGUF, then exported with a short
 cache and generating in LiteRT and ONNX Runtime exactly as Keras."""
 
+import json
 import os
 
 import numpy as np
@@ -12,6 +13,9 @@ from keras_lowrank.generation import load_generator
 from keras_lowrank.generation.cached_causal_lm import cache_shape
 from keras_lowrank.generation.keras_reference import GreedyReference
 from keras_lowrank.models import presets
+from tests.artifact_cache import FileDigest
+from tests.artifact_cache import cached
+from tests.generation import numpy_llama
 from tests.generation.numpy_llama import run_single_threaded
 from tests.generation.test_generate_script import _run
 
@@ -59,9 +63,31 @@ def prompt_ids(tokenizer_path):
 @pytest.fixture(scope="module")
 def numpy_reference(prompt_ids):
     """The numpy pass's last-position logits on 3 prompts and its greedy
-    continuations (8 tokens) of 2 prompts."""
-    return run_single_threaded(presets.smollm2_gguf_path(), prompt_ids[:3],
-                               prompt_ids[:2], 8)
+    continuations (8 tokens) of 2 prompts.
+
+    An independent reference, not what is tested: kept on disk
+    (`tests/artifact_cache.py`) under the GGUF's bytes, the numpy pass's
+    source and the prompts, so only a changed input computes it again."""
+    gguf = presets.smollm2_gguf_path()
+    arguments = (prompt_ids[:3], prompt_ids[:2], 8)
+
+    def save(reference, folder):
+        logits, tokens = reference
+        np.save(os.path.join(folder, "logits.npy"), np.stack(logits))
+        with open(os.path.join(folder, "tokens.json"), "w") as file:
+            json.dump(tokens, file)
+
+    def load(folder):
+        logits = np.load(os.path.join(folder, "logits.npy"))
+        with open(os.path.join(folder, "tokens.json")) as file:
+            tokens = json.load(file)
+        assert logits.shape == (3, 49152) and len(tokens) == 2
+        return list(logits), tokens
+
+    return cached(
+        "smollm2-numpy-reference",
+        [FileDigest(gguf), FileDigest(numpy_llama.__file__), *arguments],
+        lambda: run_single_threaded(gguf, *arguments), save, load)
 
 
 def test_next_token_logits_match_the_numpy_pass(smollm2, numpy_reference,
