@@ -89,7 +89,8 @@ def main(argv=None) -> int:
             generator.load_adapter(args.adapter)
         tokenizer = runtime.load_tokenizer(
             args.tokenizer, generator.spec.vocabulary_size)
-        prompt = tokenizer.encode(args.prompt).ids
+        # The model's start token first, as Keras' generate() has it.
+        prompt = generator.spec.prompt_ids(tokenizer.encode(args.prompt).ids)
         result = generator.greedy(
             prompt, args.max_new_tokens, generator.spec.stop_token_ids)
     except (ValueError, FileNotFoundError, ImportError) as error:

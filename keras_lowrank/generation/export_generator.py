@@ -55,6 +55,7 @@ def export_generator(
     prefill_lengths=None,
     tokenizer=None,
     stop_token_ids=None,
+    start_token_id=None,
     prompts=None,
     max_new_tokens=DEFAULT_NEW_TOKENS,
     verify=True,
@@ -63,6 +64,7 @@ def export_generator(
     keep_float=(),
     min_agreement=DEFAULT_MIN_AGREEMENT,
     runtime_adapters=False,
+    reference=None,
 ) -> GenerationReport:
     """Exports `causal_lm` for generation, runs it in its runtime, checks it.
 
@@ -89,8 +91,13 @@ def export_generator(
         stop_token_ids: tuple of int written into the artifact for runners
             to stop at. Default: the preprocessor tokenizer's `end_token_id`
             where the model has one, else none.
-        prompts: the check's prompts: strings (with `tokenizer`) or lists of
-            token ids. Default: 8 seeded random prompts of lengths spread
+        start_token_id: int written into the artifact: the token a runner
+            puts before a text prompt's ids, as Keras' `generate()` does.
+            Default: the preprocessor tokenizer's `start_token_id` where the
+            model's preprocessor adds it (`add_start_token`), else none.
+        prompts: the check's prompts: strings (with `tokenizer`; run from
+            the start token and the text's ids, as the runner and Keras'
+            `generate()` run them) or lists of token ids (run as given). Default: 8 seeded random prompts of lengths spread
             from 1 to the longest that leaves room for `max_new_tokens`.
         max_new_tokens: int. Tokens generated per prompt in the check.
         verify: bool. Whether to run the check (and measure speed).
@@ -115,6 +122,10 @@ def export_generator(
             `causal_lm`'s own adapters fed in. `write_runtime_adapter`
             writes any adapter of the same layers as the `.npz` an app
             loads (`Generator.load_adapter`). Plain LoRA only.
+        reference: optional `GreedyReference` of `causal_lm` on this
+            export's cache shape: Keras' greedy generation for the check,
+            when the caller has one traced already (the decode step is
+            traced once per `GreedyReference`). Default: one made here.
 
     Returns:
         A `GenerationReport`: agreement, time to first token, decode
@@ -153,8 +164,9 @@ def export_generator(
     text_tokenizer = None
     if tokenizer is not None:
         text_tokenizer = runtime.load_tokenizer(tokenizer, vocabulary)
+    start = _start_token(causal_lm, start_token_id, vocabulary)
     prompts = _prompt_ids(prompts, text_tokenizer, vocabulary, max_length,
-                          max_new_tokens)
+                          max_new_tokens, start)
     tensorflow.load()
     spec = GeneratorSpec(
         format=format,
@@ -165,12 +177,13 @@ def export_generator(
         stop_token_ids=_stop_tokens(causal_lm, stop_token_ids, vocabulary),
         model=type(causal_lm).__name__,
         adapters=adapters,
+        start_token_id=start,
     )
     # Runtime adapters: the factors stay in the graph, as inputs.
     merged = causal_lm if adapters else merge_adapters(causal_lm)
     expected = None
     if verify:
-        reference = GreedyReference(causal_lm, spec.cache_shape)
+        reference = _reference(reference, causal_lm, spec.cache_shape)
         expected = [reference(p, max_new_tokens) for p in prompts]
 
     path = os.fspath(path)
@@ -302,7 +315,28 @@ def _check_model(model, max_length):
         )
 
 
-def _prompt_ids(prompts, tokenizer, vocabulary, max_length, max_new_tokens):
+def _reference(reference, model, cache_shape):
+    """`reference`, checked to run `model` on `cache_shape`, or a new
+    `GreedyReference`."""
+    if reference is None:
+        return GreedyReference(model, cache_shape)
+    if not isinstance(reference, GreedyReference):
+        raise TypeError(
+            "`reference` must be a GreedyReference "
+            "(keras_lowrank.generation.keras_reference). Received: "
+            f"{type(reference).__name__}")
+    if reference.model is not model or reference.cache_shape != tuple(cache_shape):
+        raise ValueError(
+            "`reference` must run the exported model on the export's cache "
+            f"shape {tuple(cache_shape)}. Received: a GreedyReference of "
+            f"{type(reference.model).__name__} on {reference.cache_shape}; "
+            "make it with GreedyReference(causal_lm, cache_shape(causal_lm, "
+            "max_length)).")
+    return reference
+
+
+def _prompt_ids(prompts, tokenizer, vocabulary, max_length, max_new_tokens,
+                start=None):
     if prompts is None:
         longest = max(1, min(max_length - max_new_tokens + 1, max_length))
         lengths = np.unique(np.linspace(1, longest, DEFAULT_PROMPTS).astype(int))
@@ -321,7 +355,7 @@ def _prompt_ids(prompts, tokenizer, vocabulary, max_length, max_new_tokens):
                     "Text prompts need `tokenizer` (a tokenizer.json path). "
                     f"Received: prompt {prompt!r} and tokenizer=None"
                 )
-            prompt = tokenizer.encode(prompt).ids
+            prompt = ([] if start is None else [start]) + tokenizer.encode(prompt).ids
         prompt = [int(t) for t in prompt]
         if not prompt or not all(0 <= t < vocabulary for t in prompt):
             raise ValueError(
@@ -349,6 +383,21 @@ def _stop_tokens(model, stop_token_ids, vocabulary):
             f"Received: stop_token_ids={stop_token_ids!r}"
         )
     return stop
+
+
+def _start_token(model, start_token_id, vocabulary):
+    if start_token_id is None:
+        # What the preprocessor puts before a text prompt in `generate()`.
+        preprocessor = getattr(model, "preprocessor", None)
+        if not getattr(preprocessor, "add_start_token", False):
+            return None
+        start = getattr(preprocessor.tokenizer, "start_token_id", None)
+        return None if start is None else int(start)
+    if not (_is_int(start_token_id) and 0 <= start_token_id < vocabulary):
+        raise ValueError(
+            f"`start_token_id` must be a token id in [0, {vocabulary}). "
+            f"Received: start_token_id={start_token_id!r}")
+    return int(start_token_id)
 
 
 def _ops(path, format):

@@ -44,6 +44,11 @@ class GeneratorSpec:
             the inputs `adapter_input_names(i)` of every signature (`A`
             `(fan_in, rank)`, `B` `(rank, fan_out)`, float32), the delta
             `scale·(x·A)·B`. `()`: adapters merged, no such inputs.
+        start_token_id: int or None. The token a text prompt starts with,
+            as the model's keras-hub preprocessor prepends it (SmolLM2: 1,
+            `<|im_start|>`): a runner encoding raw text puts it first.
+            None: the model has none (or an artifact written before this
+            field).
     """
 
     format: str
@@ -54,6 +59,7 @@ class GeneratorSpec:
     stop_token_ids: tuple = ()
     model: str = ""
     adapters: tuple = ()
+    start_token_id: int | None = None
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -67,6 +73,8 @@ class GeneratorSpec:
             (str(path), int(fan_in), int(rank), int(fan_out), float(scale))
             for path, fan_in, rank, fan_out, scale in self.adapters
         ))
+        if self.start_token_id is not None:
+            object.__setattr__(self, "start_token_id", int(self.start_token_id))
         if list(self.prefill_lengths) != sorted(set(self.prefill_lengths)):
             raise ValueError(
                 "`prefill_lengths` must be ascending and distinct. Received: "
@@ -85,6 +93,13 @@ class GeneratorSpec:
             name_a, name_b = adapter_input_names(i)
             shapes[name_a], shapes[name_b] = (fan_in, rank), (rank, fan_out)
         return shapes
+
+    def prompt_ids(self, text_ids) -> list:
+        """The ids a raw text prompt runs as: `start_token_id` first (when
+        the model has one), then the tokenizer's ids of the text, as the
+        model's preprocessor gives them to Keras' `generate()`."""
+        start = [] if self.start_token_id is None else [self.start_token_id]
+        return start + [int(t) for t in text_ids]
 
     def to_json(self) -> str:
         return json.dumps({"version": SPEC_VERSION, **dataclasses.asdict(self)})

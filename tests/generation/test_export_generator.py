@@ -13,6 +13,8 @@ from keras_lowrank.generation import GenerationVerificationError
 from keras_lowrank.generation import export_generator
 from keras_lowrank.generation import greedy_reference
 from keras_lowrank.generation import load_generator
+from keras_lowrank.generation.cached_causal_lm import cache_shape
+from keras_lowrank.generation.keras_reference import GreedyReference
 from keras_lowrank.generation import generation_verification
 from tests.generation import tiny_lms
 from tests.generation.conftest import PREFILL_LENGTHS
@@ -219,6 +221,25 @@ def test_refuses_prefill_lengths_for_onnx(tmp_path, tiny_models):
 def test_refuses_bad_arguments(tmp_path, tiny_models, kwargs, pattern):
     kwargs.setdefault("max_length", 64)
     _refused(tmp_path, ValueError, pattern, tiny_models["llama"], **kwargs)
+
+
+def test_a_given_reference_is_used_and_checked(tmp_path, tiny_models):
+    model = tiny_models["llama"]
+    reference = GreedyReference(model, cache_shape(model, 32))
+    written = tmp_path / "written"
+    written.mkdir()
+    report = export_generator(model, written / "lm.onnx", "onnx", max_length=32,
+                              prompts=[[3, 9, 27]], max_new_tokens=8,
+                              reference=reference)
+    assert report.tokens_compared == report.tokens_matching == 8
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    _refused(refused, ValueError, r"`reference` must run the exported model on "
+             r"the export's cache shape \(1, 2, 2, 64, 2, 4\). Received: a "
+             r"GreedyReference of Llama3CausalLM on \(1, 2, 2, 32, 2, 4\)",
+             model, "onnx", max_length=64, reference=reference)
+    _refused(refused, TypeError, r"`reference` must be a GreedyReference",
+             model, "onnx", max_length=32, reference=[3, 9])
 
 
 def test_refuses_an_unknown_format(tmp_path, tiny_models):

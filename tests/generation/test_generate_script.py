@@ -64,6 +64,28 @@ def test_text_in_greedy_text_out(generators, tiny_models, word_tokenizer, format
     assert "tokens/s" in result.stderr
 
 
+def test_text_starts_with_the_start_token(tiny_models, word_tokenizer, tmp_path):
+    """Keras' generate() runs a text prompt from the preprocessor's start
+    token: so do the artifact's check and the runner."""
+    from keras_lowrank.generation import export_generator
+    from keras_lowrank.generation import load_generator
+
+    model, text = tiny_models["llama"], tiny_lms.words([7, 8, 9])
+    path = tmp_path / "lm.onnx"
+    report = export_generator(model, path, "onnx", max_length=32,
+                              tokenizer=word_tokenizer, prompts=[text],
+                              max_new_tokens=8, start_token_id=1)
+    assert report.prompt_lengths == (4,) and report.tokens_matching == 8
+    assert load_generator(path).spec.start_token_id == 1
+    result = _run(path, "--tokenizer", word_tokenizer, "--prompt", text,
+                  "--max-new-tokens", 8, "--stats")
+    assert result.returncode == 0, result.stderr
+    expected = greedy_reference(model, [1, 7, 8, 9], 8, 32).tokens
+    assert expected != greedy_reference(model, [7, 8, 9], 8, 32).tokens
+    assert result.stdout == tiny_lms.words(t for t in expected if t > 2) + "\n"
+    assert "prompt 4 tokens, 8 generated" in result.stderr
+
+
 @pytest.mark.parametrize("format", ["tflite", "onnx"])
 def test_refuses_a_prompt_longer_than_the_cache(generators, word_tokenizer, format):
     path = generators("gpt2", format)[1]

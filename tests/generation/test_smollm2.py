@@ -117,7 +117,7 @@ def test_greedy_continuations_match_the_numpy_pass(keras_greedy, numpy_reference
 
 
 @pytest.fixture(scope="module")
-def exported(smollm2, tokenizer_path, tmp_path_factory):
+def exported(smollm2, keras_greedy, tokenizer_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("smollm2")
     reports = {}
     for format in FORMATS:
@@ -125,7 +125,7 @@ def exported(smollm2, tokenizer_path, tmp_path_factory):
         reports[format] = export_generator(
             smollm2, folder / f"smollm2.{format}", format,
             max_length=MAX_LENGTH, tokenizer=tokenizer_path, prompts=PROMPTS,
-            max_new_tokens=NEW_TOKENS, **options,
+            max_new_tokens=NEW_TOKENS, reference=keras_greedy, **options,
         )
         print(reports[format])
     return reports
