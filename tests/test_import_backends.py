@@ -1,7 +1,9 @@
 """`import keras_lowrank` on the JAX and PyTorch backends loads no TensorFlow.
 
 Each case runs in a fresh interpreter: this test process already holds
-TensorFlow, and `KERAS_BACKEND` is read once, when Keras is imported.
+TensorFlow, and `KERAS_BACKEND` is read once, when Keras is imported. On
+PyTorch one interpreter does both cases, in order: the import check, then
+the export refusal (which loads TensorFlow after the check is printed).
 """
 
 import json
@@ -67,7 +69,8 @@ except ValueError as error:
 """
 
 
-def _python(backend, code, *args):
+def _python(backend, code, *args, lines=1):
+    """The last `lines` lines `code` printed (one: as a str)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
@@ -75,13 +78,27 @@ def _python(backend, code, *args):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    printed = result.stdout.strip().splitlines()[-lines:]
+    return printed[0] if lines == 1 else printed
+
+
+@pytest.fixture(scope="module")
+def torch_lines(tmp_path_factory):
+    """`(import line, export line, export's folder)` of one PyTorch run."""
+    folder = tmp_path_factory.mktemp("torch")
+    import_line, export_line = _python(
+        "torch", IMPORT + EXPORT_ON_THIS_BACKEND, str(folder / "m.onnx"), lines=2)
+    return import_line, export_line, folder
 
 
 # torch is in the dev extra (setup.cfg), so both backends always run.
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_import_loads_no_tensorflow(backend):
-    result = json.loads(_python(backend, IMPORT))
+def test_import_loads_no_tensorflow(backend, request):
+    if backend == "torch":
+        line = request.getfixturevalue("torch_lines")[0]
+    else:
+        line = _python(backend, IMPORT)
+    result = json.loads(line)
     assert result["backend"] == backend
     assert "tensorflow" not in result["loaded"] and "tf2onnx" not in result["loaded"]
     assert result["loaded"] == []
@@ -100,11 +117,11 @@ def test_export_without_tensorflow_names_the_pip_command(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_export_on_another_backend_names_the_backend(tmp_path):
-    line = _python("torch", EXPORT_ON_THIS_BACKEND, str(tmp_path / "m.onnx"))
+def test_export_on_another_backend_names_the_backend(torch_lines):
+    _, line, folder = torch_lines
     assert line == (
         "ValueError: Export traces the model with TensorFlow and needs the "
         "TensorFlow backend: set KERAS_BACKEND=tensorflow before Keras is "
         "imported. Received: backend='torch'"
     )
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(folder) == []

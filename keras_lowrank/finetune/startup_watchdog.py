@@ -21,14 +21,16 @@ interrupted, and nothing after it must run. `--out` is untouched (the
 chief builds its run folder aside and moves it in only at the end). The
 thread needs the GIL, which TensorFlow's broadcast releases while it
 waits; registration does not, hence its own limit.
+
+The watchdog runs on the standard library alone; Keras is imported only
+for its training callback (`disarm_after_first_step`), so this module
+loads without starting TensorFlow.
 """
 
 import os
 import shutil
 import sys
 import threading
-
-import keras
 
 # The CLI's status for a lost worker (`finetune_command.WORKER_LOST`).
 EXIT_STATUS = 3
@@ -82,7 +84,16 @@ class StartupWatchdog:
 
     def disarm_after_first_step(self):
         """A Keras callback that calls `disarm` when a training step ends."""
-        return _DisarmAfterFirstStep(self)
+        import keras
+
+        watchdog = self
+
+        class DisarmAfterFirstStep(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if not watchdog.disarmed:
+                    watchdog.disarm()
+
+        return DisarmAfterFirstStep()
 
     def _expire(self):
         with self._lock:
@@ -94,12 +105,3 @@ class StartupWatchdog:
             sys.stderr.flush()
             os._exit(EXIT_STATUS)
 
-
-class _DisarmAfterFirstStep(keras.callbacks.Callback):
-    def __init__(self, watchdog):
-        super().__init__()
-        self.watchdog = watchdog
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not self.watchdog.disarmed:
-            self.watchdog.disarm()

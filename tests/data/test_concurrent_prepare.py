@@ -29,7 +29,10 @@ _CHILD = textwrap.dedent("""
     started = time.monotonic()  # system-wide: comparable across processes
     data = load_text_classification(train, cache_dir=cache, seed=7)
     ended = time.monotonic()
-    texts = {split: [t.decode() for t, _ in getattr(data, split).as_numpy_iterator()]
+    # Read in batches (the same texts in the same order): one element at a
+    # time, the 20,000 rows took 4-7 s per process.
+    texts = {split: [t.decode() for batch, _ in
+                     getattr(data, split).batch(4096).as_numpy_iterator() for t in batch]
              for split in ("train", "validation", "test")}
     print(json.dumps({"num_examples": data.num_examples, "texts": texts,
                       "prepare": [started, ended]}))

@@ -1,7 +1,11 @@
 """`StartupWatchdog` and `distributed.startup_watchdog`, on their own.
 
 The watchdog ends its process, so each expiry runs in a child process.
-The multi-worker runs it guards are in `test_worker_death.py`.
+The child loads `startup_watchdog.py` on its own, not through the package
+(whose `__init__` imports Keras and TensorFlow): the watchdog needs only the
+standard library, and the child starts in a fraction of a second instead of
+several seconds. The multi-worker runs it guards, in TensorFlow processes,
+are in `test_worker_death.py`.
 """
 
 import json
@@ -17,16 +21,21 @@ import pytest
 
 from keras_lowrank.finetune import FinetuneOptions
 from keras_lowrank.finetune import distributed
+from keras_lowrank.finetune import startup_watchdog
 from keras_lowrank.finetune.startup_watchdog import EXIT_STATUS
 from keras_lowrank.finetune.startup_watchdog import StartupWatchdog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _CHILD = textwrap.dedent("""
-    import sys, time
-    from keras_lowrank.finetune.startup_watchdog import StartupWatchdog
-    folder, timeout, disarm = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "disarm"
-    watchdog = StartupWatchdog(timeout, "the workers did not start", prefix="test: ")
+    import importlib.util, sys, time
+    module, folder, timeout, disarm = (
+        sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "disarm")
+    spec = importlib.util.spec_from_file_location("startup_watchdog", module)
+    startup_watchdog = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(startup_watchdog)
+    watchdog = startup_watchdog.StartupWatchdog(
+        timeout, "the workers did not start", prefix="test: ")
     watchdog.remove_on_expiry(folder)
     watchdog.start()
     if disarm:
@@ -39,7 +48,8 @@ _CHILD = textwrap.dedent("""
 def _child(folder, timeout, mode):
     environ = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [sys.executable, "-c", _CHILD, str(folder), str(timeout), mode],
+        [sys.executable, "-c", _CHILD, startup_watchdog.__file__, str(folder),
+         str(timeout), mode],
         cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
 
 
