@@ -12,12 +12,19 @@ keras-lowrank export base_preset/ --adapters adapters.safetensors \
 keras-lowrank export hf_model_folder/ --peft-adapters peft_lora_folder/ \
     --format tflite --out model.tflite
 keras-lowrank export causal_lm.keras --format tflite --out lm.tflite
+keras-lowrank export SmolLM2-135M-Instruct/ --format litertlm \
+    --quantize dynamic --out smollm2.litertlm
+keras-lowrank export SmolLM2-135M-Instruct/ --format onnx_genai \
+    --out smollm2-genai
 ```
 
 A keras-hub causal LM goes through `klr.export`'s generation hook
 (`keras_lowrank.generation.dispatch_export`): prefill and decode graphs
 with a KV cache of 256 positions (fewer where the model embeds fewer),
-verified by greedy generation.
+verified by greedy generation. `litertlm` (a LiteRT-LM bundle) and
+`onnx_genai` (an ONNX Runtime GenAI folder) take a causal LM only: a
+Hugging Face folder as MODEL is loaded as one, and its tokenizer.json is
+the default `--tokenizer`.
 
 Exit status: 0 when the artifact was written and matched Keras, 1 when it did
 not match (nothing is left at `--out`), 2 for a usage error.
@@ -28,19 +35,24 @@ import sys
 
 # The artifact is written aside and moved to --out once verified.
 OUT_IS_ATOMIC = True
+# What --tokenizer defaults to in a Hugging Face model folder.
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def add_parser(subparsers):
     from keras_lowrank.cli.model_argument import add_model_arguments
     from keras_lowrank.exporters import all_formats
     from keras_lowrank.exporters.formats import calibrated_modes
+    from keras_lowrank.generation import RUNTIME_FORMATS
 
-    # Choices and help come from the format registry, read when the parser
-    # is built: a registered format is listed without a change here.
+    # Choices and help come from the format registries, read when the
+    # parser is built: a registered format is listed without a change here.
     records = all_formats()
-    titles = _either(r.title for r in records)
+    runtimes = RUNTIME_FORMATS.values()
+    titles = _either([*(r.title for r in records), "LLM runtimes"])
     quantizing = [r for r in records if "quantize" in r.options]
     modes = dict.fromkeys(m for r in quantizing for m in r.quantize_modes if m)
+    runtime_modes = {r.name: [m for m in r.quantize_modes if m] for r in runtimes}
     parser = subparsers.add_parser(
         "export",
         help=f"export a model to {titles} and verify it",
@@ -51,19 +63,30 @@ def add_parser(subparsers):
         "causal LM (a .keras file) in tflite or onnx becomes a generation "
         "artifact: prefill and decode with a KV cache, greedy generation "
         "checked token for token against Keras (--quantize dynamic: on "
-        "token agreement).",
+        "token agreement). litertlm and onnx_genai are for a causal LM only "
+        "(a .keras file with --tokenizer, or a Hugging Face folder).",
     )
     add_model_arguments(parser)
     # No argparse `choices`: an unknown format then gets the one-line error
     # of `export`, like every other usage error.
     parser.add_argument(
         "--format", required=True,
-        help=_either(f"{r.name} ({r.title})" for r in records),
+        help=_either([*(f"{r.name} ({r.title})" for r in records),
+                      *(f"{r.name} ({r.title}, causal LM only)" for r in runtimes)]),
     )
     parser.add_argument("--out", required=True, help="the artifact to write")
     parser.add_argument(
         "--quantize", default=None,
-        help=f"{_only('quantize')}: {_either(modes)} (default: none)",
+        help=f"{_only('quantize')}: {_either(modes)}; "
+        + "; ".join(f"{name}: {_either(m) or 'none'}"
+                    for name, m in runtime_modes.items())
+        + " (default: none)",
+    )
+    parser.add_argument(
+        "--tokenizer", default=None, metavar="PATH",
+        help="a causal LM's Hugging Face tokenizer.json, put into the "
+        f"{_either(RUNTIME_FORMATS)} artifact with the tokenizer_config.json "
+        "beside it (default: MODEL/tokenizer.json of a model folder)",
     )
     parser.add_argument(
         "--allow-flex",
@@ -96,7 +119,10 @@ def add_parser(subparsers):
 def run(args):
     from keras_lowrank.exporters import ExportOptions
     from keras_lowrank.exporters import validate_export_arguments
+    from keras_lowrank.generation import RUNTIME_FORMATS
+    from keras_lowrank.generation import check_runtime_arguments
 
+    runtime = args.format in RUNTIME_FORMATS
     # The .npz files are named here and read only once the arguments hold.
     options = ExportOptions(
         quantize=args.quantize,
@@ -105,9 +131,15 @@ def run(args):
         opset=args.opset,
         representative_data=args.representative_data,
         atol=args.atol,
+        tokenizer=_tokenizer(args) if runtime else args.tokenizer,
     )
     # Before the model loads: an --out that cannot be written fails first.
-    validate_export_arguments(args.out, args.format, options)
+    if runtime:
+        check_runtime_arguments(args.out, args.format, options)
+    else:
+        # Whether MODEL takes --tokenizer (a causal LM) is known once loaded.
+        validate_export_arguments(args.out, args.format,
+                                  options.replace(tokenizer=None))
     sample_inputs = None
     if args.sample_inputs:
         sample_inputs = _load_npz(args.sample_inputs, "--sample-inputs")
@@ -127,7 +159,8 @@ def run(args):
     from keras_lowrank.exporters import ExportVerificationError
     from keras_lowrank.exporters import export
 
-    model = load_model_argument(args.model, args.adapters, args.peft_adapters)
+    model = load_model_argument(args.model, args.adapters, args.peft_adapters,
+                                causal_lm=runtime)
     try:
         report = export(model, args.out, args.format, options=options)
     except ExportVerificationError as error:
@@ -136,6 +169,26 @@ def run(args):
         return 1
     print(report)
     return 0
+
+
+def _tokenizer(args):
+    """`--tokenizer`, else MODEL/tokenizer.json of a model folder.
+
+    Raises:
+        ValueError: neither, naming `--tokenizer`.
+    """
+    if args.tokenizer is not None:
+        return args.tokenizer
+    default = os.path.join(args.model, TOKENIZER_FILE)
+    if os.path.isdir(args.model) and os.path.isfile(default):
+        return default
+    where = (f"MODEL '{args.model}' holds no {TOKENIZER_FILE}"
+             if os.path.isdir(args.model) else
+             f"MODEL '{args.model}' is not a model folder")
+    raise ValueError(
+        f"--format {args.format} puts the model's Hugging Face "
+        f"{TOKENIZER_FILE} into the artifact, and {where}. Pass --tokenizer "
+        f"PATH (the {TOKENIZER_FILE} of the model's Hugging Face folder)")
 
 
 def _either(names):

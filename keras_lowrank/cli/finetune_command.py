@@ -173,12 +173,15 @@ def add_parser(subparsers):
     output = parser.add_argument_group("export and output")
     output.add_argument("--export", nargs="+", metavar="FORMAT", default=None,
                         help=f"formats among {', '.join(export_formats())}, or "
-                        f"none {_default('export')}")
+                        f"none {_default('export')}; --task causal-lm: among "
+                        f"{', '.join(LMFinetuneOptions.supported_exports())} "
+                        "(litertlm: a LiteRT-LM bundle, onnx_genai: an ONNX "
+                        "Runtime GenAI folder)")
     output.add_argument("--tflite-quantize", default=None,
                         help=f"{get_format(QUANTIZED_FORMAT).title} quantization, one of "
                         f"{quantize_modes} (default: "
                         f"{str(d['tflite_quantize']).lower()}; --task causal-lm: "
-                        "none or dynamic, default none)")
+                        "none or dynamic, default none, for tflite and litertlm)")
     output.add_argument("--phone-artifacts", action=argparse.BooleanOptionalAction,
                         default=None,
                         help="also write the raw-text LiteRT model for "

@@ -4,7 +4,9 @@
 - `FOLDER --adapters adapters.safetensors`: a keras-hub preset folder, or a
   Hugging Face folder keras-hub converts (like all-MiniLM-L6-v2), loaded as
   the task class the adapter file names, with the adapters put on it.
-- `FOLDER` alone: loaded as a keras-hub backbone.
+- `FOLDER` alone: loaded as a keras-hub backbone; or, for the formats that
+  take a causal LM only (`litertlm`, `onnx_genai`), as the Hugging Face
+  folder's causal LM (`keras_lowrank.lm_finetune.load_causal_lm`).
 - `HF_FOLDER --peft-adapters ADAPTER_FOLDER`: a Hugging Face folder keras-hub
   converts, loaded as the class the PEFT adapter's task type asks for
   (backbone, text classifier, causal LM), with the PEFT adapter put on it.
@@ -32,8 +34,12 @@ def add_model_arguments(parser):
     )
 
 
-def load_model_argument(model_path, adapters=None, peft_adapters=None):
+def load_model_argument(model_path, adapters=None, peft_adapters=None,
+                        causal_lm=False):
     """The model the MODEL, --adapters and --peft-adapters arguments name.
+
+    `causal_lm=True`: a folder alone is a Hugging Face causal-LM folder,
+    loaded as its keras-hub causal LM (float32) instead of a backbone.
 
     Raises:
         FileNotFoundError: MODEL or the --adapters file does not exist.
@@ -60,6 +66,10 @@ def load_model_argument(model_path, adapters=None, peft_adapters=None):
             )
         model = _load_keras_file(model_path)
         return klr.load_adapters(model, adapters) if adapters else model
+    if adapters is None and causal_lm:
+        from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
+
+        return load_causal_lm(model_path)
     if adapters is None:
         import keras_hub
 

@@ -69,7 +69,11 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
     `"tflite"` or `"onnx"` becomes a generation artifact instead, through
     `keras_lowrank.generation.dispatch_export`: prefill and decode graphs
     with an explicit cache, checked by greedy generation against Keras;
-    it returns a `GenerationReport`.
+    it returns a `GenerationReport`. Such a model also exports to the
+    generation-only formats `"litertlm"` (a LiteRT-LM bundle: a
+    `LitertlmReport`) and `"onnx_genai"` (an ONNX Runtime GenAI folder: an
+    `OnnxGenAIReport`), with `tokenizer=` its `tokenizer.json`; any other
+    model asked for them is refused, and nothing is written.
 
     With `metadata="text_classifier"` (LiteRT), the artifact is what a
     phone app runs on raw text: a keras-hub classifier with its tokenizer
@@ -81,16 +85,19 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
         model: a keras.Model (TensorFlow backend), with or without adapters.
         path: where to write: a folder for `"saved_model"`, a file otherwise.
         format: `"saved_model"`, `"tflite"` or `"onnx"` (the names in
-            `keras_lowrank.exporters.formats`).
+            `keras_lowrank.exporters.formats`); for a causal LM also
+            `"litertlm"` or `"onnx_genai"`
+            (`keras_lowrank.generation.GENERATION_FORMATS`).
         options: optional `ExportOptions`, instead of keyword arguments.
         **fields: the options as keyword arguments: `quantize`,
             `sample_inputs`, `verify`, `allow_flex`, `opset`,
             `representative_data`, `atol`, `metadata`, `labels`,
-            `calibration_data`, `eval_data` (each documented once, in
-            `ExportOptions`).
+            `calibration_data`, `eval_data`, `tokenizer` (each documented
+            once, in `ExportOptions`).
 
     Returns:
-        An `ExportReport`.
+        An `ExportReport`; for a causal LM in a generation format, that
+        exporter's report.
 
     Raises:
         TypeError: `model` is not a keras.Model, an unknown keyword, or
@@ -119,8 +126,9 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
     """
     options = ExportOptions.from_arguments(options, fields)
     _check_model(model)
-    # A keras-hub causal LM in LiteRT or ONNX: a generation artifact
-    # (prefill and decode with a KV cache), keras_lowrank.generation.
+    # A keras-hub causal LM in LiteRT, ONNX, LiteRT-LM or ONNX Runtime
+    # GenAI: a generation artifact (prefill and decode with a KV cache),
+    # keras_lowrank.generation; another model in the last two: refused.
     generation = dispatch_export(model, path, format, options)
     if generation is not None:
         return generation

@@ -5,11 +5,13 @@ One frozen record, checked once when it is made, that travels whole from
 (`export_model`), the MediaPipe text classifier
 (`export_text_classifier`) and the generation hook
 (`keras_lowrank.generation.dispatch_export`). Whether an option applies
-to a format is the format record's to say (`check_format`).
+to a format is the format record's to say (`check_format`); `tokenizer`
+belongs to generation export only, which the hook checks.
 """
 
 import dataclasses
 import math
+import os
 
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.formats import QUANTIZE_MODES
@@ -76,12 +78,20 @@ class ExportOptions:
             Keras and through the artifact in its runtime, and an artifact
             more than 1.0 point of accuracy below Keras fails
             (`accuracy.MAX_ACCURACY_DROP`).
+        tokenizer: str or path. The model's Hugging Face `tokenizer.json`,
+            for a keras-hub causal LM exported for generation only (a
+            graph export refuses it). `"litertlm"` and `"onnx_genai"`
+            need it: it goes into the artifact, with the
+            `tokenizer_config.json` beside it (chat template, start and
+            stop tokens). Default None: a model holds no path to its
+            folder's tokenizer, so pass it (`keras-lowrank export` takes
+            MODEL/tokenizer.json of a model folder).
 
     Raises:
         ValueError: a value no format takes (an unknown quantize mode, an
             opset or atol out of range, both calibration names, labels
-            without metadata), naming what was received and what is
-            allowed.
+            without metadata, a tokenizer that is not a path), naming what
+            was received and what is allowed.
 
     Example:
     ```python
@@ -103,8 +113,17 @@ class ExportOptions:
     labels: object = None
     calibration_data: object = None
     eval_data: object = None
+    tokenizer: str | None = None
 
     def __post_init__(self):
+        tokenizer = self.tokenizer
+        if tokenizer is not None:
+            if not isinstance(tokenizer, (str, os.PathLike)) or not os.fspath(tokenizer):
+                raise ValueError(
+                    "`tokenizer` must be the path of a tokenizer.json file. "
+                    f"Received: tokenizer={tokenizer!r}"
+                )
+            object.__setattr__(self, "tokenizer", os.fspath(tokenizer))
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(
                 f"Unrecognized quantize={self.quantize!r}. Supported values "
@@ -244,6 +263,16 @@ class ExportOptions:
             raise _not_an_option("allow_flex", self.allow_flex, format)
         if self.opset is not None and "opset" not in export_format.options:
             raise _not_an_option("opset", self.opset, format)
+        if self.tokenizer is not None:
+            # Generation export takes it before the format records are
+            # asked (`keras_lowrank.generation.dispatch_export`).
+            raise ValueError(
+                "`tokenizer` (a tokenizer.json) only applies to a keras-hub "
+                "causal LM with a KV cache, exported for generation; "
+                f"format={format!r} exports this model as a graph, which "
+                f"takes none. Received: tokenizer={self.tokenizer!r}. Leave "
+                "`tokenizer` out."
+            )
         return export_format
 
 

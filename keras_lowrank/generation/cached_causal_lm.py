@@ -5,7 +5,8 @@ Every access to keras-hub's cached-decoding interface goes through here:
 hidden_states, cache)` (public on every keras-hub `CausalLM` that supports
 cached generation), keras-hub's private `_build_cache` (only to learn the
 cache's shape; reached through `keras_lowrank._compat.keras_hub`), the
-backbone's `max_sequence_length` (learned position embeddings), and
+backbone's `max_sequence_length` (learned position embeddings), the
+preprocessor tokenizer's start and end tokens, and
 `keras.ops.slice_update`, which the attention layers call to write the
 cache and which `onnx_friendly_slice_update` replaces while tracing for ONNX.
 `tests/generation/test_cached_causal_lm.py` checks each access.
@@ -57,6 +58,46 @@ def max_positions(model):
     """The longest sequence the backbone can embed, or None (RoPE models)."""
     value = getattr(model.backbone, "max_sequence_length", None)
     return None if value is None else int(value)
+
+
+def check_exportable(model, max_length, what="export_generator"):
+    """Raises unless `model` computes in float32 and embeds `max_length`
+    positions (where its backbone learns them).
+
+    Args:
+        model: a keras-hub causal LM (`check_cached_causal_lm` passed).
+        max_length: int. The positions the export's cache holds.
+        what: str. The exporter named in the message.
+
+    Raises:
+        ValueError: naming the received dtype, or the model's positions and
+            `max_length`.
+    """
+    dtype = getattr(model, "compute_dtype", "float32")
+    if dtype != "float32":
+        raise ValueError(
+            f"{what} exports float32 models. Received: {type(model).__name__} "
+            f"computing in {dtype}. Load it with dtype='float32'.")
+    positions = max_positions(model)
+    if positions is not None and max_length > positions:
+        raise ValueError(
+            f"{type(model).__name__} embeds at most {positions} positions "
+            f"(max_sequence_length). Received: max_length={max_length}")
+
+
+def preprocessor_token(model, name):
+    """`model.preprocessor.tokenizer.<name>` (`"start_token_id"`,
+    `"end_token_id"`), or None where the model has no such token."""
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    return getattr(tokenizer, name, None)
+
+
+def added_start_token(model):
+    """The token the preprocessor puts before a text prompt in
+    `generate()` (`add_start_token`), or None."""
+    if not getattr(getattr(model, "preprocessor", None), "add_start_token", False):
+        return None
+    return preprocessor_token(model, "start_token_id")
 
 
 def cache_shape(model, max_length) -> tuple:

@@ -18,25 +18,23 @@ import numpy as np
 from keras_lowrank._compat import litert as litert_compat
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.generation import export_arguments as arguments
 from keras_lowrank.generation import runtime
 from keras_lowrank.generation import runtime_adapters as runtime_adapter_lib
 from keras_lowrank.generation.generation_report import GenerationReport
 from keras_lowrank.generation.generation_verification import verify_generation
 from keras_lowrank.generation.generator_spec import FORMATS
 from keras_lowrank.generation.generator_spec import GeneratorSpec
-from keras_lowrank.generation.keras_reference import GreedyReference
+from keras_lowrank.generation.keras_reference import checked_reference
 from keras_lowrank.generation.litert_generator import VARIABLE_OPS
 from keras_lowrank.generation.litert_generator import write_litert_generator
 from keras_lowrank.generation.onnx_generator import write_onnx_generator
 from keras_lowrank.utils.atomic import atomic_path
-from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.optional import tensorflow
 
 DEFAULT_MAX_LENGTH = 256
-DEFAULT_PREFILL_LENGTHS = (32, 128)
 DEFAULT_PROMPTS = 8
 DEFAULT_NEW_TOKENS = 32
-QUANTIZE_MODES = (None, "dynamic")
 # The least next-token agreement (teacher forced on Keras' continuations) a
 # dynamic-range int8 artifact must reach. Free-running agreement is only
 # reported: once greedy paths part at a near tie they rarely meet again, so
@@ -150,13 +148,13 @@ def export_generator(
     print(report)
     ```
     """
-    prefill_lengths = _check_arguments(
+    path, max_length, max_new_tokens, prefill_lengths = _check_arguments(
         path, format, max_length, prefill_lengths, max_new_tokens
     )
     _check_quantize(quantize, min_agreement, keep_float, format)
 
     cached_causal_lm.check_cached_causal_lm(causal_lm)
-    _check_model(causal_lm, max_length)
+    cached_causal_lm.check_exportable(causal_lm, max_length, "export_generator")
     adapters = ()
     if runtime_adapters:
         adapters = runtime_adapter_lib.adapter_entries(causal_lm)
@@ -164,7 +162,7 @@ def export_generator(
     text_tokenizer = None
     if tokenizer is not None:
         text_tokenizer = runtime.load_tokenizer(tokenizer, vocabulary)
-    start = _start_token(causal_lm, start_token_id, vocabulary)
+    start = arguments.start_token(causal_lm, start_token_id, vocabulary)
     prompts = _prompt_ids(prompts, text_tokenizer, vocabulary, max_length,
                           max_new_tokens, start)
     tensorflow.load()
@@ -183,10 +181,9 @@ def export_generator(
     merged = causal_lm if adapters else merge_adapters(causal_lm)
     expected = None
     if verify:
-        reference = _reference(reference, causal_lm, spec.cache_shape)
+        reference = checked_reference(reference, causal_lm, spec.cache_shape)
         expected = [reference(p, max_new_tokens) for p in prompts]
 
-    path = os.fspath(path)
     with atomic_path(path) as tmp:
         kwargs = {"keep_float": tuple(keep_float)} if keep_float else {}
         _WRITERS[format](merged, spec, tmp, quantize=quantize, **kwargs)
@@ -227,30 +224,16 @@ def export_generator(
 
 
 def _check_arguments(path, format, max_length, prefill_lengths, max_new_tokens):
-    """Checks what needs no model; returns the prefill lengths to use."""
+    """Checks what needs no model; returns the path as a str, `max_length`,
+    `max_new_tokens` and the prefill lengths to use."""
     if format not in FORMATS:
         raise ValueError(
             f"Unrecognized format={format!r}. Supported formats are: "
             f"{list(FORMATS)}"
         )
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"`path` must be a non-empty path. Received: {path!r}")
-    if os.path.isdir(path):
-        raise ValueError(
-            f"export_generator writes a file, but {os.fspath(path)!r} is an "
-            "existing folder."
-        )
-    check_target(path)
-    if not _is_positive_int(max_length):
-        raise ValueError(
-            f"`max_length` must be a positive integer. Received: "
-            f"max_length={max_length!r}"
-        )
-    if not _is_positive_int(max_new_tokens):
-        raise ValueError(
-            f"`max_new_tokens` must be a positive integer. Received: "
-            f"max_new_tokens={max_new_tokens!r}"
-        )
+    path = arguments.check_file_path(path, "export_generator")
+    max_length = arguments.check_positive_int("max_length", max_length)
+    max_new_tokens = arguments.check_positive_int("max_new_tokens", max_new_tokens)
     if format == "onnx":
         if prefill_lengths is not None:
             raise ValueError(
@@ -258,32 +241,13 @@ def _check_arguments(path, format, max_length, prefill_lengths, max_new_tokens):
                 "graph takes any prompt length). Received: "
                 f"prefill_lengths={prefill_lengths!r} with format='onnx'"
             )
-        return ()
-    if prefill_lengths is None:
-        return tuple(n for n in DEFAULT_PREFILL_LENGTHS if n <= max_length) or (
-            max_length,)
-    lengths = tuple(prefill_lengths) if isinstance(
-        prefill_lengths, (list, tuple)) else None
-    if not lengths or not all(_is_positive_int(n) for n in lengths):
-        raise ValueError(
-            "`prefill_lengths` must be a non-empty list of positive integers. "
-            f"Received: prefill_lengths={prefill_lengths!r}"
-        )
-    if max(lengths) > max_length:
-        raise ValueError(
-            f"The cache (max_length={max_length}) is shorter than the longest "
-            f"prefill length ({max(lengths)}): a chunk could not be written. "
-            f"Received: prefill_lengths={prefill_lengths!r}"
-        )
-    return tuple(sorted(set(lengths)))
+        return path, max_length, max_new_tokens, ()
+    return path, max_length, max_new_tokens, arguments.check_prefill_lengths(
+        prefill_lengths, max_length)
 
 
 def _check_quantize(quantize, min_agreement, keep_float=(), format="tflite"):
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(
-            f"Unrecognized quantize={quantize!r} for generation export. "
-            f"Supported modes are: {list(QUANTIZE_MODES)}"
-        )
+    arguments.check_quantize(quantize, min_agreement)
     if keep_float and (quantize is None or format != "tflite"
                        or isinstance(keep_float, str)):
         raise ValueError(
@@ -291,48 +255,6 @@ def _check_quantize(quantize, min_agreement, keep_float=(), format="tflite"):
             "float: pass a tuple of patterns with format='tflite' and "
             f"quantize='dynamic'. Received: keep_float={keep_float!r}, "
             f"format={format!r}, quantize={quantize!r}")
-    if (isinstance(min_agreement, bool)
-            or not isinstance(min_agreement, (int, float))
-            or not 0 <= min_agreement <= 1):
-        raise ValueError(
-            "`min_agreement` must be a number in [0, 1]. Received: "
-            f"min_agreement={min_agreement!r}"
-        )
-
-
-def _check_model(model, max_length):
-    dtype = getattr(model, "compute_dtype", "float32")
-    if dtype != "float32":
-        raise ValueError(
-            "export_generator exports float32 models. Received: a model "
-            f"computing in {dtype}"
-        )
-    positions = cached_causal_lm.max_positions(model)
-    if positions is not None and max_length > positions:
-        raise ValueError(
-            f"{type(model).__name__} embeds at most {positions} positions "
-            f"(max_sequence_length). Received: max_length={max_length}"
-        )
-
-
-def _reference(reference, model, cache_shape):
-    """`reference`, checked to run `model` on `cache_shape`, or a new
-    `GreedyReference`."""
-    if reference is None:
-        return GreedyReference(model, cache_shape)
-    if not isinstance(reference, GreedyReference):
-        raise TypeError(
-            "`reference` must be a GreedyReference "
-            "(keras_lowrank.generation.keras_reference). Received: "
-            f"{type(reference).__name__}")
-    if reference.model is not model or reference.cache_shape != tuple(cache_shape):
-        raise ValueError(
-            "`reference` must run the exported model on the export's cache "
-            f"shape {tuple(cache_shape)}. Received: a GreedyReference of "
-            f"{type(reference.model).__name__} on {reference.cache_shape}; "
-            "make it with GreedyReference(causal_lm, cache_shape(causal_lm, "
-            "max_length)).")
-    return reference
 
 
 def _prompt_ids(prompts, tokenizer, vocabulary, max_length, max_new_tokens,
@@ -373,31 +295,9 @@ def _prompt_ids(prompts, tokenizer, vocabulary, max_length, max_new_tokens,
 
 def _stop_tokens(model, stop_token_ids, vocabulary):
     if stop_token_ids is None:
-        tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
-        end = getattr(tokenizer, "end_token_id", None)
+        end = cached_causal_lm.preprocessor_token(model, "end_token_id")
         return () if end is None else (int(end),)
-    stop = tuple(stop_token_ids)
-    if not all(_is_int(t) and 0 <= t < vocabulary for t in stop):
-        raise ValueError(
-            f"`stop_token_ids` must be token ids in [0, {vocabulary}). "
-            f"Received: stop_token_ids={stop_token_ids!r}"
-        )
-    return stop
-
-
-def _start_token(model, start_token_id, vocabulary):
-    if start_token_id is None:
-        # What the preprocessor puts before a text prompt in `generate()`.
-        preprocessor = getattr(model, "preprocessor", None)
-        if not getattr(preprocessor, "add_start_token", False):
-            return None
-        start = getattr(preprocessor.tokenizer, "start_token_id", None)
-        return None if start is None else int(start)
-    if not (_is_int(start_token_id) and 0 <= start_token_id < vocabulary):
-        raise ValueError(
-            f"`start_token_id` must be a token id in [0, {vocabulary}). "
-            f"Received: start_token_id={start_token_id!r}")
-    return int(start_token_id)
+    return arguments.check_token_ids("stop_token_ids", stop_token_ids, vocabulary)
 
 
 def _ops(path, format):
@@ -416,10 +316,3 @@ def _ops(path, format):
     model = onnx.load(path, load_external_data=False)
     return tuple(sorted({node.op_type for node in model.graph.node}))
 
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_positive_int(value):
-    return _is_int(value) and value > 0

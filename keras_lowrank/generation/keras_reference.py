@@ -74,6 +74,31 @@ class GreedyReference:
         margins.append(float(abs(top2[1] - top2[0])))
 
 
+def checked_reference(reference, model, cache_shape) -> GreedyReference:
+    """`reference`, checked to run `model` on `cache_shape`; a new
+    `GreedyReference` when None (an exporter's `reference=` argument).
+
+    Raises:
+        TypeError: `reference` is not a `GreedyReference`.
+        ValueError: it runs another model or another cache shape.
+    """
+    if reference is None:
+        return GreedyReference(model, cache_shape)
+    if not isinstance(reference, GreedyReference):
+        raise TypeError(
+            "`reference` must be a GreedyReference "
+            "(keras_lowrank.generation.keras_reference). Received: "
+            f"{type(reference).__name__}")
+    if reference.model is not model or reference.cache_shape != tuple(cache_shape):
+        raise ValueError(
+            "`reference` must run the exported model on the export's cache "
+            f"shape {tuple(cache_shape)}. Received: a GreedyReference of "
+            f"{type(reference.model).__name__} on {reference.cache_shape}; "
+            "make it with GreedyReference(causal_lm, cache_shape(causal_lm, "
+            "max_length)).")
+    return reference
+
+
 def greedy_reference(model, prompt_ids, max_new_tokens, max_length):
     """Keras' greedy tokens after `prompt_ids` (see `GreedyReference`).
 

@@ -7,31 +7,23 @@ cache update is traced as Pad + Where (`onnx_friendly_slice_update`):
 tf2onnx cannot convert XLA's DynamicUpdateSlice. The `GeneratorSpec` goes
 into the model's `metadata_props`.
 
-The weights enter the traced function as extra inputs, so tf2onnx converts
-a graph without large constants (with SmolLM2's 538 MB frozen in, it ran
-out of 16 GB of memory); they become initializers of the ONNX graph
-afterwards, each stored once.
+The weights enter the traced function as extra inputs and become
+initializers afterwards (`onnx_conversion.convert_step`).
 """
 
 import logging
 import os
 import tempfile
 
-import keras
-
-from keras_lowrank.generation.cached_causal_lm import onnx_friendly_slice_update
 from keras_lowrank.generation.generator_spec import METADATA_KEY
 from keras_lowrank.generation.generator_spec import adapter_input_names
+from keras_lowrank.generation.onnx_conversion import convert_step
 from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.generation.step_functions import prefill_signature
 from keras_lowrank.generation.step_functions import prefill_step
 from keras_lowrank.utils.optional import import_optional
-from keras_lowrank.utils.optional import tensorflow as tf
 
 OPSET = 15
-# tf2onnx deep-copies the graph before each optimizer pass unless this is
-# "FALSE" (see keras_lowrank.exporters.onnx).
-_CATCH_ERRORS_ENV = "TF2ONNX_CATCH_ERRORS"
 _WEIGHT = "weight_{}"
 
 
@@ -41,9 +33,6 @@ def write_onnx_generator(model, spec, path, quantize=None):
     With `quantize="dynamic"`, ONNX Runtime's `quantize_dynamic` of the
     float graph (int8 weights per channel, uint8 activations on the fly).
     """
-    tf2onnx = import_optional("tf2onnx", "to export ONNX")
-    onnx = import_optional("onnx", "to export ONNX")
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     variables = list(model.variables)
     # Runtime adapters' factors stay graph inputs, named as the spec says.
     factor_names = {
@@ -52,31 +41,9 @@ def write_onnx_generator(model, spec, path, quantize=None):
     }
     names = [factor_names.get(id(v), _WEIGHT.format(i))
              for i, v in enumerate(variables)]
-    signature = prefill_signature(spec, None) + [
-        tf.TensorSpec(v.shape, v.dtype, name=name)
-        for name, v in zip(names, variables)
-    ]
-    step = prefill_step(model)
-
-    def prefill(token_ids, cache, cache_update_index, last_index, *weights):
-        with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
-            return step(token_ids, cache, cache_update_index, last_index)
-
-    with onnx_friendly_slice_update():
-        function = tf.function(prefill, input_signature=signature)
-        function.get_concrete_function()  # traced while the patch holds
-    previous = os.environ.get(_CATCH_ERRORS_ENV)
-    os.environ[_CATCH_ERRORS_ENV] = previous or "FALSE"
-    try:
-        proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=signature, opset=OPSET
-        )
-    finally:
-        if previous is None:
-            os.environ.pop(_CATCH_ERRORS_ENV, None)
-    _weights_to_initializers(onnx, proto, {
-        name: v for name, v in zip(names, variables) if id(v) not in factor_names
-    })
+    proto, _ = convert_step(prefill_step(model), prefill_signature(spec, None),
+                            variables, names, OPSET, fed=factor_names.values())
+    onnx = import_optional("onnx", "to export ONNX")
     onnx.helper.set_model_props(proto, {METADATA_KEY: spec.to_json()})
     if quantize is None:
         with open(path, "wb") as file:
@@ -107,17 +74,3 @@ def write_onnx_generator(model, spec, path, quantize=None):
         onnx.helper.set_model_props(quantized, {METADATA_KEY: spec.to_json()})
         onnx.save(quantized, path)
 
-
-def _weights_to_initializers(onnx, proto, names):
-    """Moves the weight inputs `{name: variable}` into the initializers."""
-    from onnx import numpy_helper
-
-    graph = proto.graph
-    kept = [i for i in graph.input if i.name not in names]
-    used = {name for node in graph.node for name in node.input}
-    for item in graph.input:
-        if item.name in names and item.name in used:
-            array = keras.ops.convert_to_numpy(names[item.name].value)
-            graph.initializer.append(numpy_helper.from_array(array, item.name))
-    del graph.input[:]
-    graph.input.extend(kept)

@@ -1,29 +1,56 @@
 """`export_and_measure`: a causal-LM run's generator exported, then its test
-answers generated in its runtime."""
+answers generated in its runtime.
 
+`tflite` and `onnx` are this project's generators (`export_generator`);
+`litertlm` (a LiteRT-LM bundle) and `onnx_genai` (an ONNX Runtime GenAI
+folder) hold the model folder's tokenizer and chat template and are
+checked in those runtimes (`export_litertlm`, `export_onnx_genai`).
+"""
+
+import dataclasses
 import json
 import os
 import time
 
 from keras_lowrank.generation import GenerationVerificationError
+from keras_lowrank.generation import PromptTooLongError
 from keras_lowrank.generation import export_generator
+from keras_lowrank.generation import export_litertlm
+from keras_lowrank.generation import export_onnx_genai
+from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.lm_finetune import lm_evaluation
 from keras_lowrank.lm_finetune.chat_format import TOKENIZER_FILE
 from keras_lowrank.lm_finetune.lm_evaluation import answer_tokens
 from keras_lowrank.runs.export_record import EXPORT_ERRORS
 from keras_lowrank.runs.export_record import record_export
+from keras_lowrank.runs.run_folder import RUNTIME_ARTIFACTS
 from keras_lowrank.runs.run_folder import artifact_file
 
 # Test prompts the export check generates from, and how many tokens each.
 VERIFY_PROMPTS = 4
 VERIFY_NEW_TOKENS = 8
+# The formats whose artifact LiteRT runs: `tflite_quantize` applies to them.
+LITERT_FORMATS = ("tflite", "litertlm")
+
+
+def lm_artifact(format) -> str:
+    """The name of the `format` artifact in a causal-LM run folder:
+    `model.tflite`, `model.onnx`, `model.litertlm`, `onnx_genai`."""
+    return RUNTIME_ARTIFACTS.get(format) or artifact_file(format)
 
 
 def export_and_measure(model, format, folder, chat, test, scored, examples,
                        options, build):
     """Exports a generator to `build`, then answers the test prompts with it
-    in its runtime. Paths in the result name the artifact in `options.out`."""
-    path = os.path.join(build, artifact_file(format))
+    in its runtime. Paths in the result name the artifact in `options.out`.
+
+    A LiteRT-LM bundle's test answers are not measured (`test_accuracy`
+    None): its engine takes text and puts the start token before it, so it
+    cannot be fed the run's prompt ids; its own check (greedy text equal to
+    Keras' on the first test prompts, and through the chat template)
+    stands, with its size, agreement, time to first token and decode speed.
+    """
+    path = os.path.join(build, lm_artifact(format))
     prompts = [test.prompts[i] for i in scored]
     longest = max((len(p) for p in prompts), default=0)
     new_tokens = answer_tokens(test, scored)
@@ -35,20 +62,20 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
     verify = prompts[:VERIFY_PROMPTS] or None
     tokenizer = options.tokenizer_file or os.path.join(folder, TOKENIZER_FILE)
     kwargs = {}
-    if format == "tflite":
+    if format in LITERT_FORMATS:
         kwargs["prefill_lengths"] = prefill_lengths(options.export_max_length)
         kwargs["quantize"] = options.tflite_quantize
         if options.tflite_quantize:
             kwargs["keep_float"] = options.tflite_keep_float
-    final = os.path.join(options.out, artifact_file(format))
+    final = os.path.join(options.out, lm_artifact(format))
+    check = {"tokenizer": tokenizer, "stop_token_ids": chat.stop_token_ids or None,
+             "max_new_tokens": min(VERIFY_NEW_TOKENS,
+                                   options.export_max_length - longest)}
 
     def write():
         exported = export_generator(
             model, path, format, max_length=options.export_max_length,
-            tokenizer=tokenizer, stop_token_ids=chat.stop_token_ids or None,
-            prompts=verify, max_new_tokens=min(
-                VERIFY_NEW_TOKENS, options.export_max_length - longest),
-            **kwargs)
+            prompts=verify, **check, **kwargs)
         start = time.perf_counter()
         generated = lm_evaluation.runtime_greedy(path, prompts, new_tokens,
                                                  chat.stop_token_ids)
@@ -65,12 +92,71 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
         })
         return result
 
+    def write_runtime():
+        texts = _user_texts(examples["test"], scored)[:VERIFY_PROMPTS] or None
+        return _write_runtime(model, format, path, chat, test, scored, options,
+                              kwargs, prompts=texts, **check)
+
     # A failed export is recorded, as the classifier's runs do: the rest of
     # the report still stands.
+    runtime = format in RUNTIME_ARTIFACTS
     return record_export(
-        write, path, final, errors=(*EXPORT_ERRORS, GenerationVerificationError),
+        write_runtime if runtime else write, path, final,
+        errors=(*EXPORT_ERRORS, GenerationVerificationError,
+                *((PromptTooLongError,) if runtime else ())),
         failed=lambda error: {"test_accuracy": None, "size_bytes": None,
                               "path": None})
+
+
+def _write_runtime(model, format, path, chat, test, scored, options, kwargs,
+                   **check):
+    """A LiteRT-LM bundle or GenAI folder at `path`, checked in its runtime;
+    then, in GenAI, the test prompts answered. Its result, JSON-ready."""
+    if format == "litertlm":
+        report = export_litertlm(model, path, max_length=options.export_max_length,
+                                 **check, **kwargs)
+    else:
+        report = export_onnx_genai(model, path,
+                                   max_length=options.export_max_length, **check)
+    start = time.perf_counter()
+    accuracy = None
+    if format == "onnx_genai":
+        generator = GenAIGenerator(path)
+        generated = [
+            _until(generator.greedy(test.prompts[i], answer_tokens(test, scored)).tokens,
+                   chat.stop_token_ids)
+            for i in scored]
+        del generator  # it holds the folder's files open
+        accuracy = lm_evaluation.answer_accuracy(
+            [chat.decode(tokens) for tokens in generated],
+            [chat.decode(test.completions[i]) for i in scored])
+    # As report.json will hold it (tuples as lists).
+    result = json.loads(json.dumps(dataclasses.asdict(report)))
+    compared = report.tokens_compared
+    result.update({
+        "format": format,
+        "quantize": kwargs.get("quantize"),
+        "agreement": report.tokens_matching / compared if compared else None,
+        "next_token_agreement": getattr(report, "next_token_agreement", None),
+        "test_accuracy": accuracy,
+        "runtime_seconds": time.perf_counter() - start,
+        "export_max_length": options.export_max_length,
+        "keep_float": list(kwargs.get("keep_float", ())),
+    })
+    return result
+
+
+def _user_texts(examples, scored):
+    """The last turn of each scored test example, as raw text: the prompts
+    the runtime check sends (its tokenizer and chat template apply)."""
+    return [examples[i].messages[-1][1] for i in scored
+            if examples[i].messages and examples[i].messages[-1][1]]
+
+
+def _until(tokens, stop_token_ids):
+    """`tokens` before the first stop token (GenAI includes it)."""
+    end = next((i for i, t in enumerate(tokens) if t in stop_token_ids), len(tokens))
+    return list(tokens[:end])
 
 
 def prefill_lengths(max_length):

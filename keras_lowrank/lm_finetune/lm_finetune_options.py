@@ -8,7 +8,10 @@ from keras_lowrank.runs.checks import check_positive_int
 from keras_lowrank.runs.checks import check_text
 from keras_lowrank.runs.run_options import RunOptions
 
-GENERATION_FORMATS = ("tflite", "onnx")
+# This project's generators (LiteRT, ONNX), then the LLM runtimes: a
+# LiteRT-LM bundle (`model.litertlm`) and an ONNX Runtime GenAI folder
+# (`onnx_genai/`), the model folder's tokenizer and chat template inside.
+GENERATION_FORMATS = ("tflite", "onnx", "litertlm", "onnx_genai")
 # What `export_generator` quantizes a generator with (None: float32).
 TFLITE_QUANTIZE_MODES = (None, "dynamic")
 # The layers a dynamic-range int8 generator keeps in float32: the token
@@ -78,14 +81,19 @@ class LMFinetuneOptions(RunOptions):
         samples: int. Test prompts whose generations (before and after)
             the report shows.
         export: tuple of str. Among `GENERATION_FORMATS`; empty skips export
-            and the runtime measurement.
+            and the runtime measurement. `litertlm` and `onnx_genai` are
+            checked in LiteRT-LM and ONNX Runtime GenAI on the first test
+            prompts' raw text (size, agreement, time to first token and
+            decode tokens/s reported); the test answers are measured in
+            GenAI, not in LiteRT-LM (which takes text, not the run's ids).
         export_max_length: int. Cache positions of the exported generator;
             at least the longest test prompt plus its answer.
         tflite_quantize: None (float32: the artifact's greedy tokens must
             equal Keras') or "dynamic" (int8 weights, LiteRT dynamic-range
             quantization: the report gives the next-token agreement with
-            Keras and the task accuracy measured in LiteRT). LiteRT only;
-            an ONNX generator stays float32, as in the classifier's runs.
+            Keras and the task accuracy measured in LiteRT). LiteRT and
+            LiteRT-LM only; an ONNX generator or GenAI folder stays
+            float32, as in the classifier's runs.
         tflite_keep_float: tuple of str. With `tflite_quantize="dynamic"`:
             patterns of the layers left in float32
             (`export_generator(keep_float=...)`); default

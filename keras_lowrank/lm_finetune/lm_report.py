@@ -45,16 +45,26 @@ def measure_line(measured):
 
 
 def describe_export(exported):
-    """What the stage line of a written generator says after its format."""
+    """What the stage line of a written generator says after its format:
+    its size, its test accuracy in its runtime (`-` where not measured:
+    LiteRT-LM), and the check's agreement and speed."""
     accuracy = exported["test_accuracy"]
     quantized = ""
     if exported.get("quantize"):
         quantized = (f", {exported['quantize']}: next-token agreement with "
                      f"Keras {exported['next_token_agreement']:.3f}")
-    return (f"{exported['path']} ({exported['size_bytes']:,} bytes"
+    line = (f"{exported['path']} ({exported['size_bytes']:,} bytes"
             f"{quantized}), test accuracy "
             f"{'-' if accuracy is None else f'{accuracy:.4f}'} in its runtime "
             f"({exported['runtime_seconds']:.0f} s)")
+    figures = []
+    if exported.get("agreement") is not None:
+        figures.append(f"greedy tokens equal to Keras {exported['agreement']:.3f}")
+    if exported.get("time_to_first_token_ms") is not None:
+        figures.append(f"first token {exported['time_to_first_token_ms']:.1f} ms")
+    if exported.get("decode_tokens_per_s"):
+        figures.append(f"decode {exported['decode_tokens_per_s']:.0f} tokens/s")
+    return line + (f"; {', '.join(figures)}" if figures else "")
 
 
 def number(value):

@@ -11,12 +11,14 @@ from keras_lowrank.lm_finetune import lm_pipeline
 from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
 from keras_lowrank.lm_finetune.chat_format import ChatFormat
 from keras_lowrank.lm_finetune.lm_evaluation import scored_rows
+from keras_lowrank.lm_finetune.lm_export import LITERT_FORMATS
+from keras_lowrank.lm_finetune.lm_export import RUNTIME_ARTIFACTS
 from keras_lowrank.lm_finetune.lm_export import export_and_measure
+from keras_lowrank.lm_finetune.lm_export import lm_artifact
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
 from keras_lowrank.runs.run_folder import ADAPTERS_FILE
 from keras_lowrank.runs.run_folder import REPORT_FILE
-from keras_lowrank.runs.run_folder import artifact_file
 from keras_lowrank.utils.atomic import check_target
 
 
@@ -34,9 +36,10 @@ def export_lm_run(run, path, format="tflite", *, tflite_quantize=None,
     Args:
         run: str. A folder written by `finetune_lm` (`keras-lowrank
             finetune --task causal-lm`).
-        path: str. The artifact to write (nothing is written on failure).
+        path: str. The artifact to write (nothing is written on failure):
+            a file, or a folder for `"onnx_genai"`.
         format: str. Among `GENERATION_FORMATS`.
-        tflite_quantize: None or "dynamic" (LiteRT only).
+        tflite_quantize: None or "dynamic" (LiteRT and LiteRT-LM only).
         tflite_keep_float: tuple of str or None (the run's own option): with
             "dynamic", the layers left in float32.
 
@@ -61,9 +64,9 @@ def export_lm_run(run, path, format="tflite", *, tflite_quantize=None,
     if format not in GENERATION_FORMATS:
         raise ValueError(f"Unrecognized format={format!r}. Supported formats "
                          f"are: {list(GENERATION_FORMATS)}")
-    check_target(path)
+    check_target(path, directory=format in RUNTIME_ARTIFACTS)
     values = {**report["options"], "export": (format,), "verbose": 0,
-              "tflite_quantize": tflite_quantize if format == "tflite" else None}
+              "tflite_quantize": tflite_quantize if format in LITERT_FORMATS else None}
     if tflite_keep_float is not None:
         values["tflite_keep_float"] = tuple(tflite_keep_float)
     folder = os.path.dirname(os.path.abspath(path))
@@ -84,7 +87,7 @@ def export_lm_run(run, path, format="tflite", *, tflite_quantize=None,
             raise ValueError(f"Export of run {run!r} as {format} "
                              f"(tflite_quantize={tflite_quantize!r}) failed: "
                              f"{measured['error']}")
-        os.replace(os.path.join(build, artifact_file(format)), path)
+        os.replace(os.path.join(build, lm_artifact(format)), path)
     measured["path"] = path
     measured["keras_test_accuracy"] = report["test_accuracy"]
     return measured

@@ -18,6 +18,11 @@ REPORT_FILE = "report.json"
 CURVES_FILE = "training_curves.png"
 # Artifacts are named after it and their format: `model.tflite`, ...
 ARTIFACT_STEM = "model"
+# A causal-LM run's artifacts for the phone's own LLM runtimes, by format:
+# a LiteRT-LM bundle and an ONNX Runtime GenAI folder.
+RUNTIME_ARTIFACTS = {"litertlm": f"{ARTIFACT_STEM}.litertlm",
+                     "onnx_genai": "onnx_genai"}
+RUNTIME_FOLDERS = ("onnx_genai",)
 
 
 def export_formats() -> tuple[str, ...]:
@@ -36,9 +41,10 @@ def artifact_file(format) -> str:
 
 
 def run_files() -> tuple[str, ...]:
-    """Every file name a run may write."""
+    """Every file (or, for `RUNTIME_FOLDERS`, folder) name a run may write."""
     return (ADAPTERS_FILE, REPORT_FILE, CURVES_FILE,
             *(artifact_file(f) for f in export_formats()),
+            *RUNTIME_ARTIFACTS.values(),
             *(phone_artifacts.get_artifact(n).file for n in phone_artifacts.NAMES))
 
 
@@ -46,7 +52,8 @@ def is_run_folder(folder) -> bool:
     """Whether `folder` is an earlier run folder, and holds nothing else.
 
     It holds report.json and adapters.safetensors, and otherwise only files
-    a run writes, or hidden temporaries of them (`.<run file>.*`, which a
+    a run writes (and the `RUNTIME_FOLDERS` it writes), or hidden
+    temporaries of them (`.<run file>.*`, which a
     killed run of an earlier version left). A folder holding anything of the
     user's is never replaced.
 
@@ -63,12 +70,20 @@ def is_run_folder(folder) -> bool:
                for name in (REPORT_FILE, ADAPTERS_FILE)):
         return False
     files = run_files()
-    return all(name in files or _is_temporary_of_run_file(name, files)
+    return all(_is_run_entry(folder, name, files)
+               or _is_temporary_of_run_file(name, files)
                for name in names)
 
 
 is_run_folder.description = (
     f"{REPORT_FILE} and {ADAPTERS_FILE}, and no files but a run's")
+
+
+def _is_run_entry(folder, name, files):
+    """A file a run writes, or one of its runtime folders."""
+    if name not in files:
+        return False
+    return os.path.isdir(os.path.join(folder, name)) == (name in RUNTIME_FOLDERS)
 
 
 def _is_temporary_of_run_file(name, files):

@@ -17,7 +17,7 @@ from keras_lowrank.exporters import validate_export_arguments
 FIELDS = (
     "quantize", "sample_inputs", "verify", "allow_flex", "opset",
     "representative_data", "atol", "metadata", "labels", "calibration_data",
-    "eval_data",
+    "eval_data", "tokenizer",
 )
 
 
@@ -26,7 +26,7 @@ def test_fields_and_defaults():
     options = ExportOptions()
     assert options.verify is True and options.allow_flex is False
     assert [getattr(options, name) for name in FIELDS if name not in (
-        "verify", "allow_flex")] == [None] * 9
+        "verify", "allow_flex")] == [None] * 10
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.quantize = "dynamic"
 
@@ -57,6 +57,9 @@ def test_every_field_is_documented_once():
      r"atol=-0\.001$"),
     (dict(atol=float("inf")), r"Received: atol=inf$"),
     (dict(atol="0.1"), r"Received: atol='0\.1'$"),
+    (dict(tokenizer=""), r"^`tokenizer` must be the path of a tokenizer.json "
+     r"file\. Received: tokenizer=''$"),
+    (dict(tokenizer=3), r"Received: tokenizer=3$"),
 ])
 def test_values_no_format_takes_fail_when_made(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -99,10 +102,21 @@ def test_calibration_under_either_name():
      r"format='tflite'\. Received: allow_flex=True with format='saved_model'$"),
     ("saved_model", dict(opset=17), r"^`opset` only applies to format='onnx'\. "
      r"Received: opset=17 with format='saved_model'$"),
+    # Generation export takes it before the format records are asked.
+    ("onnx", dict(tokenizer="tokenizer.json"), r"^`tokenizer` \(a tokenizer"
+     r"\.json\) only applies to a keras-hub causal LM with a KV cache, exported "
+     r"for generation; format='onnx' exports this model as a graph, which "
+     r"takes none\. Received: tokenizer='tokenizer\.json'\. Leave `tokenizer` "
+     r"out\.$"),
 ])
 def test_options_a_format_does_not_take(format, fields, message):
     with pytest.raises(ValueError, match=message):
         ExportOptions(**fields).check_format(format)
+
+
+def test_a_tokenizer_path_is_kept_as_a_string(tmp_path):
+    assert ExportOptions(tokenizer=tmp_path / "t.json").tokenizer == str(
+        tmp_path / "t.json")
 
 
 def test_check_format_returns_the_record():
@@ -126,7 +140,7 @@ def test_validate_export_arguments_takes_either_form(tmp_path):
 @pytest.mark.parametrize("call, message", [
     (lambda m, p: export(m, p, "tflite", quantise="dynamic"), r"^export\(\) got "
      r"unexpected keyword arguments \['quantise'\]\. Its options are: "
-     r"\['quantize', 'sample_inputs', .*'eval_data'\]$"),
+     r"\['quantize', 'sample_inputs', .*'eval_data', 'tokenizer'\]$"),
     (lambda m, p: export(m, p, "tflite", "dynamic"), r"^export\(\) takes "
      r"`options` as an ExportOptions\. Received: options='dynamic' of type str$"),
     (lambda m, p: export(m, p, "tflite", options=ExportOptions(), atol=0.1),

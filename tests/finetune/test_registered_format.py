@@ -156,10 +156,11 @@ def _help(capsys, *argv):
 def test_a_registered_format_appears_in_the_cli_help(register_format, capsys):
     register_format(options=("quantize",), quantize_modes=(None, "int4"))
     printed = _help(capsys, "export")
-    assert re.search(r"--format FORMAT saved_model \(SavedModel\), .* or dummy "
-                     r"\(Dummy\) --out", printed)
+    assert re.search(r"--format FORMAT saved_model \(SavedModel\), .*, dummy "
+                     r"\(Dummy\), litertlm .* --out", printed)
     assert re.search(r"--quantize QUANTIZE tflite, onnx or dummy only: "
-                     r"float16, .* or int4 \(default: none\)", printed)
+                     r"float16, .* or int4; litertlm: dynamic; onnx_genai: none "
+                     r"\(default: none\)", printed)
     assert re.search(r"formats among tflite, .*, dummy, or none \(default: "
                      r"tflite onnx; causal-lm: tflite\)", _help(capsys, "finetune"))
     assert re.search(r"exported to SavedModel, .* and Dummy\.", _help(capsys))
@@ -167,8 +168,9 @@ def test_a_registered_format_appears_in_the_cli_help(register_format, capsys):
 
 def test_the_help_without_a_registered_format(capsys):
     printed = _help(capsys, "export")
-    assert ("--format FORMAT saved_model (SavedModel), tflite (LiteRT) or onnx "
-            "(ONNX)") in printed
+    assert ("--format FORMAT saved_model (SavedModel), tflite (LiteRT), onnx "
+            "(ONNX), litertlm (LiteRT-LM bundle, causal LM only) or onnx_genai "
+            "(ONNX Runtime GenAI folder, causal LM only)") in printed
     assert ("--quantize QUANTIZE tflite or onnx only: float16, dynamic, int8 "
             "or int16x8") in printed
     assert "--opset OPSET onnx only: the opset version" in printed
@@ -178,7 +180,7 @@ def test_the_help_without_a_registered_format(capsys):
     assert "export LiteRT and ONNX artifacts (by default)" in printed
     assert ("--tflite-quantize TFLITE_QUANTIZE LiteRT quantization, one of "
             "none, float16, dynamic (default: dynamic; --task causal-lm: "
-            "none or dynamic, default none)") in printed
+            "none or dynamic, default none, for tflite and litertlm)") in printed
 
 
 def test_the_fixture_removed_what_it_registered():

@@ -48,7 +48,11 @@ def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
      "--max-steps applies to --task causal-lm only. Received: --task classifier"),
     (["--task", "causal-lm", "--export", "savedmodel"],
      "Unrecognized or repeated export format in --export savedmodel. "
-     "Supported formats are: ['tflite', 'onnx', 'none'] (none: export nothing)"),
+     "Supported formats are: ['tflite', 'onnx', 'litertlm', 'onnx_genai', "
+     "'none'] (none: export nothing)"),
+    (["--export", "litertlm"],
+     "Unrecognized or repeated export format in --export litertlm. Supported "
+     "formats are: ['tflite', 'onnx', 'none']"),
     (["--task", "causal-lm", "--max-steps", "0"],
      "max_steps must be a positive integer. Received: max_steps=0"),
     (["--task", "causal-lm", "--tflite-quantize", "float16"],
@@ -190,3 +194,53 @@ def test_examples_longer_than_the_sequence_length_name_it_and_the_flag(
         f"(sequence_length=) to at least {longest}. Received: 0 train / 0 "
         "validation / 0 test\n")
     assert sorted(os.listdir(tmp_path)) == ["toy.jsonl"]
+
+
+def test_the_llm_runtimes_are_kept_as_typed(lm_runs, tmp_path, capsys):
+    out = tmp_path / "run"
+    status, output = run_cli(capsys, "--task", "causal-lm", "--export", "onnx_genai",
+                             "litertlm", "--tflite-quantize", "dynamic",
+                             "--out", str(out))
+    assert (status, output.err) == (0, "")
+    [options] = lm_runs
+    assert options.export == ("onnx_genai", "litertlm")
+    assert options.tflite_quantize == "dynamic"
+    assert not out.exists()
+
+
+def test_a_run_writes_and_measures_the_llm_runtimes(tiny_folder, tmp_path, capsys):
+    import json
+
+    train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
+    out = tmp_path / "run"
+    status, output = run_cli(
+        capsys, "--task", "causal-lm", "--model", tiny_folder, "--train", train,
+        "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
+        "--max-eval-examples", "2", "--export", "litertlm", "onnx_genai",
+        "--export-max-length", "128", "--samples", "1", "--quiet",
+        "--out", str(out))
+    assert status == 0, output.err
+    assert sorted(os.listdir(out)) == [
+        "adapters.safetensors", "model.litertlm", "onnx_genai", "report.json",
+        "training_curves.png"]
+    assert sorted(os.listdir(out / "onnx_genai")) == [
+        "genai_config.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
+    report = json.loads((out / "report.json").read_text())
+    litertlm, genai = report["exports"]["litertlm"], report["exports"]["onnx_genai"]
+    assert litertlm["path"] == str(out / "model.litertlm")
+    assert litertlm["size_bytes"] == os.path.getsize(out / "model.litertlm")
+    assert genai["path"] == str(out / "onnx_genai")
+    assert genai["size_bytes"] == sum(
+        os.path.getsize(out / "onnx_genai" / name) for name in genai["files"])
+    # Checked on the run's first test prompts: GenAI token for token,
+    # LiteRT-LM on text (its token split of the text may differ).
+    assert genai["agreement"] == 1.0 and genai["tokens_compared"] > 0
+    assert litertlm["prompts_matching"] == len(litertlm["prompt_lengths"]) > 0
+    for exported in (litertlm, genai):
+        assert exported["time_to_first_token_ms"] > 0
+        assert exported["decode_tokens_per_s"] > 0
+    # Test answers in GenAI; not measured in LiteRT-LM (it takes text).
+    assert 0 <= genai["test_accuracy"] <= 1
+    assert litertlm["test_accuracy"] is None
+    assert report["onnx_genai_test_accuracy"] == genai["test_accuracy"]
+    assert "litertlm: " + str(out / "model.litertlm") in output.out

@@ -1,0 +1,183 @@
+"""`export_litertlm`: a keras-hub causal LM as a LiteRT-LM `.litertlm` bundle.
+
+The bundle holds the TFLite model in the runtime's CPU contract
+(`litertlm_model`), the model's `tokenizer.json`, its start and stop
+tokens, context length and chat template (`litertlm_bundle`), so that
+`litert-lm run model.litertlm --prompt ...` and the engine's Conversation
+API run it as the model was trained to be prompted. It is written
+atomically and checked in the real engine (`litertlm_check`): greedy text
+equal to Keras' (float), or next-token agreement of at least
+`min_agreement` (dynamic int8).
+"""
+
+import importlib.metadata
+import os
+
+from keras_lowrank.adapters.merge import merge_adapters
+from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.generation import export_arguments as arguments
+from keras_lowrank.generation import litertlm_inputs as inputs
+from keras_lowrank.generation.generation_verification import GenerationVerificationError
+from keras_lowrank.generation.keras_reference import checked_reference
+from keras_lowrank.generation.litertlm_bundle import BundleMetadata
+from keras_lowrank.generation.litertlm_bundle import write_bundle
+from keras_lowrank.generation.litertlm_check import CheckCase
+from keras_lowrank.generation.litertlm_check import check_bundle
+from keras_lowrank.generation.litertlm_check import open_engine
+from keras_lowrank.generation.litertlm_model import check_family
+from keras_lowrank.generation.litertlm_model import contract_flatbuffer
+from keras_lowrank.generation.litertlm_model import variable_ops
+from keras_lowrank.generation.litertlm_report import LitertlmReport
+from keras_lowrank.generation.litertlm_template import runtime_template
+from keras_lowrank.generation.runtime_tokenizer import load_tokenizer
+from keras_lowrank.utils.atomic import atomic_path
+
+# The quantization modes export_litertlm takes (every generation exporter's).
+QUANTIZE_MODES = arguments.QUANTIZE_MODES
+
+
+def export_litertlm(
+    causal_lm, path, *, max_length=256, prefill_lengths=None, tokenizer=None,
+    chat_template=None, start_token_id=None, stop_token_ids=None,
+    prompts=None, max_new_tokens=32, verify=True, quantize=None,
+    keep_float=(), min_agreement=0.8, reference=None,
+) -> LitertlmReport:
+    """Writes `causal_lm` as a `.litertlm` bundle and checks it in LiteRT-LM.
+
+    LoRA adapters are merged first. Keras' greedy tokens for the check are
+    computed from the model as given, from `[start token] + ids of the
+    prompt` (the runtime prepends the start token to the raw text itself),
+    before anything is written; the bundle goes to a temporary sibling of
+    `path` and is moved there only when the engine's greedy text equals
+    Keras' on every prompt, and its Conversation API's reply to the first
+    prompt equals Keras' reply to the template as `transformers` renders it.
+
+    Args:
+        causal_lm: a keras-hub `Llama3CausalLM` (SmolLM2 is one),
+            `GemmaCausalLM` or `GPT2CausalLM`, float32.
+        path: str. The `.litertlm` file to write.
+        max_length: int. The context, prompt and new tokens together (the
+            cache's positions).
+        prefill_lengths: tuple of int. One `prefill_<n>` signature each;
+            the runtime splits longer prompts. Default `(32, 128)` without
+            those over `max_length`.
+        tokenizer: str. The model's Hugging Face `tokenizer.json`; required.
+        chat_template: str. The jinja chat template. Default: the
+            `chat_template` of `tokenizer_config.json` beside `tokenizer`.
+        start_token_id: int. Default: the preprocessor's start token, else
+            `tokenizer_config.json`'s `bos_token`.
+        stop_token_ids: tuple of int. Default: the preprocessor's end token
+            and `tokenizer_config.json`'s `eos_token`.
+        prompts: list of str. Raw text prompts of the check.
+        max_new_tokens: int. Tokens generated per prompt in the check.
+        verify: bool. Whether to run the check.
+        quantize: None (float32) or `"dynamic"` (int8 weights, activations
+            quantized on the fly, the cache float32).
+        keep_float: patterns of op output names whose layers stay float32
+            with `quantize="dynamic"` (e.g. `"token_embedding"`).
+        min_agreement: float in [0, 1]. With `quantize`: the least share of
+            Keras' next tokens the engine must pick when fed Keras' tokens.
+        reference: a `GreedyReference` of `causal_lm` with the same
+            `max_length`, to reuse across exports (its decode step is
+            traced once).
+
+    Returns:
+        A `LitertlmReport`.
+
+    Raises:
+        TypeError: not a keras-hub CausalLM, or a family the runtime's
+            contract cannot express (named in the message).
+        ValueError: a bad argument, a tokenizer that does not match the
+            vocabulary, no chat template, no start or stop token.
+        PromptTooLongError: a prompt that does not fit the context.
+        GenerationVerificationError: the engine's generation differs from
+            Keras'; nothing is left at `path`.
+
+    Example:
+    ```python
+    report = export_litertlm(lm, "smollm2.litertlm", max_length=512,
+                             tokenizer=folder + "/tokenizer.json")
+    print(report)  # then: litert-lm run smollm2.litertlm --prompt "Hi"
+    ```
+    """
+    path = arguments.check_file_path(path, "export_litertlm")
+    max_length = arguments.check_positive_int("max_length", max_length)
+    max_new_tokens = arguments.check_positive_int("max_new_tokens", max_new_tokens)
+    prefill_lengths = arguments.check_prefill_lengths(prefill_lengths, max_length)
+    _check_quantize(quantize, keep_float, min_agreement)
+    cached_causal_lm.check_cached_causal_lm(causal_lm, "export_litertlm")
+    check_family(causal_lm)
+    cached_causal_lm.check_exportable(causal_lm, max_length, "export_litertlm")
+    if tokenizer is None:
+        raise ValueError(
+            "export_litertlm needs the model's Hugging Face tokenizer.json, "
+            "which goes into the bundle. Received: tokenizer=None. Pass "
+            "tokenizer='path/to/tokenizer.json'.")
+    vocabulary = cached_causal_lm.vocabulary_size(causal_lm)
+    text_tokenizer = load_tokenizer(tokenizer, vocabulary)
+    template = inputs.chat_template_of(chat_template, tokenizer)
+    start = inputs.start_token_of(
+        start_token_id, causal_lm, text_tokenizer, tokenizer, vocabulary)
+    stops = inputs.stop_tokens_of(
+        stop_token_ids, causal_lm, text_tokenizer, tokenizer, vocabulary)
+    prompts = arguments.check_text_prompts(prompts, inputs.DEFAULT_PROMPTS)
+    ids = [inputs.prompt_ids(p, text_tokenizer, start, max_length, max_new_tokens)
+           for p in prompts]
+    chat, chat_new_tokens = inputs.chat_ids(
+        template, prompts[0], text_tokenizer, start, max_length, max_new_tokens)
+    shape = cached_causal_lm.cache_shape(causal_lm, max_length)
+    metadata = BundleMetadata(start, stops, max_length, runtime_template(
+        template, text_tokenizer.id_to_token(start)))
+    cases = conversation = None
+    if verify:
+        reference = checked_reference(reference, causal_lm, shape)
+        cases = [_case(reference, text, p, max_new_tokens, stops)
+                 for text, p in zip(prompts, ids)]
+        conversation = (prompts[0], _case(reference, prompts[0], chat,
+                                          chat_new_tokens, stops),
+                        chat_new_tokens)
+    merged = merge_adapters(causal_lm)
+    measured = {}
+    with atomic_path(path) as tmp:
+        flatbuffer = contract_flatbuffer(
+            merged, shape, prefill_lengths, quantize, tuple(keep_float))
+        leftover = variable_ops(flatbuffer)
+        if leftover:
+            raise RuntimeError(
+                f"The LiteRT-LM graphs kept resource variables ({leftover}); "
+                f"the runtime would emit token 0. Nothing was written to {path!r}.")
+        write_bundle(tmp, flatbuffer, tokenizer, metadata)
+        if verify:
+            try:
+                with open_engine(tmp, max_length) as engine:
+                    measured = check_bundle(
+                        engine, cases, max_new_tokens,
+                        min_agreement if quantize else None, conversation)
+            except GenerationVerificationError as error:
+                error.args = (f"{error.args[0]} Nothing was written to {path!r}.",)
+                raise
+    return LitertlmReport(
+        path=path, size_bytes=os.path.getsize(path),
+        model=type(causal_lm).__name__, metadata=metadata,
+        prefill_lengths=prefill_lengths, quantize=quantize,
+        runtime="LiteRT-LM " + importlib.metadata.version("litert-lm-api"),
+        verified=verify,
+        prompt_lengths=tuple(len(p) for p in ids) if verify else (),
+        **measured)
+
+
+def _case(reference, text, ids, max_new_tokens, stops):
+    """Keras' greedy tokens after `ids`, cut before the first stop token
+    (where the engine stops)."""
+    run = reference(ids, max_new_tokens)
+    end = next((i for i, t in enumerate(run.tokens) if t in stops), len(run.tokens))
+    return CheckCase(text, tuple(ids), run.tokens[:end], run.margins[:end])
+
+
+def _check_quantize(quantize, keep_float, min_agreement):
+    arguments.check_quantize(quantize, min_agreement)
+    if keep_float and (quantize is None or isinstance(keep_float, str)):
+        raise ValueError(
+            "`keep_float` takes a tuple of op-name patterns, with "
+            f"quantize='dynamic'. Received: keep_float={keep_float!r}, "
+            f"quantize={quantize!r}")
