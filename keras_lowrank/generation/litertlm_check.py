@@ -72,13 +72,14 @@ def open_engine(path, max_num_tokens, num_threads=None):
             engine.close()
 
 
-def greedy_text(engine, text, max_new_tokens):
+def greedy_text(engine, text, max_new_tokens, lora_path=None):
     """`(text, benchmark info)` of greedy generation (top_k=1) from raw
-    `text`, no prompt template."""
+    `text`, no prompt template, with the LoRA file `lora_path` if given."""
     litert_lm = _litert_lm()
     session = engine.create_session(
         apply_prompt_template=False, max_output_tokens=max_new_tokens,
-        sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0))
+        sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0),
+        lora_config=_lora_config(litert_lm, lora_path))
     try:
         session.run_prefill([text])
         texts = session.run_decode().texts
@@ -87,13 +88,14 @@ def greedy_text(engine, text, max_new_tokens):
         session.close()
 
 
-def conversation_text(engine, user_text, max_new_tokens):
+def conversation_text(engine, user_text, max_new_tokens, lora_path=None):
     """The engine's greedy reply to one user message, through the bundle's
     chat template (the Conversation API)."""
     litert_lm = _litert_lm()
     conversation = engine.create_conversation(
         max_output_tokens=max_new_tokens,
-        sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0))
+        sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0),
+        lora_config=_lora_config(litert_lm, lora_path))
     try:
         reply = conversation.send_message(user_text)
     finally:
@@ -101,8 +103,13 @@ def conversation_text(engine, user_text, max_new_tokens):
     return "".join(str(part) for part in reply.contents)
 
 
+def _lora_config(litert_lm, lora_path):
+    return None if lora_path is None else litert_lm.LoraConfig(
+        lora_path=str(lora_path))
+
+
 def check_bundle(engine, cases, max_new_tokens, min_agreement=None,
-                 conversation=None):
+                 conversation=None, lora_path=None):
     """Greedy generation in `engine` against Keras, prompt by prompt.
 
     Args:
@@ -116,6 +123,8 @@ def check_bundle(engine, cases, max_new_tokens, min_agreement=None,
             Conversation API's reply must equal Keras' greedy tokens after
             the template rendered as `transformers` renders it
             (`case.prompt_ids`).
+        lora_path: str. The LoRA file every session loads (a bundle with
+            runtime LoRA inputs leaves them unset without one).
 
     Returns:
         dict of the `LitertlmReport` fields it measures.
@@ -123,11 +132,11 @@ def check_bundle(engine, cases, max_new_tokens, min_agreement=None,
     Raises:
         GenerationVerificationError: naming the prompt and both texts.
     """
-    greedy_text(engine, cases[0].text, min(2, max_new_tokens))  # warm-up
+    greedy_text(engine, cases[0].text, min(2, max_new_tokens), lora_path)  # warm-up
     compared = matching = whole = forced = 0
     first_token_s, decode_s, decode_steps = [], 0.0, 0
     for number, case in enumerate(cases):
-        text, info = greedy_text(engine, case.text, max_new_tokens)
+        text, info = greedy_text(engine, case.text, max_new_tokens, lora_path)
         keras_text = engine.detokenize(list(case.expected))
         compared += len(case.expected)
         matching += _leading_tokens_reproduced(engine, case.expected, text)
@@ -162,7 +171,8 @@ def check_bundle(engine, cases, max_new_tokens, min_agreement=None,
     }
     if conversation is not None:
         measured["conversation_matching"] = _check_conversation(
-            engine, *conversation, exact=min_agreement is None)
+            engine, *conversation, exact=min_agreement is None,
+            lora_path=lora_path)
     return measured
 
 
@@ -193,8 +203,9 @@ def _next_token_matches(engine, case):
     return matches
 
 
-def _check_conversation(engine, user_text, case, max_new_tokens, exact):
-    reply = conversation_text(engine, user_text, max_new_tokens)
+def _check_conversation(engine, user_text, case, max_new_tokens, exact,
+                        lora_path=None):
+    reply = conversation_text(engine, user_text, max_new_tokens, lora_path)
     keras_text = engine.detokenize(list(case.expected))
     if reply != keras_text and exact:
         raise GenerationVerificationError(

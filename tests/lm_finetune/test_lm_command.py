@@ -16,19 +16,6 @@ def run_cli(capsys, *argv):
     return status, capsys.readouterr()
 
 
-def test_causal_lm_run_exits_0(tiny_folder, tmp_path, capsys):
-    train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
-    out = tmp_path / "run"
-    status, output = run_cli(
-        capsys, "--task", "causal-lm", "--model", tiny_folder, "--train", train,
-        "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
-        "--export", "none", "--samples", "1", "--quiet", "--out", str(out))
-    assert status == 0, output.err
-    assert "[6/6] report ..." in output.out
-    assert sorted(os.listdir(out)) == ["adapters.safetensors", "report.json",
-                                       "training_curves.png"]
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--task", "causal-lm", "--epochs", "3"],
      "--epochs applies to --task classifier only. Received: --task causal-lm"),
@@ -202,13 +189,18 @@ def test_the_llm_runtimes_are_kept_as_typed(lm_runs, tmp_path, capsys):
                              "litertlm", "--tflite-quantize", "dynamic",
                              "--out", str(out))
     assert (status, output.err) == (0, "")
-    [options] = lm_runs
+    status, output = run_cli(capsys, "--task", "causal-lm", "--export", "none",
+                             "--out", str(out))
+    assert (status, output.err) == (0, "")
+    [options, nothing] = lm_runs
     assert options.export == ("onnx_genai", "litertlm")
     assert options.tflite_quantize == "dynamic"
+    assert nothing.export == ()
     assert not out.exists()
 
 
-def test_a_run_writes_and_measures_the_llm_runtimes(tiny_folder, tmp_path, capsys):
+def test_a_causal_lm_run_exits_0_and_measures_the_llm_runtimes(
+        tiny_folder, tmp_path, capsys):
     import json
 
     train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
@@ -220,6 +212,7 @@ def test_a_run_writes_and_measures_the_llm_runtimes(tiny_folder, tmp_path, capsy
         "--export-max-length", "128", "--samples", "1", "--quiet",
         "--out", str(out))
     assert status == 0, output.err
+    assert "[6/6] report ..." in output.out
     assert sorted(os.listdir(out)) == [
         "adapters.safetensors", "model.litertlm", "onnx_genai", "report.json",
         "training_curves.png"]
