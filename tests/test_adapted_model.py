@@ -14,6 +14,13 @@ def count(model):
     return klr.parameter_counts(model)
 
 
+@pytest.fixture(scope="module")
+def bert():
+    """A tiny BERT classifier for the tests that only adapt it: add_adapters
+    leaves its input as it was (test_input_model_is_untouched)."""
+    return tiny.bert_classifier()
+
+
 def test_bert_query_value_count_and_zero_init_outputs():
     model = tiny.bert_classifier()
     x = tiny.bert_inputs()
@@ -42,8 +49,8 @@ def test_input_model_is_untouched():
     assert type(model) is keras_hub.models.BertTextClassifier
 
 
-def test_everything_else_is_frozen():
-    adapted = klr.add_adapters(tiny.bert_classifier(), rank=2)
+def test_everything_else_is_frozen(bert):
+    adapted = klr.add_adapters(bert, rank=2)
     trainable = {w.path for w in adapted.trainable_weights}
     assert trainable == {
         *(f"transformer_layer_{i}/self_attention_layer/{p}/lora_{ab}"
@@ -62,21 +69,21 @@ def test_everything_else_is_frozen():
         (["token_embedding"], ["token_embedding"]),
     ],
 )
-def test_each_kind_of_pattern(targets, expected):
-    adapted = klr.add_adapters(tiny.bert_classifier(), targets=targets, rank=2)
+def test_each_kind_of_pattern(targets, expected, bert):
+    adapted = klr.add_adapters(bert, targets=targets, rank=2)
     assert klr.adapter_paths(adapted) == expected
 
 
-def test_all_linear_skips_the_head():
-    adapted = klr.add_adapters(tiny.bert_classifier(), targets="all-linear", rank=2)
+def test_all_linear_skips_the_head(bert):
+    adapted = klr.add_adapters(bert, targets="all-linear", rank=2)
     paths = klr.adapter_paths(adapted)
     assert len(paths) == 2 * 6 + 1  # 4 attention + 2 feed-forward per block, pooled_dense
     assert "logits" not in paths and "pooled_dense" in paths
 
 
-def test_rank_and_alpha_patterns():
+def test_rank_and_alpha_patterns(bert):
     adapted = klr.add_adapters(
-        tiny.bert_classifier(), rank=4, alpha=8,
+        bert, rank=4, alpha=8,
         rank_pattern={"*/value": 2}, alpha_pattern={"transformer_layer_1/*": 1.0},
     )
     found = {p: layer for p, layer in layer_paths(adapted).items() if p in klr.adapter_paths(adapted)}
@@ -86,33 +93,33 @@ def test_rank_and_alpha_patterns():
     assert found["transformer_layer_0/self_attention_layer/query"].scale == 2.0
 
 
-def test_no_match_lists_the_layers():
+def test_no_match_lists_the_layers(bert):
     with pytest.raises(ValueError, match=r"No layer matched targets=\['q_proj'\].*transformer_layer_0/self_attention_layer/query \(EinsumDense\)"):
-        klr.add_adapters(tiny.bert_classifier(), targets=["q_proj"])
+        klr.add_adapters(bert, targets=["q_proj"])
 
 
-def test_unmatched_exclude_and_target_warn():
+def test_unmatched_exclude_and_target_warn(bert):
     with pytest.warns(UserWarning, match=r"Exclude pattern 'nothing_here' matched no layer"):
-        klr.add_adapters(tiny.bert_classifier(), exclude=["nothing_here"], rank=2)
+        klr.add_adapters(bert, exclude=["nothing_here"], rank=2)
     with pytest.warns(UserWarning, match=r"Target pattern 'k_proj' matched no adaptable layer"):
-        klr.add_adapters(tiny.bert_classifier(), targets=["query", "k_proj"], rank=2)
+        klr.add_adapters(bert, targets=["query", "k_proj"], rank=2)
 
 
-def test_exclude_removes_layers():
-    adapted = klr.add_adapters(tiny.bert_classifier(), exclude=["transformer_layer_0/*"], rank=2)
+def test_exclude_removes_layers(bert):
+    adapted = klr.add_adapters(bert, exclude=["transformer_layer_0/*"], rank=2)
     assert klr.adapter_paths(adapted) == [
         "transformer_layer_1/self_attention_layer/query",
         "transformer_layer_1/self_attention_layer/value",
     ]
 
 
-def test_rank_too_large_names_the_path():
+def test_rank_too_large_names_the_path(bert):
     with pytest.raises(ValueError, match=r"Layer 'transformer_layer_0/self_attention_layer/query': .*rank=32 is larger than min\(fan_in, fan_out\) = min\(16, 16\)"):
-        klr.add_adapters(tiny.bert_classifier(), rank=32)
+        klr.add_adapters(bert, rank=32)
 
 
-def test_adapting_twice_is_refused():
-    adapted = klr.add_adapters(tiny.bert_classifier(), rank=2)
+def test_adapting_twice_is_refused(bert):
+    adapted = klr.add_adapters(bert, rank=2)
     with pytest.raises(ValueError, match=r"already holds a LoRAEinsumDense"):
         klr.add_adapters(adapted, rank=2)
 
@@ -221,18 +228,18 @@ def test_container_weights_are_frozen_and_stay_frozen(tmp_path):
     assert any(w.path.endswith("class_token") for w in merged_back.trainable_weights)
 
 
-def test_targeting_the_head_says_it_is_kept_trainable():
+def test_targeting_the_head_says_it_is_kept_trainable(bert):
     with pytest.raises(ValueError, match=r"targets=\['logits'\] matched only layers kept fully "
                                          r"trainable: \['logits'\] \(trainable=\['logits'\].*pass `trainable=\(\)`"):
-        klr.add_adapters(tiny.bert_classifier(), targets=["logits"], rank=2)
-    adapted = klr.add_adapters(tiny.bert_classifier(), targets=["logits"], trainable=(), rank=2)
+        klr.add_adapters(bert, targets=["logits"], rank=2)
+    adapted = klr.add_adapters(bert, targets=["logits"], trainable=(), rank=2)
     assert klr.adapter_paths(adapted) == ["logits"]
 
 
-def test_every_match_excluded():
+def test_every_match_excluded(bert):
     with pytest.raises(ValueError, match=r"Every layer that targets=\['query'\] matched is excluded "
                                          r"by exclude=\['\*/query'\]"):
-        klr.add_adapters(tiny.bert_classifier(), targets=["query"], exclude=["*/query"], rank=2)
+        klr.add_adapters(bert, targets=["query"], exclude=["*/query"], rank=2)
 
 
 def test_functional_model_survives_save_load_merge_save(tmp_path):

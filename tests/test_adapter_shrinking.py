@@ -44,12 +44,24 @@ def adapted(rank=8, base=None, **kwargs):
     return model
 
 
+@pytest.fixture(scope="module")
+def base():
+    return tiny.bert_classifier()
+
+
+@pytest.fixture(scope="module")
+def model(base):
+    """`adapted()` on `base`, shared by the tests that only read it:
+    `shrink_adapters` leaves its input as it was
+    (test_input_untouched_and_unchanged_ranks_kept_as_they_are)."""
+    return adapted(base=base)
+
+
 def delta_matrix(adapter):
     return keras.ops.convert_to_numpy(adapter.layout.to_matrix(adapter.delta_kernel()))
 
 
-def test_a_rank_3_delta_shrinks_to_3_with_equal_outputs():
-    model = adapted()
+def test_a_rank_3_delta_shrinks_to_3_with_equal_outputs(model):
     x = tiny.bert_inputs()
     shrunk, report = shrink_adapters(model, energy=0.9999, sample_inputs=x)
     assert report.ranks == {path: 3 for path in adapters(model)}
@@ -65,8 +77,8 @@ def test_a_rank_3_delta_shrinks_to_3_with_equal_outputs():
     assert row.relative_error < 1e-6 and row.energy > 1 - 1e-9
 
 
-def test_energy_gives_the_analytic_rank():
-    model = klr.add_adapters(tiny.bert_classifier(), rank=8)
+def test_energy_gives_the_analytic_rank(base):
+    model = klr.add_adapters(base, rank=8)
     spectrum = 2.0 ** -np.arange(8)  # σ² shares: 0.75, 0.9375, ... of the total
     set_delta(adapters(model)[QUERY], spectrum)
     # Random factors: the rank is that of the full matrix's spectrum.
@@ -87,8 +99,7 @@ def test_energy_gives_the_analytic_rank():
     assert 1 < expected < 8
 
 
-def test_max_rank_caps_and_energy_combines():
-    model = adapted()
+def test_max_rank_caps_and_energy_combines(model):
     shrunk, report = shrink_adapters(model, max_rank=2)
     assert set(report.ranks.values()) == {2}
     row = report.adapters[0]
@@ -98,8 +109,7 @@ def test_max_rank_caps_and_energy_combines():
     assert set(report.ranks.values()) == {1}  # 9 / 15.25 >= 0.5 already
 
 
-def test_lossy_shrink_reports_the_output_difference_and_layer_bounds():
-    model = adapted()
+def test_lossy_shrink_reports_the_output_difference_and_layer_bounds(model):
     x = tiny.bert_inputs(batch=6, seed=2)
     shrunk, report = shrink_adapters(model, max_rank=1, sample_inputs=x)
     actual = np.abs(shrunk.predict(x, verbose=0) - model.predict(x, verbose=0)).max()
@@ -114,8 +124,7 @@ def test_lossy_shrink_reports_the_output_difference_and_layer_bounds():
     assert "spectral error" in str(report)
 
 
-def test_merge_of_the_shrunk_model_is_within_the_reported_error():
-    model = adapted()
+def test_merge_of_the_shrunk_model_is_within_the_reported_error(model):
     shrunk, report = shrink_adapters(model, max_rank=2)
     merged, merged_shrunk = klr.merge_adapters(model), klr.merge_adapters(shrunk)
     originals = adapters(model)
@@ -127,9 +136,8 @@ def test_merge_of_the_shrunk_model_is_within_the_reported_error():
         assert diff == pytest.approx(row.relative_error * delta, rel=1e-3)
 
 
-def test_adapter_files_of_the_shrunk_model(tmp_path):
-    base = tiny.bert_classifier()
-    shrunk, _ = shrink_adapters(adapted(base=base), energy=0.9999)
+def test_adapter_files_of_the_shrunk_model(base, model, tmp_path):
+    shrunk, _ = shrink_adapters(model, energy=0.9999)
     path = tmp_path / "shrunk.safetensors"
     klr.save_adapters(shrunk, path)
     metadata = klr.read_adapter_metadata(path)
@@ -140,8 +148,8 @@ def test_adapter_files_of_the_shrunk_model(tmp_path):
     assert np.abs(loaded.predict(x, verbose=0) - shrunk.predict(x, verbose=0)).max() < 1e-6
 
 
-def test_rslora_dropout_and_flags_are_kept():
-    model = adapted(use_rslora=True, dropout=0.1)
+def test_rslora_dropout_and_flags_are_kept(base):
+    model = adapted(base=base, use_rslora=True, dropout=0.1)
     shrunk, _ = shrink_adapters(model, max_rank=3)
     old, new = adapters(model)[QUERY], adapters(shrunk)[QUERY]
     assert new.use_rslora and new.dropout == 0.1
@@ -154,8 +162,7 @@ def test_rslora_dropout_and_flags_are_kept():
     assert klr.parameter_counts(shrunk)[0] == 4 * 3 * 32 + 34  # factors and head
 
 
-def test_input_untouched_and_unchanged_ranks_kept_as_they_are():
-    model = adapted()
+def test_input_untouched_and_unchanged_ranks_kept_as_they_are(model):
     weights = tiny.weights_of(model)
     shrunk, report = shrink_adapters(model, max_rank=8)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(weights, model.weights))
@@ -173,8 +180,8 @@ def test_an_untrained_adapter_keeps_a_trainable_direction():
     assert np.linalg.norm(new.lora_a.numpy()) == pytest.approx(1.0, rel=1e-5)
 
 
-def test_report_table_and_dict():
-    _, report = shrink_adapters(adapted(), max_rank=3, sample_inputs=tiny.bert_inputs())
+def test_report_table_and_dict(model):
+    _, report = shrink_adapters(model, max_rank=3, sample_inputs=tiny.bert_inputs())
     lines = str(report).splitlines()
     assert lines[0] == "Adapter shrinking (max_rank=3): 4 adapters"
     assert lines[1].split()[:3] == ["path", "rank", "before"]
@@ -194,9 +201,9 @@ def test_report_table_and_dict():
         ({"max_rank": 2.5}, r"Received: max_rank=2\.5"),
     ],
 )
-def test_argument_errors(kwargs, match):
+def test_argument_errors(kwargs, match, model):
     with pytest.raises(ValueError, match=match):
-        shrink_adapters(adapted(), **kwargs)
+        shrink_adapters(model, **kwargs)
 
 
 def test_model_without_adapters():

@@ -31,6 +31,13 @@ def predict(model, x):
     return model.predict(x, verbose=0)
 
 
+@pytest.fixture(scope="module")
+def base():
+    """The tiny BERT classifier the tests adapt; `add_adapters` returns new
+    models and leaves it as it is (tests/test_adapted_model.py)."""
+    return tiny.bert_classifier()
+
+
 # === LoRAConfig ===
 
 
@@ -67,8 +74,7 @@ def test_use_dora_must_be_a_bool(value):
 # === add_adapters ===
 
 
-def test_outputs_start_at_the_base_and_parameter_counts_are_exact():
-    base = tiny.bert_classifier()
+def test_outputs_start_at_the_base_and_parameter_counts_are_exact(base):
     x = tiny.bert_inputs()
     lora = klr.add_adapters(base, targets="all-linear", rank=4)
     dora = klr.add_adapters(base, targets="all-linear", rank=4, use_dora=True)
@@ -88,13 +94,13 @@ def test_outputs_start_at_the_base_and_parameter_counts_are_exact():
                                    np.linalg.norm(w, axis=0), rtol=1e-6)
 
 
-def test_an_embedding_target_is_refused_with_its_path():
+def test_an_embedding_target_is_refused_with_its_path(base):
     with pytest.raises(
         ValueError,
         match=r"Layer 'token_embedding': LoRAEmbedding\(layer='token_embedding'\): the "
         r"'dora' variant does not support Embedding layers",
     ):
-        klr.add_adapters(tiny.bert_classifier(), targets=("token_embedding", "query"),
+        klr.add_adapters(base, targets=("token_embedding", "query"),
                          use_dora=True)
 
 
@@ -104,6 +110,9 @@ def test_training_moves_the_magnitudes():
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # Two steps: tracing a train step takes 8 times as long as running
+        # them eagerly (a traced DoRA fit: tests/layers/test_dora.py).
+        run_eagerly=True,
     )
     model.fit(tiny.bert_inputs(batch=8), np.arange(8) % 2, epochs=2, verbose=0)
     moved = [np.abs(a.lora_magnitude.numpy() - before[p]).max()
@@ -114,8 +123,7 @@ def test_training_moves_the_magnitudes():
 # === Files ===
 
 
-def test_adapter_file_round_trip_is_bit_identical(tmp_path):
-    base = tiny.bert_classifier()
+def test_adapter_file_round_trip_is_bit_identical(base, tmp_path):
     model = randomized(klr.add_adapters(base, targets="all-linear", rank=2, use_dora=True))
     path = tmp_path / "dora.safetensors"
     klr.save_adapters(model, path)
@@ -136,8 +144,8 @@ def test_adapter_file_round_trip_is_bit_identical(tmp_path):
     assert klr.parameter_counts(loaded) == klr.parameter_counts(model)
 
 
-def test_keras_file_round_trip_keeps_the_magnitudes(tmp_path):
-    model = randomized(klr.add_adapters(tiny.bert_classifier(), rank=2, use_dora=True))
+def test_keras_file_round_trip_keeps_the_magnitudes(base, tmp_path):
+    model = randomized(klr.add_adapters(base, rank=2, use_dora=True))
     model.save(tmp_path / "dora.keras")
     loaded = keras.models.load_model(tmp_path / "dora.keras")
     x = tiny.bert_inputs()
@@ -179,8 +187,7 @@ def test_merge_adapters_matches_the_adapted_model(build, inputs, cls):
 # === PiSSA with DoRA: the magnitude starts after the split ===
 
 
-def test_pissa_with_dora_starts_at_the_base_and_reloads(tmp_path):
-    base = tiny.bert_classifier()
+def test_pissa_with_dora_starts_at_the_base_and_reloads(base, tmp_path):
     x = tiny.bert_inputs()
     model = klr.add_adapters(base, targets="all-linear", rank=4, init="pissa", use_dora=True)
     assert np.abs(predict(model, x) - predict(base, x)).max() < 1e-5
@@ -208,8 +215,8 @@ def _merged_matrix(adapter):
     return keras.ops.convert_to_numpy(adapter.layout.to_matrix(kernel)).astype("float64")
 
 
-def test_shrink_keeps_the_column_scale_and_is_optimal():
-    model = randomized(klr.add_adapters(tiny.bert_classifier(), targets="all-linear",
+def test_shrink_keeps_the_column_scale_and_is_optimal(base):
+    model = randomized(klr.add_adapters(base, targets="all-linear",
                                         rank=4, alpha=8, use_dora=True))
     x = tiny.bert_inputs()
     shrunk, report = klr.shrink_adapters(model, max_rank=2, sample_inputs=x)
@@ -237,8 +244,8 @@ def test_shrink_keeps_the_column_scale_and_is_optimal():
     assert report.max_abs_diff > 0
 
 
-def test_shrink_to_the_same_rank_changes_nothing():
-    model = randomized(klr.add_adapters(tiny.bert_classifier(), rank=3, use_dora=True))
+def test_shrink_to_the_same_rank_changes_nothing(base):
+    model = randomized(klr.add_adapters(base, rank=3, use_dora=True))
     x = tiny.bert_inputs()
     shrunk, report = klr.shrink_adapters(model, energy=1.0, sample_inputs=x)
     assert set(report.ranks.values()) == {3}
@@ -246,8 +253,8 @@ def test_shrink_to_the_same_rank_changes_nothing():
     assert report.params_before == report.params_after == 4 * (3 * 32 + 16)
 
 
-def test_shrink_an_exactly_low_rank_dora_delta_loses_nothing():
-    model = klr.add_adapters(tiny.bert_classifier(), rank=4, use_dora=True)
+def test_shrink_an_exactly_low_rank_dora_delta_loses_nothing(base):
+    model = klr.add_adapters(base, rank=4, use_dora=True)
     rng = np.random.default_rng(0)
     for adapter in adapters(model).values():
         a = rng.normal(0, 0.3, adapter.lora_a.shape)

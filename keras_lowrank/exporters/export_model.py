@@ -92,8 +92,8 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
         **fields: the options as keyword arguments: `quantize`,
             `sample_inputs`, `verify`, `allow_flex`, `opset`,
             `representative_data`, `atol`, `metadata`, `labels`,
-            `calibration_data`, `eval_data`, `tokenizer` (each documented
-            once, in `ExportOptions`).
+            `calibration_data`, `eval_data`, `tokenizer`,
+            `runtime_adapters` (each documented once, in `ExportOptions`).
 
     Returns:
         An `ExportReport`; for a causal LM in a generation format, that

@@ -86,6 +86,12 @@ class ExportOptions:
             stop tokens). Default None: a model holds no path to its
             folder's tokenizer, so pass it (`keras-lowrank export` takes
             MODEL/tokenizer.json of a model folder).
+        runtime_adapters: for a keras-hub causal LM exported for
+            generation only: keep the LoRA factors out of the weights, as
+            inputs of the artifact (zeros: the base model), so that
+            `write_runtime_adapter` can write an adapter file per task for
+            one base artifact. True, or for `"litertlm"` the runtime's rank
+            16 or 32. Default False: adapters are merged.
 
     Raises:
         ValueError: a value no format takes (an unknown quantize mode, an
@@ -114,6 +120,7 @@ class ExportOptions:
     calibration_data: object = None
     eval_data: object = None
     tokenizer: str | None = None
+    runtime_adapters: bool | int = False
 
     def __post_init__(self):
         tokenizer = self.tokenizer
@@ -124,6 +131,12 @@ class ExportOptions:
                     f"Received: tokenizer={tokenizer!r}"
                 )
             object.__setattr__(self, "tokenizer", os.fspath(tokenizer))
+        adapters = self.runtime_adapters
+        if not (isinstance(adapters, bool)
+                or (isinstance(adapters, int) and adapters in (16, 32))):
+            raise ValueError(
+                "`runtime_adapters` must be False, True, or a LiteRT-LM LoRA "
+                f"rank (16 or 32). Received: runtime_adapters={self.runtime_adapters!r}")
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(
                 f"Unrecognized quantize={self.quantize!r}. Supported values "
@@ -273,6 +286,13 @@ class ExportOptions:
                 f"takes none. Received: tokenizer={self.tokenizer!r}. Leave "
                 "`tokenizer` out."
             )
+        if self.runtime_adapters is not False:
+            raise ValueError(
+                "`runtime_adapters` only applies to a keras-hub causal LM "
+                "with a KV cache, exported for generation; "
+                f"format={format!r} exports this model as a graph. Received: "
+                f"runtime_adapters={self.runtime_adapters!r}. Merge the "
+                "adapters into the graph (leave `runtime_adapters` out).")
         return export_format
 
 

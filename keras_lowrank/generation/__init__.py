@@ -34,6 +34,7 @@ runtime_adapters=True)` keeps each layer's LoRA factors as inputs;
 adapter for it, and `load_generator(path).load_adapter("task.npz")` uses it.
 """
 
+from keras_lowrank.generation.adapter_files import write_runtime_adapter
 from keras_lowrank.generation.cached_causal_lm import is_cached_causal_lm
 from keras_lowrank.generation.export_dispatch import GENERATION_FORMATS
 from keras_lowrank.generation.export_dispatch import RUNTIME_FORMATS
@@ -42,16 +43,18 @@ from keras_lowrank.generation.export_dispatch import dispatch_export
 from keras_lowrank.generation.export_generator import export_generator
 from keras_lowrank.generation.generation_report import GenerationReport
 from keras_lowrank.generation.generation_verification import GenerationVerificationError
+from keras_lowrank.generation.generator_loop import PromptTooLongError
 from keras_lowrank.generation.generator_spec import GeneratorSpec
 from keras_lowrank.generation.keras_reference import greedy_reference
+from keras_lowrank.generation.litertlm_adapter import write_litertlm_adapter
+from keras_lowrank.generation.litertlm_adapter import write_litertlm_base_adapter
 from keras_lowrank.generation.litertlm_export import export_litertlm
 from keras_lowrank.generation.litertlm_report import LitertlmReport
+from keras_lowrank.generation.onnx_genai_adapter import write_onnx_genai_adapter
 from keras_lowrank.generation.onnx_genai_export import export_onnx_genai
 from keras_lowrank.generation.onnx_genai_report import OnnxGenAIReport
-from keras_lowrank.generation.generator_loop import PromptTooLongError
 from keras_lowrank.generation.runtime import load_generator
 from keras_lowrank.generation.runtime_tokenizer import load_tokenizer
-from keras_lowrank.generation.runtime_adapters import write_runtime_adapter
 
 __all__ = [
     "GENERATION_FORMATS",
@@ -71,5 +74,8 @@ __all__ = [
     "is_cached_causal_lm",
     "load_generator",
     "load_tokenizer",
+    "write_litertlm_adapter",
+    "write_litertlm_base_adapter",
+    "write_onnx_genai_adapter",
     "write_runtime_adapter",
 ]

@@ -62,12 +62,14 @@ class RuntimeFormat:
 def _write_litertlm(model, path, options, max_length):
     return litertlm_export.export_litertlm(
         model, path, max_length=max_length, tokenizer=options.tokenizer,
-        quantize=options.quantize, verify=options.verify)
+        quantize=options.quantize, verify=options.verify,
+        runtime_adapters=options.runtime_adapters)
 
 
 def _write_onnx_genai(model, path, options, max_length):
     return export_onnx_genai(model, path, max_length=max_length,
-                             tokenizer=options.tokenizer, verify=options.verify)
+                             tokenizer=options.tokenizer, verify=options.verify,
+                             runtime_adapters=bool(options.runtime_adapters))
 
 
 RUNTIME_FORMATS = {
@@ -130,7 +132,8 @@ def dispatch_export(model, path, format, options=None, **fields):
         return RUNTIME_FORMATS[format].write(model, path, options, max_length)
     return export_generator(model, path, format, max_length=max_length,
                             tokenizer=options.tokenizer,
-                            quantize=options.quantize, verify=options.verify)
+                            quantize=options.quantize, verify=options.verify,
+                            runtime_adapters=bool(options.runtime_adapters))
 
 
 def check_runtime_arguments(path, format, options=None, **fields):

@@ -7,6 +7,7 @@ and the TFLite model as `PREFILL_DECODE`. `read_bundle_metadata` reads the
 proto back with the same package, for tests and for `describe`-like use.
 """
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -99,16 +100,13 @@ def read_bundle_metadata(path):
     Raises:
         ValueError: the file holds no LLM metadata.
     """
-    import tomli
     from google.protobuf import text_format
 
-    builder_lib, llm_metadata_pb2 = _builder()
-    with tempfile.TemporaryDirectory(prefix="klr_litertlm_read_") as folder:
-        with open(builder_lib.unpack(os.fspath(path), folder), "rb") as file:
-            toml = tomli.load(file)
+    _, llm_metadata_pb2 = _builder()
+    with _unpacked(path) as (folder, toml_sections):
         sections = tuple((s.get("section_type"), s.get("model_type"))
-                         for s in toml.get("section", []))
-        found = [s["data_path"] for s in toml.get("section", [])
+                         for s in toml_sections)
+        found = [s["data_path"] for s in toml_sections
                  if s.get("section_type") == "LlmMetadata"]
         if not found:
             raise ValueError(f"{path} holds no LLM metadata section: {sections}")
@@ -124,6 +122,35 @@ def read_bundle_metadata(path):
     return metadata, sections
 
 
+@contextlib.contextmanager
+def _unpacked(path):
+    """`(folder, sections)`: the `.litertlm` file at `path` unpacked into a
+    temporary folder, and its `model.toml` sections (dicts)."""
+    import tomli
+
+    builder_lib, _ = _builder()
+    with tempfile.TemporaryDirectory(prefix="klr_litertlm_read_") as folder:
+        with open(builder_lib.unpack(os.fspath(path), folder), "rb") as file:
+            toml = tomli.load(file)
+        yield folder, toml.get("section", [])
+
+
 def _first_id(token):
     ids = list(token.token_ids.ids)
     return int(ids[0]) if ids else None
+
+
+def read_bundle_model(path):
+    """The bytes of the TFLite model (`PREFILL_DECODE`) of the `.litertlm`
+    file at `path`.
+
+    Raises:
+        ValueError: the file holds no TFLite model.
+    """
+    with _unpacked(path) as (folder, sections):
+        found = [s["data_path"] for s in sections
+                 if s.get("model_type") is not None]
+        if not found:
+            raise ValueError(f"{path} holds no TFLite model section.")
+        with open(os.path.join(folder, found[0]), "rb") as file:
+            return file.read()

@@ -10,8 +10,10 @@ equal to Keras' (float), or next-token agreement of at least
 `min_agreement` (dynamic int8).
 """
 
+import contextlib
 import importlib.metadata
 import os
+import tempfile
 
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
@@ -19,6 +21,9 @@ from keras_lowrank.generation import export_arguments as arguments
 from keras_lowrank.generation import litertlm_inputs as inputs
 from keras_lowrank.generation.generation_verification import GenerationVerificationError
 from keras_lowrank.generation.keras_reference import checked_reference
+from keras_lowrank.generation.litertlm_adapter import runtime_lora_model
+from keras_lowrank.generation.litertlm_adapter import write_litertlm_base_adapter
+from keras_lowrank.generation.litertlm_adapter import runtime_rank
 from keras_lowrank.generation.litertlm_bundle import BundleMetadata
 from keras_lowrank.generation.litertlm_bundle import write_bundle
 from keras_lowrank.generation.litertlm_check import CheckCase
@@ -40,7 +45,7 @@ def export_litertlm(
     causal_lm, path, *, max_length=256, prefill_lengths=None, tokenizer=None,
     chat_template=None, start_token_id=None, stop_token_ids=None,
     prompts=None, max_new_tokens=32, verify=True, quantize=None,
-    keep_float=(), min_agreement=0.8, reference=None,
+    keep_float=(), min_agreement=0.8, reference=None, runtime_adapters=False,
 ) -> LitertlmReport:
     """Writes `causal_lm` as a `.litertlm` bundle and checks it in LiteRT-LM.
 
@@ -80,6 +85,13 @@ def export_litertlm(
         reference: a `GreedyReference` of `causal_lm` with the same
             `max_length`, to reuse across exports (its decode step is
             traced once).
+        runtime_adapters: False, True, 16 or 32. Keep LoRA out of the
+            weights: the signatures take LiteRT-LM's LoRA inputs for the
+            attention projections of every layer at that rank (True: the
+            smallest of 16, 32 that holds the model's adapters), the base
+            weights frozen. The check runs it with the all-zero LoRA file
+            (`write_litertlm_base_adapter`) against the base model. Adapter
+            files come from `write_litertlm_adapter` (`litertlm_adapter`).
 
     Returns:
         A `LitertlmReport`.
@@ -92,6 +104,7 @@ def export_litertlm(
         PromptTooLongError: a prompt that does not fit the context.
         GenerationVerificationError: the engine's generation differs from
             Keras'; nothing is left at `path`.
+        NotImplementedError: `runtime_adapters` with `quantize`.
 
     Example:
     ```python
@@ -108,6 +121,11 @@ def export_litertlm(
     cached_causal_lm.check_cached_causal_lm(causal_lm, "export_litertlm")
     check_family(causal_lm)
     cached_causal_lm.check_exportable(causal_lm, max_length, "export_litertlm")
+    lora_inputs = ()
+    if runtime_adapters is not False:
+        _check_runtime_adapters(quantize, reference)
+        causal_lm, lora_inputs = runtime_lora_model(
+            causal_lm, runtime_rank(causal_lm, runtime_adapters))
     if tokenizer is None:
         raise ValueError(
             "export_litertlm needs the model's Hugging Face tokenizer.json, "
@@ -136,11 +154,13 @@ def export_litertlm(
         conversation = (prompts[0], _case(reference, prompts[0], chat,
                                           chat_new_tokens, stops),
                         chat_new_tokens)
-    merged = merge_adapters(causal_lm)
+    # With runtime adapters the LoRA factors are inputs: nothing to merge.
+    merged = causal_lm if lora_inputs else merge_adapters(causal_lm)
     measured = {}
     with atomic_path(path) as tmp:
         flatbuffer = contract_flatbuffer(
-            merged, shape, prefill_lengths, quantize, tuple(keep_float))
+            merged, shape, prefill_lengths, quantize, tuple(keep_float),
+            lora_inputs)
         leftover = variable_ops(flatbuffer)
         if leftover:
             raise RuntimeError(
@@ -149,10 +169,12 @@ def export_litertlm(
         write_bundle(tmp, flatbuffer, tokenizer, metadata)
         if verify:
             try:
-                with open_engine(tmp, max_length) as engine:
+                with _base_adapter(tmp, lora_inputs) as lora_path, \
+                        open_engine(tmp, max_length) as engine:
                     measured = check_bundle(
                         engine, cases, max_new_tokens,
-                        min_agreement if quantize else None, conversation)
+                        min_agreement if quantize else None, conversation,
+                        lora_path)
             except GenerationVerificationError as error:
                 error.args = (f"{error.args[0]} Nothing was written to {path!r}.",)
                 raise
@@ -181,3 +203,28 @@ def _check_quantize(quantize, keep_float, min_agreement):
             "`keep_float` takes a tuple of op-name patterns, with "
             f"quantize='dynamic'. Received: keep_float={keep_float!r}, "
             f"quantize={quantize!r}")
+
+
+def _check_runtime_adapters(quantize, reference):
+    if quantize is not None:
+        raise NotImplementedError(
+            "not yet: runtime_adapters with quantize="
+            f"{quantize!r}; export runtime adapters in float32 (quantize=None).")
+    if reference is not None:
+        raise ValueError(
+            "With runtime_adapters the check runs the base model (its "
+            "adapters removed), not `reference`'s. Received: a reference; "
+            "pass reference=None.")
+
+
+@contextlib.contextmanager
+def _base_adapter(bundle, lora_inputs):
+    """The path of `bundle`'s all-zero LoRA file (None without LoRA inputs),
+    deleted on exit."""
+    if not lora_inputs:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="klr_litertlm_lora_") as folder:
+        path = os.path.join(folder, "base.lora.tflite")
+        write_litertlm_base_adapter(bundle, path)
+        yield path

@@ -17,6 +17,9 @@ per-layer tensors. keras-hub masks causally from the write position
 itself, so the runtime's `mask` adds nothing to the result; it is read
 (times zero) only so that the converter keeps it as an input, which the
 runtime requires.
+
+With runtime LoRA (`litertlm_adapter`) every signature also takes the
+runtime's `lora_atten_*` factor inputs after the cache.
 """
 
 import os
@@ -119,9 +122,14 @@ def contract_step(model, num_layers, with_logits):
 
 
 def contract_flatbuffer(model, cache_shape, prefill_lengths, quantize=None,
-                        keep_float=()):
+                        keep_float=(), lora_inputs=()):
     """The `.tflite` bytes of `model` (merged, float32) in the runtime's
     contract: one `prefill_<n>` signature per length, and `decode`.
+
+    With `lora_inputs`, `[(input name, variable)]` of `model`'s LoRA
+    factors (`litertlm_adapter.runtime_lora_model`): each signature takes
+    those factors as inputs after the cache, under those names, instead of
+    their values (the runtime's LoRA inputs).
 
     With `quantize="dynamic"`: int8 weights, activations quantized on the
     fly, the cache float32; layers whose op output names match a
@@ -131,17 +139,19 @@ def contract_flatbuffer(model, cache_shape, prefill_lengths, quantize=None,
         UnsupportedOpsError: the graphs need ops outside LiteRT's builtins.
     """
     layers = cache_shape[1]
-    frozen = FrozenWeights(model)
+    frozen = FrozenWeights(model, fed=[v for _, v in lora_inputs])
+    factors = [tf.TensorSpec(v.shape, tf.float32, name=name)
+               for name, v in lora_inputs]
     signatures = {
         prefill_name(n): tf.function(
             frozen.wrap(contract_step(model, layers, with_logits=False)),
-            input_signature=contract_signature(cache_shape, n),
+            input_signature=contract_signature(cache_shape, n) + factors,
         ).get_concrete_function()
         for n in prefill_lengths
     }
     signatures[DECODE] = tf.function(
         frozen.wrap(contract_step(model, layers, with_logits=True)),
-        input_signature=contract_signature(cache_shape, 1),
+        input_signature=contract_signature(cache_shape, 1) + factors,
     ).get_concrete_function()
     with tempfile.TemporaryDirectory(prefix="klr_litertlm_") as folder:
         saved_model = os.path.join(folder, "saved_model")

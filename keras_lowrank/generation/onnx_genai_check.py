@@ -95,6 +95,25 @@ class GenAIGenerator:
                 f"{error}") from None
         self._og = og
         self.runtime = f"onnxruntime-genai {og.__version__} (CPU)"
+        self._adapters = None
+        self.active_adapter = None
+
+    def load_adapter(self, path, name):
+        """Loads the `.onnx_adapter` file `path` as `name` and makes it the
+        active one (`use_adapter` switches)."""
+        if self._adapters is None:
+            self._adapters = self._og.Adapters(self.model)
+        try:
+            self._adapters.load(str(path), name)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"onnxruntime-genai {self._og.__version__} cannot load the "
+                f"adapter {path}: {error}") from None
+        self.active_adapter = name
+
+    def use_adapter(self, name):
+        """Generates with the loaded adapter `name`; None: the base model."""
+        self.active_adapter = name
 
     def greedy(self, prompt_ids, max_new_tokens) -> GreedyResult:
         """GenAI's greedy tokens after `prompt_ids` (batch 1), stopping at
@@ -103,6 +122,8 @@ class GenAIGenerator:
         params.set_search_options(
             max_length=len(prompt_ids) + max_new_tokens, do_sample=False, top_k=1)
         generator = self._og.Generator(self.model, params)
+        if self.active_adapter is not None:
+            generator.set_active_adapter(self._adapters, self.active_adapter)
         start = time.perf_counter()
         generator.append_tokens(np.asarray(prompt_ids, np.int32))
         tokens, first = [], None

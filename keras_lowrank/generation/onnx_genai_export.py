@@ -9,6 +9,10 @@ generation token for token, and only then moved into place.
 
 import os
 import shutil
+import tempfile
+
+import keras
+import numpy as np
 
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
@@ -17,6 +21,10 @@ from keras_lowrank.generation import onnx_genai_tokenizer as tokenizer_lib
 from keras_lowrank.generation.generation_verification import verify_generation
 from keras_lowrank.generation.generator_loop import PromptTooLongError
 from keras_lowrank.generation.keras_reference import GreedyReference
+from keras_lowrank.generation.onnx_genai_adapter import ADAPTER_INPUTS_FILE
+from keras_lowrank.generation.onnx_genai_adapter import ADAPTER_SUFFIX
+from keras_lowrank.generation.onnx_genai_adapter import GenAIAdapterInputs
+from keras_lowrank.generation.onnx_genai_adapter import write_onnx_genai_adapter
 from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.generation.onnx_genai_check import GenAITokenizer
 from keras_lowrank.generation.onnx_genai_check import check_chat_template
@@ -29,6 +37,8 @@ from keras_lowrank.generation.onnx_genai_family import genai_family
 from keras_lowrank.generation.onnx_genai_model import MODEL_FILE
 from keras_lowrank.generation.onnx_genai_model import write_genai_model
 from keras_lowrank.generation.onnx_genai_report import OnnxGenAIReport
+from keras_lowrank.generation.runtime_adapters import adapter_entries
+from keras_lowrank.generation.runtime_adapters import runtime_factors
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.atomic import has_files
@@ -46,17 +56,18 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                       tokenizer=None, tokenizer_config=None,
                       start_token_id=None, stop_token_ids=None, prompts=None,
                       max_new_tokens=DEFAULT_NEW_TOKENS, verify=True,
-                      reference=None) -> OnnxGenAIReport:
+                      reference=None, runtime_adapters=False) -> OnnxGenAIReport:
     """Writes `causal_lm` as a folder ONNX Runtime GenAI runs, and checks it.
 
-    LoRA adapters are merged first. Keras' greedy tokens for the check come
-    from the model as given, on `[start] + tokenizer.encode(prompt)`; GenAI
-    must generate the same tokens from the same ids, and its own tokenizer
-    must encode each prompt to those ids (with or without the start token,
-    which the report says). Nothing is left at `folder` when a check fails.
-    The graph reads positions from the past length, not from
-    `position_ids` or `attention_mask`: generate with batch 1, or with
-    prompts of equal length (no padding).
+    LoRA adapters are merged first, unless `runtime_adapters`. Keras'
+    greedy tokens for the check come from the model as given, on
+    `[start] + tokenizer.encode(prompt)`; GenAI must generate the same
+    tokens from the same ids, and its own tokenizer must encode each prompt
+    to those ids (with or without the start token, which the report says).
+    Nothing is left at `folder` when a check fails. The graph reads
+    positions from the past length, not from `position_ids` or
+    `attention_mask`: generate with batch 1, or with prompts of equal
+    length (no padding).
 
     Args:
         causal_lm: a keras-hub `Llama3CausalLM` (SmolLM2 is one),
@@ -80,6 +91,12 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
         reference: a callable `(prompt_ids, max_new_tokens) ->
             ReferenceGeneration` giving Keras' tokens; default a
             `GreedyReference` of `causal_lm` with `max_length` positions.
+        runtime_adapters: bool. Keep every adapted layer's LoRA factors as
+            graph inputs with zero defaults (`onnx_genai_adapter`), for
+            `.onnx_adapter` files switched in at run time. The check then
+            runs GenAI twice: with no adapter against the base model (the
+            factors' `B` zero in Keras) and with the model's own adapters,
+            written by `write_onnx_genai_adapter`, against `reference`.
 
     Returns:
         An `OnnxGenAIReport`: size, tokens equal to Keras', time to first
@@ -87,7 +104,8 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
 
     Raises:
         TypeError: a model of another family (named).
-        ValueError: a model not computing in float32, a bad argument, a
+        ValueError: a model not computing in float32, a bad argument,
+            runtime adapters on a model without plain LoRA adapters, a
             tokenizer that does not fit the vocabulary, a
             tokenizer_config.json without a chat template, a prompt longer
             than the context (`PromptTooLongError`).
@@ -114,6 +132,10 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
             f"ReferenceGeneration. Received: {type(reference).__name__}")
     check_target(folder, directory=True, replaceable=_REPLACEABLE)
     family = genai_family(causal_lm)
+    adapter_inputs = None
+    if runtime_adapters:
+        adapter_inputs = GenAIAdapterInputs(adapter_entries(causal_lm),
+                                            type(causal_lm).__name__)
     cached_causal_lm.check_cached_causal_lm(causal_lm, "export_onnx_genai")
     cached_causal_lm.check_exportable(causal_lm, max_length, "export_onnx_genai")
     if verify:
@@ -129,11 +151,15 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
 
     tensorflow.load()
     cache_shape = cached_causal_lm.cache_shape(causal_lm, max_length)
-    expected = None
+    expected = base_expected = None
     if verify:
         reference = reference or GreedyReference(causal_lm, cache_shape)
         expected = [_until_stop(reference(p, new_tokens), stop) for p in prompt_ids]
-    merged = merge_adapters(causal_lm)
+        if adapter_inputs is not None:
+            base_expected = [_until_stop(g, stop) for g in _base_generations(
+                causal_lm, cache_shape, prompt_ids, new_tokens)]
+    # Runtime adapters: the factors stay in the graph, as inputs.
+    merged = causal_lm if adapter_inputs is not None else merge_adapters(causal_lm)
     bos = start if start is not None else files.special_token_id("bos_token")
     pad = files.special_token_id("pad_token")
     config = genai_config(
@@ -155,13 +181,22 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                 genai_tokenizer = GenAITokenizer(tmp)
                 adds_start = genai_prompt_ids(genai_tokenizer, texts, prompt_ids, start)
                 check_chat_template(genai_tokenizer, texts[0])
-            names = list(write_genai_model(merged, tmp, cache_shape)) + [
+            names = list(write_genai_model(merged, tmp, cache_shape, adapter_inputs)) + [
                 CONFIG_FILE, tokenizer_lib.TOKENIZER_FILE,
                 tokenizer_lib.TOKENIZER_CONFIG_FILE]
+            if adapter_inputs is not None:
+                adapter_inputs.write(tmp)
+                names.append(ADAPTER_INPUTS_FILE)
             if verify:
                 generator = GenAIGenerator(tmp)
                 runtime = generator.runtime
-                measured = verify_generation(generator, prompt_ids, new_tokens, expected)
+                if adapter_inputs is not None:
+                    measured = _verify_with_adapters(
+                        generator, causal_lm, tmp, prompt_ids, new_tokens,
+                        base_expected, expected)
+                else:
+                    measured = verify_generation(
+                        generator, prompt_ids, new_tokens, expected)
                 del generator
         except (RuntimeError, ValueError) as error:  # verification errors too
             error.args = (f"{error} Nothing was written at {folder!r}.",)
@@ -186,6 +221,28 @@ def _check_lengths(texts, prompt_ids, max_length):
                 f"context of max_length={max_length}: at most "
                 f"{max_length - 1} tokens are allowed. Shorten the prompt or "
                 "raise max_length.")
+
+
+def _base_generations(causal_lm, cache_shape, prompt_ids, new_tokens):
+    """Keras' greedy tokens of the base model: every adapter's `B` read as
+    zeros (a stateless scope: the user's model is not touched)."""
+    zeros = [(layer.lora_b, np.zeros(layer.lora_b.shape, "float32"))
+             for _, layer in runtime_factors(causal_lm)]
+    with keras.StatelessScope(state_mapping=zeros):
+        reference = GreedyReference(causal_lm, cache_shape)
+        return [reference(p, new_tokens) for p in prompt_ids]
+
+
+def _verify_with_adapters(generator, causal_lm, folder, prompt_ids, new_tokens,
+                          base_expected, expected):
+    """GenAI without an adapter against the base model, then with the
+    model's own adapters (written as a file, loaded as GenAI loads any)."""
+    verify_generation(generator, prompt_ids, new_tokens, base_expected)
+    with tempfile.TemporaryDirectory(prefix="klr_genai_adapter_") as scratch:
+        path = os.path.join(scratch, "exported" + ADAPTER_SUFFIX)
+        write_onnx_genai_adapter(causal_lm, folder, path)
+        generator.load_adapter(path, "exported")
+        return verify_generation(generator, prompt_ids, new_tokens, expected)
 
 
 def _until_stop(generation, stop):

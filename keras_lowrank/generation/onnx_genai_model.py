@@ -19,13 +19,22 @@ and `attention_mask` are inputs GenAI feeds and the graph does not read:
 batch 1, or batches of prompts of equal length (no padding).
 
 The weights enter the traced function as inputs and become initializers
-afterwards (`onnx_conversion.convert_step`, as for `onnx_generator`).
+afterwards (`onnx_conversion.convert_step`, as for `onnx_generator`). With
+runtime adapters the LoRA factors stay inputs, after the cache, named
+after their layer (`onnx_genai_adapter.factor_input_names`), each with a
+zero initializer of its name: GenAI feeds an adapter's tensors there, and
+a session without one runs the base model.
 """
 
 import os
 
+import numpy as np
+
 from keras_lowrank.generation import cached_causal_lm
+from keras_lowrank.generation.generator_spec import adapter_input_names
 from keras_lowrank.generation.onnx_conversion import convert_step
+from keras_lowrank.generation.onnx_genai_adapter import factor_input_names
+from keras_lowrank.generation.step_functions import fed_factors
 from keras_lowrank.utils.optional import import_optional
 from keras_lowrank.utils.optional import tensorflow as tf
 
@@ -83,7 +92,7 @@ def genai_signature(num_layers, num_key_value_heads, head_dim):
     return signature
 
 
-def write_genai_model(model, folder, cache_shape):
+def write_genai_model(model, folder, cache_shape, adapter_inputs=None):
     """Writes `folder/model.onnx` (and `model.onnx.data` for weights over
     ~1.8 GB) for `model`, merged and float32.
 
@@ -92,6 +101,8 @@ def write_genai_model(model, folder, cache_shape):
         folder: str. An existing folder.
         cache_shape: keras-hub's cache shape (`cache_shape(model, n)`):
             (1, layers, 2, positions, KVH, D).
+        adapter_inputs: a `GenAIAdapterInputs`: its layers' factors become
+            graph inputs with zero defaults. None: none (adapters merged).
 
     Returns:
         The file names written, `model.onnx` first.
@@ -99,13 +110,22 @@ def write_genai_model(model, folder, cache_shape):
     _, num_layers, _, _, kv_heads, head_dim = cache_shape
     variables = list(model.variables)
     signature = genai_signature(num_layers, kv_heads, head_dim)
+    # Factors converted under plain input names, renamed after their layers.
+    factors = [] if adapter_inputs is None else fed_factors(model, adapter_inputs)
+    fed = {id(v): adapter_input_names(i // 2)[i % 2]
+           for i, v in enumerate(factors)}
+    names = [fed.get(id(v), f"weight_{i}") for i, v in enumerate(variables)]
     proto, frozen_bytes = convert_step(
-        genai_step(model, num_layers), signature, variables,
-        [f"weight_{i}" for i in range(len(variables))], OPSET)
+        genai_step(model, num_layers), signature, variables, names, OPSET,
+        fed=fed.values())
     onnx = import_optional("onnx", "to export ONNX")
+    shapes = {}
+    if adapter_inputs is not None:
+        shapes = adapter_inputs.input_shapes()
+        _name_factor_inputs(proto, adapter_inputs)
     _name_dimensions(proto, kv_heads, head_dim,
                      cached_causal_lm.vocabulary_size(model))
-    _check_interface(proto, signature, num_layers)
+    _check_interface(proto, signature, num_layers, list(shapes))
     path = os.path.join(folder, MODEL_FILE)
     if frozen_bytes <= _INLINE_WEIGHT_BYTES:
         onnx.save(proto, path)
@@ -113,6 +133,24 @@ def write_genai_model(model, folder, cache_shape):
     onnx.save(proto, path, save_as_external_data=True,
               all_tensors_to_one_file=True, location=WEIGHTS_FILE)
     return MODEL_FILE, WEIGHTS_FILE
+
+
+def _name_factor_inputs(proto, adapter_inputs):
+    """Renames the factor inputs after their layers and gives each a zero
+    initializer of its name, its default when no adapter is fed."""
+    from onnx import numpy_helper
+
+    renames = {}
+    for i, (path, *_) in enumerate(adapter_inputs.adapters):
+        renames.update(zip(adapter_input_names(i), factor_input_names(path)))
+    graph = proto.graph
+    for value in graph.input:
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+    for name, shape in adapter_inputs.input_shapes().items():
+        graph.initializer.append(
+            numpy_helper.from_array(np.zeros(shape, np.float32), name))
 
 
 def _name_dimensions(proto, kv_heads, head_dim, vocabulary):
@@ -136,10 +174,10 @@ def _name_dimensions(proto, kv_heads, head_dim, vocabulary):
                 dim.dim_value = int(size)
 
 
-def _check_interface(proto, signature, num_layers):
+def _check_interface(proto, signature, num_layers, factor_inputs):
     inputs = [i.name for i in proto.graph.input]
     outputs = {o.name for o in proto.graph.output}
-    expected_inputs = [spec.name for spec in signature]
+    expected_inputs = [spec.name for spec in signature] + list(factor_inputs)
     expected_outputs = {"logits"} | {
         name.format(i) for i in range(num_layers)
         for name in (PRESENT_KEY, PRESENT_VALUE)}

@@ -111,8 +111,9 @@ def runtime_adapter_arrays(model, spec):
     return arrays
 
 
-def write_runtime_adapter(model, artifact, path) -> int:
-    """Writes `model`'s adapters as the `.npz` an app feeds the artifact.
+def write_npz_adapter(model, artifact, path) -> int:
+    """Writes `model`'s adapters as the `.npz` an app feeds the artifact
+    (`write_runtime_adapter` calls it for this project's generators).
 
     Args:
         model: the adapted causal LM (plain LoRA, the artifact's layers or
@@ -130,7 +131,7 @@ def write_runtime_adapter(model, artifact, path) -> int:
     Example:
     ```python
     export_generator(adapted, "base.tflite", "tflite", runtime_adapters=True)
-    write_runtime_adapter(other_adapted, "base.tflite", "task_b.npz")
+    write_npz_adapter(other_adapted, "base.tflite", "task_b.npz")
     generator = load_generator("base.tflite")
     generator.load_adapter("task_b.npz")
     ```

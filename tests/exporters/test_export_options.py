@@ -17,7 +17,7 @@ from keras_lowrank.exporters import validate_export_arguments
 FIELDS = (
     "quantize", "sample_inputs", "verify", "allow_flex", "opset",
     "representative_data", "atol", "metadata", "labels", "calibration_data",
-    "eval_data", "tokenizer",
+    "eval_data", "tokenizer", "runtime_adapters",
 )
 
 
@@ -25,8 +25,9 @@ def test_fields_and_defaults():
     assert ExportOptions.names() == FIELDS
     options = ExportOptions()
     assert options.verify is True and options.allow_flex is False
+    assert options.runtime_adapters is False
     assert [getattr(options, name) for name in FIELDS if name not in (
-        "verify", "allow_flex")] == [None] * 10
+        "verify", "allow_flex", "runtime_adapters")] == [None] * 10
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.quantize = "dynamic"
 
@@ -60,6 +61,9 @@ def test_every_field_is_documented_once():
     (dict(tokenizer=""), r"^`tokenizer` must be the path of a tokenizer.json "
      r"file\. Received: tokenizer=''$"),
     (dict(tokenizer=3), r"Received: tokenizer=3$"),
+    (dict(runtime_adapters=8), r"^`runtime_adapters` must be False, True, or a "
+     r"LiteRT-LM LoRA rank \(16 or 32\)\. Received: runtime_adapters=8$"),
+    (dict(runtime_adapters="yes"), r"Received: runtime_adapters='yes'$"),
 ])
 def test_values_no_format_takes_fail_when_made(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -108,6 +112,10 @@ def test_calibration_under_either_name():
      r"for generation; format='onnx' exports this model as a graph, which "
      r"takes none\. Received: tokenizer='tokenizer\.json'\. Leave `tokenizer` "
      r"out\.$"),
+    ("tflite", dict(runtime_adapters=True), r"^`runtime_adapters` only applies "
+     r"to a keras-hub causal LM with a KV cache, exported for generation; "
+     r"format='tflite' exports this model as a graph\. Received: "
+     r"runtime_adapters=True\. Merge the adapters into the graph"),
 ])
 def test_options_a_format_does_not_take(format, fields, message):
     with pytest.raises(ValueError, match=message):
@@ -140,7 +148,8 @@ def test_validate_export_arguments_takes_either_form(tmp_path):
 @pytest.mark.parametrize("call, message", [
     (lambda m, p: export(m, p, "tflite", quantise="dynamic"), r"^export\(\) got "
      r"unexpected keyword arguments \['quantise'\]\. Its options are: "
-     r"\['quantize', 'sample_inputs', .*'eval_data', 'tokenizer'\]$"),
+     r"\['quantize', 'sample_inputs', .*'eval_data', 'tokenizer', "
+     r"'runtime_adapters'\]$"),
     (lambda m, p: export(m, p, "tflite", "dynamic"), r"^export\(\) takes "
      r"`options` as an ExportOptions\. Received: options='dynamic' of type str$"),
     (lambda m, p: export(m, p, "tflite", options=ExportOptions(), atol=0.1),

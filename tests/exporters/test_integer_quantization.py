@@ -40,10 +40,16 @@ def _export(model, tmp_path, format, quantize, **kwargs):
     )
 
 
+@pytest.fixture(scope="module")
+def int8_litert(text_model, tmp_path_factory):
+    """The LiteRT int8 artifact's report: two tests read the one artifact."""
+    return _export(text_model, tmp_path_factory.mktemp("int8"), "tflite", "int8")
+
+
 def test_int8_litert_keeps_accuracy_and_says_what_stayed_float(
-    text_model, keras_accuracy, tmp_path
+    int8_litert, keras_accuracy
 ):
-    report = _export(text_model, tmp_path, "tflite", "int8")
+    report = int8_litert
     assert report.keras_accuracy == pytest.approx(keras_accuracy)
     assert examples_below(report.accuracy, keras_accuracy, len(EVAL[1])) <= 0  # 1 of 96 > 1 point
     # 2 layers x (q, k, v, attention output, FFN in) + pooler + logits in
@@ -59,12 +65,10 @@ def test_int8_litert_keeps_accuracy_and_says_what_stayed_float(
     assert report.max_abs_diff < 0.1 and report.tolerance is None
 
 
-def test_int8_weights_are_per_channel(text_model, tmp_path):
-    report = klr.export(text_model, tmp_path / "m.tflite", "tflite", quantize="int8",
-                        calibration_data=CALIBRATION, sample_inputs=TEXTS)
+def test_int8_weights_are_per_channel(int8_litert):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=report.path)
+    interpreter = Interpreter(model_path=int8_litert.path)
     weights = [
         t for t in interpreter.get_tensor_details()
         if t["dtype"] == np.int8 and len(t["shape"]) == 2

@@ -7,6 +7,7 @@ Each bundle is built once per module. The tiny word-level tokenizer maps
 import json
 import os
 
+import litert_lm
 import pytest
 
 from keras_lowrank.generation import GenerationVerificationError
@@ -21,8 +22,6 @@ from keras_lowrank.generation.litertlm_export import export_litertlm
 from keras_lowrank.generation.litertlm_template import model_template
 from keras_lowrank.generation.litertlm_template import runtime_template
 from tests.generation import tiny_lms
-
-litert_lm = pytest.importorskip("litert_lm")
 
 MAX_LENGTH = 32
 PREFILL = (8,)

@@ -25,8 +25,6 @@ from keras_lowrank.generation.onnx_genai_check import GenAITokenizer
 from keras_lowrank.generation.onnx_genai_export import export_onnx_genai
 from tests.generation import tiny_lms
 
-pytest.importorskip("onnxruntime_genai")
-
 MAX_LENGTH = 32
 NEW_TOKENS = 8
 START, STOP = 1, 2

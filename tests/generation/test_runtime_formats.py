@@ -17,15 +17,12 @@ from keras_lowrank import generation
 from keras_lowrank.generation import LitertlmReport
 from keras_lowrank.generation import OnnxGenAIReport
 from keras_lowrank.generation import dispatch_export
-from keras_lowrank.generation import greedy_reference
 from keras_lowrank.generation import export_dispatch
+from keras_lowrank.generation import greedy_reference
 from tests import tiny_models
 from tests.generation import tiny_lms
 from tests.generation.test_litertlm import TEMPLATE
 from tests.generation.test_onnx_genai import write_letter_tokenizer
-
-pytest.importorskip("litert_lm")
-pytest.importorskip("onnxruntime_genai")
 
 # `klr.export`'s cache for a RoPE model (no learned positions).
 MAX_LENGTH = 256
@@ -195,7 +192,8 @@ def test_the_hook_passes_tokenizer_to_export_generator(tiny_models, monkeypatch,
     assert args[2] == "tflite"
     # GPT-2's 64 learned positions bound the cache.
     assert kwargs == {"max_length": 64, "tokenizer": word_tokenizer,
-                      "quantize": "dynamic", "verify": True}
+                      "quantize": "dynamic", "verify": True,
+                      "runtime_adapters": False}
 
 
 def test_the_formats_are_public():
@@ -204,5 +202,19 @@ def test_the_formats_are_public():
     assert list(generation.RUNTIME_FORMATS) == ["litertlm", "onnx_genai"]
     for name in ("GENERATION_FORMATS", "RUNTIME_FORMATS", "LitertlmReport",
                  "OnnxGenAIReport", "check_runtime_arguments", "export_litertlm",
-                 "export_onnx_genai"):
+                 "export_onnx_genai", "write_litertlm_adapter",
+                 "write_litertlm_base_adapter", "write_onnx_genai_adapter",
+                 "write_runtime_adapter"):
         assert name in generation.__all__ and hasattr(generation, name)
+
+
+def test_runtime_adapters_pass_through_klr_export(tiny_models, tmp_path):
+    """`klr.export(..., runtime_adapters=True)` keeps the factors as inputs
+    of a generator (`export_generator`'s runtime adapters)."""
+    adapted = klr.add_adapters(tiny_models["llama"], rank=2, targets=["query"])
+    report = klr.export(adapted, tmp_path / "base.onnx", "onnx",
+                        runtime_adapters=True)
+    assert [entry[0] for entry in report.spec.adapters] == [
+        "transformer_layer_0/self_attention/query",
+        "transformer_layer_1/self_attention/query"]
+    assert report.tokens_compared == report.tokens_matching > 0
