@@ -48,15 +48,6 @@ SLOWEST_FILES = (
     "tests/generation/test_onnx_genai_adapters.py",  # 30 s
     "tests/finetune/test_reproducibility.py",  # 28 s
 )
-    "tests/finetune/test_worker_death.py",  # 140 s
-    "tests/finetune/test_reproducibility.py",  # 121 s
-    "tests/generation/test_runtime_adapters.py",  # 93 s
-    "tests/benchmarks/test_generation_bench.py",  # 84 s
-    "tests/generation/test_export_generator.py",  # 80 s
-    "tests/data/test_concurrent_prepare.py",  # 76 s
-    "tests/generation/test_quantized_generation.py",  # 73 s
-    "tests/finetune/test_distribute.py",  # 70 s
-)
 
 
 def real_model_files():
