@@ -19,9 +19,12 @@ os.environ["KERAS_LOWRANK_KEEP_FREED_MEMORY"] = "0"
 # Set before numpy is imported; an explicit setting is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# Keras (and with it TensorFlow, ~0.9 GB) is imported by the fixtures, in the
+# test processes only: under xdist this file also loads in the controller,
+# which runs no test.
 
 
 # `make test` runs two xdist workers. The files that load a real pretrained
@@ -77,17 +80,29 @@ def pytest_xdist_make_scheduler(config, log):
     return RealModelsTogether(config, log)
 
 
+# The real-model files that peak highest (SmolLM2's exports: ~8 GB) run
+# first, while their process holds nothing of the other real-model files.
+FIRST_REAL_MODEL_FILES = (
+    "tests/generation/test_smollm2.py",
+    "tests/lm_finetune/test_smollm2_lora.py",
+)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Under xdist, orders the files: the real-model ones first, then the
-    `SLOWEST_FILES`, then the rest; the tests of a file keep their order."""
+    """Under xdist, orders the files: the real-model ones first (SmolLM2's
+    before MiniLM's), then the `SLOWEST_FILES`, then the rest; the tests of
+    a file keep their order."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return
     real = real_model_files()
+    first = {path: index for index, path in enumerate(FIRST_REAL_MODEL_FILES)}
     rank = {path: index for index, path in enumerate(SLOWEST_FILES)}
 
     def file_rank(item):
         path = item.nodeid.split("::", 1)[0]
-        return -1 if path in real else rank.get(path, len(SLOWEST_FILES))
+        if path in real:
+            return (0, first.get(path, len(first)))
+        return (1, rank.get(path, len(SLOWEST_FILES)))
 
     items.sort(key=file_rank)  # stable
 
@@ -97,6 +112,8 @@ def _release_each_module():
     """Drops Keras' global state and the module's garbage after each test
     file: one process runs hundreds of models."""
     yield
+    import keras
+
     keras.backend.clear_session()
     gc.collect()
     _return_freed_memory()
@@ -116,6 +133,8 @@ def _return_freed_memory():
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
+    import keras
+
     keras.utils.set_random_seed(1234)
     keras.config.set_dtype_policy("float32")
     yield

@@ -1,7 +1,7 @@
 """The generation child of `make bench` (`benchmarks/generation.py`) on its
 quick settings: a tiny Llama 3, LiteRT float32 and int8 beside Keras
 `generate()`. The real run (SmolLM2) is `benchmarks/run.py --sections
-generation`; its numbers are in export/README.md."""
+generation`; its numbers are in docs/export.md."""
 
 import json
 import os

@@ -30,8 +30,8 @@ def test_formats_and_quantize_modes_come_from_the_registry():
         "model.tflite", "model.onnx"]
     assert run_folder.run_files() == (
         "adapters.safetensors", "report.json", "training_curves.png",
-        "model.tflite", "model.onnx", "model_text_classifier.tflite",
-        "model_int8.tflite")
+        "model.tflite", "model.onnx", "model.litertlm", "onnx_genai",
+        "model_text_classifier.tflite", "model_int8.tflite")
 
 
 def test_lists_become_tuples_and_to_dict_is_json_ready(tmp_path):
