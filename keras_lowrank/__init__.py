@@ -50,6 +50,7 @@ from keras_lowrank.layers import LowRankDense
 from keras_lowrank.layers import LowRankEinsumDense
 from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.models import presets
+from keras_lowrank.on_device import OnDeviceTraining
 from keras_lowrank.peft import load_peft_adapters
 from keras_lowrank.peft import read_peft_config
 from keras_lowrank.peft import save_peft_adapters
@@ -75,6 +76,7 @@ __all__ = [
     "ExportVerificationError",
     "layers",
     "load_adapters",
+    "OnDeviceTraining",
     "load_peft_adapters",
     "LoRAConfig",
     "LoRAConv1D",

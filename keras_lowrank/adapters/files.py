@@ -18,6 +18,7 @@ one "default" adapter is exactly what earlier versions wrote.
 
 import json
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
 from keras_lowrank.surgery import model_state
+from keras_lowrank.surgery import rewriting
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.version import __version__
 
@@ -72,21 +74,44 @@ def save_adapters(model, path):
             f"Model '{model.name}' holds no LoRA adapter to save. Add some "
             "with `klr.add_adapters` first."
         )
-    tensors, named = {}, {}
-    for layer_path, adapter in found.items():
+    tensors = {key: _numpy(weight) for key, weight in file_weights(model).items()}
+    check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
+    metadata = file_metadata(model)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"keras_lowrank": json.dumps(metadata)})
+    return os.path.getsize(path)
+
+
+def file_weights(model):
+    """`{tensor key: weight}`: what an adapter file of `model` holds.
+
+    Every adapter's factors (and a variant's extra weights) under
+    `tensor_key(path, key, adapter_name)`, and every weight of the layers
+    kept fully trainable under `<path>/<weight name>`. The order is the
+    file's: adapters by layer path, then the kept layers.
+    """
+    weights = {}
+    for layer_path, adapter in adapters(model).items():
         for adapter_name in adapter.adapter_names:
             for key, weight in adapter.adapter_weights(adapter_name).items():
-                tensors[tensor_key(layer_path, key, adapter_name)] = _numpy(weight)
+                weights[tensor_key(layer_path, key, adapter_name)] = weight
+    for layer_path, layer in _trainable_layers(model).items():
+        for weight in layer.weights:
+            weights[f"{layer_path}/{weight_name(weight)}"] = weight
+    return weights
+
+
+def file_metadata(model):
+    """The JSON dict an adapter file of `model` stores as "keras_lowrank"."""
+    named = {}
+    found = adapters(model)
+    for layer_path, adapter in found.items():
+        for adapter_name in adapter.adapter_names:
             named.setdefault(adapter_name, {})[layer_path] = {
                 "kind": type(adapter).__name__,
                 **adapter.view(adapter_name).spec.to_dict(),
                 "base_kernel_shape": list(adapter.base_kernel.shape),
             }
-    kept = _trainable_layers(model)
-    for layer_path, layer in kept.items():
-        for weight in layer.weights:
-            tensors[f"{layer_path}/{weight_name(weight)}"] = _numpy(weight)
-    check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
     configs = model_state.lora_configs(model)
     config = configs.get(DEFAULT)
     metadata = {
@@ -94,7 +119,7 @@ def save_adapters(model, path):
         "keras_lowrank_version": __version__,
         "model_class": type(model).__name__,
         "adapters": named.pop(DEFAULT, {}),
-        "trainable_layers": sorted(kept),
+        "trainable_layers": sorted(_trainable_layers(model)),
         "config": config.to_dict() if config is not None else None,
     }
     if named:
@@ -103,9 +128,7 @@ def save_adapters(model, path):
             n: configs[n].to_dict() for n in named if n in configs
         }
     metadata["active"] = _active_names(found)
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"keras_lowrank": json.dumps(metadata)})
-    return os.path.getsize(path)
+    return metadata
 
 
 def read_adapter_metadata(path):
@@ -157,10 +180,19 @@ def load_adapters(model, path):
     Every path and shape is checked before anything is built; the input model
     is untouched. Predictions equal those of the model that was saved.
 
+    `path` may also be a dict of arrays keyed as in an adapter file, such as
+    the factors a trainable LiteRT artifact's `save` signature returns
+    (`keras_lowrank.on_device`): `model` is then the adapted model the
+    artifact was exported from, and the new model is a copy of it holding
+    those values.
+
     Args:
         model: keras.Model. A base model of the saved model's architecture,
-            without adapters (for example a fresh `from_preset`).
-        path: str. A file written by `save_adapters`.
+            without adapters (for example a fresh `from_preset`); for a
+            dict, the adapted model.
+        path: str. A file written by `save_adapters`; or a dict
+            `{tensor key: array}` with every trainable weight of the
+            adapted model's adapter file.
 
     Returns:
         A new model with the adapters, frozen as `add_adapters` leaves it.
@@ -173,6 +205,8 @@ def load_adapters(model, path):
     from safetensors.numpy import load_file
 
     checks.check_model(model, "load_adapters")
+    if isinstance(path, Mapping):
+        return _with_factors(model, path)
     check_path_argument(path, "load_adapters")
     metadata = read_adapter_metadata(path)
     existing = list(adapters(model))
@@ -233,6 +267,40 @@ def load_adapters(model, path):
     for adapter in adapters(adapted).values():
         adapter.set_active([n for n in active if n in adapter.adapter_names])
     return adapted
+
+
+def _with_factors(model, factors):
+    """A copy of the adapted `model` holding `factors` (`{tensor key: array}`)."""
+    if not adapters(model):
+        raise ValueError(
+            f"load_adapters got a dict of factors, which loads onto the adapted "
+            f"model they were trained from; model '{model.name}' holds no "
+            "adapter. Pass the model given to klr.export(..., "
+            "on_device_training=...), or an adapter file's path.")
+    trained = {k: w for k, w in file_weights(model).items() if w.trainable}
+    missing = sorted(set(trained) - set(factors))
+    unknown = sorted(set(factors) - set(trained))
+    if missing or unknown:
+        raise ValueError(
+            f"load_adapters: the factors do not fit model '{model.name}': "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unknown "
+            f"{unknown[:5]}{'...' if len(unknown) > 5 else ''}. Give every "
+            f"trainable tensor of its adapter file ({len(trained)} keys, e.g. "
+            f"{next(iter(trained))!r}).")
+    tensors = {key: np.asarray(value) for key, value in factors.items()}
+    check_finite_tensors(tensors, "the factors given", "Nothing was loaded")
+    for key, weight in trained.items():
+        if tensors[key].shape != tuple(weight.shape):
+            raise ValueError(
+                f"load_adapters: factor '{key}' has shape {tensors[key].shape}; "
+                f"model '{model.name}' needs {tuple(weight.shape)}. Give the "
+                "factors of an artifact exported from this model.")
+    fresh, _ = rewriting.rewrite_model(model, lambda path, layer: None)
+    model_state.set_lora_configs(fresh, model_state.lora_configs(model))
+    for key, weight in file_weights(fresh).items():
+        if key in tensors:
+            weight.assign(tensors[key].astype(weight.dtype))
+    return fresh
 
 
 def _tensor(tensors, key, weight, file):

@@ -16,6 +16,9 @@ keras-lowrank export SmolLM2-135M-Instruct/ --format litertlm \
     --quantize dynamic --out smollm2.litertlm
 keras-lowrank export SmolLM2-135M-Instruct/ --format onnx_genai \
     --out smollm2-genai
+keras-lowrank export base_preset/ --adapters adapters.safetensors \
+    --format tflite --on-device-training adam --train-batch-size 8 \
+    --out personal.tflite
 ```
 
 A keras-hub causal LM goes through `klr.export`'s generation hook
@@ -44,6 +47,7 @@ def add_parser(subparsers):
     from keras_lowrank.exporters import all_formats
     from keras_lowrank.exporters.formats import calibrated_modes
     from keras_lowrank.generation import RUNTIME_FORMATS
+    from keras_lowrank.on_device.options import OPTIMIZERS
 
     # Choices and help come from the format registries, read when the
     # parser is built: a registered format is listed without a change here.
@@ -113,7 +117,40 @@ def add_parser(subparsers):
     parser.add_argument(
         "--no-verify", action="store_true", help="skip running the artifact"
     )
+    training = parser.add_argument_group(
+        "on-device training (tflite, a model with adapters: its LoRA factors "
+        "train in LiteRT; docs/on_device_training.md)")
+    training.add_argument(
+        "--on-device-training", default=None, metavar="OPTIMIZER",
+        help=f"write a trainable artifact whose train signature steps with "
+        f"{_either(OPTIMIZERS)}")
+    training.add_argument("--train-batch-size", type=int, default=None,
+                          help="rows per train step (default 8)")
+    training.add_argument("--learning-rate", type=float, default=None,
+                          help="default: Keras' for the optimizer")
+    training.add_argument("--weight-decay", type=float, default=None,
+                          help="decoupled, as Keras applies it (AdamW: 0.004)")
+    training.add_argument("--sequence-length", type=int, default=None,
+                          help="tokens per row (default: the preprocessor's)")
     return parser
+
+
+def _on_device_training(args):
+    """The `OnDeviceTraining` the flags ask for, or None."""
+    from keras_lowrank.on_device import OnDeviceTraining
+
+    flags = {"batch_size": "train_batch_size", "learning_rate": "learning_rate",
+             "weight_decay": "weight_decay", "sequence_length": "sequence_length"}
+    given = {field: getattr(args, flag) for field, flag in flags.items()
+             if getattr(args, flag) is not None}
+    if args.on_device_training is None:
+        if given:
+            flags = ", ".join("--" + flags[field].replace("_", "-") for field in given)
+            raise ValueError(
+                f"{flags} set how a trainable artifact trains; add "
+                "--on-device-training sgd|adam|adamw")
+        return None
+    return OnDeviceTraining(optimizer=args.on_device_training, **given)
 
 
 def run(args):
@@ -132,6 +169,7 @@ def run(args):
         representative_data=args.representative_data,
         atol=args.atol,
         tokenizer=_tokenizer(args) if runtime else args.tokenizer,
+        on_device_training=_on_device_training(args),
     )
     # Before the model loads: an --out that cannot be written fails first.
     if runtime:

@@ -32,6 +32,7 @@ from keras_lowrank.exporters.text_inputs import is_texts
 from keras_lowrank.exporters.text_inputs import tokenize
 from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.generation.export_dispatch import dispatch_export
+from keras_lowrank.on_device.export import export_trainable
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.optional import tensorflow
@@ -75,6 +76,12 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
     `OnnxGenAIReport`), with `tokenizer=` its `tokenizer.json`; any other
     model asked for them is refused, and nothing is written.
 
+    With `on_device_training=klr.OnDeviceTraining(...)` (LiteRT, a model
+    with adapters), the artifact trains its adapters on the phone: signatures
+    `infer`, `train`, `save` and `restore`, checked in LiteRT against Keras
+    and TensorFlow; it returns a `keras_lowrank.on_device.report.
+    TrainableReport` (`keras_lowrank.on_device.export`).
+
     With `metadata="text_classifier"` (LiteRT), the artifact is what a
     phone app runs on raw text: a keras-hub classifier with its tokenizer
     and labels in MediaPipe metadata, checked in MediaPipe's
@@ -93,7 +100,8 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
             `sample_inputs`, `verify`, `allow_flex`, `opset`,
             `representative_data`, `atol`, `metadata`, `labels`,
             `calibration_data`, `eval_data`, `tokenizer`,
-            `runtime_adapters` (each documented once, in `ExportOptions`).
+            `runtime_adapters`, `on_device_training` (each documented once,
+            in `ExportOptions`).
 
     Returns:
         An `ExportReport`; for a causal LM in a generation format, that
@@ -126,6 +134,8 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
     """
     options = ExportOptions.from_arguments(options, fields)
     _check_model(model)
+    if options.on_device_training is not None:
+        return export_trainable(model, path, format, options)
     # A keras-hub causal LM in LiteRT, ONNX, LiteRT-LM or ONNX Runtime
     # GenAI: a generation artifact (prefill and decode with a KV cache),
     # keras_lowrank.generation; another model in the last two: refused.

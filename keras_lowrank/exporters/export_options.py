@@ -19,6 +19,7 @@ from keras_lowrank.exporters.formats import all_formats
 from keras_lowrank.exporters.formats import calibrated_modes
 from keras_lowrank.exporters.formats import formats_with_option
 from keras_lowrank.exporters.formats import get_format
+from keras_lowrank.on_device.options import OnDeviceTraining
 
 __all__ = ["ExportOptions"]
 
@@ -92,6 +93,10 @@ class ExportOptions:
             `write_runtime_adapter` can write an adapter file per task for
             one base artifact. True, or for `"litertlm"` the runtime's rank
             16 or 32. Default False: adapters are merged.
+        on_device_training: None, or a `klr.OnDeviceTraining`: `"tflite"`
+            only, a model with adapters: an artifact that trains them in
+            LiteRT (signatures `infer`, `train`, `save`, `restore`;
+            `keras_lowrank.on_device`). `labels` then names the classes.
 
     Raises:
         ValueError: a value no format takes (an unknown quantize mode, an
@@ -121,6 +126,7 @@ class ExportOptions:
     eval_data: object = None
     tokenizer: str | None = None
     runtime_adapters: bool | int = False
+    on_device_training: object = None
 
     def __post_init__(self):
         tokenizer = self.tokenizer
@@ -147,7 +153,12 @@ class ExportOptions:
                 "Pass `calibration_data` (or its earlier name "
                 "`representative_data`), not both. Received: both"
             )
-        if self.metadata is None and self.labels is not None:
+        training = self.on_device_training
+        if training is not None and not isinstance(training, OnDeviceTraining):
+            raise ValueError(
+                "`on_device_training` must be a klr.OnDeviceTraining. Received: "
+                f"on_device_training={training!r:.80}")
+        if self.metadata is None and self.labels is not None and training is None:
             raise ValueError(
                 "`labels` are stored in the metadata, so they need "
                 f"metadata='text_classifier'. Received: labels={self.labels!r} "

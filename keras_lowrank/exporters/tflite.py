@@ -76,7 +76,8 @@ def write_tflite(
 
 
 def convert_saved_model(
-    saved_model_dir, *, quantize=None, allow_flex=False, representative_data=None
+    saved_model_dir, *, quantize=None, allow_flex=False, representative_data=None,
+    signature_keys=(SIGNATURE_KEY,), resource_variables=False,
 ):
     """Converts a SavedModel's serving signature into a `.tflite` flatbuffer.
 
@@ -93,6 +94,10 @@ def convert_saved_model(
             as Flex ops.
         representative_data: for `"int8"`: a callable returning an iterable
             of `{name: array}` batches.
+        signature_keys: the SavedModel signatures to convert, each one a
+            LiteRT signature.
+        resource_variables: keep the variables that a signature assigns
+            as variables (a trainable artifact); others become constants.
 
     Returns:
         The flatbuffer as bytes.
@@ -101,9 +106,10 @@ def convert_saved_model(
         UnsupportedOpsError: if the model needs ops the op sets lack.
     """
     converter = tf.lite.TFLiteConverter.from_saved_model(
-        saved_model_dir, signature_keys=[SIGNATURE_KEY]
+        saved_model_dir, signature_keys=list(signature_keys)
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.experimental_enable_resource_variables = resource_variables
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":

@@ -22,7 +22,7 @@ LAYERS = (
     ("layers",),
     ("adapters", "compression"),
     ("peft", "distribution", "models", "data"),
-    ("exporters", "generation"),
+    ("exporters", "generation", "on_device"),
     ("",),  # keras_lowrank/__init__.py: the public API, `klr.*`
     ("runs", "finetune", "lm_finetune"),
     ("cli",),

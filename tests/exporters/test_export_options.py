@@ -17,7 +17,7 @@ from keras_lowrank.exporters import validate_export_arguments
 FIELDS = (
     "quantize", "sample_inputs", "verify", "allow_flex", "opset",
     "representative_data", "atol", "metadata", "labels", "calibration_data",
-    "eval_data", "tokenizer", "runtime_adapters",
+    "eval_data", "tokenizer", "runtime_adapters", "on_device_training",
 )
 
 
@@ -27,7 +27,7 @@ def test_fields_and_defaults():
     assert options.verify is True and options.allow_flex is False
     assert options.runtime_adapters is False
     assert [getattr(options, name) for name in FIELDS if name not in (
-        "verify", "allow_flex", "runtime_adapters")] == [None] * 10
+        "verify", "allow_flex", "runtime_adapters")] == [None] * 11
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.quantize = "dynamic"
 
@@ -149,7 +149,7 @@ def test_validate_export_arguments_takes_either_form(tmp_path):
     (lambda m, p: export(m, p, "tflite", quantise="dynamic"), r"^export\(\) got "
      r"unexpected keyword arguments \['quantise'\]\. Its options are: "
      r"\['quantize', 'sample_inputs', .*'eval_data', 'tokenizer', "
-     r"'runtime_adapters'\]$"),
+     r"'runtime_adapters', 'on_device_training'\]$"),
     (lambda m, p: export(m, p, "tflite", "dynamic"), r"^export\(\) takes "
      r"`options` as an ExportOptions\. Received: options='dynamic' of type str$"),
     (lambda m, p: export(m, p, "tflite", options=ExportOptions(), atol=0.1),
