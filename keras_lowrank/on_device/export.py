@@ -26,7 +26,9 @@ from keras_lowrank.exporters.text_inputs import is_texts
 from keras_lowrank.exporters.text_inputs import tokenize
 from keras_lowrank.exporters.tflite import convert_saved_model
 from keras_lowrank.on_device import artifact_files
+from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.on_device.op_check import check_builtin_ops
+from keras_lowrank.on_device.op_check import refusal
 from keras_lowrank.on_device.report import TrainableReport
 from keras_lowrank.on_device.tokenizer_files import tokenizer_files
 from keras_lowrank.on_device.trainable_module import CAUSAL_LM
@@ -74,7 +76,10 @@ def export_trainable(model, path, format, options):
     specs, sample = _inputs(model, training, options.sample_inputs)
     start = time.perf_counter()
     module = TrainableModule(model, weights, specs, task, training)
-    flatbuffer = _convert(module)
+    try:
+        flatbuffer = _convert(module)
+    except UnsupportedOpsError as error:
+        raise refusal(error, model) from None
     ops = check_builtin_ops(flatbuffer)
     metadata, files = _metadata(model, task, module, specs, training, options)
     artifact = artifact_files.append_files(flatbuffer, metadata, files)
@@ -146,10 +151,12 @@ def _inputs(model, training, sample_inputs):
         raise ValueError(
             "on_device_training needs a model with named inputs (a dict, "
             f"as keras-hub models take). Received: {signature!r:.120}")
-    length = training.sequence_length or _model_length(model, signature)
     batch = training.batch_size
+    length = training.sequence_length
+    if length is None and any(None in tuple(s.shape[1:]) for s in signature.values()):
+        length = _model_length(model, signature)
     specs = {
-        name: tf.TensorSpec((batch, length) + tuple(spec.shape[2:]), spec.dtype, name=name)
+        name: tf.TensorSpec((batch,) + _fixed(spec.shape[1:], length), spec.dtype, name=name)
         for name, spec in signature.items()}
     if sample_inputs is None:
         fixed = {name: tf.TensorSpec((None,) + tuple(s.shape[1:]), s.dtype, name=name)
@@ -159,7 +166,25 @@ def _inputs(model, training, sample_inputs):
         sample_inputs = tokenize(model, list(sample_inputs))
     flat = to_flat_inputs(signature, sample_inputs)
     rows = np.resize(np.arange(len(next(iter(flat.values())))), batch)
-    return specs, {name: np.asarray(value)[rows][:, :length] for name, value in flat.items()}
+    return specs, {name: _cut(np.asarray(value)[rows], specs[name].shape)
+                   for name, value in flat.items()}
+
+
+def _cut(rows, shape):
+    """`rows` of a sample input cut to the artifact's sequence length."""
+    return rows[:, :shape[1]] if rows.ndim > 1 else rows
+
+
+def _fixed(shape, length):
+    """`shape` (without its batch) with `length` for a dynamic sequence."""
+    shape = tuple(shape)
+    if shape and shape[0] is None:
+        shape = (length,) + shape[1:]
+    if None in shape:
+        raise ValueError(
+            "on_device_training needs static input shapes besides the batch and "
+            f"the sequence length. Received: an input of shape (batch,) + {shape}")
+    return shape
 
 
 def _model_length(model, signature):

@@ -5,7 +5,13 @@ artifact may hold no Flex op and no custom op. This reads the flatbuffer's
 operator codes themselves (not what an interpreter reports).
 """
 
+import re
+
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
+from keras_lowrank.surgery.layer_paths import layer_paths
+
+# The converter's location of a failing op: `fused["Op:", "scope/op@fn"]`.
+_LOCATION = re.compile(r'fused\["(\w+):", "([^"@]+)@')
 
 
 def operator_codes(flatbuffer):
@@ -39,3 +45,33 @@ def check_builtin_ops(flatbuffer):
             f"({', '.join(custom)}), which phones lack by default. Nothing was "
             "written.", custom, flex=any(c.startswith("Flex") for c in custom))
     return tuple(sorted({name for name, _ in codes}))
+
+
+def refusal(error, model):
+    """`error` (the converter's `UnsupportedOpsError`) again, naming the
+    layers of `model` whose ops (or whose ops' gradients) are not builtins."""
+    message = str(error.__cause__ or error)
+    names = {path.rsplit("/", 1)[-1]: path for path in layer_paths(model)}
+    places = []
+    for op, scope in _LOCATION.findall(message):
+        if op not in error.ops:
+            continue
+        parts = scope.removeprefix("gradients/").split("/")
+        layer = next((names[p] for p in _candidates(parts) if p in names), parts[0])
+        where = f"{op} in layer '{layer}'"
+        if scope.startswith("gradients/"):
+            where += " (its gradient)"
+        if where not in places:
+            places.append(where)
+    return UnsupportedOpsError(
+        "The trainable artifact needs ops outside LiteRT's builtins, which "
+        f"phones lack by default: {'; '.join(places) or ', '.join(error.ops)}. "
+        "Keep that layer out of the trained path or replace its op. Nothing "
+        "was written.", error.ops, flex=error.flex)
+
+
+def _candidates(parts):
+    """Scope components, each also without Keras' `_<n>` re-entry suffix."""
+    for part in reversed(parts):
+        yield part
+        yield re.sub(r"_\d+$", "", part)

@@ -34,14 +34,17 @@ TRAINING = {
 }
 
 
-def bert_classifier():
+def bert_base():
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=SEQ, dropout=0.0)
-    model = keras_hub.models.BertTextClassifier(
+    return keras_hub.models.BertTextClassifier(
         backbone=backbone, num_classes=CLASSES, preprocessor=None, dropout=0.0)
-    return _with_random_b(klr.add_adapters(model, rank=4))
+
+
+def bert_classifier():
+    return _with_random_b(klr.add_adapters(bert_base(), rank=4))
 
 
 def llama_causal_lm():
@@ -203,7 +206,7 @@ def test_base_is_constant_and_factors_named_as_the_adapter_file(classifier, clas
         np.testing.assert_array_equal(value, trained[key])
 
 
-def test_host_model_from_device_factors_equals_infer(classifier, classifier_artifacts):
+def test_host_model_from_device_factors_equals_infer(classifier, classifier_artifacts, tmp_path):
     path, _ = classifier_artifacts["adam"]
     trainer = OnDeviceTrainer(path)
     for x, y, _ in classifier_batches():
@@ -215,9 +218,15 @@ def test_host_model_from_device_factors_equals_infer(classifier, classifier_arti
     # The input model is untouched.
     for key, value in _factors(classifier).items():
         assert not np.array_equal(value, factors[key]) or "bias" in key
-    # Merged, it is a plain model with the same outputs.
+    # From there it is any adapted model: merged, saved, and in PEFT's format.
     merged = klr.merge_adapters(host)
     np.testing.assert_allclose(np.asarray(merged(x)), trainer.infer(x), rtol=0, atol=1e-4)
+    klr.save_adapters(host, tmp_path / "device.safetensors")
+    from_file = klr.load_adapters(bert_base(), str(tmp_path / "device.safetensors"))
+    np.testing.assert_array_equal(np.asarray(from_file(x)), np.asarray(host(x)))
+    klr.save_peft_adapters(host, tmp_path / "peft")
+    from_peft = klr.load_peft_adapters(bert_base(), tmp_path / "peft")
+    np.testing.assert_allclose(np.asarray(from_peft(x)), trainer.infer(x), rtol=0, atol=1e-4)
 
 
 def test_restore_sets_the_factors(classifier_artifacts):
@@ -257,6 +266,29 @@ def test_refuses_other_formats_and_models_without_adapters(classifier, tmp_path)
     with pytest.raises(ValueError, match="klr.OnDeviceTraining"):
         klr.export(classifier, str(tmp_path / "x.tflite"), "tflite",
                    on_device_training={"batch_size": 8})
+    assert not os.listdir(tmp_path)
+
+
+@keras.saving.register_keras_serializable("test_on_device")
+class LogGamma(keras.layers.Layer):
+    """log Γ(|x| + 1): its gradient (Digamma) is no LiteRT op at all."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.math.lgamma(tf.abs(x) + 1.0)
+
+
+def test_an_op_outside_the_builtins_is_refused_naming_it_and_its_layer(tmp_path):
+    inputs = {"features": keras.Input((8,), name="features")}
+    hidden = LogGamma(name="log_gamma")(keras.layers.Dense(8, name="proj")(inputs["features"]))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
+    model = klr.add_adapters(model, rank=2, targets=["proj"])
+    with pytest.raises(klr.UnsupportedOpsError, match=(
+            r"^The trainable artifact needs ops outside LiteRT's builtins, which phones "
+            r"lack by default: Digamma in layer 'log_gamma' \(its gradient\)\.")):
+        klr.export(model, str(tmp_path / "x.tflite"), "tflite",
+                   on_device_training=klr.OnDeviceTraining(batch_size=2))
     assert not os.listdir(tmp_path)
 
 
