@@ -16,7 +16,7 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONHASHSEED := 0
 
-.PHONY: install fetch test test-fast demo demo-lm bench clean
+.PHONY: install fetch test test-fast demo demo-lm bench demo-on-device bench-on-device-lm clean
 
 install: $(STAMP) $(SMOLLM2)
 
@@ -69,6 +69,17 @@ demo-lm: $(STAMP) $(MR_DATA) $(SMOLLM2)
 
 bench: $(STAMP) $(MR_DATA)
 	$(PY) benchmarks/run.py
+
+# On-device training (docs/on_device_training.md): the MR classifier exported
+# trainable, trained in LiteRT and in Keras on the same batches; accuracy,
+# losses, step times and peak memory of each (runs/on_device/classifier.json).
+demo-on-device: $(STAMP) $(MR_DATA)
+	$(PY) export/measure_on_device_training.py --part classifier --out runs/on_device/classifier.json
+
+# The same for SmolLM2-135M-Instruct (batch 4 x 64 tokens, SGD):
+# runs/on_device/smollm2.json.
+bench-on-device-lm: $(STAMP) $(MR_DATA) $(SMOLLM2)
+	$(PY) export/measure_on_device_training.py --part smollm2 --out runs/on_device/smollm2.json
 
 clean:
 	rm -rf runs build *.egg-info

@@ -9,7 +9,7 @@ the trained weights remain variables in LiteRT. Four signatures:
 - `infer`: the model inputs -> `logits`;
 - `train`: the model inputs, `labels` (and `loss_mask` for a causal LM) ->
   `loss`, one optimizer step (`optimizers.OptimizerState`);
-- `save`: -> every trained weight, by its signature name;
+- `save`: -> every trained weight, named by its adapter-file key;
 - `restore`: those weights -> set (the optimizer state is kept).
 
 Dropout is off in every signature (`training=False`).
@@ -28,8 +28,9 @@ CLASSIFIER, CAUSAL_LM = "classifier", "causal_lm"
 
 
 def signature_name(key):
-    """The signature input/output name of adapter-file tensor `key`."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", key)
+    """The `save` / `restore` name of adapter-file tensor `key`: the key
+    itself (LiteRT takes any string; `/` included)."""
+    return key
 
 
 class TrainableModule(tf.Module):
@@ -50,8 +51,8 @@ class TrainableModule(tf.Module):
         self._keys = sorted(weights, key=lambda k: order[id(weights[k])])
         self._names = [signature_name(k) for k in self._keys]
         self.trained = [
-            tf.Variable(np.asarray(weights[k].numpy()), name=name)
-            for k, name in zip(self._keys, self._names)
+            tf.Variable(np.asarray(weights[k].numpy()), name=re.sub(r"\W", "_", k))
+            for k in self._keys
         ]
         self.optimizer = OptimizerState(self.trained, options)
         frozen = [tf.constant(np.asarray(v.numpy())) for v in model.non_trainable_variables]

@@ -194,6 +194,11 @@ def test_base_is_constant_and_factors_named_as_the_adapter_file(classifier, clas
     metadata = artifact_files.read_metadata(path)
     trained = _factors(classifier)
     assert [f["key"] for f in metadata["factors"]] == list(trained)
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    assert sorted(signatures["save"]["outputs"]) == sorted(trained)
+    assert sorted(signatures["restore"]["inputs"]) == sorted(trained)
     # 2 layers x (query, value) x (A, B), and the head's kernel and bias.
     assert len(trained) == report.factors == 10
     assert report.trained_parameters == sum(v.size for v in trained.values())
