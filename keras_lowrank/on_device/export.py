@@ -92,7 +92,8 @@ def export_trainable(model, path, format, options):
     return TrainableReport(
         path=os.fspath(path), size_bytes=os.path.getsize(path), task=task,
         training=training, trained_parameters=int(sum(np.prod(v.shape) for v in weights.values())),
-        factors=len(weights), ops=ops, checks=checks, export_seconds=seconds)
+        factors=len(weights), ops=ops, checks=checks, export_seconds=seconds,
+        tokenizer=(metadata["tokenizer"] or {}).get("kind"))
 
 
 def _check_arguments(model, path, format, options):

@@ -15,6 +15,8 @@ class TrainableReport:
         ops: its builtin op names.
         checks: `verification.ArtifactChecks`, or None when not verified.
         export_seconds: tracing and conversion.
+        tokenizer: the kind of tokenizer the artifact carries (`"wordpiece"`,
+            `"tokenizer.json"`), or None: it then trains on token ids only.
     """
 
     path: str
@@ -26,6 +28,7 @@ class TrainableReport:
     ops: tuple
     checks: object
     export_seconds: float
+    tokenizer: str | None = None
 
     def __str__(self):
         t = self.training
@@ -37,6 +40,11 @@ class TrainableReport:
             f"Signatures infer, train, save, restore; {len(self.ops)} builtin ops, "
             f"no Flex or custom op. Exported in {self.export_seconds:.1f} s.",
         ]
+        if self.tokenizer is None:
+            lines.append("No tokenizer inside: it trains on token ids (a causal LM takes "
+                         "tokenizer='tokenizer.json' for export/train_on_device.py).")
+        else:
+            lines.append(f"Tokenizer inside ({self.tokenizer}): it trains on raw text.")
         if self.checks is not None:
             lines.append(str(self.checks))
         return "\n".join(lines)

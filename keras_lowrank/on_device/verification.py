@@ -12,10 +12,14 @@ import numpy as np
 from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.on_device.trainable_module import CLASSIFIER
 
-LOGITS_ATOL = 1e-4
+# `infer` against Keras: max(1e-4, 2e-3 x the largest absolute logit).
+# float32 over SmolLM2's 30 blocks differs by 9.8e-3 on logits of tens; a
+# wrong weight or graph differs by the logits' own size.
+LOGITS_ATOL, LOGITS_RTOL = 1e-4, 2e-3
 # One optimizer step: LiteRT's factors against TensorFlow's, relative to
 # the largest change the step made (Adam's steps are lr-sized everywhere).
-STEP_RTOL = 1e-4
+# A wrong gradient is off by its own size; float32 noise on SmolLM2 is 3.4e-4.
+STEP_RTOL = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +27,7 @@ class ArtifactChecks:
     """What LiteRT gave against Keras and TensorFlow.
 
     Attributes:
-        logits_max_abs_diff: `infer` against Keras.
+        logits_max_abs_diff: `infer` against Keras; `logits_bound` its bound.
         loss, loss_abs_diff: the first `train` step's loss in LiteRT, and its
             difference from TensorFlow's.
         step_max_abs_diff: the factors after that step against TensorFlow's.
@@ -31,6 +35,7 @@ class ArtifactChecks:
     """
 
     logits_max_abs_diff: float
+    logits_bound: float
     loss: float
     loss_abs_diff: float
     step_max_abs_diff: float
@@ -39,7 +44,7 @@ class ArtifactChecks:
     def __str__(self):
         return (
             f"Checked in ai_edge_litert: infer max |diff| {self.logits_max_abs_diff:.2e} "
-            f"against Keras; one train step: loss {self.loss:.6f} "
+            f"against Keras (bound {self.logits_bound:.0e}); one train step: loss {self.loss:.6f} "
             f"(|diff| {self.loss_abs_diff:.1e}), factors max |diff| "
             f"{self.step_max_abs_diff:.1e} against TensorFlow's (step size "
             f"{self.step_scale:.1e}).")
@@ -71,7 +76,8 @@ def verify_artifact(path, model, module, sample, task, atol=None):
     expected = np.asarray(model(sample, training=False), np.float32)
     got = interpreter.get_signature_runner("infer")(**sample)["logits"]
     logits_diff = float(np.max(np.abs(got - expected)))
-    bound = LOGITS_ATOL if atol is None else atol
+    scale = float(np.max(np.abs(expected)))
+    bound = max(LOGITS_ATOL, LOGITS_RTOL * scale) if atol is None else atol
     if not logits_diff <= bound:
         raise ExportVerificationError(
             f"The trainable artifact's infer differs from Keras by {logits_diff:.3g} "
@@ -84,14 +90,14 @@ def verify_artifact(path, model, module, sample, task, atol=None):
     after = interpreter.get_signature_runner("save")()
     step_diff = max(float(np.max(np.abs(after[n] - v.numpy())))
                     for n, v in zip(module.names, module.trained))
-    scale = max(float(np.max(np.abs(v.numpy() - before[n])))
-                for n, v in zip(module.names, module.trained))
+    step = max(float(np.max(np.abs(v.numpy() - before[n])))
+               for n, v in zip(module.names, module.trained))
     loss_diff = abs(loss - reference)
     if not (loss_diff <= 1e-4 * max(1.0, abs(reference))
-            and step_diff <= STEP_RTOL * scale + 1e-7):
+            and step_diff <= STEP_RTOL * step + 1e-7):
         raise ExportVerificationError(
             f"The trainable artifact's train step differs from TensorFlow's: loss "
             f"{loss:.6f} against {reference:.6f}, factors by {step_diff:.3g} for a "
-            f"step of {scale:.3g}.", max_abs_diff=step_diff, tolerance=STEP_RTOL * scale,
+            f"step of {step:.3g}.", max_abs_diff=step_diff, tolerance=STEP_RTOL * step,
             format="tflite", output_name="train", batch_size=len(expected))
-    return ArtifactChecks(logits_diff, loss, loss_diff, step_diff, scale)
+    return ArtifactChecks(logits_diff, bound, loss, loss_diff, step_diff, step)

@@ -38,9 +38,10 @@ def artifact(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = klr.add_adapters(tiny_models.bert_classifier_with_preprocessor(), rank=2)
     path = folder / "personal.tflite"
-    klr.export(model, str(path), "tflite", labels=["negative", "positive"],
-               on_device_training=klr.OnDeviceTraining(batch_size=4, optimizer="sgd",
-                                                      learning_rate=0.5))
+    training = klr.OnDeviceTraining(batch_size=4, optimizer="sgd", learning_rate=0.5)
+    report = klr.export(model, str(path), "tflite", labels=["negative", "positive"],
+                        on_device_training=training)
+    assert report.tokenizer == "wordpiece"
     data = folder / "train.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": ["positive", "negative"][i % 2]})
                             + "\n" for i, t in enumerate(TEXTS)))

@@ -184,6 +184,9 @@ def test_only_builtin_ops_and_the_four_signatures(classifier_artifacts, lm_artif
         assert [custom for _, custom in codes if custom] == []
         assert report.ops == tuple(sorted({name for name, _ in codes}))
         assert {"ASSIGN_VARIABLE", "READ_VARIABLE", "FULLY_CONNECTED"} <= set(report.ops)
+    report = classifier_artifacts["sgd"][1]
+    assert report.tokenizer is None and "No tokenizer inside: it trains on token ids" in str(report)
+    assert f"bound {1e-4:.0e}" in str(report.checks)  # tiny logits: the absolute floor
     trainer = OnDeviceTrainer(classifier_artifacts["sgd"][0])
     assert trainer.metadata["task"] == "classifier"
     assert trainer.metadata["batch_size"] == BATCH
