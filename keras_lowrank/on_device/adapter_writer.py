@@ -12,7 +12,6 @@ import json
 import os
 import sys
 
-
 if __package__:
     from keras_lowrank.on_device import trainer
     from keras_lowrank.utils import atomic

@@ -24,9 +24,9 @@ from keras_lowrank.exporters.sample_inputs import to_flat_inputs
 from keras_lowrank.exporters.signature import input_signature
 from keras_lowrank.exporters.text_inputs import is_texts
 from keras_lowrank.exporters.text_inputs import tokenize
+from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.exporters.tflite import convert_saved_model
 from keras_lowrank.on_device import artifact_files
-from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.on_device.op_check import check_builtin_ops
 from keras_lowrank.on_device.op_check import refusal
 from keras_lowrank.on_device.report import TrainableReport
@@ -72,6 +72,11 @@ def export_trainable(model, path, format, options):
     training = options.on_device_training
     _check_arguments(model, path, format, options)
     task = _task(model)
+    if task == CLASSIFIER and options.tokenizer is not None:
+        raise ValueError(
+            "`tokenizer` (a tokenizer.json) is for a causal LM; a classifier's "
+            "artifact carries its preprocessor's vocabulary. Received: "
+            f"tokenizer={options.tokenizer!r} for a {type(model).__name__}")
     weights = _trained_weights(model)
     specs, sample = _inputs(model, training, options.sample_inputs)
     start = time.perf_counter()

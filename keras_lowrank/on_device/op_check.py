@@ -31,6 +31,22 @@ def operator_codes(flatbuffer):
     return codes
 
 
+def variable_names(flatbuffer):
+    """The sorted names of the resource variables of `flatbuffer` (its
+    `VAR_HANDLE` ops' shared names): what a signature can change."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    handle = schema.BuiltinOperator.VAR_HANDLE
+    names = set()
+    for subgraph in model.subgraphs or ():
+        for op in subgraph.operators or ():
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == handle:
+                names.add(op.builtinOptions.sharedName.decode("utf-8"))
+    return sorted(names)
+
+
 def check_builtin_ops(flatbuffer):
     """The sorted builtin op names of `flatbuffer`.
 

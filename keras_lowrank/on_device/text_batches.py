@@ -25,7 +25,6 @@ import sys
 
 import numpy as np
 
-
 if __package__:
     from keras_lowrank.generation import runtime_tokenizer
     from keras_lowrank.on_device import artifact_files

@@ -21,7 +21,6 @@ import sys
 
 import numpy as np
 
-
 if __package__:
     from keras_lowrank.on_device import artifact_files
 else:  # loaded by path, without the package (and Keras): standalone.py

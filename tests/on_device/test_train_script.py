@@ -93,3 +93,41 @@ def _file_factors(path):
     from safetensors.numpy import load_file
 
     return load_file(str(path))
+
+
+def test_a_causal_lm_trains_on_prompt_completion_pairs(tmp_path):
+    from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
+    from keras_lowrank.models.gguf_folder import gguf_to_hf_folder
+    from tests.generation.tiny_lms import write_tiny_gguf
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    folder = gguf_to_hf_folder(tmp_path / "tiny.gguf", tmp_path / "hf")
+    config_path = tmp_path / "hf" / "tokenizer_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()),
+                                       "eos_token": "<|im_end|>"}))
+    model = klr.add_adapters(load_causal_lm(str(folder)), rank=2)
+    path = tmp_path / "lm.tflite"
+    report = klr.export(model, str(path), "tflite", tokenizer=str(tmp_path / "hf" / "tokenizer.json"),
+                        on_device_training=klr.OnDeviceTraining(
+                            batch_size=2, sequence_length=16, optimizer="adam",
+                            learning_rate=0.01))
+    assert report.tokenizer == "tokenizer.json"
+    metadata = OnDeviceTrainer(path).metadata
+    assert metadata["tokenizer"]["end_token_id"] == 2  # <|im_end|>, from tokenizer_config.json
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in [
+        ("hello ", "hello"), ("he", "llo"), ("ll", "o hell"), ("o", " hello")]))
+    out = tmp_path / "adapter.safetensors"
+    status, printed, err = run(path, "--train", data, "--epochs", "4", "--out", out,
+                               "--eval", data, "--json")
+    assert status == {"code": 0, "tf": False, "keras": False}, err
+    report = json.loads(printed.splitlines()[-2])
+    assert report["task"] == "causal_lm" and report["train_rows"] == 4
+    assert report["eval_loss_after"] < report["eval_loss_before"]
+    # Back on the host: the file's factors give Keras the artifact's logits.
+    trainer = OnDeviceTrainer(path)
+    trainer.restore(_file_factors(out))
+    tokens = np.random.default_rng(0).integers(1, 200, (2, 16)).astype("int32")
+    inputs = {"token_ids": tokens, "padding_mask": np.ones((2, 16), bool)}
+    host = klr.load_adapters(model, trainer.save())
+    np.testing.assert_allclose(np.asarray(host(inputs)), trainer.infer(inputs), atol=1e-4)

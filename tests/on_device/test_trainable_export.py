@@ -15,6 +15,7 @@ import keras_lowrank as klr
 from keras_lowrank.adapters.files import file_weights
 from keras_lowrank.on_device import artifact_files
 from keras_lowrank.on_device.op_check import operator_codes
+from keras_lowrank.on_device.op_check import variable_names
 from keras_lowrank.on_device.trainer import OnDeviceTrainer
 
 BATCH, SEQ, VOCAB, CLASSES, STEPS = 4, 12, 64, 3, 3
@@ -138,7 +139,7 @@ def classifier_artifacts(classifier, tmp_path_factory):
 def lm_artifacts(causal_lm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("causal_lm")
     return {name: (folder / f"{name}.tflite", export_trainable(
-        causal_lm, folder / f"{name}.tflite", TRAINING[name])) for name in ("sgd", "adamw")}
+        causal_lm, folder / f"{name}.tflite", TRAINING[name])) for name in TRAINING}
 
 
 def _check_steps(name, device, reference):
@@ -167,7 +168,7 @@ def test_classifier_steps_equal_keras(name, classifier, classifier_artifacts):
     assert report.checks.logits_max_abs_diff <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", sorted(TRAINING))
 def test_causal_lm_steps_equal_keras(name, causal_lm, lm_artifacts):
     path, report = lm_artifacts[name]
     batches = lm_batches()
@@ -207,7 +208,11 @@ def test_base_is_constant_and_factors_named_as_the_adapter_file(classifier, clas
     assert report.trained_parameters == sum(v.size for v in trained.values())
     klr.save_adapters(classifier, tmp_path / "a.safetensors")
     assert metadata["adapter_metadata"] == klr.read_adapter_metadata(tmp_path / "a.safetensors")
-    # Variables in the flatbuffer: the trained tensors and the step count only.
+    # The flatbuffer's variables: the trained tensors and the step count
+    # (SGD); Adam adds two moments per tensor. Every other weight is constant.
+    for name, moments in (("sgd", 0), ("adam", 2)):
+        with open(classifier_artifacts[name][0], "rb") as file:
+            assert len(variable_names(file.read())) == len(trained) * (1 + moments) + 1
     trainer = OnDeviceTrainer(path)
     before = trainer.save()
     for key, value in before.items():
@@ -232,6 +237,8 @@ def test_host_model_from_device_factors_equals_infer(classifier, classifier_arti
     klr.save_adapters(host, tmp_path / "device.safetensors")
     from_file = klr.load_adapters(bert_base(), str(tmp_path / "device.safetensors"))
     np.testing.assert_array_equal(np.asarray(from_file(x)), np.asarray(host(x)))
+    exported = klr.export(host, str(tmp_path / "merged.tflite"), "tflite")
+    assert exported.max_abs_diff <= 1e-4
     klr.save_peft_adapters(host, tmp_path / "peft")
     from_peft = klr.load_peft_adapters(bert_base(), tmp_path / "peft")
     np.testing.assert_allclose(np.asarray(from_peft(x)), trainer.infer(x), rtol=0, atol=1e-4)
@@ -254,6 +261,7 @@ def test_restore_sets_the_factors(classifier_artifacts):
     ({"quantize": "dynamic"}, "quantize"),
     ({"allow_flex": True}, "allow_flex"),
     ({"metadata": "text_classifier"}, "metadata"),
+    ({"tokenizer": "tokenizer.json"}, r"^`tokenizer` \(a tokenizer.json\) is for a causal LM"),
 ])
 def test_refused_options(classifier, tmp_path, fields, message):
     path = tmp_path / "x.tflite"
