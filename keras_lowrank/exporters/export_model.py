@@ -32,7 +32,6 @@ from keras_lowrank.exporters.text_inputs import is_texts
 from keras_lowrank.exporters.text_inputs import tokenize
 from keras_lowrank.exporters.verification import ExportVerificationError
 from keras_lowrank.generation.export_dispatch import dispatch_export
-from keras_lowrank.on_device.export import export_trainable
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.optional import tensorflow
@@ -135,6 +134,10 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
     options = ExportOptions.from_arguments(options, fields)
     _check_model(model)
     if options.on_device_training is not None:
+        # Imported here: its tf.Module classes need TensorFlow at import,
+        # and `import keras_lowrank` stays TensorFlow-free under JAX.
+        from keras_lowrank.on_device.export import export_trainable
+
         return export_trainable(model, path, format, options)
     # A keras-hub causal LM in LiteRT, ONNX, LiteRT-LM or ONNX Runtime
     # GenAI: a generation artifact (prefill and decode with a KV cache),
