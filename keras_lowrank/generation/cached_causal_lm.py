@@ -136,6 +136,26 @@ def call_with_cache(model, token_ids, cache, cache_update_index):
     return logits, next_cache
 
 
+def call_with_cache_at(model, token_ids, cache, cache_update_index, select):
+    """`(logits of the positions `select` keeps, next_cache)`.
+
+    keras-hub's `call_with_cache` ends with the head on every position,
+    `token_embedding(hidden_states, reverse=True)` (Llama, Gemma, GPT-2,
+    ...; a logit soft cap is inside the reversed embedding). Here the head
+    runs on `select(hidden_states)` alone; in a traced graph the unused
+    full-length head is dead and the converters drop it.
+
+    Args:
+        select: `hidden_states (batch, length, hidden) -> (batch, k,
+            hidden)`, e.g. the chunk's last real position.
+    """
+    _, hidden_states, next_cache = model.call_with_cache(
+        token_ids, cache, cache_update_index
+    )
+    logits = model.backbone.token_embedding(select(hidden_states), reverse=True)
+    return logits, next_cache
+
+
 def _pad_and_select_update(inputs, start_indices, updates):
     """`slice_update` as Pad + Where, which tf2onnx converts (it has no
     converter for XLA's DynamicUpdateSlice)."""

@@ -97,16 +97,17 @@ def prefill_step(model):
     Writes the chunk into the cache at `cache_update_index` and returns the
     logits of the chunk's token `last_index`: right padding after it is
     written too, but the causal mask hides positions after the current one,
-    and decoding overwrites them.
+    and decoding overwrites them. The LM head runs on that one position
+    only (`call_with_cache_at`), not on every position of the chunk.
     """
 
     def prefill(token_ids, cache, cache_update_index, last_index):
-        logits, next_cache = cached_causal_lm.call_with_cache(
-            model, token_ids, cache, cache_update_index
+        # (1, length, hidden) -> (1, 1, hidden): the chunk's token `last_index`.
+        logits, next_cache = cached_causal_lm.call_with_cache_at(
+            model, token_ids, cache, cache_update_index,
+            lambda hidden: tf.gather(hidden, tf.reshape(last_index, [1]), axis=1),
         )
-        # (1, length, vocabulary) -> (1, vocabulary)
-        logits = tf.gather(logits, last_index, axis=1)
-        return {"logits": logits, "next_cache": next_cache}
+        return {"logits": logits[:, 0, :], "next_cache": next_cache}
 
     return prefill
 
