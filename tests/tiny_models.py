@@ -109,3 +109,14 @@ def randomize_adapter(model, name, seed, scale=0.3):
             for weight in layer.adapter_weights(name).values():
                 weight.assign(rng.normal(size=weight.shape).astype("float32") * scale)
     return model
+
+
+def random_factors(model, seed, spread=0.5, factors=("lora_b",)):
+    """`model`'s LoRA weights whose path holds one of `factors` drawn from
+    N(0, spread): `B` away from zero, so that the adapter changes the
+    outputs (and A's gradients are not zero). Returns `model`."""
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:
+        if any(factor in variable.path for factor in factors):
+            variable.assign(rng.normal(0, spread, variable.shape).astype("float32"))
+    return model

@@ -104,25 +104,19 @@ def test_a_keras_file_needs_the_tokenizer_flag(classifier_file, tmp_path, capsys
     assert not os.listdir(tmp_path)
 
 
-def test_a_classifier_is_refused_for_litertlm(classifier_file, hf_folder,
-                                              tmp_path, capsys):
+@pytest.mark.parametrize("format, messages", [
+    ("litertlm", ("format='litertlm' (LiteRT-LM bundle) is for generation only",
+                  "Received: BertTextClassifier",
+                  "(e.g. format='tflite'). Nothing was written.")),
+    ("tflite", ("`tokenizer` (a tokenizer.json) only applies to a keras-hub causal "
+                "LM with a KV cache",)),
+])
+def test_a_classifier_with_a_tokenizer_is_refused(format, messages, classifier_file,
+                                                  hf_folder, tmp_path, capsys):
     status, printed = export(
-        capsys, classifier_file, "--format", "litertlm", "--tokenizer",
-        os.path.join(hf_folder, "tokenizer.json"), "--out", str(tmp_path / "c.litertlm"))
-    _one_line_error(status, printed,
-                    "format='litertlm' (LiteRT-LM bundle) is for generation only",
-                    "Received: BertTextClassifier",
-                    "(e.g. format='tflite'). Nothing was written.")
-    assert not os.listdir(tmp_path)
-
-
-def test_tokenizer_is_refused_for_a_classifier_in_tflite(classifier_file, hf_folder,
-                                                         tmp_path, capsys):
-    status, printed = export(
-        capsys, classifier_file, "--format", "tflite", "--tokenizer",
-        os.path.join(hf_folder, "tokenizer.json"), "--out", str(tmp_path / "c.tflite"))
-    _one_line_error(status, printed, "`tokenizer` (a tokenizer.json) only applies "
-                    "to a keras-hub causal LM with a KV cache")
+        capsys, classifier_file, "--format", format, "--tokenizer",
+        os.path.join(hf_folder, "tokenizer.json"), "--out", str(tmp_path / f"c.{format}"))
+    _one_line_error(status, printed, *messages)
     assert not os.listdir(tmp_path)
 
 

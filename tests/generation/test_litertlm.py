@@ -22,13 +22,13 @@ from keras_lowrank.generation.litertlm_export import export_litertlm
 from keras_lowrank.generation.litertlm_template import model_template
 from keras_lowrank.generation.litertlm_template import runtime_template
 from tests.generation import tiny_lms
+from tests.generation.litertlm_cases import MAX_LENGTH
+from tests.generation.litertlm_cases import NEW_TOKENS
+from tests.generation.litertlm_cases import PROMPTS
+from tests.generation.litertlm_cases import keras_tokens
+from tests.generation.litertlm_cases import word_ids
 
-MAX_LENGTH = 32
 PREFILL = (8,)
-NEW_TOKENS = 6
-# The second prompt (11 words, 12 tokens with the start token) spans two
-# prefill chunks of 8.
-PROMPTS = ["w5 w9 w3", " ".join(f"w{i}" for i in range(10, 21))]
 # SmolLM2's template shape (string concatenation of message['content']),
 # starting with the start token's text as Gemma's does.
 TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ 'w3 ' + message['role'] + ' ' + "
@@ -91,24 +91,13 @@ def int8(tmp_path_factory):
     return model, tokenizer, reference, report
 
 
-def _ids(text):
-    return [int(word[1:]) for word in text.split()]
-
-
-def _keras_tokens(model, prompt):
-    """Keras' greedy ids after `[start] + prompt`, cut at the stop token."""
-    tokens = greedy_reference(model, [1] + _ids(prompt), NEW_TOKENS,
-                              max_length=MAX_LENGTH).tokens
-    return list(tokens[:tokens.index(2)] if 2 in tokens else tokens)
-
-
 @pytest.mark.parametrize("name", ["llama", "gemma", "gpt2"])
 def test_float_bundle_generates_keras_tokens_in_the_engine(name, models, bundles):
     report, path = bundles(name)
     with open_engine(path, MAX_LENGTH) as engine:
         for prompt in PROMPTS:
             text, _ = greedy_text(engine, prompt, NEW_TOKENS)
-            assert _ids(text) == _keras_tokens(models[name], prompt)
+            assert word_ids(text) == keras_tokens(models[name], prompt)
     assert report.tokens_matching == report.tokens_compared > 0
     assert report.prompts_matching == 2 and report.prompt_lengths == (4, 12)
     assert report.conversation_matching is True
@@ -130,7 +119,7 @@ def test_the_conversation_api_applies_the_models_chat_template(models, bundles):
     tokens = greedy_reference(models["llama"], [1, 3, 0, 9, 10, 4, 5],
                               NEW_TOKENS, max_length=MAX_LENGTH).tokens
     expected = list(tokens[:tokens.index(2)] if 2 in tokens else tokens)
-    assert _ids(reply) == expected and expected
+    assert word_ids(reply) == expected and expected
 
 
 def test_the_bundle_holds_the_tokens_the_template_and_the_contract(bundles, tmp_path):

@@ -15,7 +15,6 @@ import pytest
 
 from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.adapters.adapted_model import add_adapters
-from keras_lowrank.generation import greedy_reference
 from keras_lowrank.generation import write_runtime_adapter
 from keras_lowrank.generation.litertlm_adapter import bundle_lora_inputs
 from keras_lowrank.generation.litertlm_adapter import write_litertlm_adapter
@@ -24,11 +23,13 @@ from keras_lowrank.generation.litertlm_check import greedy_text
 from keras_lowrank.generation.litertlm_check import open_engine
 from keras_lowrank.generation.litertlm_export import export_litertlm
 from tests.generation import tiny_lms
+from tests.generation.litertlm_cases import MAX_LENGTH
+from tests.generation.litertlm_cases import NEW_TOKENS
+from tests.generation.litertlm_cases import PROMPTS
+from tests.generation.litertlm_cases import keras_tokens
+from tests.generation.litertlm_cases import word_ids
 
 VOCAB = 256
-MAX_LENGTH = 32
-NEW_TOKENS = 6
-PROMPTS = ["w5 w9 w3", " ".join(f"w{i}" for i in range(10, 21))]
 ATTENTION = ("query", "key", "value", "attention_output")
 TEMPLATE = ("{{ bos_token }}{% for message in messages %}"
             "{{ message['content'] }}{% endfor %}")
@@ -76,19 +77,9 @@ def bundle(adapted, folder):
     return report, path
 
 
-def _ids(text):
-    return [int(word[1:]) for word in text.split()]
-
-
-def _keras_tokens(model, prompt):
-    tokens = greedy_reference(model, [1] + _ids(prompt), NEW_TOKENS,
-                              max_length=MAX_LENGTH).tokens
-    return list(tokens[:tokens.index(2)] if 2 in tokens else tokens)
-
-
 def _engine_tokens(path, lora_path):
     with open_engine(path, MAX_LENGTH) as engine:
-        return [_ids(greedy_text(engine, p, NEW_TOKENS, lora_path)[0])
+        return [word_ids(greedy_text(engine, p, NEW_TOKENS, lora_path)[0])
                 for p in PROMPTS]
 
 
@@ -109,7 +100,7 @@ def test_zero_adapter_gives_the_base_model(base_lm, bundle, folder):
     lora = str(folder / "zero.lora.tflite")
     size = write_litertlm_base_adapter(path, lora)
     assert size % 4096 == 0
-    expected = [_keras_tokens(base_lm, p) for p in PROMPTS]
+    expected = [keras_tokens(base_lm, p) for p in PROMPTS]
     assert _engine_tokens(path, lora) == expected
 
 
@@ -119,8 +110,8 @@ def test_adapter_file_equals_its_adapted_model(name, adapted, base_lm, bundle, f
     lora = str(folder / f"{name}.lora.tflite")
     size = write_litertlm_adapter(adapted[name], path, lora)
     assert size % 4096 == 0
-    expected = [_keras_tokens(adapted[name], p) for p in PROMPTS]
-    assert expected != [_keras_tokens(base_lm, p) for p in PROMPTS]
+    expected = [keras_tokens(adapted[name], p) for p in PROMPTS]
+    assert expected != [keras_tokens(base_lm, p) for p in PROMPTS]
     assert _engine_tokens(path, lora) == expected
 
 

@@ -6,7 +6,6 @@ Keras' greedy tokens of its adapted model; no adapter gives the base."""
 import os
 
 import keras
-import numpy as np
 import pytest
 
 import keras_lowrank as klr
@@ -19,6 +18,7 @@ from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.generation.onnx_genai_export import export_onnx_genai
 from tests.generation import tiny_lms
 from tests.generation.test_onnx_genai import write_letter_tokenizer
+from tests.tiny_models import random_factors
 
 MAX_LENGTH = 32
 NEW_TOKENS = 8
@@ -29,12 +29,7 @@ PROMPTS = ["hello there", "The capital of France is"]
 def _with_random_b(base, seed, **options):
     """`base` with fresh adapters whose `B` is random (not zero), so that
     the adapter changes the output."""
-    model = klr.add_adapters(base, **options)
-    rng = np.random.default_rng(seed)
-    for variable in model.variables:
-        if "lora_b" in variable.path:
-            variable.assign(rng.normal(0, 0.8, variable.shape).astype("float32"))
-    return model
+    return random_factors(klr.add_adapters(base, **options), seed, spread=0.8)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from keras_lowrank.generation import greedy_reference
 from keras_lowrank.generation import load_generator
 from keras_lowrank.generation import write_runtime_adapter
 from tests.generation import tiny_lms
+from tests.tiny_models import random_factors
 
 MAX_LENGTH = 32
 PROMPTS = ([3, 9, 27, 11], [5], list(range(4, 20)))
@@ -22,11 +23,7 @@ NEW_TOKENS = 16
 
 def _adapted(base, seed, rank, alpha, **kwargs):
     model = klr.add_adapters(base, rank=rank, alpha=alpha, **kwargs)
-    rng = np.random.default_rng(seed)
-    for variable in model.variables:
-        if "lora_" in variable.path:
-            variable.assign(rng.normal(0, 0.5, variable.shape).astype("float32"))
-    return model
+    return random_factors(model, seed, factors=("lora_",))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from keras_lowrank.on_device import artifact_files
 from keras_lowrank.on_device.op_check import operator_codes
 from keras_lowrank.on_device.op_check import variable_names
 from keras_lowrank.on_device.trainer import OnDeviceTrainer
+from tests.tiny_models import random_factors
 
 BATCH, SEQ, VOCAB, CLASSES, STEPS = 4, 12, 64, 3, 3
 OPTIMIZERS = {
@@ -45,7 +46,7 @@ def bert_base():
 
 
 def bert_classifier():
-    return _with_random_b(klr.add_adapters(bert_base(), rank=4))
+    return random_factors(klr.add_adapters(bert_base(), rank=4), 0, spread=0.1)
 
 
 def llama_causal_lm():
@@ -54,16 +55,7 @@ def llama_causal_lm():
         vocabulary_size=VOCAB, num_layers=2, num_query_heads=4, num_key_value_heads=2,
         hidden_dim=16, intermediate_dim=32, dropout=0.0)
     model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
-    return _with_random_b(klr.add_adapters(model, rank=4))
-
-
-def _with_random_b(model):
-    """B away from zero, so that A's gradients are not zero at the first step."""
-    rng = np.random.default_rng(0)
-    for key, weight in file_weights(model).items():
-        if key.endswith("lora_b"):
-            weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
-    return model
+    return random_factors(klr.add_adapters(model, rank=4), 0, spread=0.1)
 
 
 def classifier_batches(steps=STEPS):
