@@ -31,13 +31,17 @@ from keras_lowrank.adapters.shrinking import ShrinkReport
 from keras_lowrank.adapters.shrinking import shrink_adapters
 from keras_lowrank.adapters.summary import parameter_counts
 from keras_lowrank.adapters.summary import trainable_summary
+from keras_lowrank.adapters.summary import weight_bytes
 from keras_lowrank.adapters.weighted import add_weighted_adapter
+from keras_lowrank.adaptive import AdaLoRACallback
+from keras_lowrank.adaptive import adapter_ranks
 from keras_lowrank.compression.compress import compress
 from keras_lowrank.compression.report import CompressionReport
 from keras_lowrank.exporters import ExportReport
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import UnsupportedOpsError
 from keras_lowrank.exporters import export
+from keras_lowrank.layers import AdaLoRA
 from keras_lowrank.layers import LoRAConv1D
 from keras_lowrank.layers import LoRAConv2D
 from keras_lowrank.layers import LoRAConv3D
@@ -58,6 +62,9 @@ from keras_lowrank.version import __version__
 
 __all__ = [
     "__version__",
+    "AdaLoRA",
+    "AdaLoRACallback",
+    "adapter_ranks",
     "route_adapters",
     "active_adapters",
     "add_weighted_adapter",
@@ -101,4 +108,5 @@ __all__ = [
     "svd",
     "trainable_summary",
     "UnsupportedOpsError",
+    "weight_bytes",
 ]

@@ -206,3 +206,58 @@ def _get(location):
 def _set(location, function):
     module, name = location
     setattr(importlib.import_module(module), name, function)
+
+
+# === Quantized layers ===
+
+
+def dequantized_kernel(layer):
+    """The float32 kernel of an int8/int4-quantized Dense, EinsumDense or
+    Embedding (Keras' own quantized form), in the float kernel's shape.
+
+    Undoes `layer.quantize("int8" | "int4")` as Keras' own
+    `_get_kernel_with_merged_lora` does before merging: int4 values are
+    unpacked (`_orig_output_dim`, `_int4_unpacked_column_size`), per-channel
+    scales divide, grouped int4 (`_int4_block_size`) goes through
+    `dequantize_with_sz_map`, and EinsumDense's scale is laid out back
+    (`_adjust_scale_for_dequant`).
+    """
+    from keras import ops
+    from keras.src.quantizers.quantizers import dequantize_with_sz_map
+
+    mode = layer.quantization_mode
+    if mode not in ("int8", "int4"):
+        raise ValueError(
+            f"dequantized_kernel expected a layer quantized as 'int8' or "
+            f"'int4'. Received: layer '{layer.name}' with "
+            f"quantization_mode={mode!r}"
+        )
+    grouped = getattr(layer, "_int4_block_size", None) not in (None, -1)
+    if isinstance(layer, keras.layers.Embedding):
+        values, scale = layer._embeddings, layer.embeddings_scale
+        if mode == "int4":
+            values = keras.quantizers.unpack_int4(values, layer._orig_output_dim, axis=-1)
+        values = ops.cast(values, "float32")
+        if mode == "int4" and grouped:
+            return dequantize_with_sz_map(
+                values, scale, layer.embeddings_zero, layer.g_idx, group_axis=-1)
+        return values / ops.expand_dims(scale, -1)  # (vocab, dim) / (vocab, 1)
+    if isinstance(layer, keras.layers.EinsumDense):
+        if mode == "int8":
+            return ops.cast(layer._kernel, "float32") / layer._adjust_scale_for_dequant(
+                layer.kernel_scale)
+        columns = layer._int4_unpacked_column_size
+        shape = tuple(layer.original_kernel_shape)
+    else:
+        columns = layer._orig_output_dim if mode == "int4" else None
+        shape = None
+    values = layer._kernel
+    if mode == "int4":
+        values = keras.quantizers.unpack_int4(values, columns, axis=-1)
+    values = ops.cast(values, "float32")  # (fan_in, fan_out)
+    if mode == "int4" and grouped:
+        kernel = dequantize_with_sz_map(
+            values, layer.kernel_scale, layer.kernel_zero, layer.g_idx, group_axis=0)
+    else:
+        kernel = values / layer.kernel_scale
+    return kernel if shape is None else ops.reshape(kernel, shape)

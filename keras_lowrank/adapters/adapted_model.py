@@ -5,10 +5,13 @@
 from keras_lowrank.adapters.config import LoRAConfig
 from keras_lowrank.adapters.targeting import check_patterns_match
 from keras_lowrank.adapters.targeting import freeze_all_but
+from keras_lowrank.adapters.targeting import is_kept_trainable
 from keras_lowrank.adapters.targeting import targeted_paths
 from keras_lowrank.adapters.targeting import trainable_patterns
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
+from keras_lowrank.layers.quantized_base import is_quantizable
+from keras_lowrank.layers.quantized_base import quantized_copy
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
 from keras_lowrank.surgery import model_state
@@ -86,12 +89,14 @@ def add_adapters(model, config=None, *, adapter_name=None, **overrides):
     specs = {path: config.spec_for(path) for path in targeted}
     return apply_adapters(
         model, specs, keep_trainable, init=config.init, config=config,
-        adapter_name=adapter_name,
+        adapter_name=adapter_name, base_quantization=config.base_quantization,
+        quantize_frozen=config.quantize_frozen,
     )
 
 
 def apply_adapters(
-    model, specs, keep_trainable, init="default", config=None, adapter_name=None
+    model, specs, keep_trainable, init="default", config=None, adapter_name=None,
+    base_quantization=None, quantize_frozen="adapted",
 ):
     """Wraps the layers at `specs`' paths and freezes the rest.
 
@@ -103,6 +108,10 @@ def apply_adapters(
         config: the LoRAConfig to remember on the result, if any.
         adapter_name: the new adapters' name; None means "default" on a
             model without adapters. On a model with adapters it must be new.
+        base_quantization: None, "int8" or "int4": the new adapters' frozen
+            kernels are held quantized (`LoRAAdapter.quantize_base`).
+        quantize_frozen: "adapted", or "all" to quantize every other frozen
+            plain Dense, EinsumDense and Embedding too.
 
     Returns:
         The new model.
@@ -110,6 +119,7 @@ def apply_adapters(
     checks.check_finite_weights(model, "add_adapters")
     paths = layer_paths.layer_paths(model)
     name = _new_adapter_name(model, paths, adapter_name, init)
+    _check_quantization(model, paths, base_quantization)
     for path in specs:
         layer = paths[path]
         if isinstance(layer, LoRAAdapter):
@@ -121,14 +131,20 @@ def apply_adapters(
         spec = specs[path]
         try:
             if not isinstance(layer, LoRAAdapter):
-                adapter_class._check_arguments(base, spec.rank, spec.alpha, spec.dropout)
+                adapter_class._check_arguments(
+                    base, spec.rank, spec.alpha, spec.dropout, base_quantization)
             adapter_class._check_rank_fits(base, spec.rank)
             adapter_class._check_variant(base, spec.variant)
         except ValueError as error:
             raise ValueError(f"Layer '{path}': {error}") from None
 
+    quantize_all = base_quantization is not None and quantize_frozen == "all"
+
     def wrap(path, layer):
         if path not in specs:
+            if (quantize_all and is_quantizable(layer) and layer.quantization_mode is None
+                    and not is_kept_trainable(path, keep_trainable)):
+                return quantized_copy(layer, base_quantization)
             return None
         if isinstance(layer, LoRAAdapter):
             adapter = with_adapter(layer, name, specs[path])
@@ -142,6 +158,8 @@ def apply_adapters(
                 from keras_lowrank.adapters.pissa import pissa_init
 
                 pissa_init(adapter)
+            if base_quantization is not None:  # after PiSSA left the residual
+                adapter.quantize_base(base_quantization)
         view.variant.initialize(view)
         return adapter
 
@@ -149,11 +167,29 @@ def apply_adapters(
     for layer in adapters(adapted).values():
         layer.set_active([name] if name in layer.adapter_names else [])
     freeze_all_but(adapted, keep_trainable)
+    if config is not None and base_quantization != config.base_quantization:
+        # Recorded as built: a file trained on a quantized base loads on a float one.
+        config = config.replace(base_quantization=base_quantization,
+                                quantize_frozen="adapted")
     configs = model_state.lora_configs(model)
     if config is not None:
         configs[name] = config
     model_state.set_lora_configs(adapted, configs)
     return adapted
+
+
+def _check_quantization(model, paths, base_quantization):
+    if base_quantization is None:
+        return
+    held = [p for p, layer in paths.items() if isinstance(layer, LoRAAdapter)]
+    if held:
+        raise ValueError(
+            f"base_quantization={base_quantization!r} quantizes the base kernel "
+            "when a layer gets its first adapter; model "
+            f"'{model.name}' holds adapters already (at '{held[0]}'). Add the "
+            "first adapter with base_quantization, later ones with "
+            "base_quantization=None (they share the quantized base)."
+        )
 
 
 def with_adapter(layer, name, spec):

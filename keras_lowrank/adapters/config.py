@@ -3,17 +3,20 @@
 import dataclasses
 import json
 
+from keras_lowrank.layers.adalora import AdaLoRA
 from keras_lowrank.layers.adapter_spec import DELTA_DTYPE
 from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.layers.adapter_spec import check_alpha
 from keras_lowrank.layers.adapter_spec import check_dropout
 from keras_lowrank.layers.adapter_spec import check_rank
 from keras_lowrank.layers.adapter_spec import check_scale
+from keras_lowrank.layers.quantized_base import check_quantization_mode
 from keras_lowrank.surgery.layer_patterns import check_pattern
 
 ALL_LINEAR = "all-linear"
 _OWNER = "LoRAConfig"
 INIT_METHODS = ("default", "pissa")
+QUANTIZE_FROZEN = ("adapted", "all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,18 @@ class LoRAConfig:
             `W + s·A·B`, adding `fan_out` parameters per adapter. Dense and
             EinsumDense only. With `init="pissa"` the magnitude starts at the
             norm of the residual plus the principal part (that is, of `W`).
+        adaptive: None or `klr.AdaLoRA`. AdaLoRA
+            (`keras_lowrank.layers.adalora`): SVD-form adapters `s·P·diag(Λ)·Q`
+            whose ranks `klr.AdaLoRACallback` prunes in training down to
+            `target_rank` on average. Dense and EinsumDense only; not with
+            DoRA.
+        base_quantization: None, `"int8"` or `"int4"`. Hold the adapted
+            layers' frozen kernels in Keras' own quantized form (QLoRA-like;
+            `keras_lowrank.layers.quantized_base`); `A` and `B` stay float32.
+            `klr.merge_adapters` gives a float model again.
+        quantize_frozen: `"adapted"` (the adapted layers' kernels only) or
+            `"all"` (also every other frozen Dense, EinsumDense and
+            Embedding). Used with `base_quantization` only.
 
     Example:
     ```python
@@ -66,6 +81,9 @@ class LoRAConfig:
     alpha_pattern: dict = dataclasses.field(default_factory=dict)
     init: str = "default"
     use_dora: bool = False
+    adaptive: AdaLoRA | None = None
+    base_quantization: str | None = None
+    quantize_frozen: str = "adapted"
 
     def __post_init__(self):
         check_rank(self.rank, "rank", _OWNER)
@@ -103,6 +121,22 @@ class LoRAConfig:
                 "LoRAConfig expected `use_dora` to be True or False. "
                 f"Received: use_dora={self.use_dora!r}"
             )
+        if self.adaptive is not None:
+            self._check_adaptive()
+        check_quantization_mode(self.base_quantization, _OWNER)
+        if self.quantize_frozen not in QUANTIZE_FROZEN:
+            raise ValueError(
+                "LoRAConfig got an unknown `quantize_frozen`. Received: "
+                f"quantize_frozen={self.quantize_frozen!r}. Supported: "
+                f"{list(QUANTIZE_FROZEN)}"
+            )
+        if self.quantize_frozen != "adapted" and self.base_quantization is None:
+            raise ValueError(
+                "LoRAConfig got quantize_frozen="
+                f"{self.quantize_frozen!r} without a `base_quantization`, so "
+                "nothing would be quantized. Pass base_quantization='int8' or "
+                "'int4' too, or leave quantize_frozen='adapted'."
+            )
 
     def _check_scales(self):
         # Any alpha may meet the smallest rank on some layer.
@@ -134,8 +168,30 @@ class LoRAConfig:
             alpha=self.alpha_for(path),
             dropout=self.dropout,
             use_rslora=self.use_rslora,
-            variant="dora" if self.use_dora else "lora",
+            variant=_variant(self),
         )
+
+    def _check_adaptive(self):
+        adaptive = self.adaptive
+        if isinstance(adaptive, dict):  # from `to_dict` / JSON
+            try:
+                adaptive = AdaLoRA.from_dict(adaptive)
+            except ValueError as error:
+                raise ValueError(f"{_OWNER}: {error}") from None
+            object.__setattr__(self, "adaptive", adaptive)
+        if not isinstance(adaptive, AdaLoRA):
+            raise ValueError(
+                "LoRAConfig expected `adaptive` to be None or a klr.AdaLoRA. "
+                f"Received: adaptive={adaptive!r}"
+            )
+        if self.use_dora:
+            raise ValueError(
+                "LoRAConfig got use_dora=True with adaptive=AdaLoRA(...): an "
+                "adapter is DoRA or AdaLoRA, not both (as in PEFT). Drop one."
+            )
+        adaptive.check_rank(self.rank, _OWNER)
+        for pattern, rank in self.rank_pattern.items():
+            adaptive.check_rank(rank, _OWNER, f"rank_pattern['{pattern}']")
 
     def replace(self, **overrides):
         """A copy with `overrides`; unknown names raise a ValueError."""
@@ -201,3 +257,9 @@ def _patterns(value, name):
     for pattern in patterns:
         check_pattern(pattern, name)
     return patterns
+
+
+def _variant(config):
+    if config.adaptive is not None:
+        return "adalora"
+    return "dora" if config.use_dora else "lora"

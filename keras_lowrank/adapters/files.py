@@ -37,6 +37,7 @@ from keras_lowrank.adapters.file_format import FORMAT
 from keras_lowrank.adapters.file_format import tensor_key
 from keras_lowrank.adapters.file_format import weight_name
 from keras_lowrank.adapters.pissa import remove_principal_part
+from keras_lowrank.adapters.pruned_triplets import drop_pruned_triplets
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers.adapter_spec import AdapterSpec
 from keras_lowrank.surgery import checks
@@ -52,7 +53,9 @@ def save_adapters(model, path):
 
     The write is atomic: a temporary file in a hidden folder beside `path`,
     then a rename, so an interrupted save leaves any earlier file at `path`
-    intact. Every named adapter of the model is saved.
+    intact. Every named adapter of the model is saved. An AdaLoRA adapter
+    is saved with its surviving triplets only (rank = what its mask keeps;
+    `keras_lowrank.adapters.pruned_triplets`), one with none is left out.
 
     Args:
         model: keras.Model holding LoRA adapters (from `add_adapters`).
@@ -74,6 +77,7 @@ def save_adapters(model, path):
             f"Model '{model.name}' holds no LoRA adapter to save. Add some "
             "with `klr.add_adapters` first."
         )
+    model = drop_pruned_triplets(model)  # AdaLoRA: surviving triplets only
     tensors = {key: _numpy(weight) for key, weight in file_weights(model).items()}
     check_finite_tensors(tensors, f"model '{model.name}'", "Nothing was written")
     metadata = file_metadata(model)

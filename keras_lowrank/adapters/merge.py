@@ -2,8 +2,11 @@
 
 from keras_lowrank.adapters.named import check_adapter_names
 from keras_lowrank.layers import LoRAAdapter
+from keras_lowrank.layers.quantized_base import dequantized_copy
+from keras_lowrank.layers.quantized_base import is_quantizable
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import model_state
 from keras_lowrank.surgery import rewriting
 from keras_lowrank.surgery import trainable_flags
 
@@ -51,7 +54,11 @@ def merge_adapters(model, adapter_name=None):
     if adapter_name is not None:
         names = check_adapter_names(model, adapter_name, "merge_adapters")
 
+    quantized = set(model_state.replaced_paths(model))  # by quantize_frozen="all"
+
     def merge(path, layer):
+        if path in quantized and is_quantizable(layer) and layer.quantization_mode:
+            return dequantized_copy(layer)
         if not isinstance(layer, LoRAAdapter):
             return None
         chosen = None if names is None else [n for n in names if n in layer.adapter_names]

@@ -172,6 +172,13 @@ def _kernels(model):
     found = {}
     for path, layer in layer_paths.layer_paths(model).items():
         if isinstance(layer, LoRAAdapter):
+            if layer.layer.quantization_mode is not None:
+                raise NotImplementedError(
+                    f"lora_layout_map does not yet lay out a quantized base: "
+                    f"layer '{path}' holds its kernel as "
+                    f"'{layer.layer.quantization_mode}' (base_quantization). "
+                    "Distribute a model adapted with base_quantization=None."
+                )
             found[path] = (layer.base_kernel.path, layer.layout)
             continue
         adapter_class = adapter_class_for(layer)

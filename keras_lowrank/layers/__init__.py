@@ -5,6 +5,8 @@ The seams: a layer kind is a `LoRAAdapter` subclass registered with
 registered with `register_variant`.
 """
 
+from keras_lowrank.layers.adalora import AdaLoRA
+from keras_lowrank.layers.adalora import AdaLoRAVariant
 from keras_lowrank.layers.dispatch import adapter_class_for
 from keras_lowrank.layers.dispatch import register_adapter_class
 from keras_lowrank.layers.dispatch import supported_classes
@@ -36,8 +38,11 @@ register_adapter_class(LoRAConv3D)
 register_adapter_class(LoRADepthwiseConv1D)
 register_adapter_class(LoRADepthwiseConv2D)
 register_variant(DoRAVariant)
+register_variant(AdaLoRAVariant)
 
 __all__ = [
+    "AdaLoRA",
+    "AdaLoRAVariant",
     "AdapterVariant",
     "DoRAVariant",
     "KernelLayout",

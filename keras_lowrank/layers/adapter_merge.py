@@ -12,6 +12,9 @@ computes in float16).
 import numpy as np
 from keras import ops
 
+from keras_lowrank._compat import keras as keras_compat
+from keras_lowrank.layers.quantized_base import float_config
+
 
 class MergeableAdapter:
     """The merge of an adapter layer (mixed into `LoRAAdapter`)."""
@@ -55,18 +58,25 @@ class MergeableAdapter:
                 dtype the layer computes in (`mixed_float16`).
         """
         layer = self.layer
-        config = layer.get_config()
+        config = float_config(layer)
         config["trainable"] = True
         merged = type(layer).from_config(config)
         merged.build(built_input_shape(layer))
         kernel_var = self.base_kernel
+        dtype = keras_compat.kernel_variable(merged, self.kernel_name).dtype
         kernel = ops.convert_to_numpy(self.merged_kernel(names))
         with np.errstate(over="ignore", invalid="ignore"):  # raised below
-            cast = kernel.astype(kernel_var.dtype)
+            cast = kernel.astype(dtype)
         where = f"layer '{self.name}'"
-        check_finite_kernel(cast, where, kernel_var.dtype)
+        check_finite_kernel(cast, where, dtype)
         check_fits_compute_dtype(cast, where, merged.dtype_policy)
-        values = [cast if v is kernel_var else v.numpy() for v in layer.weights]
+        if layer.quantization_mode is None:
+            values = [cast if v is kernel_var else v.numpy() for v in layer.weights]
+        else:  # the float layer has the kernel and the quantized one's float weights
+            own = {v.name: v for v in layer.weights}
+            merged_kernel = keras_compat.kernel_variable(merged, self.kernel_name)
+            values = [cast if v is merged_kernel else own[v.name].numpy()
+                      for v in merged.weights]
         merged.set_weights(values)
         return merged
 

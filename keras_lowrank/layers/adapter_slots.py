@@ -7,7 +7,6 @@ A variant's hooks take either a layer or a slot.
 """
 
 import keras
-from keras import ops
 
 from keras_lowrank.layers.variants import get_variant
 
@@ -30,10 +29,9 @@ class SpecView:
         return get_variant(self.spec.variant)
 
     def delta_kernel(self):
-        """`s·A·B` in the shape of the wrapped kernel, in float32."""
-        a = ops.cast(self.lora_a, "float32")
-        b = ops.cast(self.lora_b, "float32")
-        return self.layout.from_matrix(ops.matmul(a, b) * self.scale)
+        """`s·A·B` in the shape of the wrapped kernel, in float32 (the
+        variant's `delta_matrix`)."""
+        return self.layout.from_matrix(self.variant.delta_matrix(self))
 
 
 class NamedAdapters:
@@ -90,8 +88,9 @@ class NamedAdapters:
                 )
         self._active = names
         for name in self.adapter_names:
-            for weight in self.adapter_weights(name).values():
-                weight.trainable = name in names
+            frozen = self.view(name).variant.frozen_weight_names
+            for key, weight in self.adapter_weights(name).items():
+                weight.trainable = name in names and key not in frozen
 
 
 class AdapterSlot(SpecView):

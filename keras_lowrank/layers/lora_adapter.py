@@ -39,6 +39,10 @@ from keras_lowrank.layers.adapter_spec import check_alpha
 from keras_lowrank.layers.adapter_spec import check_dropout
 from keras_lowrank.layers.adapter_spec import check_rank
 from keras_lowrank.layers.adapter_spec import check_scale
+from keras_lowrank.layers.quantized_base import check_quantizable
+from keras_lowrank.layers.quantized_base import check_quantization_mode
+from keras_lowrank.layers.quantized_base import float_policy
+from keras_lowrank.layers.quantized_base import quantize_layer
 from keras_lowrank.layers.routing import current_routing
 from keras_lowrank.layers.variants import get_variant
 from keras_lowrank.svd.kernel_layout import KernelLayout
@@ -61,6 +65,11 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
         a_initializer: initializer of `A`. Defaults to `"he_uniform"`.
         b_initializer: initializer of `B`. Defaults to `"zeros"`, so the
             outputs equal the wrapped layer's at init.
+        base_quantization: None, "int8" or "int4". Holds the frozen kernel
+            in Keras' own quantized form (`layer.quantize(mode)`, in place);
+            the forward pass dequantizes it
+            (`keras_lowrank.layers.quantized_base`). A layer quantized
+            already must be given its own mode.
         **kwargs: base layer arguments; `name` defaults to the layer's.
     """
 
@@ -82,9 +91,10 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
         adapter_name="default",
         more_adapters=None,
         active=None,
+        base_quantization=None,
         **kwargs,
     ):
-        self._check_arguments(layer, rank, alpha, dropout)
+        self._check_arguments(layer, rank, alpha, dropout, base_quantization)
         if pissa_rank is not None:
             check_rank(
                 pissa_rank, "pissa_rank", f"{type(self).__name__}(layer='{layer.name}')",
@@ -96,7 +106,7 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
         )
         self._check_variant(layer, spec.variant)
         kwargs.setdefault("name", layer.name)
-        kwargs.setdefault("dtype", layer.dtype_policy)
+        kwargs.setdefault("dtype", float_policy(layer))  # the adapter computes in float
         super().__init__(**kwargs)
         self.layer = layer
         self.spec = spec
@@ -124,6 +134,7 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
         self.slots = {}
         self._active = (self.adapter_name,)
         self._check_scales_fit(spec)
+        self.base_quantization = base_quantization
         self.layer.trainable = False
         if layer.built:
             self.build(built_input_shape(layer))
@@ -132,13 +143,15 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
 
     @classmethod
     def from_spec(cls, layer, spec, **kwargs):
-        """An adapter on `layer` with the hyperparameters of `spec`."""
+        """An adapter on `layer` with the hyperparameters of `spec`; a base
+        quantized already keeps its mode (`base_quantization`)."""
+        kwargs.setdefault("base_quantization", getattr(layer, "quantization_mode", None))
         return cls(layer, **spec.to_dict(), **kwargs)
 
     # === Validation ===
 
     @classmethod
-    def _check_arguments(cls, layer, rank, alpha, dropout):
+    def _check_arguments(cls, layer, rank, alpha, dropout, base_quantization=None):
         """One guard per precondition; raises before anything is modified."""
         name = cls.__name__
         if isinstance(layer, LoRAAdapter):
@@ -170,11 +183,16 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
                 f"{name} received layer '{layer.name}' with Keras' own LoRA "
                 "enabled (`layer.enable_lora`). Use one or the other."
             )
-        if getattr(layer, "quantization_mode", None) is not None:
+        check_quantization_mode(base_quantization, owner)
+        if base_quantization is not None:
+            check_quantizable(layer, base_quantization, owner)
+        mode = getattr(layer, "quantization_mode", None)
+        if mode is not None and mode != base_quantization:
             raise ValueError(
                 f"{name} received layer '{layer.name}' quantized as "
-                f"'{layer.quantization_mode}'. Adapt the float layer, then "
-                "quantize at export."
+                f"'{mode}' and base_quantization={base_quantization!r}. Adapt "
+                f"the float layer (with base_quantization='{mode}' to hold its "
+                "kernel quantized), or quantize at export."
             )
         if layer.built:
             cls._check_rank_fits(layer, rank)
@@ -253,6 +271,8 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
         if not self.layer.built:
             self.layer.build(input_shape)
             self._check_rank_fits(self.layer, self.rank)
+        if self.base_quantization is not None:
+            quantize_layer(self.layer, self.base_quantization)
         self.layout = self.layout_of(self.layer)
         self.lora_a = self.add_weight(
             name="lora_a",
@@ -283,8 +303,21 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
 
     @property
     def base_kernel(self):
-        """The wrapped layer's kernel (its variable: never Keras' LoRA sum)."""
+        """The wrapped layer's kernel (its variable: never Keras' LoRA sum);
+        a float32 tensor, dequantized, when the base is quantized."""
+        if self.layer.quantization_mode is not None:
+            return keras_compat.dequantized_kernel(self.layer)
         return keras_compat.kernel_variable(self.layer, self.kernel_name)
+
+    def quantize_base(self, mode):
+        """Holds the wrapped kernel in Keras' `mode` ("int8" or "int4") form,
+        in place; the factors stay float. `add_adapters` calls it after
+        `init="pissa"` moved the principal part out of the kernel."""
+        owner = f"{type(self).__name__}(layer='{self.layer.name}')"
+        check_quantization_mode(mode, owner)
+        check_quantizable(self.layer, mode, owner)
+        self.base_quantization = mode
+        quantize_layer(self.layer, mode)
 
     # === Forward ===
 
@@ -314,15 +347,19 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
 
     def base_product(self, inputs):
         """The frozen kernel applied to `inputs`, before bias."""
+        if self.layer.quantization_mode is not None:
+            kernel = ops.cast(self.base_kernel, self.compute_dtype)  # dequantized
+            return self.layout.apply_kernel(inputs, kernel)
         return self.layout.apply_kernel(inputs, self.layer.kernel)
 
     def factor_product(self, inputs, training=None, view=None):
         """`s·(dropout(x)·A)·B` of adapter `view` (default: the first one),
-        contracted as the kernel is."""
+        contracted as the kernel is; its variant may put weights between
+        the factors (`AdapterVariant.factor_product`)."""
         view = self if view is None else view
         if view.dropout_layer is not None:
             inputs = view.dropout_layer(inputs, training=training)
-        return self.layout.apply_factors(inputs, view.lora_a, view.lora_b) * view.scale
+        return view.variant.factor_product(view, inputs, training)
 
     def finish(self, outputs):
         """The wrapped layer's bias and activation."""
@@ -348,6 +385,7 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
             "adapter_name": self.adapter_name,
             "more_adapters": {n: s.to_dict() for n, s in self.more_specs.items()},
             "active": list(self._active),
+            "base_quantization": self.base_quantization,
         }
 
     @classmethod

@@ -56,6 +56,9 @@ class LoRAEmbedding(LoRAAdapter):
         return super().call(inputs, training=training)
 
     def base_product(self, inputs):
+        if self.layer.quantization_mode is not None:
+            # Keras' own lookup dequantizes the gathered rows only.
+            return self.layer.quantized_call(inputs)
         return ops.take(self.layer.embeddings, ops.cast(inputs, "int32"), axis=0)
 
     def factor_product(self, inputs, training=None, view=None):

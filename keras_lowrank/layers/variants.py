@@ -18,8 +18,13 @@ one subclass of `AdapterVariant` plus `register_variant`, and its tests:
 - `merged_kernel(adapter)`: the kernel of the merged layer, float32.
 - `extra_weights(adapter)`: `{name: variable}` that adapter files save;
   `extra_weight_names` lists those names, for reading a file before any
-  adapter is built.
+  adapter is built; `frozen_weight_names` those of them never trained.
 - `supports(adapter_class)`: whether it applies to a layer kind.
+- `factor_product(adapter, inputs, training)`: `s·(x·A)·B`, the delta's
+  product with the (dropped-out) inputs; a variant may put weights between
+  the factors (AdaLoRA's `diag(Λ)`).
+- `delta_matrix(adapter)`: the same delta as a `(fan_in, fan_out)` float32
+  matrix, the one source of `delta_kernel()` for merge and export.
 """
 
 from keras import ops
@@ -30,6 +35,7 @@ class AdapterVariant:
 
     name = "lora"
     extra_weight_names = ()
+    frozen_weight_names = ()
 
     @classmethod
     def supports(cls, adapter_class) -> bool:
@@ -54,6 +60,16 @@ class AdapterVariant:
     @classmethod
     def extra_weights(cls, adapter) -> dict:
         return {}
+
+    @classmethod
+    def factor_product(cls, adapter, inputs, training=None):
+        return adapter.layout.apply_factors(inputs, adapter.lora_a, adapter.lora_b) * adapter.scale
+
+    @classmethod
+    def delta_matrix(cls, adapter):
+        a = ops.cast(adapter.lora_a, "float32")
+        b = ops.cast(adapter.lora_b, "float32")
+        return ops.matmul(a, b) * adapter.scale  # (fan_in, fan_out)
 
 
 _VARIANTS = {"lora": AdapterVariant}

@@ -38,12 +38,16 @@ class Part:
         lora_b: `(r, width)`.
         scale: float. `alpha / r` (or `/ sqrt(r)`).
         magnitude: `(width,)` for DoRA, else None.
+        singular_values: `(r,)` for AdaLoRA (`Λ`), else None.
+        ranknum: float. For AdaLoRA, the rank its scale divides by.
     """
 
     lora_a: np.ndarray
     lora_b: np.ndarray
     scale: float
     magnitude: np.ndarray | None = None
+    singular_values: np.ndarray | None = None
+    ranknum: float | None = None
 
 
 def from_peft(lora_A, lora_B, magnitude, widths):

@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_lowrank.adapters.adapted_model import apply_adapters
 from keras_lowrank.layers import LoRAAdapter
+from keras_lowrank.peft import adalora
 from keras_lowrank.peft import factors
 from keras_lowrank.peft.families import family_of
 from keras_lowrank.peft.name_map import ModuleTable
@@ -41,7 +42,8 @@ def load_peft_adapters(model, folder, *, adapter_name=None):
     (`BertTextClassifier`, `Llama3CausalLM`, `GPT2CausalLM`). Each PEFT
     module maps to its keras-hub layer(s) through the family's name map;
     `r`, `lora_alpha`, `rank_pattern`, `alpha_pattern`, `use_rslora`,
-    `use_dora` and `lora_dropout` give each adapter's `AdapterSpec`;
+    `use_dora` and `lora_dropout` give each adapter's `AdapterSpec`
+    (an ADALORA folder gives AdaLoRA adapters, `keras_lowrank.peft.adalora`);
     `modules_to_save` weights (a classifier head) replace the head's and it
     stays trainable. GPT-2's fused `c_attn` becomes adapters on query, key
     and value sharing `A` (exact). Outputs match PEFT's model.
@@ -60,7 +62,7 @@ def load_peft_adapters(model, folder, *, adapter_name=None):
 
     Raises:
         FileNotFoundError: the folder or one of its files is missing.
-        ValueError: the adapter is not LoRA/DoRA, trained biases, or was
+        ValueError: the adapter is not LoRA/DoRA/AdaLoRA, trained biases, or was
             initialized with PiSSA/OLoRA (not converted); a module has no
             keras-hub counterpart (the message names it and lists the
             mappable ones); a shape differs from the model's (module, layer
@@ -116,12 +118,16 @@ def _plan(config, weights, table):
                 f"{config.target_modules!r}). The folder's two files do not "
                 "belong together."
             )
+        if config.adalora is not None and config.rank_for(module_name) == 0:
+            continue  # AdaLoRA pruned every triplet: no adapter
         spec = config.spec_for(module_name)
         layouts = [_layout(table.layers[p]) for p in module.paths]
         parts = factors.from_peft(
             *_checked(module_name, module, tensors, spec, layouts, config),
             widths=[layout.fan_out for layout in layouts],
         )
+        if config.adalora is not None:
+            parts = adalora.from_peft(parts, tensors["lora_E"], config.adalora["init_r"])
         for path, layout, part in zip(module.paths, layouts, parts):
             limit = min(layout.fan_in, layout.fan_out)
             if spec.rank > limit:
@@ -170,11 +176,16 @@ def _checked(module_name, module, tensors, spec, layouts, config):
     }
     if config.use_dora:
         expected["magnitude"] = (fan_out,)
+    if config.adalora is not None:
+        expected["lora_E"] = (spec.rank, 1)
     for key, shape in expected.items():
         if key not in tensors:
             raise ValueError(
                 f"{where}: adapter_config.json sets use_dora=true but the "
                 "weights have no lora_magnitude_vector for it."
+                if key == "magnitude" else
+                f"{where}: the weights have no {key} (the file is damaged, or "
+                "its adapter_config.json is another adapter's)."
             )
         got = tuple(tensors[key].shape)
         if got != shape:

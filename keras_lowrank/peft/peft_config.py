@@ -23,6 +23,14 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLED_WEIGHTS_FILE = "adapter_model.bin"
 LORA = "LORA"
+ADALORA = "ADALORA"
+# AdaLoraConfig's own fields: its schedule, `init_r` (every module's initial
+# rank, and so its scale `lora_alpha / init_r`) and `rank_pattern`, which
+# there holds `{"<module>.lora_E": [kept, ...]}`, the surviving triplets.
+ADALORA_FIELDS = (
+    "target_r", "init_r", "tinit", "tfinal", "deltaT", "beta1", "beta2",
+    "orth_reg_weight", "total_step",
+)
 # PEFT's target for every linear layer but the output layer; a saved config
 # holds the names it resolved to, but a hand-written one may hold this.
 ALL_LINEAR = "all-linear"
@@ -83,6 +91,11 @@ class PeftAdapterConfig:
         task_type: str or None. PEFT's task (`"SEQ_CLS"`, `"CAUSAL_LM"`).
         base_model_name_or_path: str or None. The model trained on.
         init_lora_weights: bool or str. How the factors started.
+        peft_type: str. `"LORA"`, or `"ADALORA"` for an AdaLoRA adapter
+            (`variant="adalora"` adapters; `r` is then its `init_r`).
+        adalora: dict or None. For ADALORA: the `ADALORA_FIELDS` and
+            `rank_masks`, `{"<module>.lora_E": [bool, ...]}` (PEFT's
+            `rank_pattern` there).
 
     Example:
     ```python
@@ -108,6 +121,8 @@ class PeftAdapterConfig:
     task_type: str | None = None
     base_model_name_or_path: str | None = None
     init_lora_weights: bool | str = True
+    peft_type: str = LORA
+    adalora: dict | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -167,6 +182,9 @@ class PeftAdapterConfig:
         return index is not None and index in self.layers_to_transform
 
     def rank_for(self, name: str) -> int:
+        if self.adalora is not None:
+            masks = (self.adalora.get("rank_masks") or {}).get(f"{name}.lora_E")
+            return self.r if masks is None else int(sum(bool(m) for m in masks))
         return self.rank_pattern.get(_pattern_key(self.rank_pattern, name), self.r)
 
     def alpha_for(self, name: str) -> float:
@@ -181,7 +199,7 @@ class PeftAdapterConfig:
             return AdapterSpec(
                 rank=rank, alpha=alpha, dropout=self.lora_dropout,
                 use_rslora=self.use_rslora,
-                variant="dora" if self.use_dora else "lora",
+                variant=_variant(self),
             )
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
@@ -211,6 +229,7 @@ class PeftAdapterConfig:
             "layers_to_transform": None,
             "layers_pattern": None,
             "inference_mode": True,
+            **_adalora_json(self),
         }
 
 
@@ -275,11 +294,14 @@ def config_from_dict(data, source="PEFT config") -> PeftAdapterConfig:
         ValueError: as `read_peft_config`; the message starts with `source`.
     """
     peft_type = data.get("peft_type")
-    if peft_type != LORA:
+    adalora = None
+    if peft_type == ADALORA:
+        data, adalora = _adalora_fields(data, source)
+    elif peft_type != LORA:
         raise ValueError(
             f"{source} holds a PEFT adapter of type peft_type={peft_type!r}; "
             "keras_lowrank maps LoRA adapters only (peft_type 'LORA', "
-            "with use_dora for DoRA). Other PEFT methods (LoHa, LoKr, IA3, "
+            "with use_dora for DoRA, and 'ADALORA'). Other PEFT methods (LoHa, LoKr, IA3, "
             "prompt tuning, ...) have no keras_lowrank counterpart."
         )
     bias = data.get("bias", "none")
@@ -323,6 +345,8 @@ def config_from_dict(data, source="PEFT config") -> PeftAdapterConfig:
             "cannot tell whether the adapter would compute the same thing."
         )
     fields = {k: data[k] for k in known if k in data and data[k] is not None}
+    if adalora is not None:
+        fields["adalora"] = adalora
     for flag in ("use_rslora", "use_dora", "fan_in_fan_out"):
         if flag in fields and not isinstance(fields[flag], bool):
             raise ValueError(
@@ -389,3 +413,45 @@ def _pattern_key(patterns, key):
         if re.match(rf"(.*\.)?({pattern})$", key):
             return pattern
     return key
+
+
+# === AdaLoRA ===
+
+
+def _variant(config):
+    if config.peft_type == ADALORA:
+        return "adalora"
+    return "dora" if config.use_dora else "lora"
+
+
+def _adalora_fields(data, source):
+    """An ADALORA config's fields, its own ones moved into `adalora`."""
+    data = dict(data)
+    adalora = {k: data.pop(k) for k in ADALORA_FIELDS if k in data}
+    masks = data.pop("rank_pattern", None) or {}
+    if not isinstance(masks, dict) or not all(isinstance(m, list) for m in masks.values()):
+        raise ValueError(
+            f"{source}: an ADALORA config's rank_pattern is "
+            "{'<module>.lora_E': [true, false, ...]}. Received: "
+            f"rank_pattern={masks!r:.120}"
+        )
+    if data.get("use_dora"):
+        raise ValueError(f"{source}: ADALORA with use_dora=true does not exist in PEFT.")
+    if not isinstance(adalora.get("init_r"), int) or adalora["init_r"] < 1:
+        raise ValueError(
+            f"{source}: an ADALORA config needs a positive integer `init_r`. "
+            f"Received: init_r={adalora.get('init_r')!r}"
+        )
+    adalora["rank_masks"] = masks
+    data.pop("r", None)  # AdaLoRA ignores `r`: every module starts at init_r
+    return {**data, "r": adalora["init_r"]}, adalora
+
+
+def _adalora_json(config):
+    if config.peft_type != ADALORA:
+        return {}
+    fields = {k: v for k, v in config.adalora.items() if k != "rank_masks"}
+    return {
+        **fields, "peft_type": ADALORA, "r": 8,
+        "rank_pattern": config.adalora.get("rank_masks") or None,
+    }

@@ -3,7 +3,8 @@
 PEFT saves `base_model.model.<module>.lora_A.weight` `(r, in)`,
 `.lora_B.weight` `(out, r)`, DoRA's `.lora_magnitude_vector` `(out,)`, and
 each `modules_to_save` module's own weights as `base_model.model.<module>.
-<weight name>`. Read without torch (safetensors' numpy reader, bfloat16 and
+<weight name>`; AdaLoRA `.lora_A`, `.lora_B` and `.lora_E` (no `.weight`).
+Read without torch (safetensors' numpy reader, bfloat16 and
 float16 widened to float32); pickled `adapter_model.bin` files are refused.
 """
 
@@ -21,6 +22,10 @@ LORA_KEYS = {
     ".lora_B.weight": "lora_B",
     ".lora_magnitude_vector": "magnitude",
     ".lora_magnitude_vector.weight": "magnitude",  # PEFT before 0.12
+    # AdaLoRA's parameters: lora_A (r, in), lora_B (out, r), lora_E (r, 1).
+    ".lora_A": "lora_A",
+    ".lora_B": "lora_B",
+    ".lora_E": "lora_E",
 }
 # PEFT's factors of an Embedding (or a Conv's ...): no mapped counterpart.
 OTHER_LORA_MARKERS = (".lora_embedding_A", ".lora_embedding_B", ".lora_")

@@ -21,15 +21,20 @@ from keras import ops
 from keras_lowrank._compat import keras as keras_compat
 from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.layers import LoRAAdapter
+from keras_lowrank.adapters.pruned_triplets import drop_pruned_triplets
+from keras_lowrank.layers.adalora import AdaLoRAVariant
+from keras_lowrank.peft import adalora
 from keras_lowrank.peft import factors
 from keras_lowrank.peft.families import family_of
 from keras_lowrank.peft.name_map import ModuleTable
+from keras_lowrank.peft.peft_config import ADALORA
 from keras_lowrank.peft.peft_config import CONFIG_FILE
 from keras_lowrank.peft.peft_config import WEIGHTS_FILE
 from keras_lowrank.peft.peft_config import PeftAdapterConfig
 from keras_lowrank.peft.peft_weights import ROOT
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
+from keras_lowrank.surgery import model_state
 from keras_lowrank.svd.kernel_layout import KernelLayout
 from keras_lowrank.utils.atomic import atomic_path
 from keras_lowrank.utils.atomic import has_files
@@ -82,6 +87,7 @@ def save_peft_adapters(
     ```
     """
     checks.check_model(model, "save_peft_adapters")
+    model = drop_pruned_triplets(model)  # AdaLoRA: surviving triplets only
     found = adapters(model)
     if not found:
         raise ValueError(
@@ -95,6 +101,8 @@ def save_peft_adapters(
     _check_prefix(prefix)
     modules = _modules(found, name, table)
     config, tensors = _config_and_tensors(modules, table, prefix, name)
+    if config.get("peft_type") == ADALORA:
+        config["adalora"].update(_adalora_options(model, name, config["r"]))
     heads = _kept_layers(model, table, prefix)
     for full_name, values in heads.items():
         for key, value in values.items():
@@ -163,15 +171,19 @@ def _modules(found, name, table):
         weights = {k: ops.convert_to_numpy(v).astype(np.float32)
                    for k, v in adapter.adapter_weights(name).items()}
         entry = modules.setdefault(module.name, (module, [None] * len(module.paths), []))
+        adaptive = spec.variant == AdaLoRAVariant.name
         entry[1][part] = factors.Part(
-            lora_a=weights["lora_a"], lora_b=weights["lora_b"], scale=spec.scale,
+            lora_a=weights["lora_a"], lora_b=weights["lora_b"],
+            scale=float(AdaLoRAVariant.scale(view)) if adaptive else spec.scale,
             magnitude=weights.get(factors.MAGNITUDE),
+            singular_values=weights.get("lora_e"),
+            ranknum=float(weights["lora_ranknum"][0]) if adaptive else None,
         )
         entry[2].append((path, spec))
     variants = {spec.variant: path for _, _, specs in modules.values() for path, spec in specs}
-    if len(variants) > 1 or not set(variants) <= {"lora", "dora"}:
+    if len(variants) > 1 or not set(variants) <= {"lora", "dora", "adalora"}:
         raise ValueError(
-            f"A PEFT adapter is all LoRA or all DoRA (one use_dora); these "
+            f"A PEFT adapter is all LoRA, all DoRA or all AdaLoRA; these "
             f"layers hold adapters of variants {variants} (variant: a layer)."
         )
     return modules
@@ -184,6 +196,8 @@ def _config_and_tensors(modules, table, prefix, name):
     use_rslora = all(spec.use_rslora for spec in specs)
     use_dora = specs[0].variant == "dora"
     dropout = collections.Counter(spec.dropout for spec in specs).most_common(1)[0][0]
+    if specs[0].variant == AdaLoRAVariant.name:
+        return _adalora_config_and_tensors(modules, table, prefix, dropout)
     for module, parts, _ in modules.values():
         layouts = [_layout(table.layers[p]) for p in module.paths]
         norms = [_column_norms(table.layers[p]) for p in module.paths] if use_dora else None
@@ -210,6 +224,53 @@ def _config_and_tensors(modules, table, prefix, name):
         "alpha_pattern": {re.escape(n): _number(a) for n, _, a in alphas if a != alpha},
     }
     return config, tensors
+
+
+def _adalora_config_and_tensors(modules, table, prefix, dropout):
+    """As `_config_and_tensors`, for AdaLoRA: one `init_r` and one alpha."""
+    parts = [p for _, module_parts, _ in modules.values() for p in module_parts if p]
+    ranknums = {p.ranknum for p in parts}
+    alphas = {p.scale * p.ranknum for p in parts}
+    if len(ranknums) > 1 or len(alphas) > 1:
+        raise ValueError(
+            "A PEFT AdaLoRA adapter has one init_r and one lora_alpha for all "
+            f"modules; these adapters started at ranks {sorted(ranknums)} with "
+            f"alpha {sorted(alphas)}. Save them with klr.save_adapters instead."
+        )
+    init_r = int(ranknums.pop())
+    tensors, ranks = {}, {}
+    for module, module_parts, _ in modules.values():
+        widths = [_layout(table.layers[p]).fan_out for p in module.paths]
+        full_name = module.full_name(prefix)
+        lora_A, lora_B, lora_E, _ = adalora.to_peft(module_parts, widths, full_name, init_r)
+        tensors[f"{ROOT}{full_name}.lora_A"] = lora_A
+        tensors[f"{ROOT}{full_name}.lora_B"] = lora_B
+        tensors[f"{ROOT}{full_name}.lora_E"] = lora_E
+        ranks[full_name] = lora_A.shape[0]
+    config = {
+        "peft_type": ADALORA,
+        "r": init_r,
+        "lora_alpha": _number(alphas.pop()),
+        "lora_dropout": dropout,
+        "target_modules": _target_modules(table, prefix, list(ranks)),
+        "adalora": {"init_r": init_r, "rank_masks": adalora.rank_masks(ranks, init_r)},
+    }
+    return config, tensors
+
+
+def _adalora_options(model, name, init_r):
+    """AdaLoraConfig's schedule fields: the recorded `klr.AdaLoRA`, if any."""
+    config = model_state.lora_configs(model).get(name)
+    options = getattr(config, "adaptive", None)
+    if options is None:  # loaded without its LoRAConfig: a valid schedule
+        return {"target_r": init_r, "total_step": 1, "tinit": 0, "tfinal": 0,
+                "deltaT": 1, "beta1": 0.85, "beta2": 0.85, "orth_reg_weight": 0.5}
+    return {
+        "target_r": options.target_rank, "total_step": options.total_steps,
+        "tinit": options.warmup_steps, "tfinal": options.final_steps,
+        "deltaT": options.interval, "beta1": options.beta1, "beta2": options.beta2,
+        "orth_reg_weight": options.orth_reg_weight,
+    }
 
 
 def _target_modules(table, prefix, adapted):

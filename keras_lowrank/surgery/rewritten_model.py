@@ -42,7 +42,7 @@ def settle_class(fresh, original):
     """Gives `fresh` the rewritten class while keras_lowrank layers remain."""
     paths = layer_paths(fresh)
     replaced = [
-        p for p in model_state.replaced_paths(fresh) if is_lowrank_layer(paths.get(p))
+        p for p in model_state.replaced_paths(fresh) if _kept_in_record(paths.get(p))
     ]
     base_class = _base_class(type(original))
     if replaced:
@@ -51,6 +51,12 @@ def settle_class(fresh, original):
     else:
         model_state.clear_record(fresh)
         fresh.__class__ = base_class
+
+
+def _kept_in_record(layer):
+    """A keras_lowrank layer, or a layer `add_adapters` quantized
+    (`quantize_frozen="all"`): the base model's config describes neither."""
+    return is_lowrank_layer(layer) or getattr(layer, "quantization_mode", None) is not None
 
 
 def is_rewritten(model):

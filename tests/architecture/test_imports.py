@@ -20,7 +20,7 @@ LAYERS = (
     ("surgery",),
     ("svd",),
     ("layers",),
-    ("adapters", "compression"),
+    ("adapters", "compression", "adaptive"),
     ("peft", "distribution", "models", "data"),
     ("exporters", "generation", "on_device"),
     ("",),  # keras_lowrank/__init__.py: the public API, `klr.*`

@@ -274,3 +274,50 @@ def test_replaced_backend_functions_restores_keras_own():
         assert keras_compat.backend_take() is before[0]  # None: unchanged
     x = tf.constant([[1.0, 2.0]])
     np.testing.assert_allclose(keras.ops.take(x, [1], axis=1).numpy(), [[2.0]])
+
+
+def _quantized(layer, mode, shape):
+    layer.build(shape)
+    float_kernel = np.array(keras_compat.kernel_variable(
+        layer, "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"))
+    layer.quantize(mode)
+    return float_kernel
+
+
+@pytest.mark.parametrize("mode,bound", [("int8", 0.01), ("int4", 0.06)])
+def test_dequantized_kernel_undoes_keras_quantize_for_each_kind(mode, bound):
+    rng = np.random.default_rng(0)
+    # The private attributes it reads, as Keras 3.15 sets them.
+    dense = keras.layers.Dense(7)
+    float_dense = _quantized(dense, mode, (None, 5))
+    assert dense._kernel.dtype == "int8"
+    if mode == "int4":
+        assert dense._orig_output_dim == 7 and dense._int4_block_size == 128
+    kernel = np.array(keras_compat.dequantized_kernel(dense))
+    assert kernel.shape == (5, 7) and np.abs(kernel - float_dense).max() < bound
+    x = rng.normal(size=(3, 5)).astype("float32")
+    if mode == "int4":  # Keras' int4 call is weight-only: exactly x·W_deq + b
+        np.testing.assert_allclose(dense(x), x @ kernel + np.array(dense.bias), atol=1e-6)
+
+    einsum = keras.layers.EinsumDense("abcd,cde->abe", output_shape=(None, 4))
+    float_einsum = _quantized(einsum, mode, (None, 5, 2, 3))
+    if mode == "int4":
+        assert einsum._int4_unpacked_column_size == 4
+    else:
+        assert callable(einsum._adjust_scale_for_dequant)
+    kernel = np.array(keras_compat.dequantized_kernel(einsum))
+    assert kernel.shape == (2, 3, 4) and np.abs(kernel - float_einsum).max() < bound
+
+    table = keras.layers.Embedding(11, 6)
+    float_table = _quantized(table, mode, None)
+    kernel = np.array(keras_compat.dequantized_kernel(table))
+    assert kernel.shape == (11, 6) and np.abs(kernel - float_table).max() < bound
+    ids = np.array([[1, 3, 10]])
+    np.testing.assert_array_equal(table(ids), kernel[ids])  # Keras' own lookup
+
+
+def test_dequantized_kernel_refuses_a_float_layer():
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    with pytest.raises(ValueError, match="expected a layer quantized as 'int8' or 'int4'"):
+        keras_compat.dequantized_kernel(dense)

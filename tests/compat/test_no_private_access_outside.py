@@ -35,6 +35,8 @@ PRIVATE_NAMES = {
     "_operations", "_nodes", "_operations_by_depth", "_nodes_by_depth",
     "_keras_history", "_functional", "GLOBAL_CUSTOM_NAMES", "make_node_key",
     "_analyze_einsum_string", "_large_negative_number",
+    "_orig_output_dim", "_int4_unpacked_column_size", "_int4_block_size",
+    "_adjust_scale_for_dequant", "dequantize_with_sz_map",
     # keras-hub
     "_build_cache",
     # LiteRT

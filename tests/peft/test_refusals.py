@@ -201,7 +201,7 @@ def test_save_mixed_variants(bert, tmp_path):
         "transformer_layer_0/self_attention_layer/query": klr.AdapterSpec(rank=2),
         "transformer_layer_0/self_attention_layer/value": klr.AdapterSpec(rank=2, variant="dora"),
     }, keep_trainable=())
-    _save_refused(model, tmp_path / "out", r"all LoRA or all DoRA")
+    _save_refused(model, tmp_path / "out", r"all LoRA, all DoRA or all AdaLoRA")
 
 
 def test_save_pissa_adapter(bert, tmp_path):
