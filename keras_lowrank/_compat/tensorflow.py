@@ -39,3 +39,54 @@ def configure_worker_registration(cluster_spec, timeout_seconds):
         cluster_register_timeout_in_ms=int(timeout_seconds * 1000),
     )
     context.context().coordination_service.cluster_register_with_barrier = True
+
+
+# === LiteRT's converter: calibration, then quantization with denylists ===
+
+
+def calibrated_flatbuffer(converter):
+    """The float model with calibration statistics, not yet quantized.
+
+    What `tf.lite.experimental.QuantizationDebugger` does first, without
+    the debug models it builds next: the converter's private
+    `_experimental_calibrate_only` (with `experimental_mlir_quantizer`)
+    stops `convert()` after the calibration on `representative_dataset`.
+
+    Args:
+        converter: a `tf.lite.TFLiteConverter` with `optimizations` and
+            `representative_dataset` set.
+
+    Returns:
+        The calibrated flatbuffer, bytes.
+    """
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
+def quantize_calibrated(converter, calibrated, denylisted_ops=(), denylisted_nodes=()):
+    """The calibrated model quantized, some ops and nodes left in float.
+
+    The call `QuantizationDebugger.get_nondebug_quantized_model()` makes
+    (`tensorflow.lite.python.convert.mlir_quantize`, partial quantization,
+    no numeric-verify ops), with the converter's per-channel setting.
+
+    Args:
+        converter: the converter `calibrated_flatbuffer` ran.
+        calibrated: its result.
+        denylisted_ops: op kinds (e.g. `"SOFTMAX"`) kept in float.
+        denylisted_nodes: output tensor names of nodes kept in float.
+
+    Returns:
+        The quantized flatbuffer, bytes.
+    """
+    from tensorflow.lite.python import convert
+
+    return convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=converter._experimental_disable_per_channel,
+        fully_quantize=False,
+        enable_numeric_verify=False,
+        denylisted_ops=list(denylisted_ops),
+        denylisted_nodes=list(denylisted_nodes),
+    )

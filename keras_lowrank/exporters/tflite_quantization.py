@@ -37,6 +37,7 @@ import contextlib
 import warnings
 
 from keras_lowrank._compat import litert as litert_compat
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.utils.optional import tensorflow as tf
 
 # Op kinds quantized to int8 (when not fed by an outlier op, for FC).
@@ -62,9 +63,12 @@ _BOOKKEEPING_OPS = ("QUANTIZE", "DEQUANTIZE", "SHAPE", "DELEGATE")
 def quantize_int8(converter, representative_data):
     """The selectively quantized flatbuffer (see the module docstring).
 
-    Calibrates once with `tf.lite.experimental.QuantizationDebugger` (the
-    documented selective-quantization tool), finds the ops to keep in float
-    on the calibrated graph, and quantizes the rest.
+    Calibrates once, finds the ops to keep in float on the calibrated
+    graph, and quantizes the rest: the steps of
+    `tf.lite.experimental.QuantizationDebugger` (the documented
+    selective-quantization tool) without the two instrumented debug models
+    it also builds, which took half the time (`_compat.tensorflow`; the
+    bytes are the debugger's, `tests/compat/test_tensorflow.py`).
 
     Args:
         converter: a `TFLiteConverter` of the float model.
@@ -80,18 +84,11 @@ def quantize_int8(converter, representative_data):
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
         tf.lite.OpsSet.TFLITE_BUILTINS,
     ]
-    options = tf.lite.experimental.QuantizationDebugOptions
     with _quiet():
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=representative_data,
-            debug_options=options(),
-        )
-        float_ops, float_nodes = float_choices(debugger.calibrated_model)
-        debugger.options = options(
-            denylisted_ops=list(float_ops), denylisted_nodes=list(float_nodes)
-        )
-        return debugger.get_nondebug_quantized_model()
+        calibrated = tensorflow_compat.calibrated_flatbuffer(converter)
+        float_ops, float_nodes = float_choices(calibrated)
+        return tensorflow_compat.quantize_calibrated(
+            converter, calibrated, float_ops, float_nodes)
 
 
 def configure_int16x8(converter, representative_data):

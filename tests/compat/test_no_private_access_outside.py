@@ -24,6 +24,7 @@ TESTS = pathlib.Path(__file__).parent
 # Private modules of the libraries (imported, or named in a string).
 PRIVATE_MODULES = (
     "keras.src", "keras_hub.src", "tensorflow.python", "tensorflow.compiler",
+    "tensorflow.lite.python",
     "tensorflow_datasets.core.utils.tqdm_utils", "mediapipe.tasks.cc",
     "ai_edge_litert._",
 )
@@ -45,6 +46,7 @@ PRIVATE_NAMES = {
     "tqdm_utils",
     # TensorFlow
     "configure_coordination_service", "coordination_service",
+    "_experimental_calibrate_only", "_experimental_disable_per_channel",
     # mediapipe
     "_pywrap_metadata_version",
 }

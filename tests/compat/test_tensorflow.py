@@ -30,3 +30,77 @@ def test_configure_worker_registration_sets_a_barrier_and_a_limit():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "type": "standalone", "leader": "/job:chief/replica:0/task:0",
         "jobs": [["chief", 1], ["worker", 2]], "timeout_ms": 12500, "barrier": True}
+
+
+def _debugger_case(tmp_path):
+    """A small float model's converter maker, and the debugger on it."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_lowrank._compat import tensorflow as tensorflow_compat
+
+    class Small(tf.Module):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.w1 = tf.constant(rng.normal(size=(8, 16)).astype("float32"))
+            self.w2 = tf.constant(rng.normal(size=(16, 4)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 8), tf.float32, name="x")])
+        def serve(self, x):
+            hidden = tf.nn.gelu(tf.matmul(x, self.w1))
+            return {"y": tf.nn.softmax(tf.matmul(hidden, self.w2))}
+
+    module = Small()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
+    rows = np.random.default_rng(1).normal(size=(6, 1, 8)).astype("float32")
+
+    def data():
+        return iter([{"x": row} for row in rows])
+
+    def converter():
+        made = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "m"))
+        made.optimizations = [tf.lite.Optimize.DEFAULT]
+        made.representative_dataset = data
+        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                          tf.lite.OpsSet.TFLITE_BUILTINS]
+        return made
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter(), debug_dataset=data,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions())
+    return converter, debugger
+
+
+def test_calibrated_flatbuffer_is_the_debuggers(tmp_path):
+    from keras_lowrank._compat import tensorflow as tensorflow_compat
+
+    converter, debugger = _debugger_case(tmp_path)
+    assert tensorflow_compat.calibrated_flatbuffer(converter()) == debugger.calibrated_model
+
+
+def test_quantize_calibrated_gives_the_debuggers_bytes(tmp_path):
+    """With nothing, an op kind, or a node kept in float: the bytes of
+    `QuantizationDebugger.get_nondebug_quantized_model()`."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_lowrank._compat import litert as litert_compat
+    from keras_lowrank._compat import tensorflow as tensorflow_compat
+
+    converter, debugger = _debugger_case(tmp_path)
+    calibrated = debugger.calibrated_model
+    interpreter = Interpreter(model_content=calibrated)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    first_fc = next(op for op in litert_compat.ops_details(interpreter)
+                    if op["op_name"] == "FULLY_CONNECTED")
+    node = names[first_fc["outputs"][0]]
+    options = tf.lite.experimental.QuantizationDebugOptions
+    results = set()
+    for ops, nodes in (((), ()), (("SOFTMAX",), ()), ((), (node,))):
+        debugger.options = options(denylisted_ops=list(ops), denylisted_nodes=list(nodes))
+        expected = debugger.get_nondebug_quantized_model()
+        made = converter()
+        tensorflow_compat.calibrated_flatbuffer(made)
+        assert tensorflow_compat.quantize_calibrated(made, calibrated, ops, nodes) == expected
+        results.add(expected)
+    assert len(results) == 3  # each denylist changed the model
