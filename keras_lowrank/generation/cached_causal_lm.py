@@ -13,6 +13,7 @@ cache and which `onnx_friendly_slice_update` replaces while tracing for ONNX.
 """
 
 import contextlib
+import weakref
 
 import keras
 
@@ -23,6 +24,8 @@ from keras_lowrank.utils.optional import tensorflow as tf
 # num_key_value_heads, head_dim).
 CACHE_RANK = 6
 _SEQUENCE_AXIS = 3
+# `cache_shape`'s trace, once per model: {model: shape at one length}.
+_traced_shapes = weakref.WeakKeyDictionary()
 
 
 def is_cached_causal_lm(model) -> bool:
@@ -103,11 +106,23 @@ def added_start_token(model):
 def cache_shape(model, max_length) -> tuple:
     """The shape of `model`'s cache for batch 1 and `max_length` positions.
 
-    Learned by tracing keras-hub's `_build_cache` (no computation runs).
+    Learned by tracing keras-hub's `_build_cache` (no computation runs),
+    once per model: the other dimensions do not depend on the length, and
+    the trace of a 30-block model takes seconds.
 
     Raises:
         TypeError: the model's cache is not one tensor of keras-hub's layout.
     """
+    traced = _traced_shapes.get(model)
+    if traced is None:
+        traced = _trace_cache_shape(model, max_length)
+        _traced_shapes[model] = traced
+    shape = list(traced)
+    shape[_SEQUENCE_AXIS] = max_length
+    return tuple(shape)
+
+
+def _trace_cache_shape(model, max_length):
     spec = tf.TensorSpec((1, max_length), tf.int32)
     build_cache = tf.function(keras_hub_compat.cache_builder(model))
     outputs = build_cache.get_concrete_function(spec)

@@ -21,23 +21,29 @@ ANSWER_SLACK = 2
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
 
-def heldout_loss(model, split, batch_size) -> dict:
+def forward_function(model):
+    """`model(inputs, training=False)` as one graph for every batch shape
+    (traced once, not per length)."""
+    ids = tf.TensorSpec((None, None), tf.int32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[
+        {"token_ids": ids, "padding_mask": ids}])
+
+
+def heldout_loss(model, split, batch_size, forward=None) -> dict:
     """Mean cross-entropy per completion token, and its exponential.
 
     Args:
         model: a keras-hub CausalLM (preprocessor None).
         split: lm_batches.TokenizedSplit.
         batch_size: int.
+        forward: optional. `forward_function(model)`, traced already.
 
     Returns:
         `{"loss", "perplexity", "tokens", "seconds"}`; loss and perplexity
         are None for an empty split.
     """
     start = time.perf_counter()
-    ids = tf.TensorSpec((None, None), tf.int32)
-    # One graph for every batch shape: traced once, not per length.
-    forward = tf.function(lambda x: model(x, training=False), input_signature=[
-        {"token_ids": ids, "padding_mask": ids}])
+    forward = forward or forward_function(model)
     total, count = 0.0, 0.0
     for _, (inputs, targets, weights) in lm_batches.evaluation_batches(split, batch_size):
         logits = forward({k: tf.constant(v) for k, v in inputs.items()})

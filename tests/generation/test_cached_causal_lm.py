@@ -20,6 +20,12 @@ def test_keras_hub_causal_lms_take_a_cache(tiny_models, name):
     assert tuple(logits.shape) == (1, 2, tiny_lms.VOCAB)
     assert tuple(cache.shape) == shape
     assert cached_causal_lm.vocabulary_size(model) == tiny_lms.VOCAB
+    # Another length from the shape traced once: keras-hub's call takes it.
+    longer = cached_causal_lm.cache_shape(model, 40)
+    assert longer == shape[:3] + (40,) + shape[4:]
+    _, cache = cached_causal_lm.call_with_cache(
+        model, np.array([[3, 4]], "int32"), np.zeros(longer, "float32"), 0)
+    assert tuple(cache.shape) == longer
 
 
 def test_other_models_do_not(tiny_models):
