@@ -36,6 +36,7 @@ from keras_lowrank.on_device.trainable_module import CLASSIFIER
 from keras_lowrank.on_device.trainable_module import TrainableModule
 from keras_lowrank.on_device.verification import verify_artifact
 from keras_lowrank.utils.atomic import atomic_path
+from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.optional import tensorflow as tf
 
 # Options of `klr.export` that a trainable artifact refuses, and why.
@@ -79,6 +80,10 @@ def export_trainable(model, path, format, options):
             f"tokenizer={options.tokenizer!r} for a {type(model).__name__}")
     weights = _trained_weights(model)
     specs, sample = _inputs(model, training, options.sample_inputs)
+    # Before the conversion (minutes for a 135M LM): the tokenizer files
+    # and the place to write.
+    tokenizer = tokenizer_files(model, task, options.tokenizer)
+    check_target(path)
     start = time.perf_counter()
     module = TrainableModule(model, weights, specs, task, training)
     try:
@@ -86,7 +91,7 @@ def export_trainable(model, path, format, options):
     except UnsupportedOpsError as error:
         raise refusal(error, model) from None
     ops = check_builtin_ops(flatbuffer)
-    metadata, files = _metadata(model, task, module, specs, training, options)
+    metadata, files = _metadata(model, task, module, specs, training, options, tokenizer)
     artifact = artifact_files.append_files(flatbuffer, metadata, files)
     seconds = time.perf_counter() - start
     with atomic_path(path) as tmp:
@@ -216,7 +221,7 @@ def _convert(module):
             folder, signature_keys=tuple(module.signatures()), resource_variables=True)
 
 
-def _metadata(model, task, module, specs, training, options):
+def _metadata(model, task, module, specs, training, options, tokenizer):
     batch, length = next(iter(specs.values())).shape[:2]
     metadata = {
         "task": task,
@@ -225,8 +230,9 @@ def _metadata(model, task, module, specs, training, options):
         "inputs": {name: {"shape": list(spec.shape), "dtype": spec.dtype.name}
                    for name, spec in specs.items()},
         "training": training.to_dict(),
-        "factors": [{"key": key, "name": name, "shape": list(v.shape)}
-                    for key, name, v in zip(module.keys, module.names, module.trained)],
+        # "name": the tensor's name in `save` / `restore`, the key itself.
+        "factors": [{"key": key, "name": key, "shape": list(v.shape)}
+                    for key, v in zip(module.keys, module.trained)],
         "adapter_metadata": file_metadata(model),
     }
     output = int(model.outputs[0].shape[-1]) if model.outputs else None
@@ -236,6 +242,6 @@ def _metadata(model, task, module, specs, training, options):
         metadata["labels"] = list(labels) if labels else None
     else:
         metadata["vocabulary_size"] = int(model.backbone.vocabulary_size)
-    info, files = tokenizer_files(model, task, options.tokenizer)
+    info, files = tokenizer
     metadata["tokenizer"] = info
     return metadata, files

@@ -27,12 +27,6 @@ from keras_lowrank.utils.optional import tensorflow as tf
 CLASSIFIER, CAUSAL_LM = "classifier", "causal_lm"
 
 
-def signature_name(key):
-    """The `save` / `restore` name of adapter-file tensor `key`: the key
-    itself (LiteRT takes any string; `/` included)."""
-    return key
-
-
 class TrainableModule(tf.Module):
     """The signatures of a trainable artifact over an adapted Keras model.
 
@@ -49,7 +43,6 @@ class TrainableModule(tf.Module):
         super().__init__(name="on_device_training")
         order = {id(v): i for i, v in enumerate(model.trainable_variables)}
         self._keys = sorted(weights, key=lambda k: order[id(weights[k])])
-        self._names = [signature_name(k) for k in self._keys]
         self.trained = [
             tf.Variable(np.asarray(weights[k].numpy()), name=re.sub(r"\W", "_", k))
             for k in self._keys
@@ -69,7 +62,7 @@ class TrainableModule(tf.Module):
             train_specs["loss_mask"] = tf.TensorSpec(batch[:2], tf.float32, name="loss_mask")
         factor_specs = {
             name: tf.TensorSpec(v.shape, v.dtype, name=name)
-            for name, v in zip(self._names, self.trained)
+            for name, v in zip(self._keys, self.trained)
         }
         self.infer = tf.function(self._infer, input_signature=[input_specs])
         self.train = tf.function(self._train, input_signature=[train_specs])
@@ -78,13 +71,10 @@ class TrainableModule(tf.Module):
 
     @property
     def keys(self):
-        """The adapter-file keys of the trained weights, in variable order."""
+        """The adapter-file keys of the trained weights, in variable order:
+        also their names in `save` and `restore` (LiteRT takes any string,
+        `/` included)."""
         return tuple(self._keys)
-
-    @property
-    def names(self):
-        """Their signature names, in the same order."""
-        return tuple(self._names)
 
     def signatures(self):
         return {
@@ -113,10 +103,10 @@ class TrainableModule(tf.Module):
             return {"loss": tf.identity(loss)}
 
     def _save(self):
-        return {name: v.read_value() for name, v in zip(self._names, self.trained)}
+        return {name: v.read_value() for name, v in zip(self._keys, self.trained)}
 
     def _restore(self, factors):
-        assigns = [v.assign(factors[name]) for name, v in zip(self._names, self.trained)]
+        assigns = [v.assign(factors[name]) for name, v in zip(self._keys, self.trained)]
         with tf.control_dependencies(assigns):
             return {"restored": tf.constant(len(assigns), tf.int32)}
 

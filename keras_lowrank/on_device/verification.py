@@ -84,14 +84,14 @@ def verify_artifact(path, model, module, sample, task, atol=None):
             f"(bound {bound:g}).", max_abs_diff=logits_diff, tolerance=bound,
             format="tflite", output_name="logits", batch_size=len(expected))
     batch = training_batch(sample, task, expected.shape[-1])
-    before = {n: v.numpy() for n, v in zip(module.names, module.trained)}
+    before = {n: v.numpy() for n, v in zip(module.keys, module.trained)}
     loss = float(interpreter.get_signature_runner("train")(**batch)["loss"])
     reference = float(module.train(batch)["loss"])
     after = interpreter.get_signature_runner("save")()
     step_diff = max(float(np.max(np.abs(after[n] - v.numpy())))
-                    for n, v in zip(module.names, module.trained))
+                    for n, v in zip(module.keys, module.trained))
     step = max(float(np.max(np.abs(v.numpy() - before[n])))
-               for n, v in zip(module.names, module.trained))
+               for n, v in zip(module.keys, module.trained))
     loss_diff = abs(loss - reference)
     if not (loss_diff <= 1e-4 * max(1.0, abs(reference))
             and step_diff <= STEP_RTOL * step + 1e-7):

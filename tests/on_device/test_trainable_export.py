@@ -277,6 +277,26 @@ def test_refuses_other_formats_and_models_without_adapters(classifier, tmp_path)
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize("where, fields, message", [
+    ("x.tflite", {"tokenizer": "missing/tokenizer.json"}, "^`tokenizer` must be the model's"),
+    ("file/x.tflite", {}, "is a file, not a folder"),
+])
+def test_a_bad_tokenizer_or_target_fails_before_the_conversion(
+        causal_lm, tmp_path, monkeypatch, where, fields, message):
+    # The conversion takes minutes on a real LM: these fail before it.
+    from keras_lowrank.on_device import export as export_module
+
+    def converted(module):
+        raise AssertionError("the conversion ran")
+
+    monkeypatch.setattr(export_module, "_convert", converted)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=message):
+        klr.export(causal_lm, str(tmp_path / where), "tflite",
+                   on_device_training=TRAINING["sgd"], **fields)
+    assert os.listdir(tmp_path) == ["file"]
+
+
 @keras.saving.register_keras_serializable("test_on_device")
 class LogGamma(keras.layers.Layer):
     """log Γ(|x| + 1): its gradient (Digamma) is no LiteRT op at all."""
