@@ -5,6 +5,8 @@ Example:
 keras-lowrank finetune --out runs/demo          # MiniLM on MR polarity
 keras-lowrank finetune --train reviews.csv --text-column review \
     --label-column stars --epochs 3 --rank 16 --out runs/reviews
+keras-lowrank finetune --base-quantization int4 --out runs/int4   # QLoRA-like
+keras-lowrank finetune --adaptive-rank 8 --out runs/adalora       # AdaLoRA
 keras-lowrank finetune --task causal-lm --out runs/demo-lm   # SmolLM2 on MR
 ```
 
@@ -29,7 +31,12 @@ from keras_lowrank.finetune.options import TFLITE_QUANTIZE_MODES
 from keras_lowrank.finetune.options import FinetuneOptions
 from keras_lowrank.finetune.precision import PRECISIONS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+from keras_lowrank.runs import adapter_setup
+from keras_lowrank.runs.run_folder import RANKS_FILE
 from keras_lowrank.runs.run_folder import export_formats
+from keras_lowrank.runs.run_options import ADAPTIVE_INITIAL_RANK_FACTOR
+from keras_lowrank.runs.run_options import BASE_QUANTIZATIONS
+from keras_lowrank.runs.run_options import QUANTIZE_FROZEN
 from keras_lowrank.runs.run_options import QUANTIZED_FORMAT
 
 # The run folder is built aside and moved to --out in one rename at the end.
@@ -116,6 +123,34 @@ def add_parser(subparsers):
     model.add_argument("--targets", nargs="+", metavar="PATTERN", default=None,
                        help="layers to adapt: names, paths, globs, 're:' "
                        f"regexes, or all-linear {_default('targets')}")
+    model.add_argument("--base-quantization", choices=BASE_QUANTIZATIONS[1:],
+                       default=None,
+                       help="hold the frozen kernels under the adapters in "
+                       "Keras' int8 or int4 form while the LoRA factors "
+                       "train in float32 (QLoRA-like; docs/quantized_base.md); "
+                       "the report gives weight_bytes against the float base, "
+                       "and the exports are merged float models (default: a "
+                       "float base; not with --distribute)")
+    model.add_argument("--quantize-frozen", choices=QUANTIZE_FROZEN, default=None,
+                       help="with --base-quantization: quantize the adapted "
+                       "kernels only, or every frozen Dense, EinsumDense and "
+                       f"Embedding too (default: {QUANTIZE_FROZEN[0]})")
+    model.add_argument("--adaptive-rank", type=int, default=None, metavar="TARGET",
+                       help="AdaLoRA: the adapters start at "
+                       "--adaptive-initial-rank and the rank budget moves to "
+                       "the layers that matter while training, ending at "
+                       "TARGET on average (the schedule spans every training "
+                       f"step: the first {100 * adapter_setup.WARMUP_SHARE:.0f}%% "
+                       f"warm up, the last {100 * adapter_setup.FINAL_SHARE:.0f}%% "
+                       "keep the final allocation; early stopping is off); "
+                       "the report gives adapter_ranks and the budget, and "
+                       f"{RANKS_FILE} plots them (docs/adalora.md; replaces "
+                       "--rank)")
+    model.add_argument("--adaptive-initial-rank", type=int, default=None,
+                       metavar="RANK",
+                       help="with --adaptive-rank: the rank every adapter "
+                       "starts at, at least TARGET (default: "
+                       f"{ADAPTIVE_INITIAL_RANK_FACTOR:g} x TARGET, rounded up)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=None,

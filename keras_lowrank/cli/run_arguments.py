@@ -22,6 +22,9 @@ SHARED = {
     "weight_decay": "weight_decay", "warmup_fraction": "warmup_fraction",
     "sequence_length": "sequence_length", "seed": "seed",
     "deterministic": "deterministic",
+    "base_quantization": "base_quantization",
+    "quantize_frozen": "quantize_frozen", "adaptive_rank": "adaptive_rank",
+    "adaptive_initial_rank": "adaptive_initial_rank",
 }
 # The classifier's options: argparse destination -> `FinetuneOptions` field
 # (`phone_artifacts` is read apart: a flag that stands for the names).
@@ -67,8 +70,16 @@ def shared_values(args, supported_exports) -> dict:
         supported_exports: tuple of str. The task's export formats.
 
     Raises:
-        ValueError: a bad `--export` (see `export_from_args`).
+        ValueError: a bad `--export` (see `export_from_args`), or `--rank`
+            with `--adaptive-rank` (AdaLoRA's starting rank is
+            `--adaptive-initial-rank`).
     """
+    if args.rank is not None and args.adaptive_rank is not None:
+        raise ValueError(
+            "--rank is the rank of plain LoRA; AdaLoRA's starting rank is "
+            f"--adaptive-initial-rank. Received: --rank {args.rank} with "
+            f"--adaptive-rank {args.adaptive_rank}. Pass --adaptive-initial-rank "
+            f"{args.rank} instead of --rank {args.rank}")
     values = given_values(args, SHARED)
     if args.export is not None:
         values["export"] = export_from_args(args.export, supported_exports)

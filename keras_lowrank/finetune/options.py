@@ -27,6 +27,13 @@ DEFAULT_STARTUP_TIMEOUT_S = 1800.0
 # A run has no calibration data, so `tflite_quantize` takes the modes of
 # `QUANTIZED_FORMAT` that need none.
 TFLITE_QUANTIZE_MODES = get_format(QUANTIZED_FORMAT).quantize_modes_without_calibration
+# Why a run on several devices refuses each of these adapter options.
+_NOT_DISTRIBUTED = {
+    "base_quantization": "the library does not lay out a quantized base "
+                         "over devices",
+    "adaptive_rank": "AdaLoRA's callback is not tested under a "
+                     "distribution strategy",
+}
 # BERT packs [CLS] and [SEP] around each text: 3 tokens hold one of text.
 MIN_SEQUENCE_LENGTH = 3
 
@@ -134,6 +141,13 @@ class FinetuneOptions(RunOptions):
             hung before training; past this time the worker writes one line
             to stderr and ends its process with status 3, leaving `out` as
             it was (see `keras_lowrank.finetune.startup_watchdog`).
+        base_quantization, quantize_frozen: a quantized frozen base, as
+            `RunOptions` says. Not with `distribute`, and not yet with a
+            `precision` other than "float32".
+        adaptive_rank, adaptive_initial_rank: AdaLoRA, as `RunOptions`
+            says; its schedule spans every step of `epochs` (early stopping
+            is off: `runs.adapter_setup.early_stopping`). Not yet with
+            `distribute` or a `precision` other than "float32".
 
     Example:
     ```python
@@ -192,6 +206,7 @@ class FinetuneOptions(RunOptions):
         if self.distribute not in DISTRIBUTE_KINDS:
             raise ValueError(f"Unrecognized distribute={self.distribute!r}. "
                              f"Supported values are: {list(DISTRIBUTE_KINDS)}")
+        self._check_adapter_options()
         if self.startup_timeout is not None:
             check_positive_number(self.startup_timeout, "startup_timeout")
             if self.distribute != "multi-worker":
@@ -200,6 +215,28 @@ class FinetuneOptions(RunOptions):
                     "one-machine run has no other worker to wait for). "
                     f"Received: startup_timeout={self.startup_timeout!r} with "
                     f"distribute={self.distribute!r}")
+
+    def _check_adapter_options(self):
+        # The library lays out no quantized base over devices
+        # (`klr.distribution.lora_layout_map` raises), and AdaLoRA's
+        # gradient taps are untested under a strategy.
+        if self.distribute is not None:
+            for name in ("base_quantization", "adaptive_rank"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} cannot be combined with distribute yet: "
+                        f"{_NOT_DISTRIBUTED[name]}. Received: {name}="
+                        f"{getattr(self, name)!r} with distribute="
+                        f"{self.distribute!r}. Leave one of them out")
+        # Not yet tried under a mixed policy: refused rather than untested.
+        if self.precision != "float32":
+            for name in ("base_quantization", "adaptive_rank"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is not yet supported with precision="
+                        f"{self.precision!r} (only float32 training is "
+                        f"tested). Received: {name}={getattr(self, name)!r}. "
+                        "Leave precision at 'float32'")
 
     def _set_phone_artifacts(self):
         if self.phone_artifacts is None:

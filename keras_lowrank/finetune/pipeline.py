@@ -19,7 +19,10 @@ from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune import report as report_lib
 from keras_lowrank.finetune import training
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.runs import adapter_setup
 from keras_lowrank.runs import phone_artifacts as phone_lib
+from keras_lowrank.runs.adapter_report import adapter_values
+from keras_lowrank.runs.adapter_report import add_rank_plot
 from keras_lowrank.runs.build_folder import check_out
 from keras_lowrank.runs.build_folder import run_in_build_folder
 from keras_lowrank.runs.export_record import record_export
@@ -162,8 +165,10 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         # seeds (initializers, dropout) from Python's global generator, so
         # anything that drew from it earlier would shift the run.
         keras.utils.set_random_seed(options.seed)
+        total_steps = training.training_steps(options, _train_examples(data, options))
         with distributed.scope(strategy):
-            model, base = training.build_classifier(options, data.num_classes, precision)
+            model, base = training.build_classifier(
+                options, data.num_classes, precision, total_steps)
         # What the phone artifacts need of the model, known now: refused
         # before training rather than after it.
         phone_lib.check_phone_artifacts(model, options.phone_artifacts, data.label_names)
@@ -174,8 +179,9 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
                 preprocessor, data.validation, options.max_eval_examples),
             "test": training.tokenize(preprocessor, data.test, options.max_eval_examples),
         }
+        _check_training_steps(options, splits["train"], total_steps)
         trainable, total = klr.parameter_counts(model)
-        note(f"{options.model or 'all-MiniLM-L6-v2'} + LoRA rank {options.rank} on "
+        note(f"{options.model or 'all-MiniLM-L6-v2'} + {adapter_setup.adapters_note(options)} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}; "
              f"tokenized {_counts({k: len(v[1]) for k, v in splits.items()})} "
              f"at sequence length {options.sequence_length}; training in "
@@ -193,9 +199,10 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
             history = training.fit(
                 model, splits["train"], splits["validation"], options,
                 scope=lambda: distributed.scope(strategy),
-                callbacks=[] if watchdog is None else [watchdog.disarm_after_first_step()])
+                callbacks=adapter_setup.training_callbacks(options) + (
+                    [] if watchdog is None else [watchdog.disarm_after_first_step()]))
             train_seconds = time.perf_counter() - train_start
-            best_epoch = _best_epoch(history)
+            best_epoch = _best_epoch(history, options)
             note(f"{len(history['loss'])} epochs, best epoch {best_epoch}")
 
     with progress.stage("evaluate") as note:
@@ -241,8 +248,14 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         report["precision"] = precision.to_dict()
         report["distribute"] = distributed.describe(options, strategy)
         report["deterministic"] = options.deterministic
+        report.update(adapter_values(
+            model, base, options,
+            adapter_setup.adalora_schedule(options, total_steps)))
         add_files(report, history, best_epoch, build, options.out)
-        note(f"{report['files']['report']}, {report['files']['training_curves']}")
+        add_rank_plot(report, build, options.out)
+        note(", ".join(report["files"][key] for key in
+                       ("report", "training_curves", "rank_allocation")
+                       if key in report["files"]))
     return report
 
 
@@ -316,10 +329,11 @@ def _report(options, data, splits, base, counts, history, best_epoch,
     return report
 
 
-def _best_epoch(history):
-    """1-based epoch of the best validation accuracy (the first if tied)."""
+def _best_epoch(history, options):
+    """1-based epoch whose weights were kept: of the best validation
+    accuracy (the first if tied), or the last without early stopping."""
     values = history.get("val_accuracy")
-    if not values:
+    if not values or not adapter_setup.early_stopping(options):
         return len(history["loss"])
     return int(np.argmax(values)) + 1
 
@@ -350,6 +364,22 @@ def _describe_phone_artifact(exported):
             f"on {exported['eval_examples']} raw test strings; batch 1 "
             + ", ".join(f"{v['ms']:.2f} ms at {v['tokens']} tokens"
                         for v in by_length.values()))
+
+
+def _train_examples(data, options):
+    """Training examples the run tokenizes: the split, capped."""
+    return min(data.num_examples["train"], options.max_train_examples or math.inf)
+
+
+def _check_training_steps(options, train, total_steps):
+    """Refuses an AdaLoRA schedule built for other steps than `fit` runs
+    (the data's declared count differed from the examples read)."""
+    steps = training.training_steps(options, len(train[1]))
+    if options.adaptive_rank is not None and steps != total_steps:
+        raise RuntimeError(
+            f"AdaLoRA's schedule spans {total_steps} steps, but training runs "
+            f"{steps}: the training split declared another number of "
+            f"examples than it holds ({len(train[1])}).")
 
 
 def _distribute_note(options, strategy):

@@ -6,6 +6,7 @@ report.json, the training curves and the timing lines are every run's
 
 from keras_lowrank.exporters import get_format
 from keras_lowrank.runs import phone_artifacts as phone_lib
+from keras_lowrank.runs.adapter_report import adapter_lines
 from keras_lowrank.runs.checks import finite_or_none
 from keras_lowrank.runs.report_files import cpu_line
 from keras_lowrank.runs.report_files import stages_line
@@ -102,6 +103,7 @@ def summary_table(report) -> str:
             f"precision: trained in {precision['train']} ({precision['reason']}); "
             f"evaluated and exported in {precision['evaluate_and_export']}"
         )
+    lines += adapter_lines(report)
     if report.get("distribute"):
         distribute = report["distribute"]
         lines.append(

@@ -20,6 +20,7 @@ from keras_lowrank.finetune import distributed
 from keras_lowrank.finetune import model_source
 from keras_lowrank.finetune import precision as precision_lib
 from keras_lowrank.finetune.options import FinetuneOptions
+from keras_lowrank.runs import adapter_setup
 
 ACCURACY = "accuracy"
 _TOKENIZE_BATCH = 256
@@ -44,15 +45,19 @@ def load_data(options: FinetuneOptions):
     )
 
 
-def build_classifier(options: FinetuneOptions, num_classes, precision=None):
+def build_classifier(options: FinetuneOptions, num_classes, precision=None,
+                     total_steps=None):
     """A `BertTextClassifier` from `options.model` with LoRA adapters.
 
     Args:
-        options: the run's options.
+        options: the run's options (LoRA, a quantized base, AdaLoRA:
+            `runs.adapter_setup.adapter_arguments`).
         num_classes: int.
         precision: `precision.Precision` or None (float32). The model is
             built under its Keras dtype policy: a mixed policy computes in
             bfloat16 / float16 and keeps every variable float32.
+        total_steps: int or None. The optimizer steps the run trains for
+            (`training_steps`); needed with `options.adaptive_rank`.
 
     Returns:
         `(model, base_model)`: the adapted classifier, and the base it was
@@ -69,13 +74,14 @@ def build_classifier(options: FinetuneOptions, num_classes, precision=None):
     with policy:
         base = load_base_classifier(options, num_classes)
         model = klr.add_adapters(
-            base,
-            rank=options.rank,
-            alpha=options.alpha,
-            dropout=options.dropout,
-            targets=options.targets_for_config,
-        )
+            base, **adapter_setup.adapter_arguments(options, total_steps))
     return model, base
+
+
+def training_steps(options: FinetuneOptions, train_examples) -> int:
+    """The optimizer steps of a run on `train_examples` examples: every
+    epoch's batches, the last one short."""
+    return math.ceil(train_examples / options.batch_size) * options.epochs
 
 
 def float32_classifier(options: FinetuneOptions, num_classes, adapters_path):
@@ -176,18 +182,19 @@ def fit(model, train, validation, options: FinetuneOptions,
         scope: callable returning a context manager: the model is compiled
             in it (a `tf.distribute` strategy's scope, for a distributed
             run, whose datasets are then sharded by data).
-        callbacks: more Keras callbacks for `fit`.
+        callbacks: more Keras callbacks for `fit` (`AdaLoRACallback`
+            under `options.adaptive_rank`, which also turns early stopping
+            off: `adapter_setup.early_stopping`).
 
     Returns:
         The Keras `History.history` dict (`loss`, `accuracy`, `val_loss`,
         `val_accuracy` per epoch).
     """
     inputs, labels = train
-    steps_per_epoch = math.ceil(len(labels) / options.batch_size)
     with scope():
         model.compile(
             optimizer=keras.optimizers.AdamW(
-                learning_rate_schedule(options, steps_per_epoch * options.epochs),
+                learning_rate_schedule(options, training_steps(options, len(labels))),
                 weight_decay=options.weight_decay,
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -203,6 +210,7 @@ def fit(model, train, validation, options: FinetuneOptions,
     if len(validation[1]):
         validation_data = shard(
             batching.evaluation_dataset(*validation, options.batch_size))
+    if validation_data is not None and adapter_setup.early_stopping(options):
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=f"val_{ACCURACY}",

@@ -2,6 +2,7 @@
 validated once."""
 
 import dataclasses
+import math
 
 from keras_lowrank.runs.checks import as_tuple
 from keras_lowrank.runs.checks import check_positive_int
@@ -102,6 +103,12 @@ class LMFinetuneOptions(RunOptions):
         deterministic: bool. TensorFlow op determinism (as the classifier's
             runs).
         verbose: int. Keras' output while training: 0, 1 or 2.
+        base_quantization, quantize_frozen: a quantized frozen base, as
+            `RunOptions` says.
+        adaptive_rank, adaptive_initial_rank: AdaLoRA, as `RunOptions`
+            says; its schedule spans `ceil(max_steps / eval_every) *
+            eval_every` steps, all trained (early stopping is off:
+            `runs.adapter_setup.early_stopping`).
 
     Example:
     ```python
@@ -135,6 +142,12 @@ class LMFinetuneOptions(RunOptions):
     samples: int = 4
     export_max_length: int = 160
     tflite_keep_float: tuple = DEFAULT_TFLITE_KEEP_FLOAT
+
+    @property
+    def training_steps(self) -> int:
+        """The optimizer steps of the run: `ceil(max_steps / eval_every)`
+        rounds of `eval_every` steps (early stopping may end it sooner)."""
+        return math.ceil(self.max_steps / self.eval_every) * self.eval_every
 
     def __post_init__(self):
         check_text(self.text_field, "text_field")

@@ -27,6 +27,9 @@ from keras_lowrank.lm_finetune.lm_report import describe_export
 from keras_lowrank.lm_finetune.lm_report import measure_line
 from keras_lowrank.lm_finetune.lm_report import summary_table
 from keras_lowrank.models import presets
+from keras_lowrank.runs import adapter_setup
+from keras_lowrank.runs.adapter_report import adapter_values
+from keras_lowrank.runs.adapter_report import add_rank_plot
 from keras_lowrank.runs.build_folder import check_out
 from keras_lowrank.runs.build_folder import run_in_build_folder
 from keras_lowrank.runs.report_files import add_files
@@ -43,12 +46,13 @@ def finetune_lm(options: LMFinetuneOptions | None = None, *, log=print) -> dict:
     1. data: the MR task, or the user's JSONL / text files, split with the
        seed.
     2. model: the LM with LoRA adapters; the splits tokenized with the
-       model's chat template; the base model measured (held-out loss and
-       perplexity, test answers by greedy generation, sample generations).
+       model's chat template; the model measured at the adapters' init
+       (with LoRA's `B = 0`, the base model's outputs): held-out loss and
+       perplexity, test answers by greedy generation, sample generations.
     3. train: AdamW (warmup, cosine decay) on completion tokens only,
        validation loss every `eval_every` steps, early stopping that keeps
        the best weights.
-    4. evaluate: the adapters saved; the same measures as for the base.
+    4. evaluate: the adapters saved; the same measures, by the same graphs.
     5. export: a generator artifact per format (`export_generator`, checked
        token for token against Keras), its test answers generated in its
        runtime.
@@ -130,13 +134,13 @@ def _run(options, folder, chat, build, progress):
     with progress.stage("model") as note:
         keras.utils.set_random_seed(options.seed)
         base = load_causal_lm(folder)
-        model = klr.add_adapters(base, rank=options.rank, alpha=options.alpha,
-                                 dropout=options.dropout,
-                                 targets=options.targets_for_config)
+        model = klr.add_adapters(base, **adapter_setup.adapter_arguments(
+            options, options.training_steps))
         trainable, total = klr.parameter_counts(model)
-        note(f"{os.path.basename(folder)} + LoRA rank {options.rank} on "
+        note(f"{os.path.basename(folder)} + {adapter_setup.adapters_note(options)} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}")
-        before = _measure(base, chat, splits, scored, examples, options)
+        measure = _measurer(model, chat, splits, scored, examples, options)
+        before = measure()
         note("before: " + measure_line(before))
 
     with progress.stage("train") as note:
@@ -150,7 +154,7 @@ def _run(options, folder, chat, build, progress):
     with progress.stage("evaluate") as note:
         adapters_path = os.path.join(build, ADAPTERS_FILE)
         adapter_bytes = klr.save_adapters(model, adapters_path)
-        after = _measure(model, chat, splits, scored, examples, options)
+        after = measure()
         note("after: " + measure_line(after))
         note(f"{final(ADAPTERS_FILE)} ({adapter_bytes:,} bytes)")
 
@@ -178,7 +182,9 @@ def _run(options, folder, chat, build, progress):
             "adapter_bytes": int(adapter_bytes),
             "train_seconds": train_seconds,
             "steps_run": len(history["loss"]) * options.eval_every,
-            "best_step": best * options.eval_every,
+            # Without early stopping (AdaLoRA) the last step's weights are kept.
+            "best_step": (best if adapter_setup.early_stopping(options)
+                          else len(history["loss"])) * options.eval_every,
             "history": history,
             "num_examples": {k: len(v) for k, v in splits.items()},
             "scored_test_examples": len(scored),
@@ -189,13 +195,19 @@ def _run(options, folder, chat, build, progress):
             "options": options.to_dict(),
             "versions": {"keras": keras.__version__,
                          "keras_lowrank": klr.__version__},
+            **adapter_values(model, base, options, adapter_setup.adalora_schedule(
+                options, options.training_steps)),
         }
         for format in GENERATION_FORMATS:
             exported = exports.get(format, {})
             report[f"{format}_test_accuracy"] = exported.get("test_accuracy")
             report[f"{format}_bytes"] = exported.get("size_bytes")
-        add_files(report, history, best, build, options.out)
-        note(f"{report['files']['report']}, {report['files']['training_curves']}")
+        add_files(report, history, report["best_step"] // options.eval_every,
+                  build, options.out)
+        add_rank_plot(report, build, options.out)
+        note(", ".join(report["files"][key] for key in
+                       ("report", "training_curves", "rank_allocation")
+                       if key in report["files"]))
     return report
 
 
@@ -220,9 +232,12 @@ def fit(model, train, validation, options) -> dict:
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name=ACCURACY)],
     )
     build_optimizer(model)
-    callbacks, validation_data = [], None
+    # AdaLoRA's callback under `adaptive_rank`, which spans every step: no
+    # early stopping then (`adapter_setup.early_stopping`).
+    callbacks, validation_data = adapter_setup.training_callbacks(options), None
     if len(validation):
         validation_data = lm_batches.evaluation_dataset(validation, options.batch_size)
+    if validation_data is not None and adapter_setup.early_stopping(options):
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", mode="min", patience=options.patience,
             restore_best_weights=True, verbose=int(options.verbose > 0)))
@@ -245,32 +260,46 @@ def _best_evaluation(history):
     return int(np.argmin(values)) + 1
 
 
-def _measure(model, chat, splits, scored, examples, options) -> dict:
-    """Loss and perplexity on the validation split, test answers by greedy
-    generation in Keras, and the sample generations."""
+def _measurer(model, chat, splits, scored, examples, options):
+    """`measure()`: loss and perplexity on the validation split, test
+    answers by greedy generation in Keras, and the sample generations, of
+    `model` as it is at the call.
+
+    Its graphs (a cached greedy step, a forward pass) are traced once, at
+    the first call, and read the variables: the run measures before
+    training, the adapters at their init (LoRA's `B = 0`: the base model's
+    outputs, bit for bit; a quantized base: that base), and after it,
+    without tracing the model twice more (seconds each for SmolLM2's 30
+    blocks).
+    """
     test = splits["test"]
     prompts = [test.prompts[i] for i in scored]
-    start = time.perf_counter()
     longest = max((len(p) for p in prompts), default=0)
     greedy = lm_evaluation.KerasGreedy(
         model, longest + max(answer_tokens(test, scored), options.max_new_tokens))
-    generated = greedy(prompts, answer_tokens(test, scored),
-                       chat.stop_token_ids, options.batch_size)
-    texts = [chat.decode(tokens) for tokens in generated]
-    references = [chat.decode(test.completions[i]) for i in scored]
-    samples = greedy(prompts[:options.samples], options.max_new_tokens,
-                     chat.stop_token_ids, options.batch_size)
-    return {
-        "test_accuracy": lm_evaluation.answer_accuracy(texts, references),
-        "generation_seconds": time.perf_counter() - start,
-        # On the validation split: held out from training, and a few
-        # hundred sentences cost less than the test split once more.
-        "heldout_loss": lm_evaluation.heldout_loss(
-            model, splits["validation"], options.batch_size),
-        "answers": texts,
-        "references": references,
-        "sample_texts": [chat.decode(tokens) for tokens in samples],
-    }
+    forward = lm_evaluation.forward_function(model)
+
+    def measure() -> dict:
+        start = time.perf_counter()
+        generated = greedy(prompts, answer_tokens(test, scored),
+                           chat.stop_token_ids, options.batch_size)
+        texts = [chat.decode(tokens) for tokens in generated]
+        references = [chat.decode(test.completions[i]) for i in scored]
+        samples = greedy(prompts[:options.samples], options.max_new_tokens,
+                         chat.stop_token_ids, options.batch_size)
+        return {
+            "test_accuracy": lm_evaluation.answer_accuracy(texts, references),
+            "generation_seconds": time.perf_counter() - start,
+            # On the validation split: held out from training, and a few
+            # hundred sentences cost less than the test split once more.
+            "heldout_loss": lm_evaluation.heldout_loss(
+                model, splits["validation"], options.batch_size, forward),
+            "answers": texts,
+            "references": references,
+            "sample_texts": [chat.decode(tokens) for tokens in samples],
+        }
+
+    return measure
 
 
 def _samples(test_examples, scored, before, after, options):

@@ -1,5 +1,6 @@
 """What a causal-LM run prints: its stage lines and its summary table."""
 
+from keras_lowrank.runs.adapter_report import adapter_lines
 from keras_lowrank.runs.report_files import cpu_line
 from keras_lowrank.runs.report_files import stages_line
 
@@ -30,6 +31,7 @@ def summary_table(report) -> str:
         f"best after step {report['best_step']}",
         stages_line(report),
         cpu_line(report["stage_cpu_seconds"]),
+        *adapter_lines(report),
     ]
     return "\n".join(lines)
 

@@ -9,6 +9,8 @@ stage leaves `--out` as it was.
 """
 
 import os
+import resource
+import sys
 import time
 
 from keras_lowrank.runs.progress import Progress
@@ -43,7 +45,11 @@ def run_in_build_folder(out, stages, *, log, summary) -> dict:
 
     Returns:
         The report, as written to `<out>/report.json`, with
-        `stage_seconds`, `stage_cpu_seconds` and `total_seconds` added.
+        `stage_seconds`, `stage_cpu_seconds`, `total_seconds` and
+        `peak_rss_bytes` added (`peak_rss_bytes`: the process's largest
+        resident set so far, `getrusage(RUSAGE_SELF).ru_maxrss`; for a
+        `keras-lowrank finetune` command that is the run's, for a run
+        called in a longer process it may be an earlier peak).
 
     Example:
     ```python
@@ -60,7 +66,15 @@ def run_in_build_folder(out, stages, *, log, summary) -> dict:
         report["stage_seconds"] = dict(progress.seconds)
         report["stage_cpu_seconds"] = dict(progress.cpu_seconds)
         report["total_seconds"] = time.perf_counter() - start
+        report["peak_rss_bytes"] = peak_rss_bytes()
         write_json(report, os.path.join(build, REPORT_FILE))
     log("")
     log(summary(report))
     return report
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size so far, in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux counts kilobytes, macOS bytes.
+    return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -16,6 +16,8 @@ from keras_lowrank.runs import phone_artifacts
 ADAPTERS_FILE = "adapters.safetensors"
 REPORT_FILE = "report.json"
 CURVES_FILE = "training_curves.png"
+# An AdaLoRA run's per-layer final ranks (`adapter_report`).
+RANKS_FILE = "rank_allocation.png"
 # Artifacts are named after it and their format: `model.tflite`, ...
 ARTIFACT_STEM = "model"
 # A causal-LM run's artifacts for the phone's own LLM runtimes, by format:
@@ -42,7 +44,7 @@ def artifact_file(format) -> str:
 
 def run_files() -> tuple[str, ...]:
     """Every file (or, for `RUNTIME_FOLDERS`, folder) name a run may write."""
-    return (ADAPTERS_FILE, REPORT_FILE, CURVES_FILE,
+    return (ADAPTERS_FILE, REPORT_FILE, CURVES_FILE, RANKS_FILE,
             *(artifact_file(f) for f in export_formats()),
             *RUNTIME_ARTIFACTS.values(),
             *(phone_artifacts.get_artifact(n).file for n in phone_artifacts.NAMES))

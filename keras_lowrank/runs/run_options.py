@@ -9,6 +9,7 @@ quantize modes it takes (class attributes `EXPORT_FORMATS`,
 """
 
 import dataclasses
+import math
 import numbers
 import os
 
@@ -22,6 +23,15 @@ from keras_lowrank.runs.checks import is_number
 
 # The format `tflite_quantize` is named after: LiteRT's alone.
 QUANTIZED_FORMAT = "tflite"
+# `base_quantization`: a float base (None), or Keras' int8 / int4 kernels
+# under the adapters (`LoRAConfig.base_quantization`).
+BASE_QUANTIZATIONS = (None, "int8", "int4")
+# `quantize_frozen` with a `base_quantization`: the adapted kernels only, or
+# every frozen Dense, EinsumDense and Embedding (`LoRAConfig.quantize_frozen`).
+QUANTIZE_FROZEN = ("adapted", "all")
+# AdaLoRA's initial rank when `adaptive_initial_rank` is None: 1.5 times
+# the target, rounded up (PEFT's defaults `init_r=12`, `target_r=8`).
+ADAPTIVE_INITIAL_RANK_FACTOR = 1.5
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +75,22 @@ class RunOptions:
         deterministic: bool. TensorFlow op determinism
             (`tf.config.experimental.enable_op_determinism`).
         verbose: int. Keras' output while training: 0, 1 or 2.
+        base_quantization: None, "int8" or "int4". Hold the frozen kernels
+            under the adapters in Keras' int8 / int4 form
+            (`LoRAConfig.base_quantization`, docs/quantized_base.md).
+        quantize_frozen: None, "adapted" or "all". With
+            `base_quantization`: quantize the adapted kernels only, or every
+            frozen Dense, EinsumDense and Embedding too. None (not given)
+            means "adapted" with a `base_quantization`; given without one
+            it is an error.
+        adaptive_rank: int or None. AdaLoRA's `target_rank`: the adapters
+            start at `adaptive_initial_rank` and end, on average, at this
+            rank (docs/adalora.md). None: plain LoRA.
+        adaptive_initial_rank: int or None. With `adaptive_rank`: the rank
+            every adapter starts at; None means
+            `ceil(ADAPTIVE_INITIAL_RANK_FACTOR * adaptive_rank)`. `rank` is
+            set to it (the adapters' rank at the start). Given without
+            `adaptive_rank`, or below it, it is an error.
     """
 
     # The task's: the formats `export` may name (a tuple, or a function
@@ -98,6 +124,10 @@ class RunOptions:
     seed: int = 1337
     deterministic: bool = True
     verbose: int
+    base_quantization: str | None = None
+    quantize_frozen: str | None = None
+    adaptive_rank: int | None = None
+    adaptive_initial_rank: int | None = None
 
     @classmethod
     def supported_exports(cls) -> tuple[str, ...]:
@@ -131,6 +161,8 @@ class RunOptions:
         if os.path.isfile(self.out):
             raise ValueError(
                 f"out must be a folder, but {self.out!r} is an existing file.")
+        self._set_base_quantization()
+        self._set_adaptive_rank()
 
     def set_field(self, name, value):
         """Sets field `name` of this frozen instance (in `__post_init__`)."""
@@ -163,6 +195,48 @@ class RunOptions:
         if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise ValueError("targets must hold at least one non-empty layer "
                              f"pattern. Received: targets={list(self.targets)}")
+
+    def _set_base_quantization(self):
+        if self.base_quantization not in BASE_QUANTIZATIONS:
+            raise ValueError(
+                f"Unrecognized base_quantization={self.base_quantization!r}. "
+                f"Supported values are: {list(BASE_QUANTIZATIONS)}")
+        if self.quantize_frozen is None:
+            if self.base_quantization is not None:
+                self.set_field("quantize_frozen", QUANTIZE_FROZEN[0])
+            return
+        if self.quantize_frozen not in QUANTIZE_FROZEN:
+            raise ValueError(
+                f"Unrecognized quantize_frozen={self.quantize_frozen!r}. "
+                f"Supported values are: {list(QUANTIZE_FROZEN)}")
+        if self.base_quantization is None:
+            raise ValueError(
+                "quantize_frozen says which frozen layers a base_quantization "
+                "quantizes, but none was given. Received: quantize_frozen="
+                f"{self.quantize_frozen!r} with base_quantization=None. Pass "
+                f"base_quantization, one of {list(BASE_QUANTIZATIONS[1:])}")
+
+    def _set_adaptive_rank(self):
+        if self.adaptive_rank is None:
+            if self.adaptive_initial_rank is not None:
+                raise ValueError(
+                    "adaptive_initial_rank is AdaLoRA's starting rank, and "
+                    "needs adaptive_rank, its target. Received: "
+                    f"adaptive_initial_rank={self.adaptive_initial_rank!r} with "
+                    "adaptive_rank=None")
+            return
+        check_positive_int(self.adaptive_rank, "adaptive_rank")
+        if self.adaptive_initial_rank is None:
+            self.set_field("adaptive_initial_rank", math.ceil(
+                ADAPTIVE_INITIAL_RANK_FACTOR * self.adaptive_rank))
+        check_positive_int(self.adaptive_initial_rank, "adaptive_initial_rank")
+        if self.adaptive_rank > self.adaptive_initial_rank:
+            raise ValueError(
+                "adaptive_rank, the average rank AdaLoRA ends at, must be at "
+                "most adaptive_initial_rank, the rank it starts at. Received: "
+                f"adaptive_rank={self.adaptive_rank}, adaptive_initial_rank="
+                f"{self.adaptive_initial_rank}")
+        self.set_field("rank", self.adaptive_initial_rank)
 
     def check_export(self):
         """Refuses an unknown or repeated name in `export`.
