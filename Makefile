@@ -52,7 +52,7 @@ TEST_JOBS ?= 2
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) $(MR_DATA) $(BBC_DATA) $(SMOLLM2)
-	$(PYTEST) --durations=15
+	$(PYTEST) --durations=40
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not large"

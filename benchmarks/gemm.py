@@ -5,7 +5,9 @@ after two untimed calls, per dtype. The default shape is a MiniLM
 feed-forward product at batch 32 x 128 tokens (4096 x 384 by 384 x 1536),
 so the figure is what the step's own largest GEMMs can reach on these
 cores with TensorFlow's default thread pools. The report divides each
-configuration's analytic FLOPs per second (`flops`) by the float32 median.
+configuration's analytic FLOPs per second (`flops`) by the float32 median
+and by its best repeat (`gflops_best`: a median moved 17% between two
+idle runs).
 """
 
 import statistics

@@ -15,6 +15,10 @@ Both produce the same tokens (the export checks it; the float tokens are
 compared again here). LiteRT runs with as many threads as the machine has
 cores, as TensorFlow does (its default, one thread, decoded a 4-layer
 SmolLM2-shaped model ~1.3x slower than two threads on 2 cores).
+
+Each runner's `decode_bytes` are the bytes its decode step reads per
+token (`decode_bound.litert_decode_bytes`; Keras: the float32
+artifact's), which `make bench` sets against the memory bandwidth.
 """
 
 import os
@@ -25,6 +29,7 @@ import time
 import numpy as np
 
 from benchmarks import child
+from benchmarks import decode_bound
 
 # SmolLM2 chat and plain prompts (8 to 24 tokens); tiny: seeded ids.
 PROMPTS = (
@@ -110,6 +115,7 @@ def measure(settings, config, work):
             results[name] = {"size_bytes": report.size_bytes,
                              "agreement": report.agreement,
                              "next_token_agreement": report.next_token_agreement,
+                             "decode_bytes": decode_bound.litert_decode_bytes(report.path),
                              "export_s": time.perf_counter() - start}
         # Warm: Keras traces generate() once per padded length.
         for prompt in prompts:
@@ -137,6 +143,8 @@ def measure(settings, config, work):
         entry["decode_tokens_per_s_all"] = values
         if name in first_token:
             entry["time_to_first_token_ms"] = statistics.median(first_token[name])
+    # The same float32 weights, the same math.
+    results["keras"]["decode_bytes"] = results["litert_float32"]["decode_bytes"]
     keras_speed = results["keras"]["decode_tokens_per_s"]
     results["speedup_vs_keras"] = {
         name: results[name]["decode_tokens_per_s"] / keras_speed

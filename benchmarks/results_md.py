@@ -1,5 +1,6 @@
 """Renders RESULTS.md: every table, the profile and what bounds the step."""
 
+from benchmarks import decode_bound
 from benchmarks import generation
 from benchmarks import report
 from benchmarks.report import _f
@@ -328,6 +329,8 @@ def render(results):
         else f"Not measured: {report._skipped(get(results, 'exports'))}",
         "## Generation: LiteRT decode vs Keras generate()",
         generation.markdown(results.get("generation")),
+        "### Decode against the memory bound",
+        decode_bound.markdown(results),
         "## Where the LoRA step's time goes",
         profile_section(get(results, "profile")),
         "### What bounds the LoRA step",

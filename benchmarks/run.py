@@ -1,13 +1,15 @@
 """`make bench`: runs every measurement, writes results.json and RESULTS.md.
 
 Each measurement runs in its own subprocess (`python -m benchmarks.<child>`),
-in order: the shared batch, the machine's GEMM throughput, the training
-step of each configuration (`--rounds` times, interleaved), PEFT, the
-profile, MR accuracy, one epoch of the `finetune` pipeline, inference
-latency, exports and generation (LiteRT decode tokens/s vs Keras
-`generate()`). A failing child is recorded and the run goes on; each
-child's user and system CPU time (`getrusage` of the finished child) is
-recorded with its result as `process_cpu_seconds`.
+in order: the shared batch, the machine's GEMM throughput and memory
+bandwidth (a STREAM triad), the training step of each configuration
+(`--rounds` times, interleaved), PEFT, the profile, MR accuracy, one
+epoch of the `finetune` pipeline, inference latency, exports and
+generation (LiteRT decode tokens/s vs Keras `generate()`, each set
+against the bound bandwidth / bytes read per token: `decode_bound.py`).
+A failing child is recorded and the run goes on; each child's user and
+system CPU time (`getrusage` of the finished child) is recorded with its
+result as `process_cpu_seconds`.
 
 Usage:
     .venv/bin/python benchmarks/run.py            # the full bench, ~25 min
@@ -28,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import child  # noqa: E402
+from benchmarks import decode_bound  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks import results_md  # noqa: E402
@@ -35,7 +38,7 @@ from benchmarks.settings import KERAS_CONFIGS  # noqa: E402
 from benchmarks.settings import PEFT_CONFIG  # noqa: E402
 from benchmarks.settings import Settings  # noqa: E402
 
-SECTIONS = ("gemm", "step", "peft", "profile", "accuracy", "finetune", "latency",
+SECTIONS = ("gemm", "bandwidth", "step", "peft", "profile", "accuracy", "finetune", "latency",
             "exports", "generation")
 # TensorFlow's defaults otherwise: oneDNN stays on, as users run it (it makes
 # a MiniLM training step ~1.6x faster on this CPU than TF_ENABLE_ONEDNN_OPTS=0).
@@ -200,6 +203,8 @@ def main(argv=None):
 
     if "gemm" in sections:
         results["gemm"] = runner.run("gemm")
+    if "bandwidth" in sections:
+        results["bandwidth"] = runner.run("bandwidth")
     if "step" in sections:
         rounds = {config: [] for config in KERAS_CONFIGS}
         for round_index in range(args.rounds):
@@ -234,6 +239,7 @@ def main(argv=None):
     results["ratios"] = report.ratios(results)
     results.update(results["ratios"])  # the headline ratios at the top level
     results["compute"] = report.compute_rows(results)
+    results["decode_bound"] = decode_bound.rows(results)
     results["targets"] = report.targets(results, results["ratios"])
     results["errors"] = collect_errors(results)
     child.write_json(os.path.join(out_dir, "results.json"), results)
@@ -252,8 +258,8 @@ def collect_errors(results):
         for config, entry in results[section].items():
             if isinstance(entry, dict) and "error" in entry:
                 errors[f"{section}/{config}"] = entry["error"]
-    for section in ("batch", "gemm", "profile", "finetune_epoch", "latency", "exports",
-                    "generation"):
+    for section in ("batch", "gemm", "bandwidth", "profile", "finetune_epoch",
+                    "latency", "exports", "generation"):
         entry = results.get(section)
         if isinstance(entry, dict) and "error" in entry:
             errors[section] = entry["error"]

@@ -53,6 +53,10 @@ class Settings:
         gemm_repeats: int. Timed matmuls per dtype.
         gemm_dtypes: tuple of str. Dtypes the GEMM probe times; float32
             is the yardstick of every configuration.
+        bandwidth_array_bytes: int or None. Bytes of each of the memory
+            triad's three arrays (None: 4x the last-level cache, at least
+            256 MiB; `benchmarks/bandwidth.py`).
+        bandwidth_repeats: int. Timed triads.
         generation_model: str. `"smollm2"` or `"tiny"` (a Llama 3 from
             config): the model of the generation child.
         generation_new_tokens: int. Greedy tokens per prompt there.
@@ -83,6 +87,8 @@ class Settings:
     gemm_shape: tuple = (4096, 384, 1536)
     gemm_repeats: int = 10
     gemm_dtypes: tuple = ("float32", "bfloat16")
+    bandwidth_array_bytes: int | None = None
+    bandwidth_repeats: int = 10
     generation_model: str = "smollm2"
     generation_new_tokens: int = 32
     generation_rounds: int = 3
@@ -97,6 +103,7 @@ class Settings:
             test_examples=64, latency_repeats=5, latency_repeats_batch=3,
             profile_steps=2, exports=("tflite_int8", "tflite_text_classifier"),
             export_eval_examples=32, export_calibration_examples=16, gemm_repeats=3,
+            bandwidth_array_bytes=32 * 2**20, bandwidth_repeats=3,
             generation_model="tiny", generation_new_tokens=8,
             generation_rounds=1,
         )

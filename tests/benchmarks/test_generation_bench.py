@@ -36,6 +36,18 @@ def test_generation_child_measures_litert_beside_keras(tmp_path):
     ratio = results["speedup_vs_keras"]["litert_float32"]
     assert ratio == (results["litert_float32"]["decode_tokens_per_s"]
                      / results["keras"]["decode_tokens_per_s"])
+    # Bytes read per decoded token (benchmarks/decode_bound.py): the token
+    # embedding (256 x 64 float32, kept float in int8 too) counts one row.
+    for name in ("litert_float32", "litert_dynamic"):
+        counted = results[name]["decode_bytes"]
+        assert counted["lookup_table_bytes"] == 256 * 64 * 4
+        assert counted["bytes_per_token"] == (counted["constant_bytes"]
+                                              - 255 * 64 * 4)
+        # (2 layers, 2 of k/v, 1 row, 96 positions, 2 heads, 16 per head) float32
+        assert counted["kv_cache_bytes"] == 2 * 2 * 96 * 2 * 16 * 4
+    assert results["keras"]["decode_bytes"] == results["litert_float32"]["decode_bytes"]
+    assert (results["litert_dynamic"]["decode_bytes"]["bytes_per_token"]
+            < results["litert_float32"]["decode_bytes"]["bytes_per_token"] / 2)
     table = generation.markdown(results)
     assert "| Keras `generate()` (greedy) |" in table
     assert f"| {ratio:.2f} |" in table
