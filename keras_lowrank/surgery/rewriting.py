@@ -14,7 +14,7 @@ from keras_lowrank.surgery.rewritten_model import is_rewritten
 from keras_lowrank.surgery.rewritten_model import record
 from keras_lowrank.surgery.rewritten_model import settle_class
 from keras_lowrank.surgery.swapping import name_scope_of
-from keras_lowrank.surgery.swapping import swap
+from keras_lowrank.surgery.swapping import swap_all
 from keras_lowrank.surgery.trainable_flags import apply_trainable_flags
 from keras_lowrank.surgery.trainable_flags import freeze_own_weights
 from keras_lowrank.surgery.trainable_flags import frozen_own_weights
@@ -72,18 +72,19 @@ def rewrite_model(model, replace):
     """
     fresh = copy_model(model)
     replaced = []
-    skip_below = []
+    pairs = []
     for path, layer in list(layer_paths(fresh).items()):
-        if any(path.startswith(p + "/") for p in skip_below):
+        if any(path.startswith(p + "/") for p in replaced):
             continue
         with name_scope_of(path):
             new = replace(path, layer)
         if new is None or new is layer:
             continue
-        swap(fresh, layer, new)
-        record(fresh, model).append(path)
+        pairs.append((layer, new))
         replaced.append(path)
-        skip_below.append(path)
+    swap_all(fresh, pairs)
+    if replaced:
+        record(fresh, model).extend(replaced)
     settle_class(fresh, model)
     return fresh, replaced
 

@@ -18,7 +18,7 @@ from keras_lowrank.surgery import model_state
 from keras_lowrank.surgery.layer_paths import is_lowrank_layer
 from keras_lowrank.surgery.layer_paths import layer_paths
 from keras_lowrank.surgery.swapping import name_scope_of
-from keras_lowrank.surgery.swapping import swap
+from keras_lowrank.surgery.swapping import swap_all
 from keras_lowrank.surgery.trainable_flags import apply_trainable_flags
 from keras_lowrank.surgery.trainable_flags import freeze_own_weights
 from keras_lowrank.surgery.trainable_flags import frozen_own_weights
@@ -72,6 +72,7 @@ def from_config(config):
     model = keras.saving.deserialize_keras_object(copy_containers(base))
     paths = layer_paths(model)
     model_state.set_record(model, [], base)
+    pairs = []
     for path, layer_config in config["replaced"].items():
         if path not in paths:
             raise ValueError(
@@ -79,9 +80,9 @@ def from_config(config):
                 "model does not have."
             )
         with name_scope_of(path):
-            new = keras.saving.deserialize_keras_object(layer_config)
-        swap(model, paths[path], new)
-        model_state.replaced_paths(model).append(path)
+            pairs.append((paths[path], keras.saving.deserialize_keras_object(layer_config)))
+    swap_all(model, pairs)
+    model_state.replaced_paths(model).extend(config["replaced"])
     frozen = set(config.get("frozen", []))
     flags = {p: p not in frozen for p in layer_paths(model)}
     apply_trainable_flags(model, flags)

@@ -14,11 +14,28 @@ from keras_lowrank._compat import keras as keras_compat
 
 def swap(root, old, new):
     """Points every reference that objects in `root` hold to `old` at `new`."""
-    keras_compat.move_nodes(old, new)
+    swap_all(root, [(old, new)])
+
+
+def swap_all(root, pairs):
+    """`swap` for each `(old, new)` of `pairs`, in one walk of `root`.
+
+    The layers of `root` are listed once, before any swap (a new layer is
+    not walked: its own reference to the layer it wraps stays), and each
+    attribute is looked up in a map of the old layers: one pass instead of
+    one per swap (SmolLM2's 210 adapters made 118,125 attribute walks, most
+    of `add_adapters`' time).
+    """
+    replacing = {id(old): new for old, new in pairs}
+    if not replacing:
+        return
+    for old, new in pairs:
+        keras_compat.move_nodes(old, new)
     for owner in _all_layers(root):
-        _swap_in_attributes(owner, old, new)
+        _swap_in_attributes(owner, replacing)
         if keras_compat.is_graph(owner):
-            keras_compat.replace_in_graph(owner, old, new)
+            for old, new in pairs:
+                keras_compat.replace_in_graph(owner, old, new)
 
 
 @contextlib.contextmanager
@@ -45,27 +62,29 @@ def _all_layers(root):
     return found
 
 
-def _swap_in_attributes(owner, old, new):
+def _swap_in_attributes(owner, replacing):
     with keras_compat.unlocked_tracker(owner):
         for name, value in list(vars(owner).items()):
-            if value is old:
-                setattr(owner, name, new)
+            if id(value) in replacing:
+                setattr(owner, name, replacing[id(value)])
             elif isinstance(value, list) and not keras_compat.is_sublayer_list(owner, value):
-                _swap_in_list(value, old, new)
+                _swap_in_list(value, replacing)
             elif isinstance(value, dict):
                 for key, item in list(value.items()):
-                    if item is old:
-                        value[key] = new
+                    if id(item) in replacing:
+                        value[key] = replacing[id(item)]
     layers = keras_compat.sublayers(owner)
-    if any(item is old for item in layers):
-        # Keep the old layer's position: weight order follows the sublayers.
-        position = next(i for i, item in enumerate(layers) if item is old)
-        kept = [item for item in layers if item is not old and item is not new]
-        kept.insert(min(position, len(kept)), new)
+    swapped = {id(item) for item in layers if id(item) in replacing}
+    if swapped:
+        # Each new layer at its old one's position (weight order follows the
+        # sublayers), not where tracking the attribute appended it.
+        appended = {id(replacing[i]) for i in swapped}
+        kept = [replacing.get(id(item), item) for item in layers
+                if id(item) not in appended]
         keras_compat.set_sublayers(owner, kept)
 
 
-def _swap_in_list(items, old, new):
+def _swap_in_list(items, replacing):
     for i, item in enumerate(list(items)):
-        if item is old:
-            items[i] = new
+        if id(item) in replacing:
+            items[i] = replacing[id(item)]
