@@ -14,6 +14,9 @@ subclasses, and a tied `ReversibleEmbedding` also projects outputs through
 its table, which the adapter does not dequantize.
 """
 
+import contextlib
+import gc
+
 import keras
 
 from keras_lowrank._compat import keras as keras_compat
@@ -61,8 +64,28 @@ def quantize_layer(layer, mode):
         config = None  # int4: Keras' default is weight-only, 128-row groups
         if mode == "int8":
             config = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
-        layer.quantize(mode, config=config)
+        with _collections_of_new_objects():
+            layer.quantize(mode, config=config)
     return layer
+
+
+@contextlib.contextmanager
+def _collections_of_new_objects():
+    """Keras runs a full `gc.collect()` for each variable a layer drops
+    (`Layer.__delattr__`; quantizing drops the float kernel), which in a
+    process holding a model and TensorFlow takes a good part of a second,
+    per layer. With the objects alive before frozen (`gc.freeze`), those
+    collections look at the new ones only; `gc.unfreeze` afterwards gives
+    every object back to the next collection. A process that froze objects
+    itself is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def quantized_copy(layer, mode):

@@ -139,3 +139,25 @@ def test_config_fields_validate_and_round_trip():
         klr.LoRAConfig(base_quantization="int8", quantize_frozen="frozen")
     with pytest.raises(ValueError, match=r"quantize_frozen='all' without a `base_quantization`"):
         klr.LoRAConfig(quantize_frozen="all")
+
+
+def test_quantizing_leaves_the_garbage_collector_as_it_was():
+    import gc
+
+    from keras_lowrank.layers.quantized_base import quantize_layer
+
+    def dense():
+        layer = keras.layers.Dense(4)
+        layer.build((None, 8))
+        return layer
+
+    assert gc.get_freeze_count() == 0
+    quantize_layer(dense(), "int8")
+    assert gc.get_freeze_count() == 0  # frozen during Keras' collections only
+    gc.freeze()  # a process that froze its own objects keeps them frozen
+    try:
+        frozen = gc.get_freeze_count()
+        quantize_layer(dense(), "int4")
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
