@@ -18,22 +18,19 @@ import os
 import re
 
 from keras_lowrank.layers.adapter_spec import AdapterSpec
+from keras_lowrank.peft.adalora_config import ADALORA
+from keras_lowrank.peft.adalora_config import adalora_fields
+from keras_lowrank.peft.adalora_config import adalora_json
+from keras_lowrank.peft.module_names import ALL_LINEAR
+from keras_lowrank.peft.module_names import excluded
+from keras_lowrank.peft.module_names import layer_index
+from keras_lowrank.peft.module_names import pattern_key
+from keras_lowrank.peft.module_names import target_names
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLED_WEIGHTS_FILE = "adapter_model.bin"
 LORA = "LORA"
-ADALORA = "ADALORA"
-# AdaLoraConfig's own fields: its schedule, `init_r` (every module's initial
-# rank, and so its scale `lora_alpha / init_r`) and `rank_pattern`, which
-# there holds `{"<module>.lora_E": [kept, ...]}`, the surviving triplets.
-ADALORA_FIELDS = (
-    "target_r", "init_r", "tinit", "tfinal", "deltaT", "beta1", "beta2",
-    "orth_reg_weight", "total_step",
-)
-# PEFT's target for every linear layer but the output layer; a saved config
-# holds the names it resolved to, but a hand-written one may hold this.
-ALL_LINEAR = "all-linear"
 # Initializations that rewrite the base weights: the adapter is only right
 # on that rewritten model unless PEFT converted it back to plain LoRA.
 _BASE_REWRITING_INITS = ("pissa", "olora", "corda", "lora_ga", "loftq")
@@ -126,9 +123,9 @@ class PeftAdapterConfig:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        set_("target_modules", _names(self.target_modules, "target_modules"))
-        set_("exclude_modules", _names(self.exclude_modules, "exclude_modules"))
-        set_("modules_to_save", _names(self.modules_to_save, "modules_to_save", regex=False))
+        set_("target_modules", target_names(self.target_modules, "target_modules"))
+        set_("exclude_modules", target_names(self.exclude_modules, "exclude_modules"))
+        set_("modules_to_save", target_names(self.modules_to_save, "modules_to_save", regex=False))
         layers = self.layers_to_transform
         set_("layers_to_transform", None if layers is None else tuple(
             [layers] if isinstance(layers, int) else layers))
@@ -160,7 +157,7 @@ class PeftAdapterConfig:
         list entry must be the name or its end after a `.`, and
         `layers_to_transform` then filters by the layer index.
         """
-        if _matches(self.exclude_modules, name):
+        if excluded(self.exclude_modules, name):
             return False
         if self.modules_to_save and any(
             re.match(rf"(^|.*\.){m}($|\..*)", name) for m in self.modules_to_save
@@ -178,17 +175,17 @@ class PeftAdapterConfig:
             return False
         if self.layers_to_transform is None:
             return True
-        index = _layer_index(name, self.layers_pattern)
+        index = layer_index(name, self.layers_pattern)
         return index is not None and index in self.layers_to_transform
 
     def rank_for(self, name: str) -> int:
         if self.adalora is not None:
             masks = (self.adalora.get("rank_masks") or {}).get(f"{name}.lora_E")
             return self.r if masks is None else int(sum(bool(m) for m in masks))
-        return self.rank_pattern.get(_pattern_key(self.rank_pattern, name), self.r)
+        return self.rank_pattern.get(pattern_key(self.rank_pattern, name), self.r)
 
     def alpha_for(self, name: str) -> float:
-        return self.alpha_pattern.get(_pattern_key(self.alpha_pattern, name), self.lora_alpha)
+        return self.alpha_pattern.get(pattern_key(self.alpha_pattern, name), self.lora_alpha)
 
     def spec_for(self, name: str) -> AdapterSpec:
         """The `AdapterSpec` of the adapter on the module `name`."""
@@ -229,7 +226,7 @@ class PeftAdapterConfig:
             "layers_to_transform": None,
             "layers_pattern": None,
             "inference_mode": True,
-            **_adalora_json(self),
+            **adalora_json(self),
         }
 
 
@@ -296,7 +293,7 @@ def config_from_dict(data, source="PEFT config") -> PeftAdapterConfig:
     peft_type = data.get("peft_type")
     adalora = None
     if peft_type == ADALORA:
-        data, adalora = _adalora_fields(data, source)
+        data, adalora = adalora_fields(data, source)
     elif peft_type != LORA:
         raise ValueError(
             f"{source} holds a PEFT adapter of type peft_type={peft_type!r}; "
@@ -359,62 +356,6 @@ def config_from_dict(data, source="PEFT config") -> PeftAdapterConfig:
         raise ValueError(f"{source}: {error}") from None
 
 
-# === PEFT's matching rules ===
-
-
-def _names(value, field, regex=True):
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if not regex:
-            return (value,)
-        if value != ALL_LINEAR:
-            try:
-                re.compile(value)
-            except re.error as error:
-                raise ValueError(
-                    f"PEFT config field `{field}` is an invalid regular "
-                    f"expression {value!r}: {error}"
-                ) from None
-        return value
-    if not isinstance(value, (list, tuple, set)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(
-            f"PEFT config field `{field}` must be a list of module names or "
-            f"a regular expression. Received: {field}={value!r}"
-        )
-    return tuple(sorted(value)) if isinstance(value, set) else tuple(value)
-
-
-def _matches(names, key):
-    """PEFT's `exclude_modules` test."""
-    if not names:
-        return False
-    if isinstance(names, str):
-        return re.fullmatch(names, key) is not None
-    return key in names or any(key.endswith(f".{n}") for n in names)
-
-
-def _layer_index(key, layers_pattern):
-    # The first numbered segment is the layer index (not an expert index).
-    if not layers_pattern:
-        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
-    else:
-        match = None
-        for pattern in layers_pattern:
-            match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
-            if match is not None:
-                break
-    return int(match["idx"]) if match else None
-
-
-def _pattern_key(patterns, key):
-    """PEFT's `get_pattern_key`: the first pattern ending `key` after a `.`."""
-    for pattern in patterns:
-        if re.match(rf"(.*\.)?({pattern})$", key):
-            return pattern
-    return key
-
-
 # === AdaLoRA ===
 
 
@@ -422,36 +363,3 @@ def _variant(config):
     if config.peft_type == ADALORA:
         return "adalora"
     return "dora" if config.use_dora else "lora"
-
-
-def _adalora_fields(data, source):
-    """An ADALORA config's fields, its own ones moved into `adalora`."""
-    data = dict(data)
-    adalora = {k: data.pop(k) for k in ADALORA_FIELDS if k in data}
-    masks = data.pop("rank_pattern", None) or {}
-    if not isinstance(masks, dict) or not all(isinstance(m, list) for m in masks.values()):
-        raise ValueError(
-            f"{source}: an ADALORA config's rank_pattern is "
-            "{'<module>.lora_E': [true, false, ...]}. Received: "
-            f"rank_pattern={masks!r:.120}"
-        )
-    if data.get("use_dora"):
-        raise ValueError(f"{source}: ADALORA with use_dora=true does not exist in PEFT.")
-    if not isinstance(adalora.get("init_r"), int) or adalora["init_r"] < 1:
-        raise ValueError(
-            f"{source}: an ADALORA config needs a positive integer `init_r`. "
-            f"Received: init_r={adalora.get('init_r')!r}"
-        )
-    adalora["rank_masks"] = masks
-    data.pop("r", None)  # AdaLoRA ignores `r`: every module starts at init_r
-    return {**data, "r": adalora["init_r"]}, adalora
-
-
-def _adalora_json(config):
-    if config.peft_type != ADALORA:
-        return {}
-    fields = {k: v for k, v in config.adalora.items() if k != "rank_masks"}
-    return {
-        **fields, "peft_type": ADALORA, "r": 8,
-        "rank_pattern": config.adalora.get("rank_masks") or None,
-    }

@@ -37,8 +37,6 @@ def _debugger_case(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    from keras_lowrank._compat import tensorflow as tensorflow_compat
-
     class Small(tf.Module):
         def __init__(self):
             rng = np.random.default_rng(0)
