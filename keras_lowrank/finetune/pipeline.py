@@ -249,7 +249,7 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         report["distribute"] = distributed.describe(options, strategy)
         report["deterministic"] = options.deterministic
         report.update(adapter_values(
-            model, base, options,
+            model, klr.weight_bytes(base), options,
             adapter_setup.adalora_schedule(options, total_steps)))
         add_files(report, history, best_epoch, build, options.out)
         add_rank_plot(report, build, options.out)

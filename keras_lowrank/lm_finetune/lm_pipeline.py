@@ -136,6 +136,10 @@ def _run(options, folder, chat, build, progress):
         base = load_causal_lm(folder)
         model = klr.add_adapters(base, **adapter_setup.adapter_arguments(
             options, options.training_steps))
+        # The adapted copy holds its own weights: the float base goes (538 MB
+        # for SmolLM2), once the report has its size.
+        base_bytes = klr.weight_bytes(base)
+        del base
         trainable, total = klr.parameter_counts(model)
         note(f"{os.path.basename(folder)} + {adapter_setup.adapters_note(options)} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}")
@@ -195,7 +199,7 @@ def _run(options, folder, chat, build, progress):
             "options": options.to_dict(),
             "versions": {"keras": keras.__version__,
                          "keras_lowrank": klr.__version__},
-            **adapter_values(model, base, options, adapter_setup.adalora_schedule(
+            **adapter_values(model, base_bytes, options, adapter_setup.adalora_schedule(
                 options, options.training_steps)),
         }
         for format in GENERATION_FORMATS:

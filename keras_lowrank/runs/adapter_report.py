@@ -12,12 +12,13 @@ from keras_lowrank.runs.run_folder import RANKS_FILE
 from keras_lowrank.utils.atomic import atomic_path
 
 
-def adapter_values(model, base, options, adaptive) -> dict:
+def adapter_values(model, base_bytes, options, adaptive) -> dict:
     """The report's keys of the adapters: quantization and AdaLoRA.
 
     Args:
         model: keras.Model. The adapted model, after training.
-        base: keras.Model. The float model it was made from.
+        base_bytes: int. `klr.weight_bytes` of the float model it was made
+            from.
         options: RunOptions.
         adaptive: `klr.AdaLoRA` or None. The run's schedule
             (`adapter_setup.adalora_schedule`).
@@ -36,7 +37,7 @@ def adapter_values(model, base, options, adaptive) -> dict:
         "base_quantization": options.base_quantization,
         "quantize_frozen": options.quantize_frozen,
         "weight_bytes": int(klr.weight_bytes(model)),
-        "weight_bytes_float_base": int(klr.weight_bytes(base)),
+        "weight_bytes_float_base": int(base_bytes),
         "adapter_ranks": ranks,
         "adaptive": None,
     }
