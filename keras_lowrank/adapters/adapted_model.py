@@ -10,7 +10,7 @@ from keras_lowrank.adapters.targeting import targeted_paths
 from keras_lowrank.adapters.targeting import trainable_patterns
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
-from keras_lowrank.layers.quantized_base import is_quantizable
+from keras_lowrank.layers.quantized_base import is_frozen_quantizable
 from keras_lowrank.layers.quantized_base import quantized_copy
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
@@ -142,7 +142,7 @@ def apply_adapters(
 
     def wrap(path, layer):
         if path not in specs:
-            if (quantize_all and is_quantizable(layer) and layer.quantization_mode is None
+            if (quantize_all and is_frozen_quantizable(layer) and layer.quantization_mode is None
                     and not is_kept_trainable(path, keep_trainable)):
                 return quantized_copy(layer, base_quantization)
             return None

@@ -3,7 +3,7 @@
 from keras_lowrank.adapters.named import check_adapter_names
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers.quantized_base import dequantized_copy
-from keras_lowrank.layers.quantized_base import is_quantizable
+from keras_lowrank.layers.quantized_base import is_frozen_quantizable
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
 from keras_lowrank.surgery import model_state
@@ -57,7 +57,7 @@ def merge_adapters(model, adapter_name=None):
     quantized = set(model_state.replaced_paths(model))  # by quantize_frozen="all"
 
     def merge(path, layer):
-        if path in quantized and is_quantizable(layer) and layer.quantization_mode:
+        if path in quantized and is_frozen_quantizable(layer) and layer.quantization_mode:
             return dequantized_copy(layer)
         if not isinstance(layer, LoRAAdapter):
             return None

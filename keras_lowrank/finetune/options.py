@@ -218,25 +218,26 @@ class FinetuneOptions(RunOptions):
 
     def _check_adapter_options(self):
         # The library lays out no quantized base over devices
-        # (`klr.distribution.lora_layout_map` raises), and AdaLoRA's
-        # gradient taps are untested under a strategy.
+        # (`klr.distribution.lora_layout_map` raises), AdaLoRA's gradient
+        # taps are untested under a strategy, and neither is tried under a
+        # mixed policy: refused rather than untested.
+        refusals = []
         if self.distribute is not None:
-            for name in ("base_quantization", "adaptive_rank"):
-                if getattr(self, name) is not None:
-                    raise ValueError(
-                        f"{name} cannot be combined with distribute yet: "
-                        f"{_NOT_DISTRIBUTED[name]}. Received: {name}="
-                        f"{getattr(self, name)!r} with distribute="
-                        f"{self.distribute!r}. Leave one of them out")
-        # Not yet tried under a mixed policy: refused rather than untested.
+            refusals.append((
+                "distribute", "cannot be combined with distribute yet: {why}",
+                "Leave one of them out"))
         if self.precision != "float32":
+            refusals.append((
+                "precision", "is not yet supported with precision other than "
+                "'float32' (only float32 training is tested)",
+                "Leave precision at 'float32'"))
+        for other, problem, fix in refusals:
             for name in ("base_quantization", "adaptive_rank"):
                 if getattr(self, name) is not None:
                     raise ValueError(
-                        f"{name} is not yet supported with precision="
-                        f"{self.precision!r} (only float32 training is "
-                        f"tested). Received: {name}={getattr(self, name)!r}. "
-                        "Leave precision at 'float32'")
+                        f"{name} {problem.format(why=_NOT_DISTRIBUTED[name])}. "
+                        f"Received: {name}={getattr(self, name)!r} with "
+                        f"{other}={getattr(self, other)!r}. {fix}")
 
     def _set_phone_artifacts(self):
         if self.phone_artifacts is None:

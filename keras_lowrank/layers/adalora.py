@@ -34,6 +34,7 @@ from keras import ops
 
 from keras_lowrank.layers.adapter_slots import AdapterSlot
 from keras_lowrank.layers.variants import AdapterVariant
+from keras_lowrank.layers.variants import wraps_dense_kernel
 
 SINGULAR_VALUES = "lora_e"
 MASK = "lora_mask"
@@ -172,10 +173,7 @@ class AdaLoRAVariant(AdapterVariant):
 
     @classmethod
     def supports(cls, adapter_class) -> bool:
-        wrapped = getattr(adapter_class, "wrapped_class", None)
-        return isinstance(wrapped, type) and issubclass(
-            wrapped, (keras.layers.Dense, keras.layers.EinsumDense)
-        )
+        return wraps_dense_kernel(adapter_class)
 
     @classmethod
     def build(cls, adapter):

@@ -19,10 +19,10 @@ EinsumDense output gets that factor broadcast on the output axes of its
 equation (`"abc,cde->abde"`: the last two; `"abcd,cde->abe"`: the last).
 """
 
-import keras
 from keras import ops
 
 from keras_lowrank.layers.variants import AdapterVariant
+from keras_lowrank.layers.variants import wraps_dense_kernel
 
 MAGNITUDE = "lora_magnitude"
 # Floor of a column norm: an all-zero column (and so m = 0) gives 0, not NaN.
@@ -56,10 +56,7 @@ class DoRAVariant(AdapterVariant):
 
     @classmethod
     def supports(cls, adapter_class) -> bool:
-        wrapped = getattr(adapter_class, "wrapped_class", None)
-        return isinstance(wrapped, type) and issubclass(
-            wrapped, (keras.layers.Dense, keras.layers.EinsumDense)
-        )
+        return wraps_dense_kernel(adapter_class)
 
     @classmethod
     def build(cls, adapter):

@@ -10,8 +10,11 @@ factors' product on top: the inputs are not quantized (Keras' own int8
 float tolerance.
 
 Only the plain Keras classes are quantized: `layer.quantize` refuses
-subclasses, and a tied `ReversibleEmbedding` also projects outputs through
-its table, which the adapter does not dequantize.
+subclasses. A tied `ReversibleEmbedding` (a decoder LM's shared token table
+and output head) is quantized only as a frozen layer under
+`quantize_frozen="all"`, where Keras' own quantized call projects the
+outputs; under an adapter it is refused, since the adapter does not
+dequantize the reverse projection.
 """
 
 import contextlib
@@ -38,6 +41,16 @@ def check_quantization_mode(mode, owner, name="base_quantization"):
 def is_quantizable(layer) -> bool:
     """Whether `layer` is a plain Dense, EinsumDense or Embedding."""
     return type(layer) in QUANTIZABLE_CLASSES
+
+
+def is_frozen_quantizable(layer) -> bool:
+    """Whether `quantize_frozen="all"` can hold `layer` quantized: the
+    adapters' kinds, and Keras' tied `ReversibleEmbedding`, whose reverse
+    projection Keras' quantized call computes from the one int8/int4 table
+    (an untied one keeps a second float table, and stays float)."""
+    if is_quantizable(layer):
+        return True
+    return type(layer) is keras.layers.ReversibleEmbedding and layer.tie_weights
 
 
 def check_quantizable(layer, mode, owner):

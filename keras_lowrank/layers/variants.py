@@ -27,7 +27,17 @@ one subclass of `AdapterVariant` plus `register_variant`, and its tests:
   matrix, the one source of `delta_kernel()` for merge and export.
 """
 
+import keras
 from keras import ops
+
+
+def wraps_dense_kernel(adapter_class) -> bool:
+    """Whether `adapter_class` wraps a Dense or EinsumDense (the kinds whose
+    kernel has output columns: DoRA's magnitudes, AdaLoRA's triplets)."""
+    wrapped = getattr(adapter_class, "wrapped_class", None)
+    return isinstance(wrapped, type) and issubclass(
+        wrapped, (keras.layers.Dense, keras.layers.EinsumDense)
+    )
 
 
 class AdapterVariant:

@@ -179,9 +179,10 @@ def _llama(folder):
      "is not tested under a distribution strategy. Received: adaptive_rank=4 "
      "with distribute='multi-worker'. Leave one of them out"),
     (["--base-quantization", "int4", "--precision", "auto"],
-     "base_quantization is not yet supported with precision='auto' (only "
-     "float32 training is tested). Received: base_quantization='int4'. Leave "
-     "precision at 'float32'"),
+     "base_quantization is not yet supported with precision other than "
+     "'float32' (only float32 training is tested). Received: "
+     "base_quantization='int4' with precision='auto'. Leave precision at "
+     "'float32'"),
     (["--task", "causal-lm", "--adaptive-rank", "6", "--adaptive-initial-rank", "5"],
      "adaptive_rank, the average rank AdaLoRA ends at, must be at most"),
     (["--task", "causal-lm", "--quantize-frozen", "adapted"],

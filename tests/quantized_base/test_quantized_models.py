@@ -101,10 +101,10 @@ def test_a_keras_hub_task_with_all_frozen_layers_quantized(bert, tmp_path):
     # Dense(16 -> 2) stays trainable and float: 34.
     assert klr.parameter_counts(adapted)[0] == 2 * (16 * 4 + 4 * 16) + 16 * 2 + 2
     quantized = _quantized_layers(adapted)
-    # q, k, v, output, 2 feedforward, the pooler, the segment table; not the
-    # trainable head, nor the tied token table (ReversibleEmbedding).
-    assert len(quantized) == 8 and "pooled_dense" in quantized
-    assert "logits" not in quantized and "token_embedding" not in quantized
+    # q, k, v, output, 2 feedforward, the pooler, the segment table, the
+    # tied token table (Keras' ReversibleEmbedding); not the trainable head.
+    assert len(quantized) == 9 and "pooled_dense" in quantized
+    assert "token_embedding" in quantized and "logits" not in quantized
     tiny_models.random_factors(adapted, seed=3, factors=("lora_a", "lora_b"))
     outputs = np.array(adapted(inputs))
     adapted.save(tmp_path / "adapted.keras")
@@ -112,6 +112,39 @@ def test_a_keras_hub_task_with_all_frozen_layers_quantized(bert, tmp_path):
     np.testing.assert_array_equal(np.array(loaded(inputs)), outputs)
     merged = klr.merge_adapters(adapted)
     assert type(merged) is type(model) and _quantized_layers(merged) == []
+    assert np.abs(np.array(merged(inputs)) - outputs).max() < 1e-5
+
+
+@pytest.mark.parametrize("mode,bound", [("int8", 0.003), ("int4", 0.03)])
+def test_a_tied_token_table_is_quantized_with_the_frozen_layers(mode, bound):
+    """A decoder LM whose output head is its token table (SmolLM2's tied
+    ReversibleEmbedding): `quantize_frozen="all"` holds the table quantized
+    too, Keras' quantized call projects the logits, and merge gives it back
+    in float."""
+    keras.utils.set_random_seed(0)
+    config = {**tiny_models.llama_causal_lm().backbone.get_config(), "tie_word_embeddings": True}
+    model = keras_hub.models.LlamaCausalLM(
+        backbone=keras_hub.models.LlamaBackbone.from_config(config), preprocessor=None)
+    inputs = tiny_models.lm_inputs()
+    reference = np.array(model(inputs))
+    adapted = klr.add_adapters(model, rank=4, targets="all-linear",
+                               base_quantization=mode, quantize_frozen="all")
+    table = adapted.backbone.token_embedding
+    assert table.quantization_mode == mode and table.tie_weights
+    assert model.backbone.token_embedding.quantization_mode is None  # the user's model
+    # B = 0: logits of the tiny LM are about 0.1 in size; measured at seed 0:
+    # int8 0.0012, int4 0.015.
+    assert np.abs(np.array(adapted(inputs)) - reference).max() < bound
+    # The 64 x 16 table: 1 byte (int8) or half a byte (int4) a value instead
+    # of 4, and a float32 scale a row; int4 also an int8 zero point a row
+    # (one group: 16 values) and Keras' 16 float32 group indices.
+    table_bytes = sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in table.weights)
+    assert table_bytes == {"int8": 64 * 16 + 64 * 4, "int4": 64 * 8 + 64 * 4 + 64 + 16 * 4}[mode]
+    tiny_models.random_factors(adapted, seed=3, factors=("lora_a", "lora_b"))
+    outputs = np.array(adapted(inputs))
+    merged = klr.merge_adapters(adapted)
+    assert _quantized_layers(merged) == [] and merged.backbone.token_embedding.tie_weights
+    assert all(w.dtype == "float32" for w in merged.weights)
     assert np.abs(np.array(merged(inputs)) - outputs).max() < 1e-5
 
 
