@@ -2,6 +2,7 @@
 
 from benchmarks import decode_bound
 from benchmarks import generation
+from benchmarks import quantized_base
 from benchmarks import report
 from benchmarks.report import _f
 from benchmarks.report import _table
@@ -305,6 +306,8 @@ def render(results):
         "Other ratios: " + ", ".join(
             f"`{k}` {_f(v)}" for k, v in ratio.items()
             if k not in {t["name"] for t in results["targets"]}),
+        "## On an int8 / int4 base",
+        quantized_base.markdown(results.get("quantized_step")),
         "## FLOPs, throughput and CPU time",
         report.gemm_line(results) + " FLOPs are analytic (`benchmarks/flops.py`: "
         "matrix products only; frozen kernels get input gradients, no weight "

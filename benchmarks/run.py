@@ -3,7 +3,8 @@
 Each measurement runs in its own subprocess (`python -m benchmarks.<child>`),
 in order: the shared batch, the machine's GEMM throughput and memory
 bandwidth (a STREAM triad), the training step of each configuration
-(`--rounds` times, interleaved), PEFT, the profile, MR accuracy, one
+(`--rounds` times, interleaved), the LoRA step on an int8 / int4 base
+(`quantized_base.py`), PEFT, the profile, MR accuracy, one
 epoch of the `finetune` pipeline, inference latency, exports and
 generation (LiteRT decode tokens/s vs Keras `generate()`, each set
 against the bound bandwidth / bytes read per token: `decode_bound.py`).
@@ -32,14 +33,15 @@ sys.path.insert(0, ROOT)
 from benchmarks import child  # noqa: E402
 from benchmarks import decode_bound  # noqa: E402
 from benchmarks import machine  # noqa: E402
+from benchmarks import quantized_base  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks import results_md  # noqa: E402
 from benchmarks.settings import KERAS_CONFIGS  # noqa: E402
 from benchmarks.settings import PEFT_CONFIG  # noqa: E402
 from benchmarks.settings import Settings  # noqa: E402
 
-SECTIONS = ("gemm", "bandwidth", "step", "peft", "profile", "accuracy", "finetune", "latency",
-            "exports", "generation")
+SECTIONS = ("gemm", "bandwidth", "step", "quantized", "peft", "profile", "accuracy",
+            "finetune", "latency", "exports", "generation")
 # TensorFlow's defaults otherwise: oneDNN stays on, as users run it (it makes
 # a MiniLM training step ~1.6x faster on this CPU than TF_ENABLE_ONEDNN_OPTS=0).
 CHILD_ENV = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -212,6 +214,13 @@ def main(argv=None):
                 rounds[config].append(runner.run(
                     "train_step", config, tag=f"r{round_index}" if args.rounds > 1 else ""))
         results["train_step"] = {c: pool_rounds(r) for c, r in rounds.items()}
+    if "quantized" in sections:
+        rounds = {config: [] for config in quantized_base.CONFIGS}
+        for round_index in range(args.rounds):
+            for config in quantized_base.CONFIGS:
+                rounds[config].append(runner.run(
+                    "train_step", config, tag=f"q{round_index}"))
+        results["quantized_step"] = {c: pool_rounds(r) for c, r in rounds.items()}
     if "peft" in sections:
         reason = peft_unavailable(args.torch_python)
         if reason:
@@ -254,8 +263,8 @@ def main(argv=None):
 
 def collect_errors(results):
     errors = {}
-    for section in ("train_step", "accuracy"):
-        for config, entry in results[section].items():
+    for section in ("train_step", "quantized_step", "accuracy"):
+        for config, entry in results.get(section, {}).items():
             if isinstance(entry, dict) and "error" in entry:
                 errors[f"{section}/{config}"] = entry["error"]
     for section in ("batch", "gemm", "bandwidth", "profile", "finetune_epoch",

@@ -12,6 +12,8 @@ from benchmarks import keras_setup
 def measure(settings, config, work):
     import keras
 
+    import keras_lowrank as klr
+
     keras.utils.set_random_seed(settings.seed)
     rows = settings.batch_size
     x, y = keras_setup.as_tensors(*keras_setup.load_batch(work, rows))
@@ -32,6 +34,7 @@ def measure(settings, config, work):
         "config": config,
         "trainable_params": keras_setup.trainable_count(model),
         "total_params": int(model.count_params()),
+        "weight_bytes": klr.weight_bytes(model),
         "step": child.summarize(seconds),
         "step_seconds": seconds,
         "step_cpu_seconds": cpu,

@@ -154,6 +154,22 @@ def test_results_md_has_every_table_and_the_skips():
     assert "would save about 36 ms/step" in text
 
 
+def test_results_md_sets_the_quantized_bases_against_the_float_one():
+    results = fake_results()
+    results["quantized_step"] = {
+        "klr_lora": {**_step(0.7, 74_498, 2_400_000_000), "weight_bytes": 91_000_000},
+        "klr_lora_int8": {**_step(0.84, 74_498, 2_520_000_000), "weight_bytes": 24_570_000},
+        "klr_lora_int4": {"error": "no result; log: q0.log: boom"},
+    }
+    text = results_md.render(results)
+    assert "## On an int8 / int4 base" in text
+    assert "| float32 base | 91 | 1.000 | 0.700 | 1.00 | 2,400 | 1.00 |" in text
+    assert "| int8 base | 25 | 0.270 | 0.840 | 1.20 | 2,520 | 1.05 |" in text
+    assert "| int4 base | not measured: no result; log: q0.log: boom |" in text
+    del results["quantized_step"]  # a results.json from before the section
+    assert "Not measured: not run" in results_md.render(results)
+
+
 def test_what_dropout_costs_and_the_gemm_share_without_it():
     results = fake_results()
     assert results_md.dropout_sentence(results) == (
