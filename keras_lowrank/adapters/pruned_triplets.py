@@ -21,32 +21,25 @@ def drop_pruned_triplets(model):
     """`model` itself when no AdaLoRA adapter has a pruned triplet, else a
     new model whose AdaLoRA adapters keep their surviving triplets only.
 
-    Raises:
-        NotImplementedError: a layer holds an AdaLoRA adapter beside other
-            named adapters.
+    A layer may hold an AdaLoRA adapter beside other named adapters: those
+    are kept as they are, and an AdaLoRA adapter with no surviving triplet
+    leaves the layer (the layer goes back to the wrapped one when it was
+    the only adapter).
     """
     kept = {}
     for path, layer in adapters(model).items():
-        variants = [layer.view(n).spec.variant for n in layer.adapter_names]
-        if AdaLoRAVariant.name not in variants:
-            continue
-        if len(variants) > 1:
-            raise NotImplementedError(
-                f"Layer '{path}': an AdaLoRA adapter beside other named adapters "
-                f"({list(layer.adapter_names)}) is not yet supported in files."
-            )
-        mask = ops.convert_to_numpy(layer.lora_mask) > 0
-        if not mask.all():
-            kept[path] = np.flatnonzero(mask)
+        for name in layer.adapter_names:
+            view = layer.view(name)
+            if view.spec.variant != AdaLoRAVariant.name:
+                continue
+            mask = ops.convert_to_numpy(view.lora_mask) > 0
+            if not mask.all():
+                kept.setdefault(path, {})[name] = np.flatnonzero(mask)
     if not kept:
         return model
 
     def replace(path, layer):
-        if path not in kept:
-            return None
-        if kept[path].size == 0:
-            return layer.layer
-        return _sliced(layer, kept[path])
+        return _sliced(layer, kept[path]) if path in kept else None
 
     trimmed, _ = rewriting.rewrite_model(model, replace)
     model_state.set_lora_configs(trimmed, model_state.lora_configs(model))
@@ -54,21 +47,42 @@ def drop_pruned_triplets(model):
 
 
 def _sliced(layer, kept):
-    """A new adapter on `layer.layer` with the triplets `kept` of `layer`."""
+    """A new adapter on `layer.layer` whose AdaLoRA adapters `kept`
+    (`{name: indices}`) hold those triplets only (none: left out); the
+    layer's other adapters are copied as they are."""
+    specs = {}
+    for name in layer.adapter_names:
+        spec = layer.view(name).spec
+        if name in kept:
+            if kept[name].size == 0:
+                continue
+            spec = spec.replace(rank=int(kept[name].size))
+        specs[name] = spec
+    if not specs:
+        return layer.layer
+    (first, first_spec), *more = specs.items()
     new = type(layer).from_spec(
-        layer.layer, layer.spec.replace(rank=int(kept.size)),
-        adapter_name=layer.adapter_name,
+        layer.layer, first_spec, adapter_name=first, more_adapters=dict(more),
+        a_initializer=layer.a_initializer, b_initializer=layer.b_initializer,
     )
-    weights = layer.adapter_weights(layer.adapter_name)
-    values = {k: ops.convert_to_numpy(v) for k, v in weights.items()}
-    sliced = {
+    for name in specs:
+        values = {k: ops.convert_to_numpy(v) for k, v in layer.adapter_weights(name).items()}
+        if name in kept:
+            values = _triplets(values, kept[name])
+        for key, weight in new.adapter_weights(name).items():
+            weight.assign(values[key])
+    new.set_active([n for n in layer.active if n in specs])
+    new.trainable = layer.trainable
+    return new
+
+
+def _triplets(values, kept):
+    """An AdaLoRA adapter's weights sliced to the triplets `kept` (mask all
+    ones, `ranknum` unchanged)."""
+    return {
         "lora_a": values["lora_a"][:, kept],  # (fan_in, k)
         "lora_b": values["lora_b"][kept, :],  # (k, fan_out)
         "lora_e": values["lora_e"][kept],
         "lora_mask": np.ones(kept.size, values["lora_mask"].dtype),
         "lora_ranknum": values["lora_ranknum"],
     }
-    for key, weight in new.adapter_weights(new.adapter_name).items():
-        weight.assign(sliced[key])
-    new.trainable = layer.trainable
-    return new

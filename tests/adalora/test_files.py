@@ -79,3 +79,43 @@ def test_keras_save_and_load_keeps_the_masks(trained, tmp_path):
     assert klr.adapter_ranks(loaded) == klr.adapter_ranks(trained)
     x, _ = helpers.data(seed=7)
     assert helpers.max_diff(loaded(x), trained(x)) == 0.0
+
+
+def test_an_adalora_adapter_beside_a_named_lora_adapter(tmp_path):
+    """A file of a model whose layers hold an AdaLoRA adapter ("default",
+    pruned) and a plain LoRA one ("lora"): the AdaLoRA adapter keeps its
+    surviving triplets, the LoRA one stays whole, and each gives back its
+    own outputs after loading and after merging."""
+    trained = helpers.trained()
+    layer_paths(trained)["dense_2"].lora_mask.assign(np.zeros(6, "float32"))
+    ranks = klr.adapter_ranks(trained)
+    model = klr.add_adapters(trained, rank=2, targets="re:dense_.*", adapter_name="lora")
+    rng = np.random.default_rng(8)
+    for path in ("dense_0", "dense_1", "dense_2"):
+        view = layer_paths(model)[path].view("lora")
+        view.lora_b.assign(rng.normal(scale=0.5, size=view.lora_b.shape).astype("float32"))
+    x, _ = helpers.data(seed=9)
+    outputs = {}
+    for name in ("default", "lora"):
+        klr.set_adapter(model, name)
+        outputs[name] = np.array(model(x))
+    assert helpers.max_diff(outputs["default"], trained(x)) == 0.0
+
+    path = str(tmp_path / "both.safetensors")
+    klr.save_adapters(model, path)
+    tensors = load_file(path)
+    for layer_path, rank in ranks.items():
+        assert tensors[f"{layer_path}/lora_e"].shape == (rank,) if rank else \
+            f"{layer_path}/lora_e" not in tensors
+    loaded = klr.load_adapters(helpers.mlp(), path)
+    assert klr.adapter_names(loaded) == ["default", "lora"]
+    assert klr.adapter_ranks(loaded, "default") == {p: r for p, r in ranks.items() if r}
+    # dense_2 lost its AdaLoRA adapter and keeps the LoRA one.
+    assert layer_paths(loaded)["dense_2"].adapter_names == ("lora",)
+    for name in ("default", "lora"):
+        klr.set_adapter(loaded, name)
+        klr.set_adapter(model, name)
+        assert helpers.max_diff(loaded(x), outputs[name]) < 1e-6
+        merged = klr.merge_adapters(model, adapter_name=name)
+        assert klr.adapter_paths(merged) == []
+        assert helpers.max_diff(merged(x), outputs[name]) < 1e-5
