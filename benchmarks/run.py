@@ -221,6 +221,7 @@ def main(argv=None):
                 rounds[config].append(runner.run(
                     "train_step", config, tag=f"q{round_index}"))
         results["quantized_step"] = {c: pool_rounds(r) for c, r in rounds.items()}
+        results["quantized_lm_step"] = runner.run("quantized_lm_step")
     if "peft" in sections:
         reason = peft_unavailable(args.torch_python)
         if reason:

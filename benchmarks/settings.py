@@ -63,6 +63,9 @@ class Settings:
         generation_rounds: int. Interleaved timed rounds over the prompts.
         generation_quantize: tuple of str. LiteRT quantize modes timed
             beside float32 (`"dynamic"`).
+        lm_batch: tuple of 2 ints. `(rows, tokens)` of the causal-LM step
+            on a quantized base (`quantized_lm_step.py`; the model is
+            `generation_model`).
     """
 
     batch_size: int = 32
@@ -93,6 +96,7 @@ class Settings:
     generation_new_tokens: int = 32
     generation_rounds: int = 3
     generation_quantize: tuple = ("dynamic",)
+    lm_batch: tuple = (8, 64)
 
     @classmethod
     def quick(cls, **overrides):
@@ -105,7 +109,7 @@ class Settings:
             export_eval_examples=32, export_calibration_examples=16, gemm_repeats=3,
             bandwidth_array_bytes=32 * 2**20, bandwidth_repeats=3,
             generation_model="tiny", generation_new_tokens=8,
-            generation_rounds=1,
+            generation_rounds=1, lm_batch=(2, 16),
         )
         return cls(**{**small, **overrides})
 
@@ -116,7 +120,7 @@ class Settings:
     def from_json(cls, text):
         values = json.loads(text)
         for name in ("exports", "gemm_shape", "gemm_dtypes",
-                     "generation_quantize"):
+                     "generation_quantize", "lm_batch"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

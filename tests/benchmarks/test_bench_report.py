@@ -166,8 +166,20 @@ def test_results_md_sets_the_quantized_bases_against_the_float_one():
     assert "| float32 base | 91 | 1.000 | 0.700 | 1.00 | 2,400 | 1.00 |" in text
     assert "| int8 base | 25 | 0.270 | 0.840 | 1.20 | 2,520 | 1.05 |" in text
     assert "| int4 base | not measured: no result; log: q0.log: boom |" in text
-    del results["quantized_step"]  # a results.json from before the section
-    assert "Not measured: not run" in results_md.render(results)
+    results["quantized_lm_step"] = {
+        "model": "smollm2", "batch_shape": [8, 64], "rank": 8, "bases": {
+            name: {"weight_bytes": size, "trainable_params": 4_884_480,
+                   "step": {"median_s": step}}
+            for name, size, step in (("float32", 557_900_000, 2.0),
+                                     ("int8", 150_600_000, 2.3),
+                                     ("int4", 86_000_000, 2.9))}}
+    text = results_md.render(results)
+    assert "batch 8 x 64 tokens" in text
+    assert "| float32 | 558 | 1.000 | 4,884,480 | 2.000 | 1.00 |" in text
+    assert "| int4 | 86 | 0.154 | 4,884,480 | 2.900 | 1.45 |" in text
+    del results["quantized_step"], results["quantized_lm_step"]  # an older results.json
+    text = results_md.render(results)
+    assert "Not measured: not run" in text and "Causal LM: not measured: not run" in text
 
 
 def test_what_dropout_costs_and_the_gemm_share_without_it():
