@@ -10,9 +10,17 @@ preprocessor tokenizer's start and end tokens, and
 `keras.ops.slice_update`, which the attention layers call to write the
 cache and which `onnx_friendly_slice_update` replaces while tracing for ONNX.
 `tests/generation/test_cached_causal_lm.py` checks each access.
+
+Most families keep the cache as one tensor (batch, layers, 2, positions,
+KVH, D). Gemma 3 keeps a tuple of per-layer `(key, value)` pairs, each
+(batch, positions, KVH, D), and its `_build_cache` takes its image inputs
+too (None for text); `cache_shape` reports the one-tensor shape for both,
+and `call_with_cache` splits that tensor into the pairs and stacks the
+pairs back, so the exports see one layout.
 """
 
 import contextlib
+import inspect
 import weakref
 
 import keras
@@ -24,7 +32,8 @@ from keras_lowrank.utils.optional import tensorflow as tf
 # num_key_value_heads, head_dim).
 CACHE_RANK = 6
 _SEQUENCE_AXIS = 3
-# `cache_shape`'s trace, once per model: {model: shape at one length}.
+# `cache_shape`'s trace, once per model: {model: (shape at one length,
+# whether the model keeps per-layer (key, value) pairs)}.
 _traced_shapes = weakref.WeakKeyDictionary()
 
 
@@ -75,7 +84,12 @@ def check_exportable(model, max_length, what="export_generator"):
     Raises:
         ValueError: naming the received dtype, or the model's positions and
             `max_length`.
+        TypeError: a configuration keras-hub cannot trace
+            (`untraceable_configuration`).
     """
+    reason = untraceable_configuration(model)
+    if reason is not None:
+        raise TypeError(f"{what} does not export {reason}.")
     dtype = getattr(model, "compute_dtype", "float32")
     if dtype != "float32":
         raise ValueError(
@@ -86,6 +100,31 @@ def check_exportable(model, max_length, what="export_generator"):
         raise ValueError(
             f"{type(model).__name__} embeds at most {positions} positions "
             f"(max_sequence_length). Received: max_length={max_length}")
+
+
+def untraceable_configuration(model):
+    """Why keras-hub cannot trace `model`'s `call_with_cache` with a
+    symbolic cache index (what every export graph needs), or None.
+
+    keras-hub 0.32's `QwenAttention` with a sliding window computes
+    `cache_update_index if cache_update_index else 0`: a tensor as a Python
+    bool, which TensorFlow refuses in a graph (OperatorNotAllowedInGraphError).
+    """
+    backbone = model.backbone
+    if (_is_a(model, "QwenCausalLM")
+            and getattr(backbone, "use_sliding_window_attention", False)):
+        window = getattr(backbone, "sliding_window_size", None)
+        return (
+            "a QwenCausalLM with use_sliding_window_attention=True "
+            f"(sliding_window_size={window}), whose keras-hub attention tests "
+            "the cache index as a Python bool, which a traced graph cannot "
+            "do. Rebuild it with use_sliding_window_attention=False: the "
+            f"same model whenever max_length <= {window}")
+    return None
+
+
+def _is_a(model, class_name):
+    return class_name in {cls.__name__ for cls in type(model).__mro__}
 
 
 def preprocessor_token(model, name):
@@ -113,22 +152,32 @@ def cache_shape(model, max_length) -> tuple:
     Raises:
         TypeError: the model's cache is not one tensor of keras-hub's layout.
     """
-    traced = _traced_shapes.get(model)
-    if traced is None:
-        traced = _trace_cache_shape(model, max_length)
-        _traced_shapes[model] = traced
-    shape = list(traced)
+    shape = list(_traced(model, max_length)[0])
     shape[_SEQUENCE_AXIS] = max_length
     return tuple(shape)
 
 
+def _traced(model, max_length):
+    traced = _traced_shapes.get(model)
+    if traced is None:
+        traced = _trace_cache_shape(model, max_length)
+        _traced_shapes[model] = traced
+    return traced
+
+
 def _trace_cache_shape(model, max_length):
-    spec = tf.TensorSpec((1, max_length), tf.int32)
-    build_cache = tf.function(keras_hub_compat.cache_builder(model))
-    outputs = build_cache.get_concrete_function(spec)
+    """`(shape, per_layer)` of `model`'s cache at `max_length` positions."""
+    builder = keras_hub_compat.cache_builder(model)
+    # Inputs after `token_ids` (Gemma 3's image inputs) stay None: text only.
+    others = len(inspect.signature(builder).parameters) - 1
+    build_cache = tf.function(lambda token_ids: builder(token_ids, *[None] * others))
+    outputs = build_cache.get_concrete_function(
+        tf.TensorSpec((1, max_length), tf.int32))
     cache = outputs.structured_outputs
     cache = cache[1] if isinstance(cache, (tuple, list)) and len(cache) == 2 else None
-    shape = None if cache is None else tuple(cache.shape)
+    per_layer = _is_per_layer(cache)
+    shape = _per_layer_shape(cache) if per_layer else (
+        None if cache is None else tuple(cache.shape))
     if (
         shape is None
         or len(shape) != CACHE_RANK
@@ -138,17 +187,56 @@ def _trace_cache_shape(model, max_length):
         raise TypeError(
             f"{type(model).__name__} keeps its cache as {cache!r}; generation "
             "export supports one tensor of shape (batch, num_layers, 2, "
-            "max_length, num_key_value_heads, head_dim)."
+            "max_length, num_key_value_heads, head_dim), or a tuple of "
+            "per-layer (key, value) pairs of (batch, max_length, "
+            "num_key_value_heads, head_dim)."
         )
-    return shape
+    return shape, per_layer
+
+
+def _is_per_layer(cache):
+    """Whether `cache` is a tuple of per-layer `(key, value)` pairs."""
+    return (isinstance(cache, (tuple, list)) and len(cache) > 0
+            and all(isinstance(pair, (tuple, list)) and len(pair) == 2
+                    for pair in cache))
+
+
+def _per_layer_shape(cache):
+    """The one-tensor shape of per-layer pairs of equal shapes, or None."""
+    shapes = {tuple(tensor.shape) for pair in cache for tensor in pair}
+    if len(shapes) != 1 or len(next(iter(shapes))) != CACHE_RANK - 2:
+        return None
+    batch, *rest = next(iter(shapes))
+    return (batch, len(cache), 2, *rest)
+
+
+def _to_model_cache(model, cache):
+    """The one-tensor `cache` as `model` takes it (split for Gemma 3)."""
+    if not _traced(model, _static_length(cache))[1]:
+        return cache
+    layers = cache.shape[1]
+    return tuple((cache[:, i, 0], cache[:, i, 1]) for i in range(layers))
+
+
+def _from_model_cache(cache):
+    """`model`'s cache as one tensor (per-layer pairs stacked)."""
+    if not _is_per_layer(cache):
+        return cache
+    return keras.ops.stack(
+        [keras.ops.stack(pair, axis=1) for pair in cache], axis=1)
+
+
+def _static_length(cache):
+    length = cache.shape[_SEQUENCE_AXIS]
+    return 8 if length is None else int(length)  # traced once; any length
 
 
 def call_with_cache(model, token_ids, cache, cache_update_index):
     """`(logits, next_cache)` of keras-hub's `call_with_cache`."""
     logits, _, next_cache = model.call_with_cache(
-        token_ids, cache, cache_update_index
+        token_ids, _to_model_cache(model, cache), cache_update_index
     )
-    return logits, next_cache
+    return logits, _from_model_cache(next_cache)
 
 
 def call_with_cache_at(model, token_ids, cache, cache_update_index, select):
@@ -165,10 +253,10 @@ def call_with_cache_at(model, token_ids, cache, cache_update_index, select):
             hidden)`, e.g. the chunk's last real position.
     """
     _, hidden_states, next_cache = model.call_with_cache(
-        token_ids, cache, cache_update_index
+        token_ids, _to_model_cache(model, cache), cache_update_index
     )
     logits = model.backbone.token_embedding(select(hidden_states), reverse=True)
-    return logits, next_cache
+    return logits, _from_model_cache(next_cache)
 
 
 def _pad_and_select_update(inputs, start_indices, updates):

@@ -58,8 +58,10 @@ def export_litertlm(
     prompt equals Keras' reply to the template as `transformers` renders it.
 
     Args:
-        causal_lm: a keras-hub `Llama3CausalLM` (SmolLM2 is one),
-            `GemmaCausalLM` or `GPT2CausalLM`, float32.
+        causal_lm: a keras-hub causal LM of a family the contract is
+            checked on (`litertlm_model.SUPPORTED_FAMILIES`: Llama 3 (SmolLM2
+            is one), Gemma, Gemma 3, Qwen, Qwen 3, Mistral, GPT-2, Phi-3),
+            float32.
         path: str. The `.litertlm` file to write.
         max_length: int. The context, prompt and new tokens together (the
             cache's positions).

@@ -36,7 +36,9 @@ from keras_lowrank.utils.optional import tensorflow as tf
 DECODE = "decode"
 # The keras-hub classes whose cached decoding this contract has been checked
 # on (tests/generation/test_litertlm.py); subclasses count.
-SUPPORTED_FAMILIES = ("Llama3CausalLM", "GemmaCausalLM", "GPT2CausalLM")
+SUPPORTED_FAMILIES = ("Llama3CausalLM", "GemmaCausalLM", "GPT2CausalLM",
+                      "Gemma3CausalLM", "QwenCausalLM", "Qwen3CausalLM",
+                      "MistralCausalLM", "Phi3CausalLM")
 
 
 def check_family(model):

@@ -22,7 +22,8 @@ def genai_config(*, genai_type, context_length, vocabulary_size, cache_shape,
     """The `genai_config.json` contents, as a dict.
 
     Args:
-        genai_type: str. GenAI's model type (`"llama"`, `"gemma"`, `"gpt2"`).
+        genai_type: str. GenAI's model type (`"llama"`, `"qwen2"`, ...:
+            `onnx_genai_family.FAMILIES`).
         context_length: int. Prompt plus generated tokens, at most.
         vocabulary_size: int.
         cache_shape: keras-hub's cache shape (1, layers, 2, positions, KVH, D).

@@ -38,6 +38,15 @@ FAMILIES = (
     # per layer; `decoder` is its generic decoder-only model, which takes
     # the IO of `onnx_genai_model` as the other types do.
     GenAIFamily("GPT2CausalLM", "decoder", "num_heads"),
+    # GenAI's `gemma3` type is its image-and-text model package, which
+    # refuses a folder ("Loading a model package from a directory path is
+    # not supported"); `gemma3_text` is its decoder. Sliding windows and
+    # QK-norm are in keras-hub's graph, so GenAI needs no window config.
+    GenAIFamily("Gemma3CausalLM", "gemma3_text", "num_query_heads"),
+    GenAIFamily("QwenCausalLM", "qwen2", "num_query_heads"),
+    GenAIFamily("Qwen3CausalLM", "qwen3", "num_query_heads"),
+    GenAIFamily("MistralCausalLM", "mistral", "num_query_heads"),
+    GenAIFamily("Phi3CausalLM", "phi3", "num_query_heads"),
 )
 
 

@@ -198,22 +198,6 @@ def test_a_failed_check_leaves_the_earlier_file_as_it_was(int8, tmp_path):
     assert os.listdir(tmp_path) == ["lm.litertlm"]
 
 
-def _mistral():
-    import keras_hub
-
-    backbone = keras_hub.models.MistralBackbone(
-        vocabulary_size=tiny_lms.VOCAB, num_layers=1, num_query_heads=2,
-        num_key_value_heads=1, hidden_dim=8, intermediate_dim=16)
-    return keras_hub.models.MistralCausalLM(backbone=backbone, preprocessor=None)
-
-
-def test_a_family_outside_the_contract_is_refused_by_name(tokenizer, tmp_path):
-    with pytest.raises(TypeError, match=r"does not export MistralCausalLM.*"
-                       r"'Llama3CausalLM', 'GemmaCausalLM', 'GPT2CausalLM'"):
-        export_litertlm(_mistral(), tmp_path / "m.litertlm", tokenizer=tokenizer)
-    assert os.listdir(tmp_path) == []
-
-
 def test_a_tokenizer_of_another_vocabulary_is_refused(models, tmp_path):
     other = _tokenizer_folder(tmp_path, 256)
     with pytest.raises(ValueError, match=r"does not match the model: its ids "

@@ -39,6 +39,66 @@ def gemma():
 MODELS = {"llama": llama, "gpt2": gpt2, "gemma": gemma}
 
 
+# === One-layer models of the other keras-hub families (2 query heads,
+# 1 key-value head of 8 values) ===
+
+def gemma3(sliding_window=None):
+    """Gemma 3 (QK-norm; with `sliding_window`, its one layer attends
+    locally, as five of every six Gemma 3 layers do)."""
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=VOCAB, image_size=None, num_layers=1,
+        num_query_heads=2, num_key_value_heads=1, hidden_dim=16,
+        intermediate_dim=32, head_dim=8,
+        use_sliding_window_attention=sliding_window is not None,
+        sliding_window_size=sliding_window or 1024,
+    )
+    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+
+
+def qwen(**options):
+    """Qwen 2 / 2.5 (biased query, key and value projections); `options`
+    as QwenBackbone takes them (`tie_word_embeddings`, ...)."""
+    backbone = keras_hub.models.QwenBackbone(
+        vocabulary_size=VOCAB, num_layers=1, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, **options,
+    )
+    return keras_hub.models.QwenCausalLM(backbone=backbone, preprocessor=None)
+
+
+def qwen3(sliding_window=32768):
+    """Qwen 3 (QK-norm; keras-hub masks every layer to `sliding_window`)."""
+    backbone = keras_hub.models.Qwen3Backbone(
+        vocabulary_size=VOCAB, num_layers=1, num_query_heads=2,
+        num_key_value_heads=1, head_dim=8, hidden_dim=16, intermediate_dim=32,
+        sliding_window_size=sliding_window,
+    )
+    return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None)
+
+
+def mistral(sliding_window=512):
+    backbone = keras_hub.models.MistralBackbone(
+        vocabulary_size=VOCAB, num_layers=1, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32,
+        sliding_window=sliding_window,
+    )
+    return keras_hub.models.MistralCausalLM(backbone=backbone, preprocessor=None)
+
+
+def phi3(**rope_scaling):
+    """Phi-3 (fused feed-forward; `rope_scaling` as Phi3Backbone takes it,
+    e.g. `rope_scaling_type="su"` and its factors)."""
+    backbone = keras_hub.models.Phi3Backbone(
+        vocabulary_size=VOCAB, num_layers=1, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=MAX_LENGTH, **rope_scaling,
+    )
+    return keras_hub.models.Phi3CausalLM(backbone=backbone, preprocessor=None)
+
+
+FAMILY_MODELS = {"gemma3": gemma3, "qwen": qwen, "qwen3": qwen3,
+                 "mistral": mistral, "phi3": phi3}
+
+
 def quantizable_llama(seed=7):
     """A Llama 3 wide enough for int8: LiteRT's dynamic-range quantization
     leaves tensors under 1024 values in float (all of `llama()`'s)."""
