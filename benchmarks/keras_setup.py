@@ -13,9 +13,7 @@ def build_classifier(config, rank):
 
     Args:
         config: str. "base" / "full" (everything trainable), "klr_lora"
-            (`klr.add_adapters`, query and value), "klr_lora_int8" /
-            "klr_lora_int4" (the same on an int8 / int4 base, every frozen
-            layer quantized), "keras_lora"
+            (`klr.add_adapters`, query and value), "keras_lora"
             (`backbone.enable_lora`, query and value by default).
         rank: int. LoRA rank.
     """
@@ -30,15 +28,12 @@ def build_classifier(config, rank):
         return model
     if config == "klr_lora":
         return klr.add_adapters(model, rank=rank)
-    if config in ("klr_lora_int8", "klr_lora_int4"):  # benchmarks/quantized_base.py
-        return klr.add_adapters(model, rank=rank, base_quantization=config[-4:],
-                                quantize_frozen="all")
     if config == "keras_lora":
         model.backbone.enable_lora(rank)
         return model
     raise ValueError(
         f"Unknown config={config!r}. Expected one of: base, full, klr_lora, "
-        "klr_lora_int8, klr_lora_int4, keras_lora"
+        "keras_lora"
     )
 
 

@@ -307,8 +307,7 @@ def render(results):
             f"`{k}` {_f(v)}" for k, v in ratio.items()
             if k not in {t["name"] for t in results["targets"]}),
         "## On an int8 / int4 base",
-        quantized_base.markdown(results.get("quantized_step"),
-                                results.get("quantized_lm_step")),
+        quantized_base.markdown(results.get("quantized_step")),
         "## FLOPs, throughput and CPU time",
         report.gemm_line(results) + " FLOPs are analytic (`benchmarks/flops.py`: "
         "matrix products only; frozen kernels get input gradients, no weight "

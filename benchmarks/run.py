@@ -4,8 +4,8 @@ Each measurement runs in its own subprocess (`python -m benchmarks.<child>`),
 in order: the shared batch, the machine's GEMM throughput and memory
 bandwidth (a STREAM triad), the training step of each configuration
 (`--rounds` times, interleaved), the LoRA step on an int8 / int4 base
-(`quantized_base.py`), PEFT, the profile, MR accuracy, one
-epoch of the `finetune` pipeline, inference latency, exports and
+(`quantized_step.py`, round robin in one process per model), PEFT, the
+profile, MR accuracy, one epoch of the `finetune` pipeline, inference latency, exports and
 generation (LiteRT decode tokens/s vs Keras `generate()`, each set
 against the bound bandwidth / bytes read per token: `decode_bound.py`).
 A failing child is recorded and the run goes on; each child's user and
@@ -215,13 +215,9 @@ def main(argv=None):
                     "train_step", config, tag=f"r{round_index}" if args.rounds > 1 else ""))
         results["train_step"] = {c: pool_rounds(r) for c, r in rounds.items()}
     if "quantized" in sections:
-        rounds = {config: [] for config in quantized_base.CONFIGS}
-        for round_index in range(args.rounds):
-            for config in quantized_base.CONFIGS:
-                rounds[config].append(runner.run(
-                    "train_step", config, tag=f"q{round_index}"))
-        results["quantized_step"] = {c: pool_rounds(r) for c, r in rounds.items()}
-        results["quantized_lm_step"] = runner.run("quantized_lm_step")
+        results["quantized_step"] = {
+            model: runner.run("quantized_step", model)
+            for model in quantized_base.MODELS}
     if "peft" in sections:
         reason = peft_unavailable(args.torch_python)
         if reason:

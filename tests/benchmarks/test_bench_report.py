@@ -157,29 +157,26 @@ def test_results_md_has_every_table_and_the_skips():
 def test_results_md_sets_the_quantized_bases_against_the_float_one():
     results = fake_results()
     results["quantized_step"] = {
-        "klr_lora": {**_step(0.7, 74_498, 2_400_000_000), "weight_bytes": 91_000_000},
-        "klr_lora_int8": {**_step(0.84, 74_498, 2_520_000_000), "weight_bytes": 24_570_000},
-        "klr_lora_int4": {"error": "no result; log: q0.log: boom"},
-    }
+        "classifier": {"error": "no result; log: quantized_step_classifier.log: boom"},
+        "causal_lm": {
+            "model": "smollm2", "batch_shape": [8, 64], "rank": 8,
+            "targets": "all-linear", "bases": {
+                name: {"weight_bytes": size, "trainable_params": 4_884_480,
+                       "step": {"median_s": step}}
+                for name, size, step in (("float32", 557_900_000, 2.0),
+                                         ("int8", 150_600_000, 2.3),
+                                         ("int4", 86_000_000, 2.9))}}}
     text = results_md.render(results)
     assert "## On an int8 / int4 base" in text
-    assert "| float32 base | 91 | 1.000 | 0.700 | 1.00 | 2,400 | 1.00 |" in text
-    assert "| int8 base | 25 | 0.270 | 0.840 | 1.20 | 2,520 | 1.05 |" in text
-    assert "| int4 base | not measured: no result; log: q0.log: boom |" in text
-    results["quantized_lm_step"] = {
-        "model": "smollm2", "batch_shape": [8, 64], "rank": 8, "bases": {
-            name: {"weight_bytes": size, "trainable_params": 4_884_480,
-                   "step": {"median_s": step}}
-            for name, size, step in (("float32", 557_900_000, 2.0),
-                                     ("int8", 150_600_000, 2.3),
-                                     ("int4", 86_000_000, 2.9))}}
-    text = results_md.render(results)
-    assert "batch 8 x 64 tokens" in text
+    assert "Classifier: not measured: no result; log: quantized_step_classifier.log: boom" in text
+    assert "LoRA rank 8 on all-linear" in text and "batch 8 x 64 tokens" in text
     assert "| float32 | 558 | 1.000 | 4,884,480 | 2.000 | 1.00 |" in text
+    assert "| int8 | 151 | 0.270 | 4,884,480 | 2.300 | 1.15 |" in text
     assert "| int4 | 86 | 0.154 | 4,884,480 | 2.900 | 1.45 |" in text
-    del results["quantized_step"], results["quantized_lm_step"]  # an older results.json
+    del results["quantized_step"]  # a results.json from before the section
     text = results_md.render(results)
-    assert "Not measured: not run" in text and "Causal LM: not measured: not run" in text
+    assert "Classifier: not measured: not run" in text
+    assert "Causal LM: not measured: not run" in text
 
 
 def test_what_dropout_costs_and_the_gemm_share_without_it():
