@@ -4,6 +4,7 @@ Each bundle is built once per module. The tiny word-level tokenizer maps
 `w17` to id 17 and back, so the engine's text gives its token ids exactly.
 """
 
+import functools
 import json
 import os
 
@@ -62,16 +63,14 @@ def models():
 def bundles(models, tokenizer, tmp_path_factory):
     """`bundles(name)`: (report, path) of a float bundle, built once."""
     folder = tmp_path_factory.mktemp("bundles")
-    done = {}
 
+    @functools.cache
     def get(name):
-        if name not in done:
-            path = str(folder / f"{name}.litertlm")
-            done[name] = export_litertlm(
-                models[name], path, max_length=MAX_LENGTH,
-                prefill_lengths=PREFILL, tokenizer=tokenizer, prompts=PROMPTS,
-                max_new_tokens=NEW_TOKENS), path
-        return done[name]
+        path = str(folder / f"{name}.litertlm")
+        return export_litertlm(
+            models[name], path, max_length=MAX_LENGTH,
+            prefill_lengths=PREFILL, tokenizer=tokenizer, prompts=PROMPTS,
+            max_new_tokens=NEW_TOKENS), path
 
     return get
 

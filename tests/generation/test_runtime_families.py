@@ -10,6 +10,7 @@ text gives its ids), the GenAI folders the byte-level letters of
 `test_onnx_genai` (GenAI reads only BPE).
 """
 
+import functools
 import os
 import re
 
@@ -66,16 +67,14 @@ def bundles(models, tmp_path_factory):
     """`bundles(name)`: (report, path) of a float `.litertlm`, built once."""
     folder = tmp_path_factory.mktemp("bundles")
     tokenizer = _tokenizer_folder(folder, tiny_lms.VOCAB)
-    done = {}
 
+    @functools.cache
     def get(name):
-        if name not in done:
-            path = str(folder / f"{name}.litertlm")
-            done[name] = export_litertlm(
-                models[name], path, max_length=MAX_LENGTH,
-                prefill_lengths=PREFILL, tokenizer=tokenizer,
-                prompts=WORD_PROMPTS, max_new_tokens=NEW_TOKENS), path
-        return done[name]
+        path = str(folder / f"{name}.litertlm")
+        return export_litertlm(
+            models[name], path, max_length=MAX_LENGTH,
+            prefill_lengths=PREFILL, tokenizer=tokenizer,
+            prompts=WORD_PROMPTS, max_new_tokens=NEW_TOKENS), path
 
     return get
 
@@ -89,16 +88,14 @@ def letters(tmp_path_factory):
 def folders(models, letters, tmp_path_factory):
     """`folders(name)`: (report, folder) of a GenAI folder, built once."""
     root = tmp_path_factory.mktemp("genai")
-    done = {}
 
+    @functools.cache
     def get(name):
-        if name not in done:
-            folder = str(root / name)
-            done[name] = export_onnx_genai(
-                models[name], folder, max_length=MAX_LENGTH, tokenizer=letters,
-                start_token_id=START, prompts=LETTER_PROMPTS,
-                max_new_tokens=NEW_TOKENS), folder
-        return done[name]
+        folder = str(root / name)
+        return export_onnx_genai(
+            models[name], folder, max_length=MAX_LENGTH, tokenizer=letters,
+            start_token_id=START, prompts=LETTER_PROMPTS,
+            max_new_tokens=NEW_TOKENS), folder
 
     return get
 
