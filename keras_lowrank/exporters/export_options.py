@@ -15,6 +15,7 @@ import os
 
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.formats import QUANTIZE_MODES
+from keras_lowrank.exporters.formats import RUNTIME_ONLY_QUANTIZE_MODES
 from keras_lowrank.exporters.formats import all_formats
 from keras_lowrank.exporters.formats import calibrated_modes
 from keras_lowrank.exporters.formats import formats_with_option
@@ -143,10 +144,11 @@ class ExportOptions:
             raise ValueError(
                 "`runtime_adapters` must be False, True, or a LiteRT-LM LoRA "
                 f"rank (16 or 32). Received: runtime_adapters={self.runtime_adapters!r}")
-        if self.quantize not in QUANTIZE_MODES:
+        modes = (*QUANTIZE_MODES, *RUNTIME_ONLY_QUANTIZE_MODES)
+        if self.quantize not in modes:
             raise ValueError(
                 f"Unrecognized quantize={self.quantize!r}. Supported values "
-                f"are: {list(QUANTIZE_MODES)}"
+                f"are: {list(modes)}"
             )
         if self.representative_data is not None and self.calibration_data is not None:
             raise ValueError(

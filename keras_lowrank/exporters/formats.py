@@ -35,6 +35,10 @@ FORMATS = tuple(_REGISTRY)
 QUANTIZE_MODES = tuple(
     dict.fromkeys(m for record in _REGISTRY.values() for m in record.quantize_modes)
 )
+# Quantize modes that only a generation-only format takes (ONNX Runtime
+# GenAI's weight-only int4, MatMulNBits); which format takes which is in
+# `keras_lowrank.generation.export_dispatch`.
+RUNTIME_ONLY_QUANTIZE_MODES = ("int4",)
 
 
 def get_format(name) -> ExportFormat:

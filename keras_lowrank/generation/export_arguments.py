@@ -74,13 +74,13 @@ def check_prefill_lengths(prefill_lengths, max_length) -> tuple:
     return tuple(sorted({int(n) for n in prefill_lengths}))
 
 
-def check_quantize(quantize, min_agreement):
-    """Raises ValueError unless `quantize` is in `QUANTIZE_MODES` and
-    `min_agreement` a number in [0, 1]."""
-    if quantize not in QUANTIZE_MODES:
+def check_quantize(quantize, min_agreement, modes=QUANTIZE_MODES):
+    """Raises ValueError unless `quantize` is in `modes` (the exporter's;
+    default `QUANTIZE_MODES`) and `min_agreement` a number in [0, 1]."""
+    if quantize not in modes:
         raise ValueError(
             f"Unrecognized quantize={quantize!r} for generation export. "
-            f"Supported modes are: {list(QUANTIZE_MODES)}")
+            f"Supported modes are: {list(modes)}")
     if (isinstance(min_agreement, bool) or not isinstance(min_agreement, numbers.Real)
             or not 0 <= min_agreement <= 1):
         raise ValueError(

@@ -25,6 +25,7 @@ from keras_lowrank.generation.generator_spec import FORMATS as GENERATOR_FORMATS
 from keras_lowrank.generation.onnx_genai_config import CONFIG_FILE
 from keras_lowrank.generation.onnx_genai_export import export_onnx_genai
 from keras_lowrank.generation.onnx_genai_model import MODEL_FILE
+from keras_lowrank.generation.onnx_genai_quantize import QUANTIZE_MODES as GENAI_QUANTIZE_MODES
 from keras_lowrank.utils.atomic import check_target
 from keras_lowrank.utils.atomic import has_files
 
@@ -69,7 +70,8 @@ def _write_litertlm(model, path, options, max_length):
 def _write_onnx_genai(model, path, options, max_length):
     return export_onnx_genai(model, path, max_length=max_length,
                              tokenizer=options.tokenizer, verify=options.verify,
-                             runtime_adapters=bool(options.runtime_adapters))
+                             runtime_adapters=bool(options.runtime_adapters),
+                             quantize=options.quantize)
 
 
 RUNTIME_FORMATS = {
@@ -78,8 +80,9 @@ RUNTIME_FORMATS = {
         RuntimeFormat("litertlm", "LiteRT-LM bundle", False,
                       litertlm_export.QUANTIZE_MODES, _write_litertlm),
         # A folder of an earlier export is replaced, as export_onnx_genai does.
-        RuntimeFormat("onnx_genai", "ONNX Runtime GenAI folder", True, (None,),
-                      _write_onnx_genai, has_files(CONFIG_FILE, MODEL_FILE)),
+        RuntimeFormat("onnx_genai", "ONNX Runtime GenAI folder", True,
+                      GENAI_QUANTIZE_MODES, _write_onnx_genai,
+                      has_files(CONFIG_FILE, MODEL_FILE)),
     )
 }
 # Every format a keras-hub causal LM with a KV cache is exported in.
@@ -94,8 +97,9 @@ def dispatch_export(model, path, format, options=None, **fields):
     `"onnx_genai"`: `export_litertlm` / `export_onnx_genai`, for a cached
     causal LM only. The cache holds `DEFAULT_MAX_LENGTH` (256) positions,
     or the model's learned positions where fewer (GPT-2); `quantize` may be
-    None or `"dynamic"` (checked on token agreement; `"onnx_genai"`:
-    None). The exporters themselves take the other options (cache length,
+    None or `"dynamic"` (`"onnx_genai"`: None, `"int4"` or `"int8"`,
+    weight-only), a quantized artifact checked on next-token agreement.
+    The exporters themselves take the other options (cache length,
     prefill lengths, prompts).
 
     Args:

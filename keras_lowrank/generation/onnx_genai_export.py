@@ -4,7 +4,9 @@ The folder holds `model.onnx` (`onnx_genai_model`), `genai_config.json`
 (`onnx_genai_config`) and the model's `tokenizer.json` and
 `tokenizer_config.json`, copied. It is built in a temporary sibling of the
 target, loaded in `onnxruntime_genai`, checked there against Keras' greedy
-generation token for token, and only then moved into place.
+generation token for token, and only then moved into place. With
+`quantize` (`"int4"`, `"int8"`: weight-only, onnxruntime's MatMulNBits,
+`onnx_genai_quantize`) it is judged on next-token agreement instead.
 """
 
 import os
@@ -36,6 +38,10 @@ from keras_lowrank.generation.onnx_genai_config import write_genai_config
 from keras_lowrank.generation.onnx_genai_family import genai_family
 from keras_lowrank.generation.onnx_genai_model import MODEL_FILE
 from keras_lowrank.generation.onnx_genai_model import write_genai_model
+from keras_lowrank.generation.onnx_genai_quantize import QUANTIZE_MODES
+from keras_lowrank.generation.onnx_genai_quantize import GenAITeacherForcing
+from keras_lowrank.generation.onnx_genai_quantize import check_quantize
+from keras_lowrank.generation.onnx_genai_quantize import quantize_genai_model
 from keras_lowrank.generation.onnx_genai_report import OnnxGenAIReport
 from keras_lowrank.generation.runtime_adapters import adapter_entries
 from keras_lowrank.generation.runtime_adapters import runtime_factors
@@ -56,7 +62,8 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                       tokenizer=None, tokenizer_config=None,
                       start_token_id=None, stop_token_ids=None, prompts=None,
                       max_new_tokens=DEFAULT_NEW_TOKENS, verify=True,
-                      reference=None, runtime_adapters=False) -> OnnxGenAIReport:
+                      reference=None, runtime_adapters=False, quantize=None,
+                      min_agreement=0.8) -> OnnxGenAIReport:
     """Writes `causal_lm` as a folder ONNX Runtime GenAI runs, and checks it.
 
     LoRA adapters are merged first, unless `runtime_adapters`. Keras'
@@ -68,6 +75,13 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
     positions from the past length, not from `position_ids` or
     `attention_mask`: generate with batch 1, or with prompts of equal
     length (no padding).
+
+    With `quantize`, the float `model.onnx` is written, then replaced by its
+    weight-only quantized version, and the check is the one of LiteRT's
+    int8 artifacts: GenAI's greedy tokens need not equal Keras', but fed
+    Keras' own greedy continuation one token at a time (teacher forced,
+    GenAI's `append_tokens` and `get_logits`), GenAI's next token must be
+    Keras' at `min_agreement` of the steps at least.
 
     Args:
         causal_lm: a keras-hub `Llama3CausalLM` (SmolLM2 is one),
@@ -97,10 +111,17 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
             runs GenAI twice: with no adapter against the base model (the
             factors' `B` zero in Keras) and with the model's own adapters,
             written by `write_onnx_genai_adapter`, against `reference`.
+        quantize: None (float32), `"int4"` or `"int8"`: the weights of every
+            linear layer (attention, feed-forward, output head) as
+            MatMulNBits blocks of 32 values with a scale and zero point
+            each; the token embedding, the norms and the cache float32.
+            Not yet with `runtime_adapters`.
+        min_agreement: float in [0, 1]. With `quantize`: the least share of
+            Keras' next tokens GenAI must pick when fed Keras' tokens.
 
     Returns:
         An `OnnxGenAIReport`: size, tokens equal to Keras', time to first
-        token, decode tokens/s.
+        token, decode tokens/s; quantized, the next-token agreement too.
 
     Raises:
         TypeError: a model of another family (named).
@@ -110,8 +131,10 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
             tokenizer_config.json without a chat template, a prompt longer
             than the context (`PromptTooLongError`).
         FileNotFoundError: a tokenizer file is missing.
-        GenerationVerificationError: GenAI's tokens differ from Keras';
+        GenerationVerificationError: GenAI's tokens differ from Keras'
+            (quantized: next-token agreement below `min_agreement`);
             nothing is left at `folder`.
+        NotImplementedError: `quantize` with `runtime_adapters`.
 
     Example:
     ```python
@@ -126,6 +149,7 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
     folder = os.fspath(folder)
     max_length = arguments.check_positive_int("max_length", max_length)
     max_new_tokens = arguments.check_positive_int("max_new_tokens", max_new_tokens)
+    check_quantize(quantize, min_agreement, runtime_adapters)
     if reference is not None and not callable(reference):
         raise TypeError(
             "`reference` must be a callable (prompt_ids, max_new_tokens) -> "
@@ -170,7 +194,7 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
         bos_token_id=stop[0] if bos is None else bos, eos_token_ids=stop,
         pad_token_id=stop[0] if pad is None else pad,
     )
-    measured, adds_start, runtime = {}, None, ""
+    measured, adds_start, runtime, sizes = {}, None, "", {}
     with atomic_path(folder, directory=True, replaceable=_REPLACEABLE) as tmp:
         os.makedirs(tmp)
         write_genai_config(config, os.path.join(tmp, CONFIG_FILE))
@@ -181,9 +205,14 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                 genai_tokenizer = GenAITokenizer(tmp)
                 adds_start = genai_prompt_ids(genai_tokenizer, texts, prompt_ids, start)
                 check_chat_template(genai_tokenizer, texts[0])
-            names = list(write_genai_model(merged, tmp, cache_shape, adapter_inputs)) + [
-                CONFIG_FILE, tokenizer_lib.TOKENIZER_FILE,
-                tokenizer_lib.TOKENIZER_CONFIG_FILE]
+            names = list(write_genai_model(merged, tmp, cache_shape, adapter_inputs))
+            if quantize is not None:
+                sizes["float_model_bytes"] = _size(tmp, names)
+                names, sizes["quantized_matmuls"] = quantize_genai_model(
+                    tmp, quantize)
+            sizes["model_bytes"] = _size(tmp, names)
+            names = [*names, CONFIG_FILE, tokenizer_lib.TOKENIZER_FILE,
+                     tokenizer_lib.TOKENIZER_CONFIG_FILE]
             if adapter_inputs is not None:
                 adapter_inputs.write(tmp)
                 names.append(ADAPTER_INPUTS_FILE)
@@ -194,6 +223,10 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                     measured = _verify_with_adapters(
                         generator, causal_lm, tmp, prompt_ids, new_tokens,
                         base_expected, expected)
+                elif quantize is not None:
+                    measured = verify_generation(
+                        GenAITeacherForcing(generator, max_length), prompt_ids,
+                        new_tokens, expected, min_agreement)
                 else:
                     measured = verify_generation(
                         generator, prompt_ids, new_tokens, expected)
@@ -203,13 +236,17 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
             raise
     return OnnxGenAIReport(
         folder=folder, files=tuple(names),
-        size_bytes=sum(os.path.getsize(os.path.join(folder, n)) for n in names),
+        size_bytes=_size(folder, names), quantize=quantize, **sizes,
         genai_type=family.genai_type, context_length=max_length,
         start_token_id=start, stop_token_ids=stop,
         genai_adds_start_token=adds_start, runtime=runtime, verified=verify,
         prompt_lengths=tuple(len(p) for p in prompt_ids) if verify else (),
         **measured,
     )
+
+
+def _size(folder, names):
+    return sum(os.path.getsize(os.path.join(folder, n)) for n in names)
 
 
 def _check_lengths(texts, prompt_ids, max_length):

@@ -22,6 +22,16 @@ class OnnxGenAIReport(GenerationCheck):
             puts the start token before a text itself (when False, prepend
             it to the ids you give GenAI); None when not checked.
         runtime: str. The runtime that ran the folder, with its version.
+        quantize: None (float32), `"int4"` or `"int8"` (weight-only,
+            MatMulNBits).
+        model_bytes: int or None. The size of `model.onnx` (and its data
+            file).
+        float_model_bytes: int or None. Quantized: the float `model.onnx`
+            (and its data file) it was made from, for the size ratio.
+        quantized_matmuls: int. Quantized: the MatMulNBits nodes.
+        next_tokens_matching: int or None. Quantized: steps of Keras' own
+            continuations (teacher forced) where GenAI picks Keras' next
+            token.
     """
 
     folder: str
@@ -33,6 +43,19 @@ class OnnxGenAIReport(GenerationCheck):
     stop_token_ids: tuple
     genai_adds_start_token: bool | None = None
     runtime: str = ""
+    quantize: str | None = None
+    model_bytes: int | None = None
+    float_model_bytes: int | None = None
+    quantized_matmuls: int = 0
+    next_tokens_matching: int | None = None
+
+    @property
+    def next_token_agreement(self):
+        """Quantized: the teacher-forced share (`min_agreement` applies to
+        it); None otherwise."""
+        if self.next_tokens_matching is None or not self.tokens_compared:
+            return None
+        return self.next_tokens_matching / self.tokens_compared
 
     def __str__(self):
         lines = [
@@ -41,6 +64,14 @@ class OnnxGenAIReport(GenerationCheck):
             f"type {self.genai_type}, context {self.context_length} tokens, start "
             f"token {self.start_token_id}, stop tokens {list(self.stop_token_ids)}",
         ]
+        if self.quantize:
+            lines.append(
+                f"{self.quantize} weights (MatMulNBits x{self.quantized_matmuls}): "
+                f"model {self.model_bytes / 1e6:.1f} MB, "
+                f"{self.model_bytes / self.float_model_bytes:.2f}x the float "
+                f"one's {self.float_model_bytes / 1e6:.1f} MB"
+                if self.model_bytes and self.float_model_bytes
+                else f"{self.quantize} weights")
         if self.start_token_id is not None and self.genai_adds_start_token is False:
             lines.append(
                 f"GenAI's tokenizer does not add the start token: prepend "
@@ -50,7 +81,9 @@ class OnnxGenAIReport(GenerationCheck):
             return "\n".join(lines)
         lines += [
             f"greedy tokens equal to Keras in {self.runtime}: "
-            + self.matching_text(),
+            + self.matching_text()
+            + (f"; next-token agreement {self.next_token_agreement:.3f}"
+               if self.next_token_agreement is not None else ""),
             self.speed_text(),
         ]
         return "\n".join(lines)

@@ -125,7 +125,7 @@ def test_a_classifier_with_a_tokenizer_is_refused(format, messages, classifier_f
      "format='litertlm' supports quantize in [None, 'dynamic']. Received: "
      "quantize='int8'"),
     (["--format", "onnx_genai", "--quantize", "dynamic"],
-     "format='onnx_genai' supports quantize in [None]"),
+     "format='onnx_genai' supports quantize in [None, 'int4', 'int8']"),
     (["--format", "onnx_genai", "--opset", "17"],
      "format='onnx_genai' exports a causal LM for generation"),
 ])

@@ -19,8 +19,12 @@ def _assert_nothing_written(folder):
         (dict(format="tf_lite"), r"Unrecognized format='tf_lite'\. Supported "
          r"formats are: \['saved_model', 'tflite', 'onnx'\]"),
         (dict(format=None), r"Unrecognized format=None"),
-        (dict(format="tflite", quantize="int4"), r"Unrecognized quantize='int4'\. "
-         r"Supported values are: \[None, 'float16', 'dynamic', 'int8', 'int16x8'\]"),
+        (dict(format="tflite", quantize="int2"), r"Unrecognized quantize='int2'\. "
+         r"Supported values are: \[None, 'float16', 'dynamic', 'int8', 'int16x8', "
+         r"'int4'\]"),
+        (dict(format="tflite", quantize="int4"), r"format='tflite' supports "
+         r"quantize in \[None, 'float16', 'dynamic', 'int8', 'int16x8'\]\. "
+         r"Received: quantize='int4'"),
         (dict(format="onnx", quantize="float16"), r"format='onnx' supports "
          r"quantize in \[None, 'dynamic', 'int8'\]\. Received: quantize='float16'"),
         (dict(format="saved_model", quantize="float16"), r"`quantize` only applies "

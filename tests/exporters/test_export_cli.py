@@ -163,11 +163,11 @@ def test_a_non_safetensors_adapter_file_is_one_line(preset_and_adapters,
 def test_bad_quantize_is_one_line(preset_and_adapters, tmp_path, capsys):
     _, base, adapters = preset_and_adapters
     code = main(["export", base, "--adapters", adapters, "--format", "tflite",
-                 "--quantize", "int4", "--out", str(tmp_path / "m.tflite")])
+                 "--quantize", "int2", "--out", str(tmp_path / "m.tflite")])
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "keras-lowrank export: error: Unrecognized quantize='int4'. Supported "
-        "values are: [None, 'float16', 'dynamic', 'int8', 'int16x8']"
+        "keras-lowrank export: error: Unrecognized quantize='int2'. Supported "
+        "values are: [None, 'float16', 'dynamic', 'int8', 'int16x8', 'int4']"
     ]
     assert os.listdir(tmp_path) == []
 

@@ -43,8 +43,8 @@ def test_every_field_is_documented_once():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(quantize="int4"), r"^Unrecognized quantize='int4'\. Supported values "
-     r"are: \[None, 'float16', 'dynamic', 'int8', 'int16x8'\]$"),
+    (dict(quantize="int2"), r"^Unrecognized quantize='int2'\. Supported values "
+     r"are: \[None, 'float16', 'dynamic', 'int8', 'int16x8', 'int4'\]$"),
     (dict(calibration_data=["a"], representative_data=[{}]), r"^Pass "
      r"`calibration_data` \(or its earlier name `representative_data`\), not "
      r"both\. Received: both$"),

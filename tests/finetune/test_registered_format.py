@@ -159,7 +159,7 @@ def test_a_registered_format_appears_in_the_cli_help(register_format, capsys):
     assert re.search(r"--format FORMAT saved_model \(SavedModel\), .*, dummy "
                      r"\(Dummy\), litertlm .* --out", printed)
     assert re.search(r"--quantize QUANTIZE tflite, onnx or dummy only: "
-                     r"float16, .* or int4; litertlm: dynamic; onnx_genai: none "
+                     r"float16, .* or int4; litertlm: dynamic; onnx_genai: int4 or int8 "
                      r"\(default: none\)", printed)
     assert re.search(r"formats among tflite, .*, dummy, or none \(default: "
                      r"tflite onnx; causal-lm: tflite\)", _help(capsys, "finetune"))

@@ -155,8 +155,8 @@ def test_a_missing_tokenizer_says_to_pass_it(tiny_models, tmp_path, format):
      r"^format='litertlm' supports quantize in \[None, 'dynamic'\]\. "
      r"Received: quantize='int8'$"),
     ("onnx_genai", {"quantize": "dynamic"},
-     r"^format='onnx_genai' supports quantize in \[None\]\. Received: "
-     r"quantize='dynamic'$"),
+     r"^format='onnx_genai' supports quantize in \[None, 'int4', 'int8'\]\. "
+     r"Received: quantize='dynamic'$"),
     ("litertlm", {"atol": 0.1},
      r"^format='litertlm' exports a causal LM for generation .*takes none "
      r"of \['atol'\].* Received: atol=0\.1$"),
@@ -206,6 +206,16 @@ def test_the_formats_are_public():
                  "write_litertlm_base_adapter", "write_onnx_genai_adapter",
                  "write_runtime_adapter"):
         assert name in generation.__all__ and hasattr(generation, name)
+
+
+def test_klr_export_options_take_every_mode_of_the_runtime_formats():
+    from keras_lowrank.exporters import ExportOptions
+
+    modes = {m for record in generation.RUNTIME_FORMATS.values()
+             for m in record.quantize_modes}
+    assert modes == {None, "dynamic", "int4", "int8"}
+    for mode in modes:
+        assert ExportOptions(quantize=mode).quantize == mode
 
 
 def test_runtime_adapters_pass_through_klr_export(tiny_models, tmp_path):
