@@ -17,6 +17,8 @@ from benchmarks.report import get
 
 MODELS = ("classifier", "causal_lm")
 TITLES = {"classifier": "Classifier", "causal_lm": "Causal LM"}
+# Table order (results.json sorts its keys).
+BASES = ("float32", "int8", "int4")
 
 
 def markdown(section):
@@ -33,7 +35,7 @@ def _model_markdown(model, entry):
              _f(_ratio(b["weight_bytes"], float_entry["weight_bytes"]), ".3f"),
              f"{b['trainable_params']:,}", _f(b["step"]["median_s"]),
              _f(_ratio(b["step"]["median_s"], float_entry["step"]["median_s"]), ".2f")]
-            for name, b in bases.items()]
+            for name, b in sorted(bases.items(), key=lambda item: BASES.index(item[0]))]
     rows_, tokens = entry["batch_shape"]
     return "\n\n".join([
         f"{TITLES[model]} ({entry['model']}), LoRA rank {entry['rank']} on "

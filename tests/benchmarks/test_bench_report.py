@@ -164,8 +164,8 @@ def test_results_md_sets_the_quantized_bases_against_the_float_one():
                 name: {"weight_bytes": size, "trainable_params": 4_884_480,
                        "step": {"median_s": step}}
                 for name, size, step in (("float32", 557_900_000, 2.0),
-                                         ("int8", 150_600_000, 2.3),
-                                         ("int4", 86_000_000, 2.9))}}}
+                                         ("int4", 86_000_000, 2.9),
+                                         ("int8", 150_600_000, 2.3))}}}
     text = results_md.render(results)
     assert "## On an int8 / int4 base" in text
     assert "Classifier: not measured: no result; log: quantized_step_classifier.log: boom" in text
@@ -173,6 +173,7 @@ def test_results_md_sets_the_quantized_bases_against_the_float_one():
     assert "| float32 | 558 | 1.000 | 4,884,480 | 2.000 | 1.00 |" in text
     assert "| int8 | 151 | 0.270 | 4,884,480 | 2.300 | 1.15 |" in text
     assert "| int4 | 86 | 0.154 | 4,884,480 | 2.900 | 1.45 |" in text
+    assert text.index("| int8 |") < text.index("| int4 |")  # float, int8, int4
     del results["quantized_step"]  # a results.json from before the section
     text = results_md.render(results)
     assert "Classifier: not measured: not run" in text
