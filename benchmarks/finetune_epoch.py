@@ -8,8 +8,10 @@ and lengths (`batching.epoch_batches`), each step counted by
 `flops.step_flops("klr_lora", rows, length)`, each validation batch by
 `flops.forward_flops`. The epoch's time is the report's `train_seconds`
 (training steps, then validation; the first steps trace the graph); CPU
-time per stage is the report's `stage_cpu_seconds`. Like the command line,
-the child first applies `finetune.allocator.keep_freed_memory`.
+time per stage is the report's `stage_cpu_seconds`; `test_accuracy` is the
+report's (its evaluate stage: Keras, float32, on the first `test_examples`
+test rows). Like the command line, the child first applies
+`finetune.allocator.keep_freed_memory`.
 """
 
 import os
@@ -92,6 +94,8 @@ def measure(settings, config, work):
         "stage_cpu_seconds": report["stage_cpu_seconds"],
         "total_seconds": report["total_seconds"],
         "precision": report["precision"],
+        "test_accuracy": report["test_accuracy"],
+        "test_examples": report["num_examples"]["test"],
         "steps": len(train_shapes),
         "train_flops": train_flops,
         "validation_flops": eval_flops,

@@ -3,6 +3,7 @@
 from benchmarks import decode_bound
 from benchmarks import generation
 from benchmarks import quantized_base
+from benchmarks import recipe_epoch
 from benchmarks import report
 from benchmarks.report import _f
 from benchmarks.report import _table
@@ -320,6 +321,8 @@ def render(results):
         f"sequence length {s['train_sequence_length']}, same seed and data "
         f"order; full fine-tuning at its usual learning rate.",
         report.accuracy_table(results),
+        recipe_epoch.HEADING,
+        recipe_epoch.markdown(results),
         "## Inference latency",
         f"`{get(results, 'latency', 'method')}`, sequence length "
         f"{get(results, 'latency', 'sequence_length')}, models timed round robin. "

@@ -5,9 +5,11 @@ in order: the shared batch, the machine's GEMM throughput and memory
 bandwidth (a STREAM triad), the training step of each configuration
 (`--rounds` times, interleaved), the LoRA step on an int8 / int4 base
 (`quantized_step.py`, round robin in one process per model), PEFT, the
-profile, MR accuracy, one epoch of the `finetune` pipeline, inference latency, exports and
-generation (LiteRT decode tokens/s vs Keras `generate()`, each set
-against the bound bandwidth / bytes read per token: `decode_bound.py`).
+profile, MR accuracy, one epoch of the `finetune` pipeline and one of
+keras-hub's `enable_lora` recipe on the same data (`keras_recipe_epoch.py`),
+inference latency, exports and generation (LiteRT decode tokens/s vs
+Keras `generate()`, each set against the bound bandwidth / bytes read per
+token: `decode_bound.py`).
 A failing child is recorded and the run goes on; each child's user and
 system CPU time (`getrusage` of the finished child) is recorded with its
 result as `process_cpu_seconds`.
@@ -233,6 +235,7 @@ def main(argv=None):
             results["accuracy"][config] = runner.run("accuracy", config)
     if "finetune" in sections:
         results["finetune_epoch"] = runner.run("finetune_epoch")
+        results["keras_recipe_epoch"] = runner.run("keras_recipe_epoch")
     if "latency" in sections:
         results["latency"] = runner.run("latency")
     if "exports" in sections:
@@ -265,7 +268,7 @@ def collect_errors(results):
             if isinstance(entry, dict) and "error" in entry:
                 errors[f"{section}/{config}"] = entry["error"]
     for section in ("batch", "gemm", "bandwidth", "profile", "finetune_epoch",
-                    "latency", "exports", "generation"):
+                    "keras_recipe_epoch", "latency", "exports", "generation"):
         entry = results.get(section)
         if isinstance(entry, dict) and "error" in entry:
             errors[section] = entry["error"]

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from benchmarks import recipe_epoch
 from benchmarks import report
 from benchmarks import results_md
 from benchmarks import trace_summary
@@ -110,6 +111,7 @@ def test_targets_say_which_are_met():
         "lora_vs_full_peak_rss": True, "trainable_params": True,
         "merged_vs_base_latency": False, "merged_vs_base_latency_batch_1": True,
         "finetune_system_cpu_share": None,  # the pipeline did not run
+        "finetune_vs_keras_recipe_epoch": None,  # nor the recipe
     }
 
 
@@ -235,6 +237,91 @@ def test_results_md_export_table_has_accuracy_next_to_keras():
     text = results_md.render(results)
     assert "latency at batch 1, sequence length 128." in text
     assert "| tflite | 91.0 | 9.00 | 1.00e-07 | litert |" in text
+
+
+def with_recipe_epoch(train_seconds=54.0, finetune_accuracy=0.83,
+                      fit_seconds=100.0, recipe_accuracy=0.82):
+    """`fake_results` with both one-epoch children: 2,800 rows, batch 32."""
+    results = fake_results()
+    results["finetune_epoch"] = {
+        "train_seconds": train_seconds, "total_seconds": 80.0, "steps": 88,
+        "padded_tokens": 95_744, "real_tokens": 70_000, "epoch_flops": 88e12,
+        "stage_cpu_seconds": {"train": {"user": 100.0, "system": 5.0}},
+        "examples": {"train": 2_800, "validation": 400}, "batch_size": 32,
+        "sequence_length": 64, "precision": {"train": "float32"},
+        "test_accuracy": finetune_accuracy, "test_examples": 800}
+    results["keras_recipe_epoch"] = {
+        "fit_seconds": fit_seconds, "tokenize_seconds": 1.5, "steps": 88,
+        "padded_tokens": 2_800 * 64, "real_tokens": 70_000,
+        "test_accuracy": recipe_accuracy}
+    results["ratios"] = report.ratios(results)
+    results["targets"] = report.targets(results, results["ratios"])
+    return results
+
+
+def _recipe_check(results):
+    return next(t for t in results["targets"]
+                if t["name"] == "finetune_vs_keras_recipe_epoch")
+
+
+def test_finetune_epoch_against_keras_recipe_ratio_and_target():
+    results = with_recipe_epoch()
+    assert results["ratios"]["finetune_vs_keras_recipe_epoch"] == pytest.approx(0.54)
+    check = _recipe_check(results)
+    assert check["value"] == pytest.approx(0.54)
+    assert check["target"] == "<= 0.60, accuracy >= the recipe's"
+    assert check["met"] is True
+    # Faster, but less accurate: not met.
+    assert _recipe_check(with_recipe_epoch(finetune_accuracy=0.81))["met"] is False
+    # As accurate, but 0.61x: not met.
+    slow = with_recipe_epoch(train_seconds=61.0)
+    assert slow["ratios"]["finetune_vs_keras_recipe_epoch"] == pytest.approx(0.61)
+    assert _recipe_check(slow)["met"] is False
+    # Both bounds inclusive: 0.60x at equal accuracy is met.
+    edge = with_recipe_epoch(train_seconds=60.0, finetune_accuracy=0.82)
+    assert _recipe_check(edge)["met"] is True
+    # A finetune result without its test accuracy (an earlier run's): unknown.
+    results = with_recipe_epoch()
+    del results["finetune_epoch"]["test_accuracy"]
+    results["targets"] = report.targets(results, results["ratios"])
+    assert _recipe_check(results)["met"] is None
+
+
+def test_results_md_sets_the_finetune_epoch_against_keras_recipe():
+    text = results_md.render(with_recipe_epoch())
+    assert recipe_epoch.HEADING in text
+    assert ("| one epoch of MR | wall s | steps | padded tokens | real tokens | "
+            "test accuracy | vs the recipe |") in text
+    assert ("| `finetune` pipeline (batches padded to their longest row) | 54.0 | "
+            "88 | 95,744 | 70,000 | 0.8300 | 0.54 |") in text
+    assert ("| keras-hub recipe (`enable_lora`, every row padded) | 100.0 | 88 | "
+            "179,200 | 70,000 | 0.8200 | 1.00 |") in text
+    assert ("`finetune_vs_keras_recipe_epoch` = 0.540 (target <= 0.60, "
+            "accuracy >= the recipe's): met.") in text
+    assert "1.5 s when run alone" in text
+    assert ("| finetune_vs_keras_recipe_epoch | 0.540 | <= 0.60, accuracy >= "
+            "the recipe's | yes |") in text
+    text = results_md.render(with_recipe_epoch(finetune_accuracy=0.81))
+    assert "(target <= 0.60, accuracy >= the recipe's): **not met**." in text
+
+
+def test_a_failed_or_missing_recipe_child_is_not_measured():
+    results = with_recipe_epoch()
+    results["keras_recipe_epoch"] = {"error": "no result; log: keras_recipe_epoch.log: boom"}
+    results["ratios"] = report.ratios(results)
+    results["targets"] = report.targets(results, results["ratios"])
+    assert results["ratios"]["finetune_vs_keras_recipe_epoch"] is None
+    assert _recipe_check(results)["met"] is None
+    text = results_md.render(results)
+    assert ("| keras-hub recipe (`enable_lora`, every row padded) | not measured: "
+            "no result; log: keras_recipe_epoch.log: boom |  |  |  |  |  |") in text
+    # The finetune row still shows, with no ratio to show.
+    assert "| 54.0 | 88 | 95,744 | 70,000 | 0.8300 | - |" in text
+    assert "`finetune_vs_keras_recipe_epoch` = - (target" in text
+    assert "): not measured." in text
+    # Neither child ran (fake_results): both rows say so.
+    text = results_md.render(fake_results())
+    assert text.count("not measured: not run |  |  |  |  |  |") == 2
 
 
 @pytest.mark.skipif(not os.environ.get("KLR_BENCH_SMOKE"),
