@@ -1,0 +1,79 @@
+"""How much a quantized frozen base costs SmolLM2 before any training.
+
+Next-token loss (mean negative log-likelihood per token) of
+SmolLM2-135M-Instruct on the first 64 MR sentences (raw text, at most 48
+tokens each), with the frozen base held in float32 and in Keras' int8 /
+int4 forms, from `klr.add_adapters(..., targets="all-linear")` (B = 0, so
+the adapters add nothing yet), and the bytes of weights each holds against
+the float base. Rows:
+
+- `int8 all`, `int4 all`: `quantize_frozen="all"`, the tied token table
+  and output head quantized too;
+- `int4 linear`: `base_quantization="int4"` on every linear layer, the
+  token table float;
+- `int4 linear + int8 table`: the same, the tied table quantized to int8.
+
+Run (after `make install fetch`), a few minutes on 2 cores:
+    .venv/bin/python examples/quantized_base_loss.py
+"""
+
+import csv
+
+import numpy as np
+from tokenizers import Tokenizer
+
+import keras_lowrank as klr
+from keras_lowrank.data.fetch import mr_polarity_path
+from keras_lowrank.layers.quantized_base import quantize_layer
+from keras_lowrank.models import presets
+
+SENTENCES = 64
+MAX_TOKENS = 48
+SETUPS = (
+    ("int8 all", dict(base_quantization="int8", quantize_frozen="all"), None),
+    ("int4 all", dict(base_quantization="int4", quantize_frozen="all"), None),
+    ("int4 linear", dict(base_quantization="int4"), None),
+    ("int4 linear + int8 table", dict(base_quantization="int4"), "int8"),
+)
+
+
+def batch(cache_dir=".cache"):
+    """Token ids and padding mask of the first `SENTENCES` MR sentences."""
+    with open(mr_polarity_path(cache_dir), encoding="utf-8-sig") as file:
+        texts = [row[1] for row in csv.reader(file)][:SENTENCES]
+    tokenizer = Tokenizer.from_file(f"{presets.smollm2_path()}/tokenizer.json")
+    ids = [tokenizer.encode(text).ids[:MAX_TOKENS] for text in texts]
+    token_ids = np.zeros((len(ids), max(map(len, ids))), "int32")
+    mask = np.zeros(token_ids.shape, bool)
+    for row, sentence in enumerate(ids):
+        token_ids[row, :len(sentence)] = sentence
+        mask[row, :len(sentence)] = True
+    return {"token_ids": token_ids, "padding_mask": mask}
+
+
+def next_token_loss(model, inputs):
+    """Mean negative log-likelihood of each real token after the first."""
+    logits = np.asarray(model(inputs), "float64")[:, :-1]
+    logits -= logits.max(-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = inputs["token_ids"][:, 1:, None]
+    picked = np.take_along_axis(log_probs, targets, -1)[..., 0]
+    mask = inputs["padding_mask"][:, 1:]
+    return float(-(picked * mask).sum() / mask.sum())
+
+
+def main():
+    inputs = batch()
+    base = presets.smollm2_causal_lm(preprocessor=None)
+    float_bytes = klr.weight_bytes(base)
+    print(f"float32: loss {next_token_loss(base, inputs):.3f}", flush=True)
+    for label, options, table in SETUPS:
+        model = klr.add_adapters(base, rank=8, targets="all-linear", **options)
+        if table is not None:
+            quantize_layer(model.backbone.token_embedding, table)
+        print(f"{label}: loss {next_token_loss(model, inputs):.3f}, weights "
+              f"{klr.weight_bytes(model) / float_bytes:.3f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
