@@ -10,6 +10,7 @@ named test, not the package somewhere unknown. Pinned: keras==3.15.1.
 """
 
 import contextlib
+import gc
 import importlib
 
 import keras
@@ -209,6 +210,28 @@ def _set(location, function):
 
 
 # === Quantized layers ===
+
+
+@contextlib.contextmanager
+def no_collection_per_dropped_variable():
+    """Skips the full `gc.collect()` Keras' `Layer.__delattr__` runs for each
+    variable a layer drops, within the context.
+
+    Quantizing a layer drops its float kernel that way. A full collection
+    walks every object of the process, a good part of a second in one that
+    holds TensorFlow and a model, once per quantized layer. The dropped
+    variable is freed by reference counting when `__delattr__` lets it go
+    (no reference cycle holds it: `tests/compat/test_keras.py` checks), so
+    the collection frees nothing more. `__delattr__` looks `gc.collect` up
+    on the module at each call, which is what this replaces; another
+    thread's `gc.collect()` in the meantime is skipped too.
+    """
+    collect = gc.collect
+    gc.collect = lambda generation=2: 0
+    try:
+        yield
+    finally:
+        gc.collect = collect
 
 
 def dequantized_kernel(layer):

@@ -10,6 +10,7 @@ from keras_lowrank.adapters.targeting import targeted_paths
 from keras_lowrank.adapters.targeting import trainable_patterns
 from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
+from keras_lowrank.layers.quantized_base import frozen_quantization_mode
 from keras_lowrank.layers.quantized_base import is_frozen_quantizable
 from keras_lowrank.layers.quantized_base import quantized_copy
 from keras_lowrank.surgery import checks
@@ -144,7 +145,7 @@ def apply_adapters(
         if path not in specs:
             if (quantize_all and is_frozen_quantizable(layer) and layer.quantization_mode is None
                     and not is_kept_trainable(path, keep_trainable)):
-                return quantized_copy(layer, base_quantization)
+                return quantized_copy(layer, frozen_quantization_mode(layer, base_quantization))
             return None
         if isinstance(layer, LoRAAdapter):
             adapter = with_adapter(layer, name, specs[path])

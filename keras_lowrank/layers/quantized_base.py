@@ -2,8 +2,9 @@
 
 `LoRAConfig(base_quantization="int8" | "int4")` quantizes the kernel an
 adapter wraps with Keras' public `layer.quantize(mode)` (abs-max per output
-column for int8; Keras' default int4 groups of 128 values with zero points),
-so the frozen weights take 1 byte (int8) or half a byte (int4) per value.
+column for int8; for int4, groups of 64 input values with a scale and a
+zero point each, the block size of QLoRA's NF4), so the frozen weights take
+1 byte (int8) or half a byte (int4) per value.
 The adapter dequantizes the kernel in its forward pass and adds the float32
 factors' product on top: the inputs are not quantized (Keras' own int8
 `call` would also quantize them), so merging gives the same outputs within
@@ -17,14 +18,16 @@ outputs; under an adapter it is refused, since the adapter does not
 dequantize the reverse projection.
 """
 
-import contextlib
-import gc
-
 import keras
 
 from keras_lowrank._compat import keras as keras_compat
 
 QUANTIZATION_MODES = ("int8", "int4")
+# Values per int4 group along a kernel's input axis. Keras' default is 128;
+# 64 (bitsandbytes' NF4 block in QLoRA) lowers SmolLM2's next-token loss
+# with its linear layers in int4 from 5.82 to 5.75 (float: 5.57) for 0.007x
+# more bytes (docs/quantized_base.md, examples/quantized_base_loss.py).
+INT4_BLOCK_SIZE = 64
 QUANTIZABLE_CLASSES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding)
 
 
@@ -53,6 +56,20 @@ def is_frozen_quantizable(layer) -> bool:
     return type(layer) is keras.layers.ReversibleEmbedding and layer.tie_weights
 
 
+def frozen_quantization_mode(layer, mode):
+    """The mode `quantize_frozen="all"` holds a frozen `layer` in: `mode`,
+    except token tables (Embedding, and the tied ReversibleEmbedding that is
+    also a decoder's output head), which an int4 base holds in int8.
+
+    QLoRA leaves the embeddings and the head in 16 bits, llama.cpp's Q4 files
+    keep the head in 6 bits: on SmolLM2 an int4 table costs half of int4's
+    next-token loss, an int8 one next to nothing (0.025x of the float model's
+    bytes more; docs/quantized_base.md)."""
+    if mode == "int4" and isinstance(layer, keras.layers.Embedding):
+        return "int8"
+    return mode
+
+
 def check_quantizable(layer, mode, owner):
     """Refuses a layer whose kernel Keras cannot hold as `mode`."""
     if not is_quantizable(layer):
@@ -74,31 +91,13 @@ def quantize_layer(layer, mode):
     would make the layer differ from its dequantized float twin (the merge).
     """
     if layer.quantization_mode is None:
-        config = None  # int4: Keras' default is weight-only, 128-row groups
         if mode == "int8":
             config = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
-        with _collections_of_new_objects():
+        else:  # weight-only, as Keras' int4 default is
+            config = keras.quantizers.Int4QuantizationConfig(block_size=INT4_BLOCK_SIZE)
+        with keras_compat.no_collection_per_dropped_variable():
             layer.quantize(mode, config=config)
     return layer
-
-
-@contextlib.contextmanager
-def _collections_of_new_objects():
-    """Keras runs a full `gc.collect()` for each variable a layer drops
-    (`Layer.__delattr__`; quantizing drops the float kernel), which in a
-    process holding a model and TensorFlow takes a good part of a second,
-    per layer. With the objects alive before frozen (`gc.freeze`), those
-    collections look at the new ones only; `gc.unfreeze` afterwards gives
-    every object back to the next collection. A process that froze objects
-    itself is left as it is."""
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def quantized_copy(layer, mode):

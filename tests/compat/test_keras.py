@@ -5,6 +5,9 @@ Each test first checks the private Keras attribute the function relies on
 moves one, the test named after the function fails.
 """
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -321,3 +324,37 @@ def test_dequantized_kernel_refuses_a_float_layer():
     dense.build((None, 3))
     with pytest.raises(ValueError, match="expected a layer quantized as 'int8' or 'int4'"):
         keras_compat.dequantized_kernel(dense)
+
+
+def test_no_collection_per_dropped_variable_frees_the_kernel_without_collecting():
+    dense = keras.layers.Dense(4)
+    dense.build((None, 3))
+    kernel = weakref.ref(keras_compat.kernel_variable(dense))
+    collections = []
+    count = lambda phase, info: collections.append(phase)  # noqa: E731
+    gc.disable()  # no automatic collection in between: only explicit ones
+    gc.callbacks.append(count)
+    try:
+        with keras_compat.no_collection_per_dropped_variable():
+            dense.quantize("int8")  # Keras drops the float kernel: __delattr__
+            assert kernel() is None  # freed by reference counting, no cycle
+        assert collections == []
+        gc.collect()
+        assert collections == ["start", "stop"]  # gc.collect is given back
+    finally:
+        gc.callbacks.remove(count)
+        gc.enable()
+
+
+def test_keras_collects_once_per_dropped_variable_without_it():
+    """What the context skips: Keras' own full collection, one per variable."""
+    dense = keras.layers.Dense(4)
+    dense.build((None, 3))
+    collections = []
+    count = lambda phase, info: collections.append(info["generation"])  # noqa: E731
+    gc.callbacks.append(count)
+    try:
+        dense.quantize("int8")
+    finally:
+        gc.callbacks.remove(count)
+    assert collections.count(2) >= 1

@@ -141,26 +141,24 @@ def test_config_fields_validate_and_round_trip():
         klr.LoRAConfig(quantize_frozen="all")
 
 
-def test_quantizing_leaves_the_garbage_collector_as_it_was():
+def test_quantizing_runs_no_full_collection():
+    """Keras collects all garbage for each variable a layer drops; quantizing
+    a layer of a large model would pay a walk over every object of the
+    process per layer (`_compat.keras.no_collection_per_dropped_variable`)."""
     import gc
 
     from keras_lowrank.layers.quantized_base import quantize_layer
 
-    def dense():
+    collections = []
+    count = lambda phase, info: collections.append(phase)  # noqa: E731
+    for mode in ("int8", "int4"):
         layer = keras.layers.Dense(4)
         layer.build((None, 8))
-        return layer
-
-    # tests/conftest.py freezes the libraries' objects: a process that froze
-    # objects itself keeps them frozen.
-    frozen = gc.get_freeze_count()
-    assert frozen > 0
-    quantize_layer(dense(), "int8")
-    assert gc.get_freeze_count() == frozen
-    gc.unfreeze()  # and one that froze none has none frozen afterwards
-    try:
-        quantize_layer(dense(), "int4")
-        assert gc.get_freeze_count() == 0
-    finally:
-        gc.collect()  # no garbage into the permanent generation
-        gc.freeze()
+        gc.disable()  # no automatic collection in between: only explicit ones
+        gc.callbacks.append(count)
+        try:
+            quantize_layer(layer, mode)
+        finally:
+            gc.callbacks.remove(count)
+            gc.enable()
+        assert layer.quantization_mode == mode and collections == []
