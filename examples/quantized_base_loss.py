@@ -8,10 +8,13 @@ the adapters add nothing yet), and the bytes of weights each holds against
 the float base. Rows:
 
 - `int8 all`, `int4 all`: `quantize_frozen="all"`, the tied token table
-  and output head quantized too;
+  and output head quantized too (int8 under the int4 base), int4 in groups
+  of 64 input values;
 - `int4 linear`: `base_quantization="int4"` on every linear layer, the
   token table float;
-- `int4 linear + int8 table`: the same, the tied table quantized to int8.
+- `int4 all, groups of 128, int4 table` (before 2026-12-07): Keras' default
+  int4 groups, and the table in int4 as well;
+- `int4 all, groups of 32`: smaller groups (more bytes).
 
 Run (after `make install fetch`), a few minutes on 2 cores:
     .venv/bin/python examples/quantized_base_loss.py
@@ -24,16 +27,19 @@ from tokenizers import Tokenizer
 
 import keras_lowrank as klr
 from keras_lowrank.data.fetch import mr_polarity_path
+from keras_lowrank.layers import quantized_base
 from keras_lowrank.layers.quantized_base import quantize_layer
 from keras_lowrank.models import presets
 
 SENTENCES = 64
 MAX_TOKENS = 48
+# label, add_adapters options, int4 group size, the table's mode if set apart
 SETUPS = (
-    ("int8 all", dict(base_quantization="int8", quantize_frozen="all"), None),
-    ("int4 all", dict(base_quantization="int4", quantize_frozen="all"), None),
-    ("int4 linear", dict(base_quantization="int4"), None),
-    ("int4 linear + int8 table", dict(base_quantization="int4"), "int8"),
+    ("int8 all", dict(base_quantization="int8", quantize_frozen="all"), 64, None),
+    ("int4 all", dict(base_quantization="int4", quantize_frozen="all"), 64, None),
+    ("int4 linear", dict(base_quantization="int4"), 64, None),
+    ("int4 all, groups of 128, int4 table", dict(base_quantization="int4"), 128, "int4"),
+    ("int4 all, groups of 32", dict(base_quantization="int4", quantize_frozen="all"), 32, None),
 )
 
 
@@ -67,7 +73,8 @@ def main():
     base = presets.smollm2_causal_lm(preprocessor=None)
     float_bytes = klr.weight_bytes(base)
     print(f"float32: loss {next_token_loss(base, inputs):.3f}", flush=True)
-    for label, options, table in SETUPS:
+    for label, options, group, table in SETUPS:
+        quantized_base.INT4_BLOCK_SIZE = group
         model = klr.add_adapters(base, rank=8, targets="all-linear", **options)
         if table is not None:
             quantize_layer(model.backbone.token_embedding, table)

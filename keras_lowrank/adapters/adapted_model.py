@@ -12,6 +12,7 @@ from keras_lowrank.layers import LoRAAdapter
 from keras_lowrank.layers import adapter_class_for
 from keras_lowrank.layers.quantized_base import frozen_quantization_mode
 from keras_lowrank.layers.quantized_base import is_frozen_quantizable
+from keras_lowrank.layers.quantized_base import output_head_table
 from keras_lowrank.layers.quantized_base import quantized_copy
 from keras_lowrank.surgery import checks
 from keras_lowrank.surgery import layer_paths
@@ -140,12 +141,15 @@ def apply_adapters(
             raise ValueError(f"Layer '{path}': {error}") from None
 
     quantize_all = base_quantization is not None and quantize_frozen == "all"
+    head = output_head_table(model)
+    head_path = next((path for path, layer in paths.items() if layer is head), None)
 
     def wrap(path, layer):
         if path not in specs:
             if (quantize_all and is_frozen_quantizable(layer) and layer.quantization_mode is None
                     and not is_kept_trainable(path, keep_trainable)):
-                return quantized_copy(layer, frozen_quantization_mode(layer, base_quantization))
+                return quantized_copy(layer, frozen_quantization_mode(
+                    base_quantization, output_head=path == head_path))
             return None
         if isinstance(layer, LoRAAdapter):
             adapter = with_adapter(layer, name, specs[path])

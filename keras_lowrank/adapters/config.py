@@ -60,8 +60,8 @@ class LoRAConfig:
             `klr.merge_adapters` gives a float model again.
         quantize_frozen: `"adapted"` (the adapted layers' kernels only) or
             `"all"` (also every other frozen Dense, EinsumDense and
-            Embedding; an int4 base holds token tables in int8). Used with
-            `base_quantization` only.
+            Embedding; an int4 base holds a causal LM's tied output head
+            in int8). Used with `base_quantization` only.
 
     Example:
     ```python

@@ -23,6 +23,9 @@ class GenerationCheck:
             prompts, batch 1.
         decode_tokens_per_s: float or None. Decoded tokens after the first
             over the time they took, all prompts together, batch 1.
+        next_tokens_matching: int or None. Quantized: of the steps of Keras'
+            own continuations (teacher forced), those where the artifact
+            picks Keras' next token; None for a float artifact.
     """
 
     verified: bool = False
@@ -32,6 +35,7 @@ class GenerationCheck:
     prompts_matching: int = 0
     time_to_first_token_ms: float | None = None
     decode_tokens_per_s: float | None = None
+    next_tokens_matching: int | None = None
 
     @property
     def agreement(self):
@@ -41,6 +45,14 @@ class GenerationCheck:
         if not self.tokens_compared:
             return None
         return self.tokens_matching / self.tokens_compared
+
+    @property
+    def next_token_agreement(self):
+        """Quantized: the teacher-forced share of Keras' next tokens
+        (`min_agreement` applies to it); None otherwise."""
+        if self.next_tokens_matching is None or not self.tokens_compared:
+            return None
+        return self.next_tokens_matching / self.tokens_compared
 
     def matching_text(self) -> str:
         """`"matching/compared (n/N prompts, lengths [...])"`."""

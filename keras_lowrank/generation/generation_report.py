@@ -20,9 +20,6 @@ class GenerationReport(GenerationCheck):
         runtime: str. The runtime that ran it, with its version.
         quantize: None (float32) or `"dynamic"` (int8 weights, activations
             quantized on the fly).
-        next_tokens_matching: int. Quantized: of the steps of Keras' own
-            continuations (teacher forced), those where the artifact's next
-            token equals Keras'.
     """
 
     format: str
@@ -32,16 +29,6 @@ class GenerationReport(GenerationCheck):
     ops: tuple
     runtime: str
     quantize: str | None = None
-    next_tokens_matching: int = 0
-
-    @property
-    def next_token_agreement(self):
-        """Quantized: the share of steps of Keras' own continuations where
-        the artifact's next token is Keras' (`min_agreement` applies to
-        it); None otherwise."""
-        if not (self.quantize and self.tokens_compared):
-            return None
-        return self.next_tokens_matching / self.tokens_compared
 
     def to_dict(self):
         values = dataclasses.asdict(self)

@@ -20,9 +20,6 @@ class LitertlmReport(GenerationCheck):
         prefill_lengths: tuple of int. Its `prefill_<n>` signatures.
         quantize: None (float32) or `"dynamic"` (int8 weights).
         runtime: str. The engine that ran the check, with its version.
-        next_tokens_matching: int or None. Quantized: steps of Keras' own
-            continuations (teacher forced) where the engine picks Keras'
-            next token.
         conversation_matching: bool or None. Whether the Conversation API's
             reply (the chat template applied by the runtime) equals Keras'
             greedy reply to the template as `transformers` renders it.
@@ -35,16 +32,7 @@ class LitertlmReport(GenerationCheck):
     prefill_lengths: tuple
     quantize: str | None = None
     runtime: str = ""
-    next_tokens_matching: int | None = None
     conversation_matching: bool | None = None
-
-    @property
-    def next_token_agreement(self):
-        """Quantized: the teacher-forced share (`min_agreement` applies to
-        it); None otherwise."""
-        if self.next_tokens_matching is None or not self.tokens_compared:
-            return None
-        return self.next_tokens_matching / self.tokens_compared
 
     def __str__(self):
         meta = self.metadata

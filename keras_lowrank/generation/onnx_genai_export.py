@@ -38,7 +38,6 @@ from keras_lowrank.generation.onnx_genai_config import write_genai_config
 from keras_lowrank.generation.onnx_genai_family import genai_family
 from keras_lowrank.generation.onnx_genai_model import MODEL_FILE
 from keras_lowrank.generation.onnx_genai_model import write_genai_model
-from keras_lowrank.generation.onnx_genai_quantize import QUANTIZE_MODES
 from keras_lowrank.generation.onnx_genai_quantize import GenAITeacherForcing
 from keras_lowrank.generation.onnx_genai_quantize import check_quantize
 from keras_lowrank.generation.onnx_genai_quantize import quantize_genai_model

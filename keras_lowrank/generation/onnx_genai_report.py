@@ -29,9 +29,6 @@ class OnnxGenAIReport(GenerationCheck):
         float_model_bytes: int or None. Quantized: the float `model.onnx`
             (and its data file) it was made from, for the size ratio.
         quantized_matmuls: int. Quantized: the MatMulNBits nodes.
-        next_tokens_matching: int or None. Quantized: steps of Keras' own
-            continuations (teacher forced) where GenAI picks Keras' next
-            token.
     """
 
     folder: str
@@ -47,15 +44,6 @@ class OnnxGenAIReport(GenerationCheck):
     model_bytes: int | None = None
     float_model_bytes: int | None = None
     quantized_matmuls: int = 0
-    next_tokens_matching: int | None = None
-
-    @property
-    def next_token_agreement(self):
-        """Quantized: the teacher-forced share (`min_agreement` applies to
-        it); None otherwise."""
-        if self.next_tokens_matching is None or not self.tokens_compared:
-            return None
-        return self.next_tokens_matching / self.tokens_compared
 
     def __str__(self):
         lines = [

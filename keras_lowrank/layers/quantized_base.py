@@ -56,18 +56,30 @@ def is_frozen_quantizable(layer) -> bool:
     return type(layer) is keras.layers.ReversibleEmbedding and layer.tie_weights
 
 
-def frozen_quantization_mode(layer, mode):
-    """The mode `quantize_frozen="all"` holds a frozen `layer` in: `mode`,
-    except token tables (Embedding, and the tied ReversibleEmbedding that is
-    also a decoder's output head), which an int4 base holds in int8.
+def frozen_quantization_mode(mode, output_head):
+    """The mode `quantize_frozen="all"` holds a frozen layer in: `mode`,
+    except a causal LM's output head (`output_head`: keras-hub ties it to
+    the token table, one `ReversibleEmbedding`), which an int4 base holds in
+    int8.
 
-    QLoRA leaves the embeddings and the head in 16 bits, llama.cpp's Q4 files
-    keep the head in 6 bits: on SmolLM2 an int4 table costs half of int4's
-    next-token loss, an int8 one next to nothing (0.025x of the float model's
-    bytes more; docs/quantized_base.md)."""
-    if mode == "int4" and isinstance(layer, keras.layers.Embedding):
-        return "int8"
-    return mode
+    QLoRA (bitsandbytes) leaves the head in 16 bits and llama.cpp's Q4 files
+    keep it in 6: on SmolLM2 an int4 head costs half of int4's next-token
+    loss, an int8 one next to nothing, for 0.025x of the float model's bytes
+    (docs/quantized_base.md). A classifier's token table is a lookup only
+    and stays int4."""
+    return "int8" if mode == "int4" and output_head else mode
+
+
+def output_head_table(model):
+    """A keras-hub causal LM's token table tied to its output head, or None."""
+    import keras_hub
+
+    if not isinstance(model, keras_hub.models.CausalLM):
+        return None
+    table = getattr(getattr(model, "backbone", None), "token_embedding", None)
+    if isinstance(table, keras.layers.ReversibleEmbedding) and table.tie_weights:
+        return table
+    return None
 
 
 def check_quantizable(layer, mode, owner):

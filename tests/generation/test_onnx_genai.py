@@ -8,6 +8,7 @@ of `tiny_lms` serves as the tokenizer GenAI cannot read.
 """
 
 import filecmp
+import functools
 import json
 import os
 import shutil
@@ -70,17 +71,14 @@ def tokenizer(tmp_path_factory):
 def export(tiny_models, tokenizer, tmp_path_factory):
     """`export(name)`: (report, folder), each model built once."""
     root = tmp_path_factory.mktemp("genai")
-    done = {}
 
+    @functools.cache
     def get(name):
-        if name not in done:
-            folder = str(root / name)
-            report = export_onnx_genai(
-                tiny_models[name], folder, max_length=MAX_LENGTH,
-                tokenizer=tokenizer, start_token_id=START, prompts=PROMPTS,
-                max_new_tokens=NEW_TOKENS)
-            done[name] = report, folder
-        return done[name]
+        folder = str(root / name)
+        return export_onnx_genai(
+            tiny_models[name], folder, max_length=MAX_LENGTH,
+            tokenizer=tokenizer, start_token_id=START, prompts=PROMPTS,
+            max_new_tokens=NEW_TOKENS), folder
 
     return get
 

@@ -106,6 +106,9 @@ def test_a_keras_hub_task_with_all_frozen_layers_quantized(bert, tmp_path):
     # tied token table (Keras' ReversibleEmbedding); not the trainable head.
     assert len(quantized) == 9 and "pooled_dense" in quantized
     assert "token_embedding" in quantized and "logits" not in quantized
+    # A classifier's table is a lookup only, held as asked (not the int8 of
+    # a causal LM's output head).
+    assert adapted.backbone.token_embedding.quantization_mode == "int4"
     tiny_models.random_factors(adapted, seed=3, factors=("lora_a", "lora_b"))
     outputs = np.array(adapted(inputs))
     adapted.save(tmp_path / "adapted.keras")
@@ -120,8 +123,9 @@ def test_a_keras_hub_task_with_all_frozen_layers_quantized(bert, tmp_path):
 def test_a_tied_token_table_is_quantized_with_the_frozen_layers(mode, bound):
     """A decoder LM whose output head is its token table (SmolLM2's tied
     ReversibleEmbedding): `quantize_frozen="all"` holds the table quantized
-    too (int8 under an int4 base), Keras' quantized call projects the
-    logits, and merge gives it back in float."""
+    too (int8 under an int4 base: the output head, as QLoRA keeps it in 16
+    bits), Keras' quantized call projects the logits, and merge gives it
+    back in float."""
     keras.utils.set_random_seed(0)
     config = {**tiny_models.llama_causal_lm().backbone.get_config(), "tie_word_embeddings": True}
     model = keras_hub.models.LlamaCausalLM(
