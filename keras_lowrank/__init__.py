@@ -41,6 +41,7 @@ from keras_lowrank.exporters import ExportReport
 from keras_lowrank.exporters import ExportVerificationError
 from keras_lowrank.exporters import UnsupportedOpsError
 from keras_lowrank.exporters import export
+from keras_lowrank.generation import write_runtime_adapter
 from keras_lowrank.layers import AdaLoRA
 from keras_lowrank.layers import LoRAConv1D
 from keras_lowrank.layers import LoRAConv2D
@@ -109,4 +110,5 @@ __all__ = [
     "trainable_summary",
     "UnsupportedOpsError",
     "weight_bytes",
+    "write_runtime_adapter",
 ]

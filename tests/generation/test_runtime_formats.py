@@ -206,6 +206,9 @@ def test_the_formats_are_public():
                  "write_litertlm_base_adapter", "write_onnx_genai_adapter",
                  "write_runtime_adapter"):
         assert name in generation.__all__ and hasattr(generation, name)
+    # What the README calls: `klr.write_runtime_adapter(lm, artifact, path)`.
+    assert klr.write_runtime_adapter is generation.write_runtime_adapter
+    assert "write_runtime_adapter" in klr.__all__
 
 
 def test_klr_export_options_take_every_mode_of_the_runtime_formats():
