@@ -181,6 +181,8 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         }
         _check_training_steps(options, splits["train"], total_steps)
         trainable, total = klr.parameter_counts(model)
+        base_sizes = report_lib.base_sizes(base)  # the adapted copy holds its own
+        del base
         note(f"{options.model or 'all-MiniLM-L6-v2'} + {adapter_setup.adapters_note(options)} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}; "
              f"tokenized {_counts({k: len(v[1]) for k, v in splits.items()})} "
@@ -241,15 +243,13 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
             note(export_line(name, exports[name], _describe_phone_artifact))
 
     with progress.stage("report") as note:
-        report = _report(
-            options, data, splits, base, (trainable, total), history, best_epoch,
-            train_seconds, keras_result, adapter_bytes, exports,
-        )
+        report = _report(options, data, splits, base_sizes, (trainable, total), history,
+                         best_epoch, train_seconds, keras_result, adapter_bytes, exports)
         report["precision"] = precision.to_dict()
         report["distribute"] = distributed.describe(options, strategy)
         report["deterministic"] = options.deterministic
         report.update(adapter_values(
-            model, klr.weight_bytes(base), options,
+            model, base_sizes["weight_bytes"], options,
             adapter_setup.adalora_schedule(options, total_steps)))
         add_files(report, history, best_epoch, build, options.out)
         add_rank_plot(report, build, options.out)
@@ -292,15 +292,15 @@ def _export_phone_artifact(model, name, test, calibration, label_names, options,
         test, calibration, label_names)
 
 
-def _report(options, data, splits, base, counts, history, best_epoch,
+def _report(options, data, splits, base_sizes, counts, history, best_epoch,
             train_seconds, keras_result, adapter_bytes, exports):
     trainable, total = counts
-    base_bytes = int(sum(np.asarray(w.numpy()).nbytes for w in base.weights))
+    base_bytes = base_sizes["bytes"]
     report = {
         "test_accuracy": keras_result["accuracy"],
         "trainable_params": int(trainable),
         "total_params": int(total),
-        "base_params": int(klr.parameter_counts(base)[1]),
+        "base_params": base_sizes["params"],
         "base_bytes": base_bytes,
         "adapter_bytes": int(adapter_bytes),
         "adapter_share_of_base": adapter_bytes / base_bytes,

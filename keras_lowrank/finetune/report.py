@@ -4,6 +4,10 @@ report.json, the training curves and the timing lines are every run's
 (`keras_lowrank.runs.report_files`).
 """
 
+import numpy as np
+
+from keras_lowrank.adapters.summary import parameter_counts
+from keras_lowrank.adapters.summary import weight_bytes
 from keras_lowrank.exporters import get_format
 from keras_lowrank.runs import phone_artifacts as phone_lib
 from keras_lowrank.runs.adapter_report import adapter_lines
@@ -27,6 +31,15 @@ RUN_KEYS = (
 # Keys every report.json holds for each format a run can export, as
 # `<format>_<key>` (`tflite_test_accuracy`), None where it was not exported.
 FORMAT_KEYS = ("test_accuracy", "accuracy_diff", "bytes", "latency_ms", "max_abs_diff")
+
+
+def base_sizes(base) -> dict:
+    """What the report needs of the float base model, taken before it goes:
+    its parameters, its bytes as numpy arrays, and `klr.weight_bytes` (each
+    variable at its own dtype)."""
+    return {"params": int(parameter_counts(base)[1]),
+            "bytes": int(sum(np.asarray(w.numpy()).nbytes for w in base.weights)),
+            "weight_bytes": weight_bytes(base)}
 
 
 def required_keys() -> tuple[str, ...]:
