@@ -49,10 +49,12 @@ $(SMOLLM2): | $(STAMP)
 # real-model files all in one (tests/conftest.py): on 2 cores, 1.7x faster than one process (docs/testing.md),
 # as much of a test's time is Python, not arithmetic. TEST_JOBS=0: one process.
 TEST_JOBS ?= 2
+# The slowest test phases listed at the end; DURATIONS=0 lists every one.
+DURATIONS ?= 40
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) $(MR_DATA) $(BBC_DATA) $(SMOLLM2)
-	$(PYTEST) --durations=40
+	$(PYTEST) --durations=$(DURATIONS)
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not large"
