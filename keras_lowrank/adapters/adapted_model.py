@@ -141,8 +141,9 @@ def apply_adapters(
             raise ValueError(f"Layer '{path}': {error}") from None
 
     quantize_all = base_quantization is not None and quantize_frozen == "all"
-    head = output_head_table(model)
-    head_path = next((path for path, layer in paths.items() if layer is head), None)
+    head = output_head_table(model) if quantize_all else None
+    head_path = None if head is None else next(
+        path for path, layer in paths.items() if layer is head)
 
     def wrap(path, layer):
         if path not in specs:

@@ -18,6 +18,8 @@ outputs; under an adapter it is refused, since the adapter does not
 dequantize the reverse projection.
 """
 
+import sys
+
 import keras
 
 from keras_lowrank._compat import keras as keras_compat
@@ -71,10 +73,12 @@ def frozen_quantization_mode(mode, output_head):
 
 
 def output_head_table(model):
-    """A keras-hub causal LM's token table tied to its output head, or None."""
-    import keras_hub
+    """A keras-hub causal LM's token table tied to its output head, or None.
 
-    if not isinstance(model, keras_hub.models.CausalLM):
+    keras-hub is not imported for it: a process that has not imported it
+    holds no keras-hub model."""
+    keras_hub = sys.modules.get("keras_hub")
+    if keras_hub is None or not isinstance(model, keras_hub.models.CausalLM):
         return None
     table = getattr(getattr(model, "backbone", None), "token_embedding", None)
     if isinstance(table, keras.layers.ReversibleEmbedding) and table.tie_weights:
