@@ -1,7 +1,7 @@
 """Every private attribute of another library that keras_lowrank relies on.
 
 One module per library: `keras`, `keras_hub`, `litert` (`ai_edge_litert`),
-`mediapipe`, `tensorflow`, `tfds` (tensorflow-datasets). Outside this
+`mediapipe`, `tensorflow`, `tf2onnx`, `tfds` (tensorflow-datasets). Outside this
 package, keras_lowrank uses only public APIs
 (`tests/compat/test_no_private_access_outside.py` checks it). Each function
 has a test of its own in `tests/compat/test_<module>.py` that fails when the

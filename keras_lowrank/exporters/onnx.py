@@ -11,6 +11,7 @@ import tempfile
 
 import numpy as np
 
+from keras_lowrank._compat import tf2onnx as tf2onnx_compat
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.onnx_quantization import quantize_onnx
 from keras_lowrank.exporters.signature import serving_function
@@ -56,9 +57,10 @@ def write_onnx(model, signature, path, opset=None, quantize=None,
     opset = opset or DEFAULT_OPSET
 
     def convert():
-        tf2onnx.convert.from_function(
-            serve, input_signature=[signature], opset=opset, output_path=path
-        )
+        with tf2onnx_compat.optimizer_without_copies_per_pass():
+            tf2onnx.convert.from_function(
+                serve, input_signature=[signature], opset=opset, output_path=path
+            )
 
     if _CATCH_ERRORS_ENV in os.environ:  # the user's own choice wins
         convert()

@@ -15,6 +15,7 @@ import os
 import keras
 import numpy as np
 
+from keras_lowrank._compat import tf2onnx as tf2onnx_compat
 from keras_lowrank.generation.cached_causal_lm import onnx_friendly_slice_update
 from keras_lowrank.utils.optional import import_optional
 from keras_lowrank.utils.optional import tensorflow as tf
@@ -54,7 +55,8 @@ def convert_step(step, signature, variables, names, opset, fed=()):
     with onnx_friendly_slice_update():
         function = tf.function(traced, input_signature=signature)
         function.get_concrete_function()  # traced while the patch holds
-    with _tf2onnx_without_copies():
+    with _tf2onnx_without_copies(), \
+            tf2onnx_compat.optimizer_without_copies_per_pass():
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=signature, opset=opset)
     fed = set(fed)

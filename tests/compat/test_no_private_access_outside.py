@@ -49,6 +49,8 @@ PRIVATE_NAMES = {
     "_experimental_calibrate_only", "_experimental_disable_per_channel",
     # mediapipe
     "_pywrap_metadata_version",
+    # tf2onnx
+    "_op",
 }
 
 
