@@ -141,6 +141,16 @@ def _return_freed_memory():
         pass
 
 
+@pytest.fixture(scope="session")
+def minilm_finetune_run(tmp_path_factory):
+    """`(exit code, out folder, report)` of one `keras-lowrank finetune` run
+    on real MiniLM and MR (`tests/minilm_run.py`), made once for the
+    real-model files that read it."""
+    from tests.minilm_run import finetune_minilm
+
+    return finetune_minilm(tmp_path_factory.mktemp("finetune") / "run")
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
     import keras

@@ -1,46 +1,26 @@
-"""The whole `keras-lowrank finetune` run on a slice of the real MR data.
+"""The whole `keras-lowrank finetune` run on a slice of the real MR data
+(`tests/minilm_run.py`, shared by the real-model files): every stage, its
+report, files and numbers."""
 
-960 training sentences, 2 epochs (60 steps) at sequence length 32, 200
-validation and 200 test sentences: every stage runs (MiniLM + LoRA, Keras
-test accuracy, adapter file, LiteRT (int8 weights) and ONNX export,
-accuracy in LiteRT and ONNX Runtime,
-report.json and the PNG) in about two minutes on 2 cores.
-"""
-
-import json
 import os
 
 import numpy as np
 import pytest
 
 import keras_lowrank as klr
-from keras_lowrank.cli.main import main
-from keras_lowrank.data import fetch
 from keras_lowrank.finetune.report import required_keys
 from tests.counts import examples
 from tests.counts import examples_below
+from tests.minilm_run import EPOCHS
+from tests.minilm_run import EVAL_EXAMPLES
+from tests.minilm_run import TRAIN_EXAMPLES
 
 pytestmark = pytest.mark.large
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN_EXAMPLES = 960
-EVAL_EXAMPLES = 200
-EPOCHS = 2
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    cache = os.path.join(REPO, ".cache")
-    fetch.fetch_mr_polarity(cache)  # a no-op when `make fetch` ran
-    out = tmp_path_factory.mktemp("finetune") / "run"
-    code = main([
-        "finetune", "--quiet", "--cache-dir", cache, "--out", str(out),
-        "--max-train-examples", str(TRAIN_EXAMPLES),
-        "--max-eval-examples", str(EVAL_EXAMPLES), "--epochs", str(EPOCHS),
-        "--sequence-length", "32", "--learning-rate", "3e-3",
-    ])
-    with open(out / "report.json", encoding="utf-8") as file:
-        return code, out, json.load(file)
+def run(minilm_finetune_run):
+    return minilm_finetune_run
 
 
 def test_exit_code_and_report_keys(run):
