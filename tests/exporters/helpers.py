@@ -78,25 +78,47 @@ def keras_call(model, name, inputs):
     return {"output_0": np.asarray(outputs)}
 
 
-def run_saved_model(path, inputs):
+def saved_model_runner(path):
     function = tf.saved_model.load(path).signatures["serving_default"]
-    outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
-    return {k: v.numpy() for k, v in outputs.items()}
+
+    def run(inputs):
+        outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    return run
 
 
-def run_tflite(path, inputs):
+def tflite_runner(path):
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
-    return runner(**inputs)
+    return lambda inputs: runner(**inputs)
 
 
-def run_onnx(path, inputs):
+def onnx_runner(path):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, inputs)))
+    return lambda inputs: dict(zip(names, session.run(names, inputs)))
+
+
+# `RUNNERS[format](path)` loads the artifact once (a SavedModel load takes
+# 1-2 s) and returns `inputs -> outputs`, to run on several batches.
+RUNNERS = {"saved_model": saved_model_runner, "tflite": tflite_runner,
+           "onnx": onnx_runner}
+
+
+def run_saved_model(path, inputs):
+    return saved_model_runner(path)(inputs)
+
+
+def run_tflite(path, inputs):
+    return tflite_runner(path)(inputs)
+
+
+def run_onnx(path, inputs):
+    return onnx_runner(path)(inputs)
 
 
 RUNTIMES = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx}

@@ -81,12 +81,14 @@ def test_script_runs_an_artifact_without_tensorflow(
 def test_script_names_the_missing_inputs(exported, tmp_path, format):
     path = tmp_path / "inputs.json"
     path.write_text(json.dumps({"token_ids": [[1, 2]]}))
+    # The BERT artifacts of the test above: no export of its own.
     result = _run_without_tensorflow(
-        SCRIPTS[format], exported("gpt2", format).path, "--inputs", path
+        SCRIPTS[format], exported("bert", format).path, "--inputs", path
     )
     assert result.returncode != 0
-    assert "ValueError: The model takes inputs ['padding_mask', 'token_ids']. " \
-           "Missing: ['padding_mask']; unknown: []" in result.stderr
+    assert "ValueError: The model takes inputs ['padding_mask', 'segment_ids', " \
+           "'token_ids']. Missing: ['padding_mask', 'segment_ids']; unknown: []" \
+           in result.stderr
 
 
 def test_text_classifier_script_takes_raw_text_without_tensorflow(text_model, tmp_path):
