@@ -132,12 +132,11 @@ def _write_runtime(model, format, path, chat, test, scored, options, kwargs,
             [chat.decode(test.completions[i]) for i in scored])
     # As report.json will hold it (tuples as lists).
     result = json.loads(json.dumps(dataclasses.asdict(report)))
-    compared = report.tokens_compared
     result.update({
         "format": format,
         "quantize": kwargs.get("quantize"),
-        "agreement": report.tokens_matching / compared if compared else None,
-        "next_token_agreement": getattr(report, "next_token_agreement", None),
+        "agreement": report.agreement,
+        "next_token_agreement": report.next_token_agreement,
         "test_accuracy": accuracy,
         "runtime_seconds": time.perf_counter() - start,
         "export_max_length": options.export_max_length,
