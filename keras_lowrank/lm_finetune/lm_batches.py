@@ -142,13 +142,5 @@ def evaluation_batches(split, batch_size):
         yield rows, split.rows(rows, _length(split, lengths[rows]))
 
 
-def evaluation_dataset(split, batch_size):
-    """`evaluation_batches` as a finite tf.data.Dataset, for validation."""
-    batches = [batch for _, batch in evaluation_batches(split, batch_size)]
-    return (tf.data.Dataset.from_generator(lambda: iter(batches),
-                                           output_signature=_signature())
-            .apply(tf.data.experimental.assert_cardinality(len(batches))))
-
-
 def _length(split, lengths):
     return min(batching.batch_length(lengths), split.token_ids.shape[1])

@@ -143,13 +143,16 @@ def _run(options, folder, chat, build, progress):
         trainable, total = klr.parameter_counts(model)
         note(f"{os.path.basename(folder)} + {adapter_setup.adapters_note(options)} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}")
-        measure = _measurer(model, chat, splits, scored, examples, options)
+        # One traced forward pass for the run: held-out loss before and
+        # after training, and validation during it.
+        forward = lm_evaluation.forward_function(model)
+        measure = _measurer(model, chat, splits, scored, examples, options, forward)
         before = measure()
         note("before: " + measure_line(before))
 
     with progress.stage("train") as note:
         train_start = time.perf_counter()
-        history = fit(model, splits["train"], splits["validation"], options)
+        history = fit(model, splits["train"], splits["validation"], options, forward)
         train_seconds = time.perf_counter() - train_start
         best = _best_evaluation(history)
         note(f"{len(history['loss'])} evaluations of {options.eval_every} steps, "
@@ -215,12 +218,14 @@ def _run(options, folder, chat, build, progress):
     return report
 
 
-def fit(model, train, validation, options) -> dict:
+def fit(model, train, validation, options, forward=None) -> dict:
     """Trains on completion tokens; returns the per-evaluation history.
 
     Keras' `fit` runs `ceil(max_steps / eval_every)` rounds of `eval_every`
-    steps; after each, the validation loss (completion tokens only) decides
-    early stopping, which restores the best round's weights.
+    steps; after each, the validation loss (per completion token,
+    `lm_evaluation.HeldOutValidation` through `forward`, the run's traced
+    forward pass) decides early stopping, which restores the best round's
+    weights.
 
     Returns:
         `{"loss", "accuracy", "val_loss", "val_accuracy"}` lists, one value
@@ -238,10 +243,12 @@ def fit(model, train, validation, options) -> dict:
     build_optimizer(model)
     # AdaLoRA's callback under `adaptive_rank`, which spans every step: no
     # early stopping then (`adapter_setup.early_stopping`).
-    callbacks, validation_data = adapter_setup.training_callbacks(options), None
+    callbacks = adapter_setup.training_callbacks(options)
     if len(validation):
-        validation_data = lm_batches.evaluation_dataset(validation, options.batch_size)
-    if validation_data is not None and adapter_setup.early_stopping(options):
+        callbacks.insert(0, lm_evaluation.HeldOutValidation(
+            validation, options.batch_size,
+            forward or lm_evaluation.forward_function(model)))
+    if len(validation) and adapter_setup.early_stopping(options):
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", mode="min", patience=options.patience,
             restore_best_weights=True, verbose=int(options.verbose > 0)))
@@ -249,7 +256,6 @@ def fit(model, train, validation, options) -> dict:
         lm_batches.training_dataset(train, options.batch_size, options.seed),
         steps_per_epoch=options.eval_every,
         epochs=rounds,
-        validation_data=validation_data,
         callbacks=callbacks,
         verbose=options.verbose,
     )
@@ -264,7 +270,7 @@ def _best_evaluation(history):
     return int(np.argmin(values)) + 1
 
 
-def _measurer(model, chat, splits, scored, examples, options):
+def _measurer(model, chat, splits, scored, examples, options, forward):
     """`measure()`: loss and perplexity on the validation split, test
     answers by greedy generation in Keras, and the sample generations, of
     `model` as it is at the call.
@@ -281,7 +287,6 @@ def _measurer(model, chat, splits, scored, examples, options):
     longest = max((len(p) for p in prompts), default=0)
     greedy = lm_evaluation.KerasGreedy(
         model, longest + max(answer_tokens(test, scored), options.max_new_tokens))
-    forward = lm_evaluation.forward_function(model)
 
     def measure() -> dict:
         start = time.perf_counter()
