@@ -1,13 +1,15 @@
-"""The distributed runs, started once and all at once, and the reference.
+"""The distributed runs, started early and together, and the reference.
 
-`runs` starts, at the first test of this folder, the processes that the
-collected tests' modules name in `PROCESSES`: the MirroredStrategy run
-(two logical CPUs), two MultiWorkerMirroredStrategy workers on 127.0.0.1
-(free ports, `TF_CONFIG`), the JAX run (four host devices). While they
-run, this process runs its own tests and trains the one-device reference
-on the TensorFlow backend. Every process starts from the same weights
-(`case.write_start`) and is bounded: waited for at most TIMEOUT_S, then
-killed.
+`_start_early` starts, at the first test of this folder, the processes
+that the collected tests' modules name in `PROCESSES`: the MirroredStrategy
+run (two logical CPUs), two MultiWorkerMirroredStrategy workers on 127.0.0.1
+(free ports, `TF_CONFIG`), the JAX run (four host devices). Under xdist,
+which hands each worker whole files while every worker collects them all,
+a file's processes start at its first test instead, in the worker that runs
+it: each process starts once in the session. While they run, this process
+trains the one-device reference on the TensorFlow backend, then runs its
+own tests. Every process starts from the same weights (`case.write_start`)
+and is bounded: waited for at most TIMEOUT_S, then killed.
 """
 
 import json
@@ -49,6 +51,23 @@ class Runs:
         self.folder = folder
         self.start = str(folder / "start.npz")
         self.processes = {}
+
+    def start_processes(self, needed):
+        """Starts the processes of `needed` (PROCESSES names) not started yet."""
+        if "mirrored" in needed and "mirrored" not in self.processes:
+            self.launch("mirrored", "mirrored_script", {})
+        if "workers" in needed and "worker0" not in self.processes:
+            ports = free_ports(2)
+            cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+            for index in range(2):
+                config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                self.launch(f"worker{index}", "worker_script",
+                            {"TF_CONFIG": json.dumps(config)})
+        if "jax" in needed and "jax" not in self.processes:
+            self.launch("jax", "jax_script", {
+                "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            })
 
     def launch(self, name, module, env):
         out = self.folder / name
@@ -97,43 +116,43 @@ class Runs:
                 process.wait()
 
 
-def needed_processes(session):
-    """The processes the collected tests name in their module's PROCESSES."""
+def needed_processes(session, module=None):
+    """The processes the collected tests name in their module's PROCESSES
+    (only `module`'s tests, when given)."""
     return {
         name for item in session.items if "runs" in item.fixturenames
+        and (module is None or item.module is module)
         for name in getattr(item.module, "PROCESSES", ())
     }
 
 
 @pytest.fixture(scope="session")
-def runs(request, tmp_path_factory):
-    needed = needed_processes(request.session)
-    folder = tmp_path_factory.mktemp("distribute")
-    started = Runs(folder)
+def runs(tmp_path_factory):
+    """The session's `Runs`: `_start_early` starts its processes."""
+    started = Runs(tmp_path_factory.mktemp("distribute"))
     case.write_start(started.start)
-    if "mirrored" in needed:
-        started.launch("mirrored", "mirrored_script", {})
-    if "workers" in needed:
-        ports = free_ports(2)
-        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-        for index in range(2):
-            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            started.launch(f"worker{index}", "worker_script", {"TF_CONFIG": json.dumps(config)})
-    if "jax" in needed:
-        started.launch("jax", "jax_script", {
-            "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        })
     yield started
     started.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _start_early(request):
-    """Starts the runs at the first test here, when any test needs them,
-    so that the tests of this process overlap with the runs."""
-    if needed_processes(request.session):
-        request.getfixturevalue("runs")
+    """Starts the runs at the first test here that any test needs them for
+    (under xdist: at the first test of a file whose tests need them, those
+    of the file only), then trains the reference while they run.
+
+    Without xdist the whole session's start together, so that they overlap
+    with each other and with this process's tests. Under xdist every worker
+    collects every file but runs only the files it is handed: starting
+    every file's processes would run each once per worker.
+    """
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        needed = needed_processes(request.session, request.module)
+    else:
+        needed = needed_processes(request.session)
+    if needed:
+        request.getfixturevalue("runs").start_processes(needed)
+        request.getfixturevalue("reference")
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,20 @@
 """`keras-lowrank finetune --distribute multi-worker` when a worker is lost.
 
 Two MultiWorkerMirroredStrategy workers on 127.0.0.1 start a long run to
-an `--out` that holds a complete one-device run (`earlier_run`, trained once
-for the file and copied into each test's `--out`); then worker 1 is
+an `--out` that holds an earlier run (`EARLIER_RUN`); then worker 1 is
 killed (SIGKILL) as its second epoch begins, or it hangs alive before
 training (in `add_adapters`), or it never starts.
 The chief must stop within a bounded time with one line on stderr and exit
 status 3, and leave the earlier `--out` as it was, byte for byte, with no
 temporary folder beside it.
+
+Most of each run is waiting (for the heartbeats, for the start-up
+timeout): the hang's and the never-started one's start together, while the
+chief of the first waits for the heartbeats of its killed worker (`Runs`).
 """
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,6 @@ import time
 import pytest
 
 from keras_lowrank.cli.finetune_command import WORKER_LOST
-from keras_lowrank.cli.main import main
 from keras_lowrank.finetune import FinetuneOptions
 from keras_lowrank.finetune import distributed
 from tests.distribute.conftest import free_ports
@@ -70,32 +71,19 @@ def _one_device_args(folder, out, preset, train_csv):
             "--out", str(out)]
 
 
-@pytest.fixture(scope="module")
-def earlier_run(tmp_path_factory, tiny_preset, tiny_train_csv):
-    """A complete one-device run folder, trained once for this file: each
-    test copies it to its `--out`, which a failed run must leave as it was."""
-    from tensorflow.python.framework import config as tf_config
-
-    folder = tmp_path_factory.mktemp("earlier")
-    out = folder / "run"
-    # `finetune` turns op determinism on for the process; as the
-    # `op_determinism_restored` fixture does for a test, later files get
-    # the state they had.
-    determinism = tf_config.is_op_determinism_enabled()
-    try:
-        assert main([*_one_device_args(folder, out, tiny_preset, tiny_train_csv),
-                     "--epochs", "1"]) == 0
-    finally:
-        if not determinism:
-            tf_config.disable_op_determinism()
-    assert sorted(snapshot(out)) == ["adapters.safetensors", "report.json",
-                                     "training_curves.png"]
-    return out
+# An earlier run folder: a run's files (the chief takes --out for an
+# earlier output of its kind by their names), each with bytes no new run
+# would write, so that any file written over them shows.
+EARLIER_RUN = {"adapters.safetensors": b"earlier adapters",
+               "report.json": b'{"test_accuracy": 0.5}\n',
+               "training_curves.png": b"earlier png"}
 
 
-def _earlier_run_at(out, earlier_run):
-    """Copies `earlier_run` to `out`; returns its snapshot."""
-    shutil.copytree(earlier_run, out)
+def _earlier_run_at(out):
+    """Writes `EARLIER_RUN` to the folder `out`; returns its snapshot."""
+    out.mkdir(parents=True)
+    for name, content in EARLIER_RUN.items():
+        (out / name).write_bytes(content)
     return snapshot(out)
 
 
@@ -116,27 +104,90 @@ def _wait_for(path, text, process, limit_s):
         time.sleep(0.2)
 
 
-def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
-        tmp_path, tiny_preset, tiny_train_csv, earlier_run):
-    out = tmp_path / "runs" / "run"
-    args = _one_device_args(tmp_path, out, tiny_preset, tiny_train_csv)
-    before = _earlier_run_at(out, earlier_run)
-    # Far more epochs than run before the kill: the chief cannot finish.
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    argv = [*args, "--epochs", "1000", "--patience", "1000", "--distribute",
-            "multi-worker"]
-    workers = [_launch(tmp_path, index, cluster, argv) for index in range(2)]
+class Run:
+    """One test's workers; `folder` is their TMPDIR and holds their
+    `worker<i>.out` and `.err`."""
+
+    def __init__(self, folder, out, before, workers):
+        self.folder, self.out, self.before, self.workers = folder, out, before, workers
+        self.started = time.monotonic()
+
+
+class Runs:
+    """The multi-worker runs of the tests here that this session runs:
+    `start(*tests)` starts those not started yet, `runs[test]` is one."""
+
+    def __init__(self, wanted, tmp_path_factory, preset, train_csv):
+        self.wanted, self.factory = wanted, tmp_path_factory
+        self.preset, self.train_csv = preset, train_csv
+        self.ports = iter(free_ports(6))  # one call: the clusters' are distinct
+        self.started = {}
+
+    def __getitem__(self, test):
+        self.start(test)
+        return self.started[test]
+
+    def start(self, *tests):
+        for test in tests:
+            if test in self.wanted and test not in self.started:
+                self.started[test] = self._launch(test)
+
+    def _launch(self, test):
+        folder = self.factory.mktemp("death")
+        earlier = test != NEVER
+        out = folder / "runs" / "run" if earlier else folder / "run"
+        before = _earlier_run_at(out) if earlier else None
+        args = _one_device_args(folder, out, self.preset, self.train_csv)
+        preludes = ("", "")
+        if test == DEAD:
+            # Far more epochs than run before the kill: the chief cannot finish.
+            argv = [*args, "--epochs", "1000", "--patience", "1000"]
+        elif test == HUNG:
+            argv = [*args, "--epochs", "2", "--startup-timeout", str(NO_START_TIMEOUT_S)]
+            preludes = ("", _HANG_IN_ADD_ADAPTERS)
+        else:
+            argv = [*args, "--startup-timeout", str(REGISTER_TIMEOUT_S)]
+            preludes = ("",)  # worker 1 is never launched
+        argv += ["--distribute", "multi-worker"]
+        cluster = {"worker": [f"127.0.0.1:{next(self.ports)}" for _ in range(2)]}
+        workers = [_launch(folder, index, cluster, argv, prelude)
+                   for index, prelude in enumerate(preludes)]
+        return Run(folder, out, before, workers)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory, tiny_preset, tiny_train_csv):
+    """The `Runs` of this file; their processes are killed at its end."""
+    wanted = {item.originalname for item in request.session.items
+              if item.module.__name__ == __name__}
+    started = Runs(wanted, tmp_path_factory, tiny_preset, tiny_train_csv)
     try:
-        _wait_for(tmp_path / "worker1.out", "Epoch 2/", workers[1], START_LIMIT_S)
+        yield started
+    finally:
+        for run in started.started.values():
+            _kill_left(*run.workers)
+
+
+def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(runs):
+    run = runs[DEAD]
+    workers, out = run.workers, run.out
+    try:
+        _wait_for(run.folder / "worker1.out", "Epoch 2/", workers[1], START_LIMIT_S)
         assert workers[0].poll() is None
         workers[1].send_signal(signal.SIGKILL)
         killed = time.monotonic()
+        # The other tests' runs start now, while the chief waits for the
+        # missing heartbeats, not before: the kill lands with these two
+        # workers alone at work. (With all five started together, the chief
+        # once lost worker 1 to "recvmsg:Connection reset by peer", which
+        # the one line does not name as a death yet.)
+        runs.start(HUNG, NEVER)
         code = workers[0].wait(timeout=STOP_LIMIT_S)
         print(f"the chief stopped {time.monotonic() - killed:.1f} s after the kill")
     finally:
         _kill_left(*workers)
 
-    err = (tmp_path / "worker0.err").read_text()
+    err = (run.folder / "worker0.err").read_text()
     ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
     assert code == WORKER_LOST, err[-3000:]
     assert "Traceback" not in err
@@ -150,7 +201,7 @@ def test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was(
         "was. Run the same command again on every worker."] for cause in causes]
     # The earlier run's files, byte for byte; the chief's build folder
     # (`.run.<pid>-<host>.<hex>.tmp`, beside `--out`) is gone.
-    assert snapshot(out) == before
+    assert snapshot(out) == run.before
     assert os.listdir(out.parent) == ["run"]
 
 
@@ -177,51 +228,41 @@ NO_START_TIMEOUT_S = 30
 REGISTER_TIMEOUT_S = 1
 
 
-def test_a_worker_hung_before_training_stops_both_in_one_line(
-        tmp_path, tiny_preset, tiny_train_csv, earlier_run):
-    out = tmp_path / "runs" / "run"
-    args = _one_device_args(tmp_path, out, tiny_preset, tiny_train_csv)
-    before = _earlier_run_at(out, earlier_run)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    argv = [*args, "--epochs", "2", "--distribute", "multi-worker",
-            "--startup-timeout", str(NO_START_TIMEOUT_S)]
-    workers = [_launch(tmp_path, 0, cluster, argv),
-               _launch(tmp_path, 1, cluster, argv, prelude=_HANG_IN_ADD_ADAPTERS)]
-    started = time.monotonic()
+def test_a_worker_hung_before_training_stops_both_in_one_line(runs):
+    runs.start(HUNG, NEVER)  # together, when the test above did not run
+    run = runs[HUNG]
+    workers, out = run.workers, run.out
     try:
         codes = [worker.wait(timeout=NO_START_TIMEOUT_S + START_LIMIT_S)
                  for worker in workers]
-        print(f"both stopped {time.monotonic() - started:.1f} s after the start")
+        print(f"both stopped {time.monotonic() - run.started:.1f} s after the start")
     finally:
         _kill_left(*workers)
 
     assert codes == [WORKER_LOST, WORKER_LOST]
     # The chief had built its run folder and was waiting in the model
     # stage, where TensorFlow broadcasts the initial values.
-    assert "[2/6] model ..." in (tmp_path / "worker0.out").read_text()
+    assert "[2/6] model ..." in (run.folder / "worker0.out").read_text()
     for index, chief in ((0, True), (1, False)):
-        err = (tmp_path / f"worker{index}.err").read_text()
+        err = (run.folder / f"worker{index}.err").read_text()
         ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
         assert ours == [_no_start_line(out, chief)], err[-3000:]
         assert "Traceback" not in err
-    assert snapshot(out) == before
+    assert snapshot(out) == run.before
     assert os.listdir(out.parent) == ["run"]
     # Worker 1's scratch run folder (in its TMPDIR, this test's folder) too.
-    assert not [name for name in os.listdir(tmp_path) if name.startswith("klr-finetune-")]
+    assert not [name for name in os.listdir(run.folder)
+                if name.startswith("klr-finetune-")]
 
 
-def test_a_worker_that_never_starts_stops_the_chief_in_one_line(
-        tmp_path, tiny_preset, tiny_train_csv):
-    out = tmp_path / "run"
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    argv = [*_one_device_args(tmp_path, out, tiny_preset, tiny_train_csv),
-            "--distribute", "multi-worker", "--startup-timeout", str(REGISTER_TIMEOUT_S)]
-    chief = _launch(tmp_path, 0, cluster, argv)  # worker 1 is never launched
+def test_a_worker_that_never_starts_stops_the_chief_in_one_line(runs):
+    run = runs[NEVER]
+    (chief,), out = run.workers, run.out
     try:
         code = chief.wait(timeout=REGISTER_TIMEOUT_S + START_LIMIT_S)
     finally:
         _kill_left(chief)
-    err = (tmp_path / "worker0.err").read_text()
+    err = (run.folder / "worker0.err").read_text()
     assert code == WORKER_LOST, err[-3000:]
     assert "Traceback" not in err
     ours = [line for line in err.splitlines() if line.startswith("keras-lowrank")]
@@ -231,8 +272,14 @@ def test_a_worker_that_never_starts_stops_the_chief_in_one_line(
         "started, or TF_CONFIG gives another address); nothing was written: "
         f"--out '{out}' is as it was. Run the same command again on every worker."]
     # It waited in TensorFlow's start-up, before the first stage.
-    assert (tmp_path / "worker0.out").read_text() == ""
+    assert (run.folder / "worker0.out").read_text() == ""
     assert not out.exists()
+
+
+# The tests of the three runs, as `runs` knows them.
+DEAD = test_a_dead_worker_stops_the_chief_in_one_line_and_leaves_out_as_it_was.__name__
+HUNG = test_a_worker_hung_before_training_stops_both_in_one_line.__name__
+NEVER = test_a_worker_that_never_starts_stops_the_chief_in_one_line.__name__
 
 
 @pytest.fixture
