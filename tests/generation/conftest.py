@@ -4,6 +4,7 @@ import pytest
 
 from keras_lowrank.generation import export_generator
 from tests.generation import tiny_lms
+from tests.generation.references import References
 
 PREFILL_LENGTHS = (8, 16)
 
@@ -17,8 +18,25 @@ def tiny_models():
 
 
 @pytest.fixture(scope="session")
-def generators(tiny_models, tmp_path_factory):
-    """`generators(name, format)`: (report, path), exported once a session."""
+def tiny_references():
+    """`tiny_references(model, max_length)`: Keras' greedy generation of a
+    session model (`tiny_models`), each prompt computed once
+    (`references.SharedReference`)."""
+    return References()
+
+
+@pytest.fixture(scope="module")
+def references():
+    """As `tiny_references`, for the models of one test module."""
+    return References()
+
+
+@pytest.fixture(scope="session")
+def generators(tiny_models, tiny_references, tmp_path_factory):
+    """`generators(name, format)`: (report, path), exported once a session.
+
+    The LiteRT and ONNX exports of a model check against one Keras
+    reference: the same greedy tokens, generated once."""
     folder = tmp_path_factory.mktemp("generators")
     done = {}
 
@@ -26,9 +44,10 @@ def generators(tiny_models, tmp_path_factory):
         if (name, format) not in done:
             path = folder / f"{name}.{format}"
             options = {"prefill_lengths": PREFILL_LENGTHS} if format == "tflite" else {}
+            model = tiny_models[name]
             report = export_generator(
-                tiny_models[name], path, format,
-                max_length=tiny_lms.MAX_LENGTH, **options,
+                model, path, format, max_length=tiny_lms.MAX_LENGTH,
+                reference=tiny_references(model, tiny_lms.MAX_LENGTH), **options,
             )
             done[name, format] = (report, str(path))
         return done[name, format]

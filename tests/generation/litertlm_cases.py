@@ -16,8 +16,14 @@ def word_ids(text):
     return [int(word[1:]) for word in text.split()]
 
 
-def keras_tokens(model, prompt):
-    """Keras' greedy ids after `[start] + prompt`, cut at the stop token."""
-    tokens = greedy_reference(model, [1] + word_ids(prompt), NEW_TOKENS,
-                              max_length=MAX_LENGTH).tokens
+def keras_tokens(model, prompt, reference=None):
+    """Keras' greedy ids after `[start] + prompt`, cut at the stop token;
+    from `reference` (a `GreedyReference` of `model` on MAX_LENGTH
+    positions, e.g. a shared one) where given."""
+    ids = [1] + word_ids(prompt)
+    if reference is None:
+        tokens = greedy_reference(model, ids, NEW_TOKENS, max_length=MAX_LENGTH).tokens
+    else:
+        assert reference.model is model and reference.max_length == MAX_LENGTH
+        tokens = reference(ids, NEW_TOKENS).tokens
     return list(tokens[:tokens.index(2)] if 2 in tokens else tokens)

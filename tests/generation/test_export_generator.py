@@ -18,6 +18,7 @@ from keras_lowrank.generation.cached_causal_lm import cache_shape
 from keras_lowrank.generation.keras_reference import GreedyReference
 from tests.generation import tiny_lms
 from tests.generation.conftest import PREFILL_LENGTHS
+from tests.generation.references import SharedReference
 from tests.tiny_models import random_factors
 
 FORMATS = ("tflite", "onnx")
@@ -71,12 +72,12 @@ def test_onnx_artifact_has_the_cache_as_input_and_output(generators, name):
                 and len(i.dims) > 1 and np.prod(i.dims) > 1000]
 
 
-def test_runtime_alone_reproduces_keras(tiny_models, generators):
-    """The artifacts, loaded again, against a fresh Keras reference on a
-    prompt that fills the cache: generation stops when it is full."""
+def test_runtime_alone_reproduces_keras(tiny_models, tiny_references, generators):
+    """The artifacts, loaded again, against Keras on a prompt of this
+    test's own that fills the cache: generation stops when it is full."""
     model = tiny_models["llama"]
     prompt = list(range(3, 3 + 60))  # 60 of 64 positions
-    expected = greedy_reference(model, prompt, 32, tiny_lms.MAX_LENGTH).tokens
+    expected = tiny_references(model, tiny_lms.MAX_LENGTH).tokens(prompt, 32)
     assert len(expected) == 64 - 60 + 1
     for format in FORMATS:
         result = load_generator(generators("llama", format)[1]).greedy(prompt, 32)
@@ -104,24 +105,38 @@ def test_adapters_are_merged(tmp_path):
     base = tiny_lms.llama()
     adapted = random_factors(klr.add_adapters(base, rank=4), 3)
     prompt = [3, 9, 27, 11]
-    adapted_tokens = greedy_reference(adapted, prompt, 16, 32).tokens
+    # The export's check runs the adapted model (unmerged) in Keras: the
+    # same reference, its tokens generated once.
+    reference = SharedReference(adapted, 32)
+    adapted_tokens = reference.tokens(prompt, 16)
     assert adapted_tokens != greedy_reference(base, prompt, 16, 32).tokens
     path = tmp_path / "adapted.tflite"
     report = export_generator(adapted, path, "tflite", max_length=32,
                               prefill_lengths=(8,), prompts=[prompt],
-                              max_new_tokens=16)
+                              max_new_tokens=16, reference=reference)
     assert report.tokens_matching == 16
     assert load_generator(path).greedy(prompt, 16).tokens == adapted_tokens
     assert klr.adapter_paths(adapted)
 
 
-def test_text_prompts_and_stop_tokens(tiny_models, word_tokenizer, tmp_path):
-    path = tmp_path / "lm.onnx"
+@pytest.fixture(scope="module")
+def text_export(tiny_models, word_tokenizer, tmp_path_factory):
+    """A Llama ONNX generator checked on text prompts, with stop tokens,
+    against a `reference` the caller made: one export for the two tests
+    below."""
+    model = tiny_models["llama"]
+    path = tmp_path_factory.mktemp("text") / "lm.onnx"
+    reference = SharedReference(model, 32)
     report = export_generator(
-        tiny_models["llama"], path, "onnx", max_length=32,
+        model, path, "onnx", max_length=32,
         tokenizer=word_tokenizer, prompts=["w5 w6 w7", "w40"], max_new_tokens=8,
-        stop_token_ids=(2,),
+        stop_token_ids=(2,), reference=reference,
     )
+    return report, path, reference
+
+
+def test_text_prompts_and_stop_tokens(text_export):
+    report, path, _ = text_export
     assert report.prompt_lengths == (3, 1) and report.tokens_matching == 16
     assert "greedy tokens equal to Keras: 16/16 (2/2 prompts" in str(report)
     assert report.to_dict()["spec"]["stop_token_ids"] == (2,)
@@ -220,15 +235,14 @@ def test_refuses_bad_arguments(tmp_path, tiny_models, kwargs, pattern):
     _refused(tmp_path, ValueError, pattern, tiny_models["llama"], **kwargs)
 
 
-def test_a_given_reference_is_used_and_checked(tmp_path, tiny_models):
+def test_a_given_reference_is_used_and_checked(tmp_path, tiny_models, text_export):
     model = tiny_models["llama"]
     reference = GreedyReference(model, cache_shape(model, 32))
-    written = tmp_path / "written"
-    written.mkdir()
-    report = export_generator(model, written / "lm.onnx", "onnx", max_length=32,
-                              prompts=[[3, 9, 27]], max_new_tokens=8,
-                              reference=reference)
-    assert report.tokens_compared == report.tokens_matching == 8
+    # `text_export` was checked against its caller's reference, which
+    # generated the export's two prompts (and nothing else).
+    report, _, given = text_export
+    assert given.generated == [((5, 6, 7), 8), ((40,), 8)]
+    assert report.tokens_compared == report.tokens_matching == 16
     refused = tmp_path / "refused"
     refused.mkdir()
     _refused(refused, ValueError, r"`reference` must run the exported model on "
@@ -261,7 +275,7 @@ def test_dispatch_export_takes_causal_lms_in_generation_formats(tiny_models, tmp
     report = dispatch_export(model, tmp_path / "lm.onnx", "onnx", verify=False)
     assert not report.verified and report.spec.max_length == 256
     assert load_generator(tmp_path / "lm.onnx").spec == report.spec
-    # GPT-2 embeds 64 positions: the cache takes them all, not 256.
-    report = dispatch_export(tiny_models["gpt2"], tmp_path / "gpt2.onnx", "onnx",
-                             verify=False)
-    assert report.spec.max_length == tiny_lms.MAX_LENGTH
+    # GPT-2's cache of its 64 learned positions, not 256: through the same
+    # hook, test_export_hook.test_cli_export_of_a_causal_lm_file (written
+    # and loaded) and test_runtime_formats.
+    # test_the_hook_passes_tokenizer_to_export_generator.

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from keras_lowrank.generation import greedy_reference
 from tests.generation import tiny_lms
+from tests.generation.references import SharedReference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "export", "generate.py")
@@ -49,15 +49,17 @@ def test_the_prelude_blocks_tensorflow_and_the_package(tmp_path):
 
 
 @pytest.mark.parametrize("format", ["tflite", "onnx"])
-def test_text_in_greedy_text_out(generators, tiny_models, word_tokenizer, format):
+def test_text_in_greedy_text_out(generators, tiny_models, tiny_references,
+                                 word_tokenizer, format):
     prompt = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
     result = _run(generators("llama", format)[1], "--tokenizer", word_tokenizer,
                   "--prompt", tiny_lms.words(prompt), "--max-new-tokens", 12,
                   "--stats")
     assert result.returncode == 0, result.stderr
-    expected = greedy_reference(tiny_models["llama"], prompt, 12, tiny_lms.MAX_LENGTH)
+    # Keras' greedy tokens (`greedy_reference`), generated once for both formats.
+    expected = tiny_references(tiny_models["llama"], tiny_lms.MAX_LENGTH).tokens(prompt, 12)
     # The word tokenizer's specials (ids 0-2) are dropped from the text.
-    words = tiny_lms.words(t for t in expected.tokens if t > 2)
+    words = tiny_lms.words(t for t in expected if t > 2)
     assert result.stdout == words + "\n"
     assert "prompt 18 tokens, 12 generated (max_new_tokens); time to first " \
            "token " in result.stderr
@@ -72,23 +74,30 @@ def test_text_starts_with_the_start_token(tiny_models, word_tokenizer, tmp_path)
 
     model, text = tiny_models["llama"], tiny_lms.words([7, 8, 9])
     path = tmp_path / "lm.onnx"
+    # One Keras reference for the export's check and this test's tokens.
+    reference = SharedReference(model, 32)
     report = export_generator(model, path, "onnx", max_length=32,
                               tokenizer=word_tokenizer, prompts=[text],
-                              max_new_tokens=8, start_token_id=1)
+                              max_new_tokens=8, start_token_id=1,
+                              reference=reference)
     assert report.prompt_lengths == (4,) and report.tokens_matching == 8
     assert load_generator(path).spec.start_token_id == 1
     result = _run(path, "--tokenizer", word_tokenizer, "--prompt", text,
                   "--max-new-tokens", 8, "--stats")
     assert result.returncode == 0, result.stderr
-    expected = greedy_reference(model, [1, 7, 8, 9], 8, 32).tokens
-    assert expected != greedy_reference(model, [7, 8, 9], 8, 32).tokens
+    expected = reference.tokens([1, 7, 8, 9], 8)
+    assert expected != reference.tokens([7, 8, 9], 8)
     assert result.stdout == tiny_lms.words(t for t in expected if t > 2) + "\n"
     assert "prompt 4 tokens, 8 generated" in result.stderr
 
 
+# The refusals read the artifact's spec, whatever the family: they run on
+# the Llama generators the tests above use, so that this file needs two
+# exports where it runs apart from test_export_generator (an xdist worker
+# of its own), not five.
 @pytest.mark.parametrize("format", ["tflite", "onnx"])
 def test_refuses_a_prompt_longer_than_the_cache(generators, word_tokenizer, format):
-    path = generators("gpt2", format)[1]
+    path = generators("llama", format)[1]
     result = _run(path, "--tokenizer", word_tokenizer,
                   "--prompt", tiny_lms.words([5] * 65))
     assert result.returncode == 2 and result.stdout == ""
@@ -100,7 +109,7 @@ def test_refuses_a_prompt_longer_than_the_cache(generators, word_tokenizer, form
 
 def test_refuses_a_tokenizer_of_another_model(generators, tmp_path):
     other = tiny_lms.write_word_tokenizer(tmp_path / "other.json", size=500)
-    result = _run(generators("gemma", "onnx")[1], "--tokenizer", other,
+    result = _run(generators("llama", "onnx")[1], "--tokenizer", other,
                   "--prompt", "w5")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1

@@ -13,7 +13,6 @@ import pytest
 
 from keras_lowrank.generation import GenerationVerificationError
 from keras_lowrank.generation import PromptTooLongError
-from keras_lowrank.generation import greedy_reference
 from keras_lowrank.generation.cached_causal_lm import cache_shape
 from keras_lowrank.generation.keras_reference import GreedyReference
 from keras_lowrank.generation.litertlm_bundle import read_bundle_metadata
@@ -60,8 +59,9 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def bundles(models, tokenizer, tmp_path_factory):
-    """`bundles(name)`: (report, path) of a float bundle, built once."""
+def bundles(models, references, tokenizer, tmp_path_factory):
+    """`bundles(name)`: (report, path) of a float bundle, built once,
+    checked against the model's shared Keras reference (`references`)."""
     folder = tmp_path_factory.mktemp("bundles")
 
     @functools.cache
@@ -70,7 +70,8 @@ def bundles(models, tokenizer, tmp_path_factory):
         return export_litertlm(
             models[name], path, max_length=MAX_LENGTH,
             prefill_lengths=PREFILL, tokenizer=tokenizer, prompts=PROMPTS,
-            max_new_tokens=NEW_TOKENS), path
+            max_new_tokens=NEW_TOKENS,
+            reference=references(models[name], MAX_LENGTH)), path
 
     return get
 
@@ -91,12 +92,14 @@ def int8(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma", "gpt2"])
-def test_float_bundle_generates_keras_tokens_in_the_engine(name, models, bundles):
+def test_float_bundle_generates_keras_tokens_in_the_engine(name, models, bundles,
+                                                           references):
     report, path = bundles(name)
+    reference = references(models[name], MAX_LENGTH)
     with open_engine(path, MAX_LENGTH) as engine:
         for prompt in PROMPTS:
             text, _ = greedy_text(engine, prompt, NEW_TOKENS)
-            assert word_ids(text) == keras_tokens(models[name], prompt)
+            assert word_ids(text) == keras_tokens(models[name], prompt, reference)
     assert report.tokens_matching == report.tokens_compared > 0
     assert report.prompts_matching == 2 and report.prompt_lengths == (4, 12)
     assert report.conversation_matching is True
@@ -105,7 +108,8 @@ def test_float_bundle_generates_keras_tokens_in_the_engine(name, models, bundles
     assert f"{report.tokens_matching}/{report.tokens_compared}" in str(report)
 
 
-def test_the_conversation_api_applies_the_models_chat_template(models, bundles):
+def test_the_conversation_api_applies_the_models_chat_template(models, bundles,
+                                                              references):
     _, path = bundles("llama")
     with open_engine(path, MAX_LENGTH) as engine:
         conversation = engine.create_conversation(
@@ -115,8 +119,8 @@ def test_the_conversation_api_applies_the_models_chat_template(models, bundles):
     # The template as transformers renders it: "<bos>w3 user w9 w10 w4 w5",
     # the unknown word `user` as id 0: the start token 1 once, not twice
     # (the runtime's, and the template's text).
-    tokens = greedy_reference(models["llama"], [1, 3, 0, 9, 10, 4, 5],
-                              NEW_TOKENS, max_length=MAX_LENGTH).tokens
+    tokens = references(models["llama"], MAX_LENGTH).tokens(
+        [1, 3, 0, 9, 10, 4, 5], NEW_TOKENS)
     expected = list(tokens[:tokens.index(2)] if 2 in tokens else tokens)
     assert word_ids(reply) == expected and expected
 

@@ -95,23 +95,28 @@ def test_base_bundle_takes_the_runtime_lora_inputs(bundle):
     assert report.prompts_matching == 2
 
 
-def test_zero_adapter_gives_the_base_model(base_lm, bundle, folder):
+def test_zero_adapter_gives_the_base_model(base_lm, bundle, folder, references):
     _, path = bundle
     lora = str(folder / "zero.lora.tflite")
     size = write_litertlm_base_adapter(path, lora)
     assert size % 4096 == 0
-    expected = [keras_tokens(base_lm, p) for p in PROMPTS]
+    # Keras' tokens of each model from its shared reference (`references`).
+    expected = [keras_tokens(base_lm, p, references(base_lm, MAX_LENGTH))
+                for p in PROMPTS]
     assert _engine_tokens(path, lora) == expected
 
 
 @pytest.mark.parametrize("name", ["r4", "r8"])
-def test_adapter_file_equals_its_adapted_model(name, adapted, base_lm, bundle, folder):
+def test_adapter_file_equals_its_adapted_model(name, adapted, base_lm, bundle, folder,
+                                               references):
     _, path = bundle
     lora = str(folder / f"{name}.lora.tflite")
     size = write_litertlm_adapter(adapted[name], path, lora)
     assert size % 4096 == 0
-    expected = [keras_tokens(adapted[name], p) for p in PROMPTS]
-    assert expected != [keras_tokens(base_lm, p) for p in PROMPTS]
+    model = adapted[name]
+    expected = [keras_tokens(model, p, references(model, MAX_LENGTH)) for p in PROMPTS]
+    assert expected != [keras_tokens(base_lm, p, references(base_lm, MAX_LENGTH))
+                        for p in PROMPTS]
     assert _engine_tokens(path, lora) == expected
 
 

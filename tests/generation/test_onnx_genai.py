@@ -20,7 +20,6 @@ import pytest
 from keras_lowrank.generation.generation_verification import GenerationVerificationError
 from keras_lowrank.generation.generator_loop import PromptTooLongError
 from keras_lowrank.generation.keras_reference import ReferenceGeneration
-from keras_lowrank.generation.keras_reference import greedy_reference
 from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.generation.onnx_genai_check import GenAITokenizer
 from keras_lowrank.generation.onnx_genai_export import export_onnx_genai
@@ -68,17 +67,20 @@ def tokenizer(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def export(tiny_models, tokenizer, tmp_path_factory):
-    """`export(name)`: (report, folder), each model built once."""
+def export(tiny_models, tiny_references, tokenizer, tmp_path_factory):
+    """`export(name)`: (report, folder), each model built once, checked
+    against the model's shared Keras reference (`tiny_references`)."""
     root = tmp_path_factory.mktemp("genai")
 
     @functools.cache
     def get(name):
         folder = str(root / name)
+        model = tiny_models[name]
         return export_onnx_genai(
-            tiny_models[name], folder, max_length=MAX_LENGTH,
+            model, folder, max_length=MAX_LENGTH,
             tokenizer=tokenizer, start_token_id=START, prompts=PROMPTS,
-            max_new_tokens=NEW_TOKENS), folder
+            max_new_tokens=NEW_TOKENS,
+            reference=tiny_references(model, MAX_LENGTH)), folder
 
     return get
 
@@ -95,14 +97,15 @@ def _until_stop(tokens):
 
 # === The folder runs in GenAI and generates Keras' tokens ===
 
-def test_llama_folder_generates_keras_greedy_tokens(export, tiny_models, tokenizer):
+def test_llama_folder_generates_keras_greedy_tokens(export, tiny_models,
+                                                   tiny_references, tokenizer):
     report, folder = export("llama")
     generator = GenAIGenerator(folder)
+    reference = tiny_references(tiny_models["llama"], MAX_LENGTH)
     for text in PROMPTS:
         ids = _keras_ids(tokenizer, text)
         new_tokens = min(NEW_TOKENS, MAX_LENGTH - len(ids))
-        keras_tokens = greedy_reference(
-            tiny_models["llama"], ids, new_tokens, MAX_LENGTH).tokens
+        keras_tokens = reference.tokens(ids, new_tokens)
         genai_tokens = generator.greedy(ids, new_tokens).tokens
         assert list(genai_tokens) == _until_stop(list(keras_tokens))
         assert len(genai_tokens) >= 1

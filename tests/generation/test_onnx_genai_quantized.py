@@ -14,8 +14,6 @@ import pytest
 
 from keras_lowrank.generation import check_runtime_arguments
 from keras_lowrank.generation.generation_verification import GenerationVerificationError
-from keras_lowrank.generation.keras_reference import GreedyReference
-from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.generation.onnx_genai_export import export_onnx_genai
 from tests.generation.test_onnx_genai import write_letter_tokenizer
@@ -51,8 +49,9 @@ def tokenizer(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(model):
-    return GreedyReference(model, cached_causal_lm.cache_shape(model, MAX_LENGTH))
+def reference(model, references):
+    # Every export checks the same prompts: Keras generates them once.
+    return references(model, MAX_LENGTH)
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,19 @@ def float_litert(model, tmp_path_factory):
                             prefill_lengths=(8, 16), verify=False)
 
 
-def test_litert_dynamic_int8_reports_token_agreement(model, float_litert, tmp_path):
+@pytest.fixture(scope="module")
+def reference(model, references):
+    """Keras' greedy generation on the 64-position cache, shared by the
+    LiteRT exports' checks: the same 8 default prompts, generated once."""
+    return references(model, MAX_LENGTH)
+
+
+def test_litert_dynamic_int8_reports_token_agreement(model, reference, float_litert,
+                                                     tmp_path):
     path = tmp_path / "lm_int8.tflite"
     report = export_generator(model, path, "tflite", max_length=MAX_LENGTH,
-                              prefill_lengths=(8, 16), quantize="dynamic")
+                              prefill_lengths=(8, 16), quantize="dynamic",
+                              reference=reference)
     # A random tiny model has near-tied logits. Free running, measured
     # 158/256 (0.617): 3 of 8 prompts whole, the others part from Keras at a
     # near tie and stay apart; fed Keras' continuations, the next token is
@@ -70,12 +79,13 @@ def _decode_weight_types(path):
     return counts
 
 
-def test_layers_kept_in_float(model, float_litert, tmp_path):
+def test_layers_kept_in_float(model, reference, float_litert, tmp_path):
     path = tmp_path / "lm_int8.tflite"
     report = export_generator(model, path, "tflite", max_length=MAX_LENGTH,
                               prefill_lengths=(8, 16), quantize="dynamic",
                               keep_float=("feedforward_output_dense",
-                                          "token_embedding"))
+                                          "token_embedding"),
+                              reference=reference)
     # Two layers of six weight matrices (query and output share one), and
     # the head (the tied token_embedding): the two down projections and the
     # head stay in float. Measured: next-token agreement 251/256 (249 with
@@ -99,7 +109,7 @@ def test_onnx_dynamic_int8_through_klr_export(model, tmp_path):
     assert load_generator(path).spec == report.spec
 
 
-def test_below_min_agreement_nothing_is_written(model, tmp_path):
+def test_below_min_agreement_nothing_is_written(model, reference, tmp_path):
     path = tmp_path / "lm.tflite"
     with pytest.raises(GenerationVerificationError,
                        match=r"quantized artifact's next token agrees with "
@@ -109,7 +119,7 @@ def test_below_min_agreement_nothing_is_written(model, tmp_path):
                        ) as info:
         export_generator(model, path, "tflite", max_length=MAX_LENGTH,
                          prefill_lengths=(8, 16), quantize="dynamic",
-                         min_agreement=0.99)
+                         min_agreement=0.99, reference=reference)
     assert "\n" not in str(info.value)
     assert not os.listdir(tmp_path)
 
@@ -130,7 +140,10 @@ def test_below_min_agreement_nothing_is_written(model, tmp_path):
     ({"quantize": "dynamic", "keep_float": ("feedforward_outptu_dense",)},
      r"\['feedforward_outptu_dense'\] match no FULLY_CONNECTED or GATHER op"),
 ])
-def test_refuses_bad_quantize_arguments(model, tmp_path, kwargs, pattern):
+def test_refuses_bad_quantize_arguments(model, reference, tmp_path, kwargs, pattern):
+    # A keep_float pattern is matched against the converted graph: that
+    # case converts, after Keras' tokens for the check (the shared ones).
     with pytest.raises(ValueError, match=pattern):
-        export_generator(model, tmp_path / "lm.tflite", "tflite", **kwargs)
+        export_generator(model, tmp_path / "lm.tflite", "tflite",
+                         max_length=MAX_LENGTH, reference=reference, **kwargs)
     assert not os.listdir(tmp_path)

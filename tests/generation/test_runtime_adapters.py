@@ -10,7 +10,6 @@ import pytest
 
 import keras_lowrank as klr
 from keras_lowrank.generation import export_generator
-from keras_lowrank.generation import greedy_reference
 from keras_lowrank.generation import load_generator
 from keras_lowrank.generation import write_runtime_adapter
 from tests.generation import tiny_lms
@@ -39,23 +38,44 @@ def _options(format):
     return {**options, "prefill_lengths": (8,)} if format == "tflite" else options
 
 
-@pytest.mark.parametrize("format", ["tflite", "onnx"])
-def test_two_adapters_switched_in_one_artifact(models, tmp_path, format):
+@pytest.fixture(scope="module")
+def artifacts(models, references, tmp_path_factory):
+    """`artifacts(format)`: `(report, base, merged)`, each exported once and
+    shared by the tests: the verified base artifact of task a (runtime
+    adapters) and `{task: path}` of each task's merged export."""
     base, task_a, task_b = models
-    path = tmp_path / f"base.{format}"
-    report = export_generator(task_a, path, format, runtime_adapters=True,
-                              **_options(format))
+    folder = tmp_path_factory.mktemp("runtime_adapters")
+    done = {}
+
+    def get(format):
+        if format not in done:
+            path = folder / f"base.{format}"
+            report = export_generator(
+                task_a, path, format, runtime_adapters=True,
+                reference=references(task_a, MAX_LENGTH), **_options(format))
+            merged = {}
+            for name, model in (("a", task_a), ("b", task_b)):
+                merged[name] = folder / f"merged_{name}.{format}"
+                export_generator(model, merged[name], format, verify=False,
+                                 **_options(format))
+            done[format] = report, path, merged
+        return done[format]
+
+    return get
+
+
+@pytest.mark.parametrize("format", ["tflite", "onnx"])
+def test_two_adapters_switched_in_one_artifact(models, artifacts, references,
+                                               tmp_path, format):
+    base, task_a, task_b = models
+    report, path, merged_paths = artifacts(format)
     assert report.tokens_compared == report.tokens_matching == 8 * NEW_TOKENS
     assert [entry[0] for entry in report.spec.adapters] == klr.adapter_paths(task_a)
     assert report.spec.adapters[0][1:] == (16, 4, 16, 2.0)
     sizes = {name: write_runtime_adapter(model, path, tmp_path / f"{name}.npz")
              for name, model in (("a", task_a), ("b", task_b))}
-    merged = {}
-    for name, model in (("a", task_a), ("b", task_b)):
-        merged_path = tmp_path / f"merged_{name}.{format}"
-        export_generator(model, merged_path, format, verify=False,
-                         **_options(format))
-        merged[name] = load_generator(merged_path)
+    merged = {name: load_generator(merged_path)
+              for name, merged_path in merged_paths.items()}
     generator = load_generator(path)  # loaded once, adapters switched
     for name in ("a", "b", "a"):
         generator.load_adapter(tmp_path / f"{name}.npz")
@@ -68,7 +88,7 @@ def test_two_adapters_switched_in_one_artifact(models, tmp_path, format):
     generator.load_adapter(None)  # zeros: the base model
     for prompt in PROMPTS:
         assert (generator.greedy(prompt, NEW_TOKENS).tokens
-                == greedy_reference(base, prompt, NEW_TOKENS, MAX_LENGTH).tokens)
+                == references(base, MAX_LENGTH).tokens(prompt, NEW_TOKENS))
     # What an app downloads per task: 4 layers x (16x4 + 4x16) float32 =
     # 2,048 bytes of factors (task b's rank 2 padded to 4), plus the .npz
     # headers; measured 3,798 bytes against the merged model's size.
@@ -78,25 +98,24 @@ def test_two_adapters_switched_in_one_artifact(models, tmp_path, format):
     assert report.size_bytes > 20 * sizes["a"]
 
 
-def test_generate_script_feeds_an_adapter_without_tensorflow(models, tmp_path,
+def test_generate_script_feeds_an_adapter_without_tensorflow(models, artifacts,
+                                                            references, tmp_path,
                                                             word_tokenizer):
     from tests.generation.test_generate_script import _run
 
     base, task_a, task_b = models
-    path = tmp_path / "base.tflite"
-    export_generator(task_a, path, "tflite", runtime_adapters=True,
-                     verify=False, max_length=MAX_LENGTH, prefill_lengths=(8,))
+    _, path, _ = artifacts("tflite")
     write_runtime_adapter(task_b, path, tmp_path / "b.npz")
     prompt = [7, 8, 9, 10]
     for adapter, model in ((["--adapter", tmp_path / "b.npz"], task_b), ([], base)):
         result = _run(path, "--tokenizer", word_tokenizer, "--prompt",
                       tiny_lms.words(prompt), "--max-new-tokens", 10, *adapter)
         assert result.returncode == 0, result.stderr
-        expected = greedy_reference(model, prompt, 10, MAX_LENGTH).tokens
+        expected = references(model, MAX_LENGTH).tokens(prompt, 10)
         assert result.stdout == tiny_lms.words(t for t in expected if t > 2) + "\n"
 
 
-def test_refusals(models, tmp_path):
+def test_refusals(models, artifacts, tmp_path):
     base, task_a, _ = models
     with pytest.raises(ValueError, match=r"runtime_adapters=True needs a model "
                        r"with LoRA adapters .*Llama3CausalLM has none"):
@@ -109,9 +128,7 @@ def test_refusals(models, tmp_path):
         export_generator(dora, tmp_path / "x.tflite", "tflite",
                          runtime_adapters=True, max_length=MAX_LENGTH)
     assert not os.listdir(tmp_path)
-    path = tmp_path / "base.onnx"
-    export_generator(task_a, path, "onnx", runtime_adapters=True, verify=False,
-                     max_length=MAX_LENGTH)
+    _, path, merged_paths = artifacts("onnx")
     wide = _adapted(base, 5, 8, 8.0)
     with pytest.raises(ValueError, match=r"adapter's rank 8 is above the "
                        r"artifact's 4"):
@@ -125,11 +142,10 @@ def test_refusals(models, tmp_path):
                        r"finite float32 of shape \(16, 4\)"):
         generator.load_adapter({**generator.adapter,
                                 "lora_a_0": np.zeros((16, 2), np.float32)})
-    merged = tmp_path / "merged.onnx"
-    export_generator(task_a, merged, "onnx", verify=False, max_length=MAX_LENGTH)
+    merged = merged_paths["a"]
     with pytest.raises(ValueError, match=r"exported without runtime_adapters="
                        r"True: it takes no adapter"):
         load_generator(merged).load_adapter(None)
     with pytest.raises(ValueError, match=r"without runtime_adapters=True"):
         write_runtime_adapter(task_a, merged, tmp_path / "a.npz")
-    assert sorted(os.listdir(tmp_path)) == ["base.onnx", "merged.onnx"]
+    assert not os.listdir(tmp_path)

@@ -19,7 +19,6 @@ import pytest
 
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation.cached_causal_lm import cache_shape
-from keras_lowrank.generation.keras_reference import greedy_reference
 from keras_lowrank.generation.litertlm_check import greedy_text
 from keras_lowrank.generation.litertlm_check import open_engine
 from keras_lowrank.generation.litertlm_export import export_litertlm
@@ -63,7 +62,15 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def bundles(models, tmp_path_factory):
+def keras_reference(models, references):
+    """`keras_reference(name)`: Keras' greedy generation of the family's
+    model on MAX_LENGTH positions, shared by its bundle's check, its GenAI
+    folder's check and the tests (each prompt generated once)."""
+    return lambda name: references(models[name], MAX_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def bundles(models, keras_reference, tmp_path_factory):
     """`bundles(name)`: (report, path) of a float `.litertlm`, built once."""
     folder = tmp_path_factory.mktemp("bundles")
     tokenizer = _tokenizer_folder(folder, tiny_lms.VOCAB)
@@ -74,7 +81,8 @@ def bundles(models, tmp_path_factory):
         return export_litertlm(
             models[name], path, max_length=MAX_LENGTH,
             prefill_lengths=PREFILL, tokenizer=tokenizer,
-            prompts=WORD_PROMPTS, max_new_tokens=NEW_TOKENS), path
+            prompts=WORD_PROMPTS, max_new_tokens=NEW_TOKENS,
+            reference=keras_reference(name)), path
 
     return get
 
@@ -85,7 +93,7 @@ def letters(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folders(models, letters, tmp_path_factory):
+def folders(models, letters, keras_reference, tmp_path_factory):
     """`folders(name)`: (report, folder) of a GenAI folder, built once."""
     root = tmp_path_factory.mktemp("genai")
 
@@ -95,7 +103,7 @@ def folders(models, letters, tmp_path_factory):
         return export_onnx_genai(
             models[name], folder, max_length=MAX_LENGTH, tokenizer=letters,
             start_token_id=START, prompts=LETTER_PROMPTS,
-            max_new_tokens=NEW_TOKENS), folder
+            max_new_tokens=NEW_TOKENS, reference=keras_reference(name)), folder
 
     return get
 
@@ -120,12 +128,13 @@ def _until_stop(tokens):
 # === Token for token with Keras, in each runtime ===
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_litertlm_bundle_generates_keras_tokens(name, models, bundles):
+def test_litertlm_bundle_generates_keras_tokens(name, models, bundles,
+                                               keras_reference):
     report, path = bundles(name)
     with open_engine(path, MAX_LENGTH) as engine:
         for prompt in WORD_PROMPTS:
             text, _ = greedy_text(engine, prompt, NEW_TOKENS)
-            expected = keras_tokens(models[name], prompt)
+            expected = keras_tokens(models[name], prompt, keras_reference(name))
             assert _engine_ids(text) == expected and expected
     assert report.tokens_matching == report.tokens_compared > 0
     assert report.prompts_matching == 2 and report.prompt_lengths == (4, 12)
@@ -134,13 +143,14 @@ def test_litertlm_bundle_generates_keras_tokens(name, models, bundles):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_genai_folder_generates_keras_tokens(name, models, folders, letters):
+def test_genai_folder_generates_keras_tokens(name, folders, letters,
+                                            keras_reference):
     report, folder = folders(name)
     generator = GenAIGenerator(folder)
     for text in LETTER_PROMPTS:
         ids = _letter_ids(letters, text)
         new_tokens = min(NEW_TOKENS, MAX_LENGTH - len(ids))
-        expected = greedy_reference(models[name], ids, new_tokens, MAX_LENGTH).tokens
+        expected = keras_reference(name).tokens(ids, new_tokens)
         genai_tokens = generator.greedy(ids, new_tokens).tokens
         assert list(genai_tokens) == _until_stop(list(expected)) and genai_tokens
     assert report.tokens_matching == report.tokens_compared >= len(LETTER_PROMPTS)

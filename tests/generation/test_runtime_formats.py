@@ -18,7 +18,6 @@ from keras_lowrank.generation import LitertlmReport
 from keras_lowrank.generation import OnnxGenAIReport
 from keras_lowrank.generation import dispatch_export
 from keras_lowrank.generation import export_dispatch
-from keras_lowrank.generation import greedy_reference
 from tests import tiny_models
 from tests.generation import tiny_lms
 from tests.generation.test_litertlm import TEMPLATE
@@ -55,7 +54,8 @@ def bundle(tiny_models, word_tokenizer, tmp_path_factory):
                       tokenizer=word_tokenizer), str(path)
 
 
-def test_klr_export_writes_a_litertlm_bundle_equal_to_keras(tiny_models, bundle):
+def test_klr_export_writes_a_litertlm_bundle_equal_to_keras(tiny_models, tiny_references,
+                                                            bundle):
     from keras_lowrank.generation.litertlm_check import greedy_text
     from keras_lowrank.generation.litertlm_check import open_engine
 
@@ -71,8 +71,8 @@ def test_klr_export_writes_a_litertlm_bundle_equal_to_keras(tiny_models, bundle)
     assert report.time_to_first_token_ms > 0 and report.decode_tokens_per_s > 0
     # In the engine again, on a prompt of this test's own.
     prompt = [5, 9, 3, 40]
-    expected = list(greedy_reference(tiny_models["llama"], [1] + prompt, 8,
-                                     max_length=MAX_LENGTH).tokens)
+    expected = list(tiny_references(tiny_models["llama"], MAX_LENGTH).tokens(
+        [1] + prompt, 8))
     expected = expected[:expected.index(2)] if 2 in expected else expected
     with open_engine(path, MAX_LENGTH) as engine:
         text, _ = greedy_text(engine, tiny_lms.words(prompt), 8)
@@ -90,7 +90,7 @@ def test_klr_export_quantizes_a_bundle_dynamically(tiny_models, word_tokenizer,
     assert os.listdir(tmp_path) == ["int8.litertlm"]
 
 
-def test_klr_export_writes_a_genai_folder_equal_to_keras(tiny_models,
+def test_klr_export_writes_a_genai_folder_equal_to_keras(tiny_models, tiny_references,
                                                         letter_tokenizer, tmp_path):
     from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 
@@ -103,8 +103,7 @@ def test_klr_export_writes_a_genai_folder_equal_to_keras(tiny_models,
     assert report.context_length == MAX_LENGTH
     assert sorted(os.listdir(folder)) == sorted(report.files)
     prompt = [7, 3, 9, 11, 40]
-    expected = greedy_reference(tiny_models["llama"], prompt, 8,
-                                max_length=MAX_LENGTH).tokens
+    expected = tiny_references(tiny_models["llama"], MAX_LENGTH).tokens(prompt, 8)
     generator = GenAIGenerator(str(folder))
     tokens = generator.greedy(prompt, 8).tokens
     del generator

@@ -127,11 +127,19 @@ def classifier_artifacts(classifier, tmp_path_factory):
         classifier, folder / f"{name}.tflite", training)) for name, training in TRAINING.items()}
 
 
+# The causal LM's loss (masked, over the sequence) with SGD, compared
+# tightly, and with AdamW, which runs Adam's update (the same `_adam` of
+# on_device/optimizers.py) after its decay. Adam alone is the classifier's:
+# each optimizer and each task is compared with Keras, one trainable export
+# (~13 s) fewer.
+LM_OPTIMIZERS = ("adamw", "sgd")
+
+
 @pytest.fixture(scope="module")
 def lm_artifacts(causal_lm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("causal_lm")
     return {name: (folder / f"{name}.tflite", export_trainable(
-        causal_lm, folder / f"{name}.tflite", TRAINING[name])) for name in TRAINING}
+        causal_lm, folder / f"{name}.tflite", TRAINING[name])) for name in LM_OPTIMIZERS}
 
 
 def _check_steps(name, device, reference):
@@ -160,7 +168,7 @@ def test_classifier_steps_equal_keras(name, classifier, classifier_artifacts):
     assert report.checks.logits_max_abs_diff <= 1e-4
 
 
-@pytest.mark.parametrize("name", sorted(TRAINING))
+@pytest.mark.parametrize("name", LM_OPTIMIZERS)
 def test_causal_lm_steps_equal_keras(name, causal_lm, lm_artifacts):
     path, report = lm_artifacts[name]
     batches = lm_batches()
