@@ -239,6 +239,12 @@ def _outcome(options):
     return f"this worker wrote nothing (the chief writes --out '{options.out}')"
 
 
+# What a collective step reads when the peer's process is gone: its port
+# closed (refused, closed), or the connection dropped as the process died
+# mid-step (reset; seen when a worker is killed while others start).
+_PEER_GONE = ("Connection refused", "Socket closed", "Connection reset by peer")
+
+
 def _lost_worker_message(error, options):
     """The one line for `error`, or None when it names no peer or collective."""
     import tensorflow as tf
@@ -257,7 +263,7 @@ def _lost_worker_message(error, options):
                   "it never started, or TF_CONFIG gives another address")
     elif "stopped sending heartbeats" in text:
         reason = "it stopped sending heartbeats: it died or was killed"
-    elif "Connection refused" in text or "Socket closed" in text:
+    elif any(sign in text for sign in _PEER_GONE):
         # A step reached its address first: nothing listens there anymore.
         reason = "its address refuses connections: it died or was killed"
     elif isinstance(error, tf.errors.DeadlineExceededError):

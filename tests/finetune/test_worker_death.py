@@ -322,6 +322,27 @@ def test_a_closed_socket_names_the_chief(worker1):
             raise tf.errors.UnavailableError(None, None, message)
 
 
+def test_a_reset_connection_names_the_worker_killed_mid_step(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    chief = FinetuneOptions(out="runs/demo", distribute="multi-worker")
+    # What the chief received when worker 1 was killed while other runs
+    # started (measured): the connection dropped mid-step.
+    message = ("Collective ops is aborted by: recvmsg:Connection reset by peer\n"
+               "Additional GRPC error information from remote target "
+               "/job:worker/replica:0/task:1 while calling "
+               "/tensorflow.WorkerService/RecvBuf:\n")
+    with pytest.raises(distributed.WorkerLostError, match=(
+            r"^multi-worker training stopped: lost worker 1 \(its address "
+            r"refuses connections: it died or was killed\); nothing was "
+            r"written: --out 'runs/demo' is as it was")):
+        with distributed.worker_loss_reported(chief):
+            raise tf.errors.UnavailableError(None, None, message)
+
+
 def test_other_errors_pass_as_they_are(worker1):
     import tensorflow as tf
 
