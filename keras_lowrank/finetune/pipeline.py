@@ -172,12 +172,12 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         # What the phone artifacts need of the model, known now: refused
         # before training rather than after it.
         phone_lib.check_phone_artifacts(model, options.phone_artifacts, data.label_names)
-        preprocessor = model.preprocessor
+        to_ids = training.token_ids_function(model.preprocessor)
         splits = {
-            "train": training.tokenize(preprocessor, data.train, options.max_train_examples),
+            "train": training.tokenize(to_ids, data.train, options.max_train_examples),
             "validation": training.tokenize(
-                preprocessor, data.validation, options.max_eval_examples),
-            "test": training.tokenize(preprocessor, data.test, options.max_eval_examples),
+                to_ids, data.validation, options.max_eval_examples),
+            "test": training.tokenize(to_ids, data.test, options.max_eval_examples),
         }
         _check_training_steps(options, splits["train"], total_steps)
         trainable, total = klr.parameter_counts(model)
