@@ -12,6 +12,7 @@ import os
 
 import keras
 
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.exporters import accuracy as accuracy_lib
 from keras_lowrank.exporters.artifact_checks import check_accuracy
 from keras_lowrank.exporters.artifact_checks import check_lengths
@@ -49,6 +50,7 @@ __all__ = [
 VERIFY_ROWS = 8
 
 
+@tensorflow_compat.custom_gradients_released()
 def export(model, path, format, options=None, **fields) -> ExportReport:
     """Exports `model`, runs the artifact in its runtime and checks it.
 

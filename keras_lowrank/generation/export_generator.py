@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from keras_lowrank._compat import litert as litert_compat
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation import export_arguments as arguments
@@ -44,6 +45,7 @@ DEFAULT_MIN_AGREEMENT = 0.8
 _WRITERS = {"tflite": write_litert_generator, "onnx": write_onnx_generator}
 
 
+@tensorflow_compat.custom_gradients_released()
 def export_generator(
     causal_lm,
     path,

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_lowrank as klr
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.finetune.training import build_optimizer
 from keras_lowrank.finetune.training import learning_rate_schedule
 from keras_lowrank.lm_finetune import lm_batches
@@ -39,6 +40,7 @@ from keras_lowrank.runs.run_folder import ADAPTERS_FILE
 ACCURACY = "accuracy"
 
 
+@tensorflow_compat.custom_gradients_released()
 def finetune_lm(options: LMFinetuneOptions | None = None, *, log=print) -> dict:
     """Fine-tunes a causal LM with LoRA for generation; measures it all.
 

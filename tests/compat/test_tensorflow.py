@@ -6,6 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
+from keras_lowrank._compat import tensorflow as tensorflow_compat
+
 
 def test_configure_worker_registration_sets_a_barrier_and_a_limit():
     # In a child: the setting belongs to the process's TensorFlow context.
@@ -102,3 +106,60 @@ def test_quantize_calibrated_gives_the_debuggers_bytes(tmp_path):
         assert tensorflow_compat.quantize_calibrated(made, calibrated, ops, nodes) == expected
         results.add(expected)
     assert len(results) == 3  # each denylist changed the model
+
+
+def test_custom_gradients_released_drops_only_what_its_traces_registered():
+    import gc
+    import weakref
+
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+
+    def custom_names():
+        return {n for n in registry if n.startswith("CustomGradient-")}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32)])
+    def outside(x):
+        return tf.nn.silu(x)
+
+    outside.get_concrete_function()
+    kept = custom_names()
+    assert kept  # tf.nn.silu registers its gradient in graph mode
+    x = tf.constant(np.linspace(-3, 3, 8, dtype="float32").reshape(2, 4))
+    with tensorflow_compat.custom_gradients_released():
+        @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32)])
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.reduce_sum(tf.nn.silu(x))
+            return tape.gradient(y, x)
+
+        concrete = step.get_concrete_function()
+        assert len(custom_names()) > len(kept)  # registered during the trace
+        gradient = step(x).numpy()  # taken within the context: as usual
+        graph = weakref.ref(concrete.graph)
+    sigmoid = 1 / (1 + np.exp(-x.numpy()))
+    np.testing.assert_allclose(gradient, sigmoid * (1 + x.numpy() * (1 - sigmoid)),
+                               rtol=1e-6)
+    assert custom_names() == kept  # the earlier registrations stay
+    del step, concrete
+    gc.collect()
+    assert graph() is None  # the traced graph is freed with its function
+
+
+def test_custom_gradients_released_as_a_decorator():
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    before = set(registry)
+
+    @tensorflow_compat.custom_gradients_released()
+    def trace():
+        return tf.function(tf.nn.silu).get_concrete_function(
+            tf.TensorSpec((3,), tf.float32))
+
+    trace()
+    assert set(registry) == before
