@@ -17,7 +17,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def classifier():
     model = keras_hub.models.BertTextClassifier.from_preset(klr.presets.minilm_path(), num_classes=2)
-    model.preprocessor.sequence_length = 64
+    # 56 of the 64 first MR training sentences fit in 48 tokens (the longest
+    # has 57); 48 positions instead of 64: this file and its neighbour in
+    # tests/real took 78 s of CPU instead of 124 s (measured together).
+    model.preprocessor.sequence_length = 48
     return model
 
 
@@ -51,7 +54,7 @@ def test_fit_on_real_sentences_then_adapter_file(sentences, tmp_path):
     before = model.evaluate(texts, labels, batch_size=32, verbose=0, return_dict=True)["loss"]
     model.fit(texts, labels, batch_size=16, epochs=5, verbose=0)
     after = model.evaluate(texts, labels, batch_size=32, verbose=0, return_dict=True)["loss"]
-    assert after < before - 0.05
+    assert after < before - 0.05  # measured: 0.693 -> 0.501
     for w in model.non_trainable_weights:
         np.testing.assert_array_equal(w.numpy(), frozen[w.path])
     for w in model.trainable_weights:

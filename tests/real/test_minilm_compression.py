@@ -25,7 +25,10 @@ def classifier():
     keras.utils.set_random_seed(0)  # the head is new
     model = keras_hub.models.BertTextClassifier.from_preset(
         klr.presets.minilm_path(), num_classes=2)
-    model.preprocessor.sequence_length = 64
+    # 56 of the 64 first MR training sentences fit in 48 tokens (the longest
+    # has 57); 48 positions instead of 64: this file and its neighbour in
+    # tests/real took 78 s of CPU instead of 124 s (measured together).
+    model.preprocessor.sequence_length = 48
     return model
 
 
@@ -89,7 +92,7 @@ def test_outputs_finite_and_factors_train(classifier, compressed, sentences):
     before = model.evaluate(batch, batch_labels, verbose=0, return_dict=True)["loss"]
     model.fit(batch, batch_labels, batch_size=32, epochs=10, verbose=0)
     after = model.evaluate(batch, batch_labels, verbose=0, return_dict=True)["loss"]
-    assert after < 0.5 * before, (before, after)  # measured: 0.695 -> 0.241
+    assert after < 0.5 * before, (before, after)  # measured: 0.695 -> 0.247
     assert np.abs(left.numpy() - left_before).max() > 1e-3
     assert all(np.array_equal(w.numpy(), frozen[w.path]) for w in model.non_trainable_weights)
 
