@@ -146,8 +146,11 @@ def cache_shape(model, max_length) -> tuple:
     """The shape of `model`'s cache for batch 1 and `max_length` positions.
 
     Learned by tracing keras-hub's `_build_cache` (no computation runs),
-    once per model: the other dimensions do not depend on the length, and
-    the trace of a 30-block model takes seconds.
+    once per model: the other dimensions do not depend on the length. The
+    trace leaves out the builder's seeding pass over the prompt
+    (`keras_hub_compat.empty_cache_builder`: milliseconds, where the whole
+    30-block SmolLM2 took 8.7 s), and traces it whole only for a builder
+    that needs its result.
 
     Raises:
         TypeError: the model's cache is not one tensor of keras-hub's layout.
@@ -167,14 +170,29 @@ def _traced(model, max_length):
 
 def _trace_cache_shape(model, max_length):
     """`(shape, per_layer)` of `model`'s cache at `max_length` positions."""
-    builder = keras_hub_compat.cache_builder(model)
+    empty = keras_hub_compat.empty_cache_builder(model)
+    if empty is not None:
+        try:
+            return _checked_shape(model, _built_cache(empty, max_length), max_length)
+        except (TypeError, ValueError, AttributeError):
+            pass  # a builder that reads the seeding pass's outputs
+    return _checked_shape(
+        model, _built_cache(keras_hub_compat.cache_builder(model), max_length),
+        max_length)
+
+
+def _built_cache(builder, max_length):
+    """The symbolic cache `builder` returns for a (1, max_length) prompt."""
     # Inputs after `token_ids` (Gemma 3's image inputs) stay None: text only.
     others = len(inspect.signature(builder).parameters) - 1
     build_cache = tf.function(lambda token_ids: builder(token_ids, *[None] * others))
     outputs = build_cache.get_concrete_function(
         tf.TensorSpec((1, max_length), tf.int32))
     cache = outputs.structured_outputs
-    cache = cache[1] if isinstance(cache, (tuple, list)) and len(cache) == 2 else None
+    return cache[1] if isinstance(cache, (tuple, list)) and len(cache) == 2 else None
+
+
+def _checked_shape(model, cache, max_length):
     per_layer = _is_per_layer(cache)
     shape = _per_layer_shape(cache) if per_layer else (
         None if cache is None else tuple(cache.shape))
@@ -237,6 +255,29 @@ def call_with_cache(model, token_ids, cache, cache_update_index):
         token_ids, _to_model_cache(model, cache), cache_update_index
     )
     return logits, _from_model_cache(next_cache)
+
+
+def check_step_keeps_cache(model, step):
+    """Traces `step` and raises unless it returns a cache of the shape it
+    takes: the check of `cache_shape`, which reads the shape off the
+    builder's allocation (`keras_hub_compat.empty_cache_builder`).
+
+    Args:
+        model: the causal LM `step` runs (named in the message).
+        step: a `tf.function` of `(token_ids, cache, index) -> (logits,
+            cache)` (`call_with_cache`) with an `input_signature`.
+
+    Raises:
+        TypeError: naming the shape taken and the shape returned.
+    """
+    concrete = step.get_concrete_function()
+    taken = tuple(concrete.structured_input_signature[0][1].shape)
+    returned = tuple(concrete.structured_outputs[1].shape)
+    if returned != taken:
+        raise TypeError(
+            f"{type(model).__name__}.call_with_cache returns a cache of shape "
+            f"{returned} for one of {taken}; cached generation needs the "
+            "shape it is given.")
 
 
 def call_with_cache_at(model, token_ids, cache, cache_update_index, select):

@@ -28,8 +28,12 @@ class ReferenceGeneration:
 class GreedyReference:
     """Greedy generation in Keras for one model and cache length.
 
-    The decode step is one `tf.function`, traced once and reused across
-    prompts; the prompt step runs eagerly at each prompt's length.
+    The prompt step and the decode steps are one `tf.function` whose token
+    axis has no fixed length, traced once at the first call and reused
+    across prompts, as keras-hub's `generate()` runs both in its graph
+    (a 17-token SmolLM2 prompt: 0.16 s, where the eager call took 0.78 s).
+    At the first call the trace is checked to keep the cache's shape
+    (`cached_causal_lm.check_step_keeps_cache`).
 
     Args:
         model: a keras-hub CausalLM with `call_with_cache`.
@@ -40,32 +44,44 @@ class GreedyReference:
         self.model = model
         self.cache_shape = tuple(cache_shape)
         self.max_length = self.cache_shape[3]
-
-        def decode(token_ids, cache, index):
-            return cached_causal_lm.call_with_cache(model, token_ids, cache, index)
-
-        self._decode = tf.function(decode, reduce_retracing=True)
+        self._step = tf.function(
+            lambda token_ids, cache, index: cached_causal_lm.call_with_cache(
+                model, token_ids, cache, index),
+            input_signature=[tf.TensorSpec((1, None), tf.int32),
+                             tf.TensorSpec(self.cache_shape, tf.float32),
+                             tf.TensorSpec((), tf.int32)])
+        self._checked = False
 
     def __call__(self, prompt_ids, max_new_tokens) -> ReferenceGeneration:
         """Greedy tokens after `prompt_ids`, stopping only at
         `max_new_tokens` or a full cache, as `Generator.greedy` without
-        stop tokens."""
+        stop tokens.
+
+        Raises:
+            TypeError: the model's `call_with_cache` returns a cache of
+                another shape than it was given (at the first call).
+        """
+        self._check_step()
         prompt = np.asarray(prompt_ids, np.int32)[None, :]
-        cache = tf.zeros(self.cache_shape, tf.float32)
-        logits, cache = cached_causal_lm.call_with_cache(
-            self.model, tf.constant(prompt), cache, 0
-        )
+        logits, cache = self._step(
+            tf.constant(prompt), tf.zeros(self.cache_shape, tf.float32),
+            tf.constant(0, tf.int32))
         tokens, margins = [], []
         self._choose(np.asarray(logits)[0, -1], tokens, margins)
         index = prompt.shape[1]
         while len(tokens) < max_new_tokens and index < self.max_length:
-            logits, cache = self._decode(
+            logits, cache = self._step(
                 tf.constant([[tokens[-1]]], tf.int32), cache,
                 tf.constant(index, tf.int32),
             )
             self._choose(np.asarray(logits)[0, 0], tokens, margins)
             index += 1
         return ReferenceGeneration(tuple(tokens), tuple(margins))
+
+    def _check_step(self):
+        if not self._checked:
+            cached_causal_lm.check_step_keeps_cache(self.model, self._step)
+            self._checked = True
 
     @staticmethod
     def _choose(logits, tokens, margins):

@@ -115,12 +115,16 @@ class KerasGreedy:
             input_signature=[tf.TensorSpec((None, None), tf.int32),
                              tf.TensorSpec((None,) + self._cache_shape, tf.float32),
                              tf.TensorSpec((), tf.int32)])
+        self._model = model
+        self._checked = False
 
     def __call__(self, prompts, max_new_tokens, stop_token_ids=(), batch_size=8):
         """Greedy continuations: a list of lists of int, in prompt order.
 
         Raises:
             ValueError: a prompt and its new tokens do not fit the cache.
+            TypeError: the model's `call_with_cache` returns a cache of
+                another shape than it was given (at the first call).
         """
         stop = set(int(t) for t in stop_token_ids)
         results = [None] * len(prompts)
@@ -129,6 +133,9 @@ class KerasGreedy:
             raise ValueError(
                 f"A prompt of {longest} tokens and {max_new_tokens} new ones "
                 f"do not fit a cache of {self.max_length} positions.")
+        if not self._checked:
+            cached_causal_lm.check_step_keeps_cache(self._model, self._step)
+            self._checked = True
         by_length = {}
         for index, prompt in enumerate(prompts):
             by_length.setdefault(len(prompt), []).append(index)

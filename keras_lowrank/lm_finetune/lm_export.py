@@ -17,6 +17,8 @@ from keras_lowrank.generation import PromptTooLongError
 from keras_lowrank.generation import export_generator
 from keras_lowrank.generation import export_litertlm
 from keras_lowrank.generation import export_onnx_genai
+from keras_lowrank.generation.cached_causal_lm import cache_shape
+from keras_lowrank.generation.keras_reference import GreedyReference
 from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.lm_finetune import lm_evaluation
 from keras_lowrank.lm_finetune.chat_format import TOKENIZER_FILE
@@ -40,9 +42,13 @@ def lm_artifact(format) -> str:
 
 
 def export_and_measure(model, format, folder, chat, test, scored, examples,
-                       options, build):
+                       options, build, reference=None):
     """Exports a generator to `build`, then answers the test prompts with it
     in its runtime. Paths in the result name the artifact in `options.out`.
+
+    `reference`: optional `keras_reference(model, options)`, shared by a
+    run's formats: Keras' step is traced once for them all, not once per
+    format (seconds each for SmolLM2's 30 blocks).
 
     A LiteRT-LM bundle's test answers are not measured (`test_accuracy`
     None): its engine takes text and puts the start token before it, so it
@@ -75,7 +81,7 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
     def write():
         exported = export_generator(
             model, path, format, max_length=options.export_max_length,
-            prompts=verify, **check, **kwargs)
+            prompts=verify, reference=reference, **check, **kwargs)
         start = time.perf_counter()
         generated = lm_evaluation.runtime_greedy(path, prompts, new_tokens,
                                                  chat.stop_token_ids)
@@ -95,7 +101,7 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
     def write_runtime():
         texts = _user_texts(examples["test"], scored)[:VERIFY_PROMPTS] or None
         return _write_runtime(model, format, path, chat, test, scored, options,
-                              kwargs, prompts=texts, **check)
+                              kwargs, prompts=texts, reference=reference, **check)
 
     # A failed export is recorded, as the classifier's runs do: the rest of
     # the report still stands.
@@ -156,6 +162,13 @@ def _until(tokens, stop_token_ids):
     """`tokens` before the first stop token (GenAI includes it)."""
     end = next((i for i, t in enumerate(tokens) if t in stop_token_ids), len(tokens))
     return list(tokens[:end])
+
+
+def keras_reference(model, options) -> GreedyReference:
+    """Keras' greedy generation on the exports' cache (`export_max_length`
+    positions): the yardstick every format of a run is checked against."""
+    return GreedyReference(
+        model, cache_shape(model, options.export_max_length))
 
 
 def prefill_lengths(max_length):

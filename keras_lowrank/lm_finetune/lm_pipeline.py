@@ -22,6 +22,7 @@ from keras_lowrank.lm_finetune.lm_data import load_lm_data
 from keras_lowrank.lm_finetune.lm_evaluation import answer_tokens
 from keras_lowrank.lm_finetune.lm_evaluation import scored_rows
 from keras_lowrank.lm_finetune.lm_export import export_and_measure
+from keras_lowrank.lm_finetune.lm_export import keras_reference
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
 from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
 from keras_lowrank.lm_finetune.lm_report import describe_export
@@ -169,10 +170,11 @@ def _run(options, folder, chat, build, progress):
 
     with progress.stage("export") as note:
         exports = {}
+        reference = keras_reference(model, options) if options.export else None
         for format in options.export:
             exports[format] = export_and_measure(
                 model, format, folder, chat, splits["test"], scored, examples,
-                options, build)
+                options, build, reference)
             note(export_line(format, exports[format], describe_export))
 
     with progress.stage("report") as note:

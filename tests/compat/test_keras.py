@@ -5,6 +5,7 @@ Each test first checks the private Keras attribute the function relies on
 moves one, the test named after the function fails.
 """
 
+import contextlib
 import gc
 import weakref
 
@@ -358,3 +359,86 @@ def test_keras_collects_once_per_dropped_variable_without_it():
     finally:
         gc.callbacks.remove(count)
     assert collections.count(2) >= 1
+
+
+class _CountingSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Warmup + cosine decay (as the fine-tuning runs use) that counts its
+    evaluations."""
+
+    def __init__(self):
+        self.schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, 3, warmup_target=1e-2, warmup_steps=2)
+        self.calls = 0
+
+    def __call__(self, step):
+        self.calls += 1
+        return self.schedule(step)
+
+
+def _train_steps(once, steps=4, strategy=None):
+    """`(schedule evaluations in the traced step, variables after `steps`
+    AdamW steps)` on 6 variables, Keras' weight decay or the once-read."""
+    rng = np.random.default_rng(0)
+    shapes = [(3, 2), (2, 5), (4,), (5, 3), (1,), (2, 2)]
+    scope = strategy.scope() if strategy else contextlib.nullcontext()
+    with scope:
+        variables = [keras.Variable(rng.normal(size=s).astype("float32"))
+                     for s in shapes]
+        schedule = _CountingSchedule()
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.1)
+        optimizer.build(variables)
+    if once:
+        keras_compat.weight_decay_reading_learning_rate_once(optimizer)
+    grads = [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
+
+    @tf.function
+    def step():
+        def apply():
+            optimizer.apply_gradients(zip(grads, variables))
+        if strategy:
+            strategy.run(apply)
+        else:
+            apply()
+
+    step.get_concrete_function()
+    traced_calls = schedule.calls
+    for _ in range(steps):
+        step()
+    return traced_calls, [np.asarray(v) for v in variables]
+
+
+def test_weight_decay_reading_learning_rate_once_decays_the_same():
+    # Keras' TensorFlow optimizer reads the schedule once per variable it
+    # decays (6), and once for the update step.
+    calls, expected = _train_steps(once=False)
+    assert calls == 6 + 1
+    calls, got = _train_steps(once=True)
+    assert calls == 1 + 1
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)  # bit for bit, across 4 steps
+
+
+def test_weight_decay_reading_learning_rate_once_is_idempotent():
+    optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.1)
+    keras_compat.weight_decay_reading_learning_rate_once(optimizer)
+    patched = optimizer._apply_weight_decay
+    keras_compat.weight_decay_reading_learning_rate_once(optimizer)
+    assert optimizer._apply_weight_decay is patched
+    # After a step the instance reads its learning rate as Keras does again.
+    variable = keras.Variable(np.ones((2,), "float32"))
+    optimizer.apply_gradients([(tf.ones((2,)), variable)])
+    assert "_get_current_learning_rate" not in vars(optimizer)
+    # Mixed float16 wraps the optimizer: the inner one decays.
+    scaled = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.AdamW(1e-3, weight_decay=0.1))
+    keras_compat.weight_decay_reading_learning_rate_once(scaled)
+    assert scaled.inner_optimizer._apply_weight_decay.reads_learning_rate_once
+
+
+def test_weight_decay_reading_learning_rate_once_leaves_a_strategy_to_keras():
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    calls, expected = _train_steps(once=False, steps=2, strategy=strategy)
+    once_calls, got = _train_steps(once=True, steps=2, strategy=strategy)
+    assert once_calls == calls == 6 + 1
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)

@@ -57,3 +57,43 @@ def test_restore_dropped_config_is_reachable_by_its_old_path():
     from keras_lowrank import _compat
 
     assert _compat.restore_dropped_config is keras_hub_compat.restore_dropped_config
+
+
+def test_empty_cache_builder_allocates_the_cache_without_running_the_model():
+    lm = _llama()
+    token_ids = np.array([[1, 2, 3, 4, 5]], "int32")
+    # keras-hub's builder seeds the cache it allocates: the prompt's keys
+    # and values are written, the rest stays zero.
+    _, seeded = keras_hub_compat.cache_builder(lm)(token_ids)
+    seeded = keras.ops.convert_to_numpy(seeded)
+    assert np.abs(seeded).max() > 0
+    calls = []
+    lm.call_with_cache = (lambda token_ids, cache, cache_update_index:
+                          calls.append(token_ids))
+    try:
+        hidden, cache = keras_hub_compat.empty_cache_builder(lm)(token_ids)
+    finally:
+        del lm.call_with_cache
+    assert calls == [] and hidden is None
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(cache),
+                                  np.zeros_like(seeded))
+    # The model is left as it was.
+    assert "call_with_cache" not in vars(lm)
+    assert keras_hub_compat.cache_builder(lm) == lm._build_cache
+
+
+def test_empty_cache_builder_passes_gemma3s_cache_by_keyword():
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=32, image_size=None, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, head_dim=8)
+    lm = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None)
+    _, cache = keras_hub_compat.empty_cache_builder(lm)(
+        np.array([[1, 2, 3]], "int32"), None, None, None, None)
+    # A tuple of per-layer (key, value) pairs of (batch, length, KVH, D).
+    assert len(cache) == 2
+    assert {tuple(t.shape) for pair in cache for t in pair} == {(1, 3, 1, 8)}
+
+
+def test_empty_cache_builder_of_a_model_without_a_cache_is_none():
+    assert keras_hub_compat.empty_cache_builder(_llama().backbone) is None
+    assert keras_hub_compat.empty_cache_builder(keras.Sequential()) is None

@@ -10,13 +10,12 @@ import pytest
 
 from keras_lowrank.generation import export_generator
 from keras_lowrank.generation import load_generator
-from keras_lowrank.generation.cached_causal_lm import cache_shape
-from keras_lowrank.generation.keras_reference import GreedyReference
 from keras_lowrank.models import presets
 from tests.artifact_cache import FileDigest
 from tests.artifact_cache import cached
 from tests.generation import numpy_llama
 from tests.generation.numpy_llama import run_single_threaded
+from tests.generation.references import SharedReference
 from tests.generation.test_generate_script import _run
 
 pytestmark = pytest.mark.large
@@ -106,18 +105,23 @@ def test_next_token_logits_match_the_numpy_pass(smollm2, numpy_reference,
 
 @pytest.fixture(scope="module")
 def keras_greedy(smollm2):
-    """Keras' greedy generation, traced once for the module."""
-    return GreedyReference(smollm2, cache_shape(smollm2, MAX_LENGTH))
+    """Keras' greedy generation, traced once for the module; each prompt's
+    `NEW_TOKENS` generated once, here and for the exports
+    (`references.SharedReference`)."""
+    return SharedReference(smollm2, MAX_LENGTH)
 
 
 def test_greedy_continuations_match_the_numpy_pass(keras_greedy, numpy_reference,
                                                    prompt_ids):
+    # Greedy tokens do not depend on how many follow: the first 8 of the
+    # generation the export checks against.
     for prompt, expected in zip(prompt_ids[:2], numpy_reference[1]):
-        assert list(keras_greedy(prompt, 8).tokens) == expected
+        assert list(keras_greedy(prompt, NEW_TOKENS).tokens[:8]) == expected
 
 
 @pytest.fixture(scope="module")
-def exported(smollm2, keras_greedy, tokenizer_path, tmp_path_factory):
+def exported(smollm2, keras_greedy, tokenizer_path, prompt_ids,
+             tmp_path_factory):
     folder = tmp_path_factory.mktemp("smollm2")
     reports = {}
     for format in FORMATS:
@@ -128,6 +132,9 @@ def exported(smollm2, keras_greedy, tokenizer_path, tmp_path_factory):
             max_new_tokens=NEW_TOKENS, reference=keras_greedy, **options,
         )
         print(reports[format])
+    # The export generated from the test's own prompt ids.
+    assert keras_greedy.generated == sorted(
+        (tuple(p), NEW_TOKENS) for p in prompt_ids)
     return reports
 
 
@@ -152,7 +159,7 @@ def test_generate_script_without_tensorflow(exported, keras_greedy,
     result = _run(path, "--tokenizer", tokenizer_path, "--prompt", PROMPTS[4],
                   "--max-new-tokens", 24)
     assert result.returncode == 0, result.stderr
-    expected = keras_greedy(prompt_ids[4], 24).tokens
+    expected = keras_greedy(prompt_ids[4], NEW_TOKENS).tokens[:24]
     if 2 in expected:  # stops at <|im_end|>
         expected = expected[:expected.index(2)]
     from tokenizers import Tokenizer
