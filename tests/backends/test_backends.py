@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import keras_lowrank as klr
+from tests.distribute.conftest import XLA_FAST_COMPILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKENDS = ("jax", "torch")
@@ -54,6 +55,7 @@ def runs(tmp_path_factory):
     for backend in BACKENDS:
         out_dir = tmp_path_factory.mktemp(backend)
         env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": XLA_FAST_COMPILE,  # compiling is most of the JAX run
                "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
         command = [sys.executable, "-m", "tests.backends.backend_script", str(out_dir), *MODELS]
         # Files, not pipes: a pipe left unread while the other process is

@@ -81,10 +81,14 @@ def load_start(path, base=None):
     return base, adapted
 
 
-def compile_model(model):
+def compile_model(model, run_eagerly=False):
+    """Adam at LEARNING_RATE, cross-entropy on logits. `run_eagerly`: for a
+    one-device check in the test process, where tracing the step would cost
+    more than the few steps it runs (see `conftest.reference`)."""
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=run_eagerly,
     )
 
 
@@ -104,6 +108,7 @@ def adapter_values(model):
 
 
 def predict(model):
+    """The model's `predict` on `data()`: what a distributed run predicts."""
     x, _ = data()
     # One compiled predict step: called eagerly, JAX compiles each op of a
     # sharded model on its own (measured: 13 s of the JAX run's 67 s).

@@ -1,8 +1,9 @@
 """The run of `case` under keras.distribution on four JAX host devices.
 
 Run by `conftest.py` with `KERAS_BACKEND=jax` and
-`XLA_FLAGS=--xla_force_host_platform_device_count=4`: `python -m
-tests.distribute.jax_script OUT_DIR START_NPZ`. Two runs:
+`XLA_FLAGS=--xla_force_host_platform_device_count=4` (and
+`conftest.XLA_FAST_COMPILE`): `python -m tests.distribute.jax_script
+OUT_DIR START_NPZ`. Two runs:
 
 - `data_parallel`: `DataParallel` over the four devices;
 - `model_parallel`: `ModelParallel` on a (batch 2, model 2) mesh, with a

@@ -43,7 +43,7 @@ def test_both_workers_train_the_adapters_of_one_device(runs, workers, reference)
     other, _ = worker_values(runs, 1)
     assert [w["steps"] for w in workers] == [case.STEPS, case.STEPS]
     assert case.max_abs_diff(chief, other) == 0.0  # one all-reduced update
-    diff = case.max_abs_diff(chief, reference[0])
+    diff = case.max_abs_diff(chief, reference)
     print("multi-worker vs one device, max abs diff of adapter weights:", diff)
     assert diff <= WEIGHT_TOLERANCE
 
@@ -71,7 +71,7 @@ def test_the_file_loads_on_one_device(runs, workers):
 
 def test_evaluate_gives_the_loss_of_one_device(runs, workers):
     loaded = klr.load_adapters(base_model(runs.start), adapter_file(runs))
-    case.compile_model(loaded)
+    case.compile_model(loaded, run_eagerly=True)  # one device: no step to trace
     x, y = case.data()
     loss = loaded.evaluate(x, y, batch_size=case.BATCH, verbose=0, return_dict=True)["loss"]
     for worker in workers:

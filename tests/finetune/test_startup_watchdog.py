@@ -27,8 +27,13 @@ from keras_lowrank.finetune.startup_watchdog import StartupWatchdog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Expiring, the child is ended by its watchdog within its 3 s sleep.
+# Disarmed, it waits for the watchdog's timer thread to end instead (a
+# timer that has ended can no longer fire; one that was not cancelled would
+# fire at `timeout` and end the child first), where a sleep past the
+# timeout took 3 s.
 _CHILD = textwrap.dedent("""
-    import importlib.util, sys, time
+    import importlib.util, sys, threading, time
     module, folder, timeout, disarm = (
         sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "disarm")
     spec = importlib.util.spec_from_file_location("startup_watchdog", module)
@@ -40,7 +45,12 @@ _CHILD = textwrap.dedent("""
     watchdog.start()
     if disarm:
         watchdog.disarm()
-    time.sleep(3)
+        for thread in threading.enumerate():
+            if isinstance(thread, threading.Timer):
+                thread.join(timeout=30)
+                assert not thread.is_alive()
+    else:
+        time.sleep(3)
     print("still running")
 """)
 
