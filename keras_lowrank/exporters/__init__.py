@@ -15,7 +15,8 @@ raw text in MediaPipe's `TextClassifier` (tokenizer and labels inside:
 `"int16x8"` (LiteRT) and `"int8"` (ONNX) calibrate on `calibration_data`
 and keep the ops that break accuracy in float (`tflite_quantization`,
 `onnx_quantization`); with `eval_data` an artifact is judged on its task
-accuracy in its runtime (`accuracy`).
+accuracy in its runtime (`accuracy`). Within `export_session()`, exports of
+one model share its merge, SavedModel and Keras' outputs (`session`).
 
 Importing this package imports neither TensorFlow nor a converter or
 runtime: each is imported where it is first used, and a missing one fails
@@ -33,6 +34,7 @@ from keras_lowrank.exporters.formats import all_formats
 from keras_lowrank.exporters.formats import get_format
 from keras_lowrank.exporters.report import ExportReport
 from keras_lowrank.exporters.sample_inputs import make_sample_inputs
+from keras_lowrank.exporters.session import export_session
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.exporters.verification import DEFAULT_TOLERANCES
 from keras_lowrank.exporters.verification import ExportVerificationError
@@ -49,6 +51,7 @@ __all__ = [
     "UnsupportedOpsError",
     "all_formats",
     "export",
+    "export_session",
     "get_format",
     "make_sample_inputs",
     "validate_export_arguments",

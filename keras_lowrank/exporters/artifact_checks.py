@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.exporters import accuracy as accuracy_lib
+from keras_lowrank.exporters.session import shared_merged_model
 from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.text_inputs import longest_row
 from keras_lowrank.exporters.text_inputs import median_row
@@ -31,8 +32,13 @@ def merged_for_export(model):
 
     The artifact takes token ids, so the preprocessor (whose tokenizer
     cannot always be rebuilt from its config) is left out of the copy that
-    merging makes. The user's model is as it was afterwards.
+    merging makes. The user's model is as it was afterwards. Within an
+    `export_session`, the model is merged once.
     """
+    return shared_merged_model(model, _merged)
+
+
+def _merged(model):
     preprocessor = getattr(model, "preprocessor", None)
     if preprocessor is None:
         return merge_adapters(model)

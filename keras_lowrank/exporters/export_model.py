@@ -65,7 +65,9 @@ def export(model, path, format, options=None, **fields) -> ExportReport:
     anything is written, and a NaN or infinity among them is an error; one
     in the artifact's outputs where Keras is finite fails verification.
     The batch dimension of every input stays dynamic, and so does a dynamic
-    sequence length: it is checked at a second length.
+    sequence length: it is checked at a second length. Several exports of
+    one model within `export_session()` merge it once, and share their
+    SavedModel and Keras' outputs (`keras_lowrank.exporters.session`).
 
     A keras-hub causal LM with a KV cache (Llama, Gemma, GPT-2, ...) in
     `"tflite"` or `"onnx"` becomes a generation artifact instead, through
@@ -265,7 +267,8 @@ def _keras_side(model, path, export_format, options):
     if evaluation is not None:
         keras_accuracy = accuracy_lib.accuracy_of(
             accuracy_lib.predictions(
-                lambda batch: keras_outputs(model, signature, batch), evaluation.flat
+                lambda batch: keras_outputs(model, signature, batch), evaluation.flat,
+                accuracy_lib.KERAS_BATCH_SIZE,
             ),
             evaluation.labels,
         )

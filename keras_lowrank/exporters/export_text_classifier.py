@@ -298,7 +298,8 @@ def _evaluate(scores, expected, texts, labels, keras_accuracy, quantize):
     }
 
 
-def _keras_batched_scores(model, spec, texts, batch_size=64):
+def _keras_batched_scores(model, spec, texts,
+                          batch_size=accuracy_lib.KERAS_BATCH_SIZE):
     """Keras' class scores on `texts`, tokenized `batch_size` at a time."""
     scores = []
     for start in range(0, len(texts), batch_size):

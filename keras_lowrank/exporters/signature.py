@@ -10,6 +10,8 @@ can compare them with Keras by name.
 import keras
 import numpy as np
 
+from keras_lowrank.exporters.session import shared_keras_outputs
+from keras_lowrank.exporters.session import signature_key
 from keras_lowrank.utils.optional import tensorflow as tf
 
 
@@ -96,12 +98,19 @@ def serving_function(model, signature):
 
 
 def keras_outputs(model, signature, flat_inputs):
-    """Runs the Keras model on `{name: array}`; returns `{name: ndarray}`."""
-    outputs = model(pack_inputs(signature, flat_inputs), training=False)
-    return {
-        name: np.asarray(keras.ops.convert_to_numpy(value))
-        for name, value in named_outputs(outputs).items()
-    }
+    """Runs the Keras model on `{name: array}`; returns `{name: ndarray}`.
+
+    Within an `export_session`, once per model and input values: the
+    exports of a run check their artifacts on the same rows.
+    """
+    def run():
+        outputs = model(pack_inputs(signature, flat_inputs), training=False)
+        return {
+            name: np.asarray(keras.ops.convert_to_numpy(value))
+            for name, value in named_outputs(outputs).items()
+        }
+
+    return shared_keras_outputs(model, signature_key(signature), flat_inputs, run)
 
 
 def _specs_from_keras_tensors(structure):

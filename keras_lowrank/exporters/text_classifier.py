@@ -20,8 +20,6 @@ here; the rest (Unicode case folding, NFKC) is measured by
 """
 
 import dataclasses
-import os
-import tempfile
 
 import numpy as np
 
@@ -29,8 +27,12 @@ from keras_lowrank.exporters.mediapipe_text import TokenizerFiles
 from keras_lowrank.exporters.mediapipe_text import populate_metadata
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
 from keras_lowrank.exporters.saved_model import write_saved_model
+from keras_lowrank.exporters.session import shared_saved_model
+from keras_lowrank.exporters.signature import input_signature
+from keras_lowrank.exporters.signature import keras_outputs
 from keras_lowrank.exporters.tflite import convert_saved_model
 from keras_lowrank.exporters.tflite import tracing_for
+from keras_lowrank.exporters.tflite import tracing_name
 from keras_lowrank.utils.optional import tensorflow as tf
 
 METADATA_KINDS = ("text_classifier",)
@@ -151,8 +153,13 @@ def scores_function(model, spec, batch_size=1):
 
 
 def keras_scores(model, spec, flat):
-    """Keras' class scores on token inputs `{name: array}` (any batch)."""
-    outputs = model({name: flat[name] for name in spec.model_inputs}, training=False)
+    """Keras' class scores on token inputs `{name: array}` (any batch).
+
+    The model runs through `signature.keras_outputs`: within an
+    `export_session`, once per model and input values.
+    """
+    inputs = {name: flat[name] for name in spec.model_inputs}
+    (outputs,) = keras_outputs(model, input_signature(model), inputs).values()
     outputs = np.asarray(outputs, dtype="float64")
     if spec.softmax:
         outputs = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
@@ -172,11 +179,14 @@ def write_text_classifier(model, spec, path, *, quantize=None,
         calibration_rows: for calibrated modes, a list of `{name: (1,
             length) int32}` rows.
     """
-    with tempfile.TemporaryDirectory(prefix="klr_text_classifier_") as folder:
-        saved_model = os.path.join(folder, "saved_model")
+    def write(saved_model):
         with tracing_for(quantize):
             serve = scores_function(model, spec)
             write_saved_model(model, serving_inputs(spec), saved_model, serve=serve)
+
+    key = ("text_classifier", spec.sequence_length, spec.model_inputs, spec.softmax,
+           tracing_name(quantize))
+    with shared_saved_model(key, model, write) as saved_model:
         representative = None
         if calibration_rows is not None:
             representative = lambda: iter(calibration_rows)  # noqa: E731

@@ -8,9 +8,7 @@ delegate (`org.tensorflow:tensorflow-lite-select-tf-ops` on Android,
 """
 
 import contextlib
-import os
 import re
-import tempfile
 import warnings
 
 import numpy as np
@@ -21,6 +19,8 @@ from keras_lowrank.exporters.int16_tracing import int16_friendly_tracing
 from keras_lowrank.exporters.export_format import ExportFormat
 from keras_lowrank.exporters.saved_model import SIGNATURE_KEY
 from keras_lowrank.exporters.saved_model import write_saved_model
+from keras_lowrank.exporters.session import shared_saved_model
+from keras_lowrank.exporters.session import signature_key
 from keras_lowrank.utils.optional import import_optional
 from keras_lowrank.utils.optional import tensorflow as tf
 
@@ -59,12 +59,15 @@ def write_tflite(
 
     The model goes through a SavedModel in a temporary folder
     (`write_saved_model`), then `convert_saved_model`, whose arguments the
-    keyword arguments are.
+    keyword arguments are. Within an `export_session`, the conversions of
+    one model and signature read one SavedModel (one per tracing).
     """
-    with tempfile.TemporaryDirectory(prefix="klr_saved_model_") as folder:
-        saved_model = os.path.join(folder, "saved_model")
+    def write(saved_model):
         with tracing_for(quantize):
             write_saved_model(model, signature, saved_model)
+
+    key = ("serving", signature_key(signature), tracing_name(quantize))
+    with shared_saved_model(key, model, write) as saved_model:
         flatbuffer = convert_saved_model(
             saved_model,
             quantize=quantize,
@@ -135,9 +138,15 @@ def convert_saved_model(
 
 def tracing_for(quantize):
     """The tracing context a quantize mode's converter needs (`int16_tracing`)."""
-    if quantize == "int16x8":
+    if tracing_name(quantize) == "int16_friendly":
         return int16_friendly_tracing()
     return contextlib.nullcontext()
+
+
+def tracing_name(quantize):
+    """Which graph `tracing_for(quantize)` traces: SavedModels of one name
+    hold the same graph."""
+    return "int16_friendly" if quantize == "int16x8" else "default"
 
 
 def flex_ops(ops):

@@ -53,9 +53,10 @@ def finetune(options: FinetuneOptions | None = None, *, log=print) -> dict:
     4. evaluate: the adapters saved to `<out>/adapters.safetensors`; test
        accuracy in Keras, in float32 (after bfloat16 / float16 training, on
        the saved adapters loaded into a float32 model, which export uses).
-    5. export: adapters merged, LiteRT and / or ONNX written and verified
-       against Keras (`keras_lowrank.exporters.export`), then each artifact's
-       test accuracy measured in its own runtime on the whole test split;
+    5. export, in one `exporters.export_session` (one merge, SavedModel and
+       Keras run shared): LiteRT and / or ONNX written and verified against
+       Keras (`keras_lowrank.exporters.export`), then each artifact's test
+       accuracy measured in its own runtime on the whole test split;
        then the phone artifacts (`phone_artifacts`: raw text in MediaPipe,
        full-integer LiteRT), each measured on the raw test strings.
     6. report: `<out>/report.json`, `<out>/training_curves.png` and a
@@ -225,7 +226,7 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
              f"{keras_result['examples']} examples (float32); "
              f"{final(ADAPTERS_FILE)} ({adapter_bytes:,} bytes)")
 
-    with progress.stage("export") as note:
+    with progress.stage("export") as note, exporters.export_session():
         exports = {}
         with _detached(model):
             for format in options.export:
@@ -283,8 +284,7 @@ def _export_and_evaluate(model, format, test, options, build):
                          failed=lambda error: {"quantize": quantize})
 
 
-def _export_phone_artifact(model, name, test, calibration, label_names, options,
-                           build):
+def _export_phone_artifact(model, name, test, calibration, label_names, options, build):
     """Writes phone artifact `name` in `build`; paths name `options.out`."""
     file = phone_lib.get_artifact(name).file
     return phone_lib.export_phone_artifact(
