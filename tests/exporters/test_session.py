@@ -23,6 +23,7 @@ from keras_lowrank.exporters.session import shared_keras_outputs
 from keras_lowrank.exporters.session import shared_saved_model
 from keras_lowrank.exporters import text_classifier
 from keras_lowrank.exporters import tflite
+from tests import tiny_models as tiny
 from tests.exporters.helpers import dense_model
 from tests.exporters.helpers import keras_call
 from tests.exporters.helpers import max_abs_diff
@@ -42,12 +43,7 @@ NOT_COMPARED = ("latency_ms", "latency_by_length", "size_bytes", "path")
 
 @pytest.fixture(scope="module")
 def adapted(text_model):
-    model = klr.add_adapters(text_model, rank=2)
-    rng = np.random.default_rng(0)
-    for layer in adapters(model).values():
-        shape = tuple(layer.lora_b.shape)
-        layer.lora_b.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
-    return model
+    return tiny.random_factors(klr.add_adapters(text_model, rank=2), seed=0, spread=0.2)
 
 
 @pytest.fixture
