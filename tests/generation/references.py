@@ -1,7 +1,7 @@
 """Keras' greedy generation, computed once per model, cache and prompt.
 
-Each `greedy_reference` call traces Keras' decode step again (~0.7 s for a
-tiny model) and runs the prompt token by token; an export with
+Each `greedy_reference` call traces Keras' prompt-and-decode step again
+(~0.7 s for a tiny model); an export with
 `verify=True` runs its own. The exports and tests of one model on one cache
 length compare against the same Keras tokens, so they can share one
 `SharedReference`: passed as an export's `reference=` it is the export's
