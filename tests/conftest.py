@@ -7,6 +7,12 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow turns its oneDNN kernels on by default only on Intel CPUs. Its
+# other CPU kernels (Eigen, e.g. on AMD) run no channels_first (NCHW)
+# convolution: Keras' own Conv2D(data_format="channels_first") raises
+# UnimplementedError there. With oneDNN on everywhere, the suite runs the
+# same kernels on every x86 CPU (tests/layers/test_lora_conv.py).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # The command lines the tests run in-process must not tune this process's
 # malloc for the rest of the suite (keras_lowrank.finetune.allocator).
 os.environ["KERAS_LOWRANK_KEEP_FREED_MEMORY"] = "0"

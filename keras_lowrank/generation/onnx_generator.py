@@ -31,7 +31,8 @@ def write_onnx_generator(model, spec, path, quantize=None):
     """Writes the `.onnx` of `model` (merged, float32) described by `spec`.
 
     With `quantize="dynamic"`, ONNX Runtime's `quantize_dynamic` of the
-    float graph (int8 weights per channel, uint8 activations on the fly).
+    float graph (uint8 weights per channel, which no x86 CPU saturates:
+    `exporters.onnx_quantization`; uint8 activations on the fly).
     """
     variables = list(model.variables)
     # Runtime adapters' factors stay graph inputs, named as the spec says.
@@ -64,7 +65,7 @@ def write_onnx_generator(model, spec, path, quantize=None):
         root.setLevel(logging.ERROR)
         try:
             quantization.quantize_dynamic(
-                float_path, path, weight_type=quantization.QuantType.QInt8,
+                float_path, path, weight_type=quantization.QuantType.QUInt8,
                 per_channel=True,
             )
         finally:

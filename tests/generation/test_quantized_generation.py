@@ -100,10 +100,14 @@ def test_layers_kept_in_float(model, reference, float_litert, tmp_path):
 def test_onnx_dynamic_int8_through_klr_export(model, tmp_path):
     path = tmp_path / "lm_int8.onnx"
     report = klr.export(model, path, "onnx", quantize="dynamic")
-    # Measured with a 64-position cache: 181/256 free running (0.707),
-    # 250/256 next-token (0.977); klr.export's cache has 256.
+    # Measured with a 64-position cache, int8 weights: 181/256 free running
+    # (0.707), 250/256 next-token (0.977) on an Intel Xeon with VNNI. uint8
+    # weights (saturation-free on every x86 CPU): 130/256 (0.508) and
+    # 247/256 (0.965) on an AMD EPYC with AVX2 only. Free-running greedy
+    # text parts at the first near-tie of this random model and stays apart,
+    # so it moves with the CPU; the next-token agreement is the measure.
     assert report.quantize == "dynamic" and report.tokens_compared == 8 * 32
-    assert 0.5 <= report.agreement <= 1.0
+    assert 0.4 <= report.agreement <= 1.0
     assert 0.95 <= report.next_token_agreement <= 1.0
     assert {"DynamicQuantizeLinear", "MatMulInteger"} & set(report.ops)
     assert load_generator(path).spec == report.spec
