@@ -22,14 +22,11 @@ With runtime LoRA (`litertlm_adapter`) every signature also takes the
 runtime's `lora_atten_*` factor inputs after the cache.
 """
 
-import os
-import tempfile
-
 from keras_lowrank._compat import litert as litert_compat
 from keras_lowrank.exporters.dynamic_range import quantize_dynamic_range
-from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation.litert_generator import VARIABLE_OPS
+from keras_lowrank.generation.litert_generator import convert_signatures
 from keras_lowrank.generation.step_functions import FrozenWeights
 from keras_lowrank.utils.optional import tensorflow as tf
 
@@ -144,32 +141,16 @@ def contract_flatbuffer(model, cache_shape, prefill_lengths, quantize=None,
     frozen = FrozenWeights(model, fed=[v for _, v in lora_inputs])
     factors = [tf.TensorSpec(v.shape, tf.float32, name=name)
                for name, v in lora_inputs]
-    signatures = {
-        prefill_name(n): tf.function(
-            frozen.wrap(contract_step(model, layers, with_logits=False)),
-            input_signature=contract_signature(cache_shape, n) + factors,
-        ).get_concrete_function()
+    signatures = [
+        frozen.signature(prefill_name(n), contract_step(model, layers, with_logits=False),
+                         contract_signature(cache_shape, n) + factors)
         for n in prefill_lengths
-    }
-    signatures[DECODE] = tf.function(
-        frozen.wrap(contract_step(model, layers, with_logits=True)),
-        input_signature=contract_signature(cache_shape, 1) + factors,
-    ).get_concrete_function()
-    with tempfile.TemporaryDirectory(prefix="klr_litertlm_") as folder:
-        saved_model = os.path.join(folder, "saved_model")
-        tf.saved_model.save(frozen.module, saved_model, signatures=signatures)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved_model, signature_keys=list(signatures))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        try:
-            flatbuffer = converter.convert()
-        except Exception as error:  # the converter raises a bare Exception
-            if "Select ops" not in str(error) and "neither a custom op" not in str(error):
-                raise
-            raise UnsupportedOpsError(
-                "The LiteRT-LM graphs need TensorFlow ops outside LiteRT's "
-                f"builtins ({type(model).__name__}).", ops=(), flex=True,
-            ) from error
+    ]
+    signatures.append(frozen.signature(
+        DECODE, contract_step(model, layers, with_logits=True),
+        contract_signature(cache_shape, 1) + factors))
+    flatbuffer = convert_signatures(
+        frozen, signatures, f"The LiteRT-LM graphs ({type(model).__name__})")
     if quantize == "dynamic":
         flatbuffer, _ = quantize_dynamic_range(flatbuffer, keep_float)
     return flatbuffer

@@ -15,7 +15,6 @@ import os
 import keras
 import numpy as np
 
-from keras_lowrank._compat import tf2onnx as tf2onnx_compat
 from keras_lowrank.generation.cached_causal_lm import onnx_friendly_slice_update
 from keras_lowrank.utils.optional import import_optional
 from keras_lowrank.utils.optional import tensorflow as tf
@@ -55,8 +54,14 @@ def convert_step(step, signature, variables, names, opset, fed=()):
     with onnx_friendly_slice_update():
         function = tf.function(traced, input_signature=signature)
         function.get_concrete_function()  # traced while the patch holds
-    with _tf2onnx_without_copies(), \
-            tf2onnx_compat.optimizer_without_copies_per_pass():
+    # No `_compat.tf2onnx.optimizer_without_copies_per_pass` here: it keeps
+    # tf2onnx's passes from copying the graph's constants, and with the
+    # weights as inputs the largest constant is a position range (256
+    # values for a 256-position cache). Measured on the tiny Llama
+    # generator: the same operators, initializers and logits without it,
+    # and 5-7% less CPU per export (fastest of 5-8 alternating runs:
+    # 1.69 s -> 1.58 s, and 1.99 s -> 1.88 s on a loaded machine).
+    with _tf2onnx_without_copies():
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=signature, opset=opset)
     fed = set(fed)

@@ -27,8 +27,8 @@ class FrozenWeights:
     Example:
     ```python
     frozen = FrozenWeights(causal_lm)
-    fn = tf.function(frozen.wrap(step), input_signature=[...])
-    tf.saved_model.save(frozen.module, folder, signatures={"decode": fn})
+    decode = frozen.signature("decode", step, input_signature=[...])
+    flatbuffer = convert_signatures(frozen, [decode], "the decode graph")
     ```
     """
 
@@ -56,6 +56,14 @@ class FrozenWeights:
                 return function(*own)
 
         return frozen
+
+    def signature(self, name, function, input_signature):
+        """`function` over the copies, traced for `input_signature` as a
+        concrete function whose graph is named `name`: the converter names
+        the LiteRT signature after it (`litert_generator.convert_signatures`)."""
+        step = self.wrap(function)
+        step.__name__ = name
+        return tf.function(step, input_signature=input_signature).get_concrete_function()
 
 
 def fed_factors(model, spec):

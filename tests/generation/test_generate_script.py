@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from tests.generation import tiny_lms
-from tests.generation.references import SharedReference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "export", "generate.py")
@@ -66,7 +65,8 @@ def test_text_in_greedy_text_out(generators, tiny_models, tiny_references,
     assert "tokens/s" in result.stderr
 
 
-def test_text_starts_with_the_start_token(tiny_models, word_tokenizer, tmp_path):
+def test_text_starts_with_the_start_token(tiny_models, tiny_references, word_tokenizer,
+                                         tmp_path):
     """Keras' generate() runs a text prompt from the preprocessor's start
     token: so do the artifact's check and the runner."""
     from keras_lowrank.generation import export_generator
@@ -74,8 +74,9 @@ def test_text_starts_with_the_start_token(tiny_models, word_tokenizer, tmp_path)
 
     model, text = tiny_models["llama"], tiny_lms.words([7, 8, 9])
     path = tmp_path / "lm.onnx"
-    # One Keras reference for the export's check and this test's tokens.
-    reference = SharedReference(model, 32)
+    # One Keras reference for the export's check and this test's tokens
+    # (the session's, on 32 positions).
+    reference = tiny_references(model, 32)
     report = export_generator(model, path, "onnx", max_length=32,
                               tokenizer=word_tokenizer, prompts=[text],
                               max_new_tokens=8, start_token_id=1,

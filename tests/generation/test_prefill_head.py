@@ -14,8 +14,8 @@ CHUNK = 8
 
 
 @pytest.mark.parametrize("name", sorted(tiny_lms.MODELS))
-def test_the_head_at_one_position_equals_the_full_logits_there(name):
-    model = tiny_lms.MODELS[name]()
+def test_the_head_at_one_position_equals_the_full_logits_there(tiny_models, name):
+    model = tiny_models[name]
     tokens = np.random.default_rng(0).integers(3, tiny_lms.VOCAB, (1, CHUNK)).astype("int32")
     cache = np.zeros(cache_shape(model, 16), "float32")
     full, full_cache = call_with_cache(model, tokens, cache, 0)
@@ -24,12 +24,15 @@ def test_the_head_at_one_position_equals_the_full_logits_there(name):
     np.testing.assert_array_equal(np.asarray(one_cache), np.asarray(full_cache))
 
 
-def test_the_prefill_graph_holds_no_full_length_logits(tmp_path):
+def test_the_prefill_graph_holds_no_full_length_logits(tiny_models, tiny_references,
+                                                      tmp_path):
     from ai_edge_litert import schema_py_generated as schema
 
     path = tmp_path / "llama.tflite"
-    export_generator(tiny_lms.llama(), str(path), "tflite", max_length=32,
-                     prefill_lengths=(CHUNK,), max_new_tokens=4)
+    lm = tiny_models["llama"]
+    export_generator(lm, str(path), "tflite", max_length=32,
+                     prefill_lengths=(CHUNK,), max_new_tokens=4,
+                     reference=tiny_references(lm, 32))
     with open(path, "rb") as file:
         model = schema.ModelT.InitFromPackedBuf(file.read(), 0)
     shapes = {subgraph.name.decode(): [list(t.shape) for t in subgraph.tensors]

@@ -1,6 +1,7 @@
 """Adapters swapped at run time: one base artifact with the LoRA factors as
 inputs; two adapters written as `.npz` files and switched in one loaded
-artifact each generate as their own merged export."""
+artifact each give their own adapted model's Keras logits and greedy
+tokens."""
 
 import os
 
@@ -12,6 +13,8 @@ import keras_lowrank as klr
 from keras_lowrank.generation import export_generator
 from keras_lowrank.generation import load_generator
 from keras_lowrank.generation import write_runtime_adapter
+from keras_lowrank.generation.cached_causal_lm import cache_shape
+from keras_lowrank.generation.cached_causal_lm import call_with_cache
 from tests.generation import tiny_lms
 from tests.tiny_models import random_factors
 
@@ -40,9 +43,8 @@ def _options(format):
 
 @pytest.fixture(scope="module")
 def artifacts(models, references, tmp_path_factory):
-    """`artifacts(format)`: `(report, base, merged)`, each exported once and
-    shared by the tests: the verified base artifact of task a (runtime
-    adapters) and `{task: path}` of each task's merged export."""
+    """`artifacts(format)`: `(report, path)` of the verified base artifact
+    of task a (runtime adapters), exported once and shared by the tests."""
     base, task_a, task_b = models
     folder = tmp_path_factory.mktemp("runtime_adapters")
     done = {}
@@ -53,38 +55,50 @@ def artifacts(models, references, tmp_path_factory):
             report = export_generator(
                 task_a, path, format, runtime_adapters=True,
                 reference=references(task_a, MAX_LENGTH), **_options(format))
-            merged = {}
-            for name, model in (("a", task_a), ("b", task_b)):
-                merged[name] = folder / f"merged_{name}.{format}"
-                export_generator(model, merged[name], format, verify=False,
-                                 **_options(format))
-            done[format] = report, path, merged
+            done[format] = report, path
         return done[format]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def merged(models, tmp_path_factory):
+    """Task a's merged export (no runtime adapters), for the refusals."""
+    path = tmp_path_factory.mktemp("merged") / "merged_a.onnx"
+    export_generator(models[1], path, "onnx", verify=False, **_options("onnx"))
+    return path
+
+
+def _keras_logits(model, prompt):
+    """Keras' logits of the token after `prompt` (keras-hub's
+    `call_with_cache` on the artifact's cache length): (vocabulary,)."""
+    cache = np.zeros(cache_shape(model, MAX_LENGTH), "float32")
+    logits, _ = call_with_cache(model, np.array([prompt], "int32"), cache, 0)
+    return np.asarray(logits)[0, -1]
 
 
 @pytest.mark.parametrize("format", ["tflite", "onnx"])
 def test_two_adapters_switched_in_one_artifact(models, artifacts, references,
                                                tmp_path, format):
     base, task_a, task_b = models
-    report, path, merged_paths = artifacts(format)
+    report, path = artifacts(format)
     assert report.tokens_compared == report.tokens_matching == 8 * NEW_TOKENS
     assert [entry[0] for entry in report.spec.adapters] == klr.adapter_paths(task_a)
     assert report.spec.adapters[0][1:] == (16, 4, 16, 2.0)
+    tasks = {"a": task_a, "b": task_b}
     sizes = {name: write_runtime_adapter(model, path, tmp_path / f"{name}.npz")
-             for name, model in (("a", task_a), ("b", task_b))}
-    merged = {name: load_generator(merged_path)
-              for name, merged_path in merged_paths.items()}
+             for name, model in tasks.items()}
     generator = load_generator(path)  # loaded once, adapters switched
+    # Each adapter against its own adapted model in Keras (unmerged), the
+    # yardstick every merged export is checked against.
     for name in ("a", "b", "a"):
         generator.load_adapter(tmp_path / f"{name}.npz")
         for prompt in PROMPTS:
             logits, _ = generator.prefill(prompt)
-            want, _ = merged[name].prefill(prompt)
-            assert np.abs(logits - want).max() < 1e-4
+            want = _keras_logits(tasks[name], prompt)
+            assert np.abs(np.reshape(logits, -1) - want).max() < 1e-4
             assert (generator.greedy(prompt, NEW_TOKENS).tokens
-                    == merged[name].greedy(prompt, NEW_TOKENS).tokens)
+                    == references(tasks[name], MAX_LENGTH).tokens(prompt, NEW_TOKENS))
     generator.load_adapter(None)  # zeros: the base model
     for prompt in PROMPTS:
         assert (generator.greedy(prompt, NEW_TOKENS).tokens
@@ -104,7 +118,7 @@ def test_generate_script_feeds_an_adapter_without_tensorflow(models, artifacts,
     from tests.generation.test_generate_script import _run
 
     base, task_a, task_b = models
-    _, path, _ = artifacts("tflite")
+    _, path = artifacts("tflite")
     write_runtime_adapter(task_b, path, tmp_path / "b.npz")
     prompt = [7, 8, 9, 10]
     for adapter, model in ((["--adapter", tmp_path / "b.npz"], task_b), ([], base)):
@@ -115,7 +129,7 @@ def test_generate_script_feeds_an_adapter_without_tensorflow(models, artifacts,
         assert result.stdout == tiny_lms.words(t for t in expected if t > 2) + "\n"
 
 
-def test_refusals(models, artifacts, tmp_path):
+def test_refusals(models, artifacts, merged, tmp_path):
     base, task_a, _ = models
     with pytest.raises(ValueError, match=r"runtime_adapters=True needs a model "
                        r"with LoRA adapters .*Llama3CausalLM has none"):
@@ -128,7 +142,7 @@ def test_refusals(models, artifacts, tmp_path):
         export_generator(dora, tmp_path / "x.tflite", "tflite",
                          runtime_adapters=True, max_length=MAX_LENGTH)
     assert not os.listdir(tmp_path)
-    _, path, merged_paths = artifacts("onnx")
+    _, path = artifacts("onnx")
     wide = _adapted(base, 5, 8, 8.0)
     with pytest.raises(ValueError, match=r"adapter's rank 8 is above the "
                        r"artifact's 4"):
@@ -142,7 +156,6 @@ def test_refusals(models, artifacts, tmp_path):
                        r"finite float32 of shape \(16, 4\)"):
         generator.load_adapter({**generator.adapter,
                                 "lora_a_0": np.zeros((16, 2), np.float32)})
-    merged = merged_paths["a"]
     with pytest.raises(ValueError, match=r"exported without runtime_adapters="
                        r"True: it takes no adapter"):
         load_generator(merged).load_adapter(None)

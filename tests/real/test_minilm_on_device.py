@@ -44,8 +44,12 @@ def test_sgd_steps_equal_keras_on_real_sentences(tmp_path):
 
     reference = klr.load_adapters(model, trainer.save())
     reference.preprocessor = None  # train_on_batch on token ids, as the device
+    # Keras' train_step run eagerly: no traced train function for two steps
+    # (measured: the same losses bit for bit, factors within 7.5e-9 of the
+    # traced step; 1.1 s instead of 2.3 s of CPU).
     reference.compile(optimizer=keras.optimizers.SGD(0.05),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      run_eagerly=True)
     device_losses, keras_losses = [], []
     for step in range(STEPS):
         rows = slice(step * BATCH, (step + 1) * BATCH)
