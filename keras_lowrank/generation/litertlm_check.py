@@ -148,7 +148,7 @@ def check_bundle(engine, cases, max_new_tokens, min_agreement=None,
                 f"{keras_text!r} (tokens {list(case.expected)}).")
         whole += text == keras_text
         if min_agreement is not None:
-            forced += _next_token_matches(engine, case)
+            forced += _next_token_matches(engine, case, lora_path)
         first_token_s.append(info.time_to_first_token_in_second)
         if info.last_decode_token_count > 1 and info.last_decode_tokens_per_second:
             decode_s += (info.last_decode_token_count
@@ -190,15 +190,16 @@ def _leading_tokens_reproduced(engine, expected, text):
     return 0
 
 
-def _next_token_matches(engine, case):
-    """Steps where the engine, fed the prompt and Keras' tokens so far (as
-    text: the engine takes no ids), picks Keras' next token: its one new
-    token's text equals that token's text."""
+def _next_token_matches(engine, case, lora_path=None):
+    """Steps where the engine (with the LoRA file `lora_path`, if given),
+    fed the prompt and Keras' tokens so far (as text: the engine takes no
+    ids), picks Keras' next token: its one new token's text equals that
+    token's text."""
     prompt = list(case.prompt_ids[1:])  # the engine adds the start token
     matches = 0
     for step, token in enumerate(case.expected):
         text = engine.detokenize(prompt + list(case.expected[:step]))
-        chosen, _ = greedy_text(engine, text if step else case.text, 1)
+        chosen, _ = greedy_text(engine, text if step else case.text, 1, lora_path)
         matches += chosen == engine.detokenize([token])
     return matches
 

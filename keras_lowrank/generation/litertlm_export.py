@@ -94,6 +94,8 @@ def export_litertlm(
             weights frozen. The check runs it with the all-zero LoRA file
             (`write_litertlm_base_adapter`) against the base model. Adapter
             files come from `write_litertlm_adapter` (`litertlm_adapter`).
+            With `quantize="dynamic"` the base weights are int8 and the
+            LoRA inputs stay float32.
 
     Returns:
         A `LitertlmReport`.
@@ -106,7 +108,6 @@ def export_litertlm(
         PromptTooLongError: a prompt that does not fit the context.
         GenerationVerificationError: the engine's generation differs from
             Keras'; nothing is left at `path`.
-        NotImplementedError: `runtime_adapters` with `quantize`.
 
     Example:
     ```python
@@ -125,7 +126,7 @@ def export_litertlm(
     cached_causal_lm.check_exportable(causal_lm, max_length, "export_litertlm")
     lora_inputs = ()
     if runtime_adapters is not False:
-        _check_runtime_adapters(quantize, reference)
+        _check_runtime_adapters(reference)
         causal_lm, lora_inputs = runtime_lora_model(
             causal_lm, runtime_rank(causal_lm, runtime_adapters))
     if tokenizer is None:
@@ -207,11 +208,7 @@ def _check_quantize(quantize, keep_float, min_agreement):
             f"quantize={quantize!r}")
 
 
-def _check_runtime_adapters(quantize, reference):
-    if quantize is not None:
-        raise NotImplementedError(
-            "not yet: runtime_adapters with quantize="
-            f"{quantize!r}; export runtime adapters in float32 (quantize=None).")
+def _check_runtime_adapters(reference):
     if reference is not None:
         raise ValueError(
             "With runtime_adapters the check runs the base model (its "
