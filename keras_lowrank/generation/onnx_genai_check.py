@@ -115,15 +115,20 @@ class GenAIGenerator:
         """Generates with the loaded adapter `name`; None: the base model."""
         self.active_adapter = name
 
-    def greedy(self, prompt_ids, max_new_tokens) -> GreedyResult:
-        """GenAI's greedy tokens after `prompt_ids` (batch 1), stopping at
-        `max_new_tokens` or a stop token (included)."""
+    def new_generator(self, max_length):
+        """A greedy `og.Generator` of at most `max_length` tokens, with the
+        active adapter."""
         params = self._og.GeneratorParams(self.model)
-        params.set_search_options(
-            max_length=len(prompt_ids) + max_new_tokens, do_sample=False, top_k=1)
+        params.set_search_options(max_length=max_length, do_sample=False, top_k=1)
         generator = self._og.Generator(self.model, params)
         if self.active_adapter is not None:
             generator.set_active_adapter(self._adapters, self.active_adapter)
+        return generator
+
+    def greedy(self, prompt_ids, max_new_tokens) -> GreedyResult:
+        """GenAI's greedy tokens after `prompt_ids` (batch 1), stopping at
+        `max_new_tokens` or a stop token (included)."""
+        generator = self.new_generator(len(prompt_ids) + max_new_tokens)
         start = time.perf_counter()
         generator.append_tokens(np.asarray(prompt_ids, np.int32))
         tokens, first = [], None

@@ -114,7 +114,8 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
             linear layer (attention, feed-forward, output head) as
             MatMulNBits blocks of 32 values with a scale and zero point
             each; the token embedding, the norms and the cache float32.
-            Not yet with `runtime_adapters`.
+            With `runtime_adapters` the LoRA factor inputs stay float32
+            and both checks are teacher forced.
         min_agreement: float in [0, 1]. With `quantize`: the least share of
             Keras' next tokens GenAI must pick when fed Keras' tokens.
 
@@ -133,7 +134,6 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
         GenerationVerificationError: GenAI's tokens differ from Keras'
             (quantized: next-token agreement below `min_agreement`);
             nothing is left at `folder`.
-        NotImplementedError: `quantize` with `runtime_adapters`.
 
     Example:
     ```python
@@ -148,7 +148,7 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
     folder = os.fspath(folder)
     max_length = arguments.check_positive_int("max_length", max_length)
     max_new_tokens = arguments.check_positive_int("max_new_tokens", max_new_tokens)
-    check_quantize(quantize, min_agreement, runtime_adapters)
+    check_quantize(quantize, min_agreement)
     if reference is not None and not callable(reference):
         raise TypeError(
             "`reference` must be a callable (prompt_ids, max_new_tokens) -> "
@@ -221,7 +221,8 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                 if adapter_inputs is not None:
                     measured = _verify_with_adapters(
                         generator, causal_lm, tmp, prompt_ids, new_tokens,
-                        base_expected, expected)
+                        base_expected, expected,
+                        None if quantize is None else (max_length, min_agreement))
                 elif quantize is not None:
                     measured = verify_generation(
                         GenAITeacherForcing(generator, max_length), prompt_ids,
@@ -270,15 +271,27 @@ def _base_generations(causal_lm, cache_shape, prompt_ids, new_tokens):
 
 
 def _verify_with_adapters(generator, causal_lm, folder, prompt_ids, new_tokens,
-                          base_expected, expected):
+                          base_expected, expected, forced=None):
     """GenAI without an adapter against the base model, then with the
-    model's own adapters (written as a file, loaded as GenAI loads any)."""
-    verify_generation(generator, prompt_ids, new_tokens, base_expected)
+    model's own adapters (written as a file, loaded as GenAI loads any).
+
+    `forced`: None (float: equal tokens), or `(context_length,
+    min_agreement)` for a quantized base, judged on next-token agreement
+    teacher forced on Keras' tokens, as a quantized folder without
+    adapters is."""
+    def verify(expected_tokens):
+        if forced is None:
+            return verify_generation(generator, prompt_ids, new_tokens, expected_tokens)
+        context_length, min_agreement = forced
+        return verify_generation(GenAITeacherForcing(generator, context_length),
+                                 prompt_ids, new_tokens, expected_tokens, min_agreement)
+
+    verify(base_expected)
     with tempfile.TemporaryDirectory(prefix="klr_genai_adapter_") as scratch:
         path = os.path.join(scratch, "exported" + ADAPTER_SUFFIX)
         write_onnx_genai_adapter(causal_lm, folder, path)
         generator.load_adapter(path, "exported")
-        return verify_generation(generator, prompt_ids, new_tokens, expected)
+        return verify(expected)
 
 
 def _until_stop(generation, stop):

@@ -28,7 +28,6 @@ import tempfile
 import numpy as np
 
 from keras_lowrank.generation import export_arguments as arguments
-from keras_lowrank.generation.onnx_genai_check import import_genai
 from keras_lowrank.generation.onnx_genai_model import MODEL_FILE
 from keras_lowrank.generation.onnx_genai_model import WEIGHTS_FILE
 from keras_lowrank.utils.optional import MissingDependencyError
@@ -43,16 +42,11 @@ BLOCK_SIZE = 32
 _INLINE_WEIGHT_BYTES = 1_800_000_000
 
 
-def check_quantize(quantize, min_agreement, runtime_adapters):
+def check_quantize(quantize, min_agreement):
     """Raises before any slow work: ValueError for a mode not in
     `QUANTIZE_MODES` or `min_agreement` outside [0, 1];
-    NotImplementedError for `quantize` with `runtime_adapters`;
     MissingDependencyError when onnxruntime's quantizer cannot be imported."""
     arguments.check_quantize(quantize, min_agreement, QUANTIZE_MODES)
-    if quantize is not None and runtime_adapters:
-        raise NotImplementedError(
-            f"not yet: runtime_adapters with quantize={quantize!r}; export "
-            "runtime adapters in float32 (quantize=None).")
     if quantize is not None:
         _quantizer_class()
 
@@ -79,7 +73,8 @@ def quantize_genai_model(folder, quantize):
         model = onnx.load(folded)  # the weights, external or not, in memory
     _gemms_as_matmuls(model, onnx)
     quantizer = _quantizer_class()(
-        model, bits=BITS[quantize], block_size=BLOCK_SIZE, is_symmetric=False)
+        model, bits=BITS[quantize], block_size=BLOCK_SIZE, is_symmetric=False,
+        nodes_to_exclude=list(_products_with_graph_inputs(model)))
     quantizer.process()
     model = quantizer.model.model
     count = sum(n.op_type == "MatMulNBits" for n in model.graph.node)
@@ -133,12 +128,24 @@ def _fold_constants(path, target):
     return target
 
 
+def _products_with_graph_inputs(model):
+    """The names of the MatMuls that read a graph input: runtime adapters'
+    LoRA factors are inputs with zero defaults (initializers of the same
+    name), which the quantizer would otherwise take for weights."""
+    inputs = {i.name for i in model.graph.input}
+    return (n.name for n in model.graph.node
+            if n.op_type == "MatMul" and inputs & set(n.input))
+
+
 def _gemms_as_matmuls(model, onnx):
     """Every `Gemm(A, B)` with no bias, alpha 1, no `transA` and a constant
-    `B` becomes `MatMul(A, B)` (`B` transposed where `transB`)."""
+    `B` (an initializer that is no graph input) becomes `MatMul(A, B)` (`B`
+    transposed where `transB`)."""
     from onnx import numpy_helper
 
-    initializers = {t.name: t for t in model.graph.initializer}
+    inputs = {i.name for i in model.graph.input}
+    initializers = {t.name: t for t in model.graph.initializer
+                    if t.name not in inputs}
     for index, node in enumerate(model.graph.node):
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if (node.op_type != "Gemm" or len(node.input) != 2
@@ -175,12 +182,9 @@ class GenAITeacherForcing:
         return self.generator.greedy(prompt_ids, max_new_tokens)
 
     def prefill(self, prompt_ids):
-        """`(logits, state)`: the next-token logits after `prompt_ids`."""
-        og = import_genai()
-        params = og.GeneratorParams(self.generator.model)
-        params.set_search_options(max_length=self.context_length, do_sample=False,
-                                  top_k=1)
-        state = og.Generator(self.generator.model, params)
+        """`(logits, state)`: the next-token logits after `prompt_ids` (with
+        the generator's active adapter)."""
+        state = self.generator.new_generator(self.context_length)
         return self._feed(state, prompt_ids), state
 
     def decode(self, token, index, state):
