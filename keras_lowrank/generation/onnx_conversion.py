@@ -15,6 +15,7 @@ import os
 import keras
 import numpy as np
 
+from keras_lowrank._compat import tf2onnx as tf2onnx_compat
 from keras_lowrank.generation.cached_causal_lm import onnx_friendly_slice_update
 from keras_lowrank.utils.optional import import_optional
 from keras_lowrank.utils.optional import tensorflow as tf
@@ -61,7 +62,9 @@ def convert_step(step, signature, variables, names, opset, fed=()):
     # generator: the same operators, initializers and logits without it,
     # and 5-7% less CPU per export (fastest of 5-8 alternating runs:
     # 1.69 s -> 1.58 s, and 1.99 s -> 1.88 s on a loaded machine).
-    with _tf2onnx_without_copies():
+    # keras-hub's attention projections are Einsums: tf2onnx's search for
+    # their decomposition runs on shapes only (`_compat.tf2onnx`).
+    with _tf2onnx_without_copies(), tf2onnx_compat.einsum_search_on_shapes():
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=signature, opset=opset)
     fed = set(fed)

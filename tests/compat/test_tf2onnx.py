@@ -12,6 +12,8 @@ import tensorflow as tf
 import tf2onnx
 from onnx import numpy_helper
 from tf2onnx import graph as tf2onnx_graph
+from tf2onnx.optimizer import einsum_optimizer
+from tf2onnx.optimizer import merge_duplicated_nodes_optimizer as merging
 
 from keras_lowrank._compat import tf2onnx as tf2onnx_compat
 
@@ -71,25 +73,126 @@ def test_optimizer_without_copies_per_pass_gives_the_same_graph():
     np.testing.assert_array_equal(plain[2], bounded[2])
 
 
-def test_optimizer_without_copies_per_pass_writes_each_pass_into_a_new_proto():
-    # The private surface relied on: `Node._op` is the node's NodeProto, and
-    # `update_proto` writes the node's fields into it.
+def test_optimizer_without_copies_per_pass_writes_no_constant_into_its_proto():
+    # The private surface relied on: `Node._op` is the node's NodeProto,
+    # `update_proto` writes the node's fields into it, and `make_graph`
+    # makes a constant's initializer from the node, not from its proto.
     original = tf2onnx_graph.Node.update_proto
     graph = tf2onnx_graph.Graph([], opset=15)
-    node = graph.make_const("weight", np.arange(6, dtype="float32").reshape(2, 3))
-    assert isinstance(node._op, onnx.NodeProto)
+    weight = np.arange(6, dtype="float32").reshape(2, 3)
+    node = graph.make_const("weight", weight)
+    assert isinstance(node._op, onnx.NodeProto) and len(node._op.attribute) == 1
+    with tf2onnx_compat.optimizer_without_copies_per_pass():
+        node.update_proto()
+        written = node._op
+        node.update_proto()
+        assert node._op is written  # unchanged: not written again
+        graph.outputs = ["weight"]
+        made = graph.make_graph("doc")
+    assert tf2onnx_graph.Node.update_proto is original  # restored
+    assert (written.name, written.op_type, list(written.output)) == (
+        "weight", "Const", ["weight"])
+    assert len(written.attribute) == 0
+    assert [i.name for i in made.initializer] == ["weight"] and not made.node
+    np.testing.assert_array_equal(numpy_helper.to_array(made.initializer[0]), weight)
+
+
+def test_optimizer_without_copies_per_pass_writes_each_pass_into_a_new_proto():
+    graph = tf2onnx_graph.Graph([], opset=15)
+    node = graph.make_node("Transpose", ["x"], attr={"perm": [1, 0]})
     with tf2onnx_compat.optimizer_without_copies_per_pass():
         before = node._op
         node.update_proto()
         after = node._op
+        node.set_attr("perm", [0, 1])
         node.update_proto()
     assert after is not before and node._op is not after
-    assert tf2onnx_graph.Node.update_proto is original  # restored
-    for proto in (before, after):
-        assert (proto.name, proto.op_type, list(proto.output)) == (
-            "weight", "Const", ["weight"])
-    assert [a.SerializeToString() for a in after.attribute] == [
-        a.SerializeToString() for a in before.attribute]
-    np.testing.assert_array_equal(
-        numpy_helper.to_array(after.attribute[0].t),
-        np.arange(6, dtype="float32").reshape(2, 3))
+    assert (after.name, after.op_type, list(after.input)) == (
+        before.name, "Transpose", ["x"])
+    assert [list(p.attribute[0].ints) for p in (before, after, node._op)] == [
+        [1, 0], [1, 0], [0, 1]]
+
+
+def test_einsum_search_on_shapes_picks_the_same_equation():
+    # The private surface relied on: `CachedEinsum.build_einsum` runs the
+    # decomposed orders with `OnnxMicroRuntime`, whose `_op_gemm` computes
+    # each Gemm, and keeps the costs of each order in `timed_permutations_`.
+    runtime = einsum_optimizer.OnnxMicroRuntime
+    original = runtime._op_gemm
+
+    def search():
+        return einsum_optimizer.CachedEinsum.build_einsum(
+            "abc,cd->abd", 15, True, np.float32)
+
+    plain = search()
+    with tf2onnx_compat.einsum_search_on_shapes():
+        assert runtime._op_gemm is not original
+        on_shapes = search()
+    assert runtime._op_gemm is original  # restored
+    assert on_shapes.equation_ == plain.equation_
+    assert on_shapes.timed_permutations_ == plain.timed_permutations_
+    assert len(plain.timed_permutations_) == 25  # 4! orders and the first
+    assert any(node.op_type == "Gemm" for node in plain.onnx_.graph.node)
+
+
+def test_einsum_search_on_shapes_gives_the_gemm_shape_and_dtype():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 3)).astype("float32")
+    b = rng.normal(size=(4, 3)).astype("float32")
+    attributes = dict(alpha=onnx.helper.make_attribute("alpha", 1.0),
+                      beta=onnx.helper.make_attribute("beta", 0.0),
+                      transB=onnx.helper.make_attribute("transB", 1))
+    runtime = einsum_optimizer.OnnxMicroRuntime(onnx.ModelProto())
+    (product,) = runtime._op_gemm(a, b, **attributes)
+    with tf2onnx_compat.einsum_search_on_shapes():
+        (zeros,) = runtime._op_gemm(a, b, **attributes)
+    assert (zeros.shape, zeros.dtype) == (product.shape, product.dtype) == (
+        (5, 4), np.float32)
+    assert not zeros.any()
+
+
+def test_merge_duplicates_hashing_each_tensor_once_groups_as_tf2onnx():
+    # The private surface relied on: the optimizer groups the nodes with the
+    # static `_group_nodes_by_type_inputs(graph)`, and `set_tensor_value`
+    # gives a constant a new `value` attribute.
+    optimizer = merging.MergeDuplicatedNodesOptimizer
+    original = optimizer.__dict__["_group_nodes_by_type_inputs"]
+    graph = tf2onnx_graph.Graph([], opset=15)
+    for name, value in (("a", 1.0), ("b", 1.0), ("c", 2.0)):
+        graph.make_const(name, np.full((2, 2), value, dtype="float32"))
+    graph.make_node("Neg", ["a"], name="neg_a")
+    graph.make_node("Neg", ["a"], name="neg_a_again")
+
+    def groups():
+        found = optimizer._group_nodes_by_type_inputs(graph)
+        return sorted(sorted(n.name for n in group) for group in found.values())
+
+    plain = groups()
+    assert plain == [["a", "b"], ["c"], ["neg_a", "neg_a_again"]]
+    with tf2onnx_compat.merge_duplicates_hashing_each_tensor_once():
+        assert groups() == plain
+        assert groups() == plain  # from the kept hashes
+        graph.get_node_by_name("c").set_tensor_value(
+            np.full((2, 2), 1.0, dtype="float32"))
+        assert groups() == [["a", "b", "c"], ["neg_a", "neg_a_again"]]
+    assert optimizer.__dict__["_group_nodes_by_type_inputs"] is original
+
+
+def test_merge_duplicates_hashing_each_tensor_once_gives_the_same_graph():
+    twin = np.random.default_rng(2).normal(size=(16, 16)).astype("float32")
+
+    @tf.function(input_signature=[SPEC])
+    def step(x):  # two constants with the same bytes: merged into one
+        return tf.matmul(x, tf.constant(twin)) + tf.matmul(x * 2.0, tf.constant(twin.copy()))
+
+    def convert(context):
+        with context:
+            proto, _ = tf2onnx.convert.from_function(
+                step, input_signature=[SPEC], opset=15)
+        return _summary(proto)
+
+    plain = convert(contextlib.nullcontext())
+    hashed_once = convert(tf2onnx_compat.merge_duplicates_hashing_each_tensor_once())
+    assert plain[0] == hashed_once[0] and plain[1] == hashed_once[1]
+    assert plain[1].count(twin.tobytes()) == 1  # the twins were merged
+    np.testing.assert_array_equal(plain[2], hashed_once[2])
