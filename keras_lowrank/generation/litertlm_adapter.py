@@ -96,8 +96,17 @@ def runtime_lora_model(model, rank):
     for name in adapter_names(model):
         base = delete_adapter(base, name)
     targets = tuple(p for p in layer_paths(base) if input_names(p))
-    lora = add_adapters(base, targets=targets, rank=rank, alpha=rank,
-                        adapter_name="litertlm_runtime")
+    try:
+        lora = add_adapters(base, targets=targets, rank=rank, alpha=rank,
+                            adapter_name="litertlm_runtime")
+    except ValueError as error:  # a projection narrower than `rank`
+        raise ValueError(
+            f"LiteRT-LM's runtime LoRA takes rank {list(RUNTIME_RANKS)} "
+            f"inputs on every attention projection, and rank {rank} does "
+            f"not fit one of this model's: {error.args[0].split(' Use a rank')[0]} "
+            "Export it without runtime_adapters (the adapters merged), or "
+            "as an ONNX Runtime GenAI folder, whose runtime adapters take "
+            "any rank.") from None
     inputs = []
     for path, layer in adapters(lora).items():
         name_a, name_b = input_names(path)

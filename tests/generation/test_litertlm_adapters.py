@@ -162,6 +162,21 @@ def test_refuses_dora(base_lm, bundle, folder):
     _refused(model, bundle, folder, r"plain LoRA.*variant=")
 
 
+def test_export_refuses_a_model_narrower_than_the_runtime_rank(folder):
+    keras.utils.set_random_seed(5)
+    narrow = add_adapters(tiny_lms.llama(), targets=("query",), rank=4)  # 16 wide
+    with pytest.raises(ValueError, match=(
+            r"LiteRT-LM's runtime LoRA takes rank \[16, 32\] inputs on every "
+            r"attention projection, and rank 16 does not fit one of this model's: "
+            r"Layer 'transformer_layer_0/self_attention/key'.*min\(16, 8\) = 8.*"
+            r"Export it without runtime_adapters")) as info:
+        export_litertlm(narrow, str(folder / "narrow.litertlm"), max_length=MAX_LENGTH,
+                        tokenizer=str(folder / "tokenizer.json"),
+                        runtime_adapters=True)
+    assert "Use a rank" not in str(info.value)
+    assert not (folder / "narrow.litertlm").exists()
+
+
 def test_export_refuses_runtime_rank_above_32(base_lm, folder):
     model = add_adapters(base_lm, targets=("query",), rank=40)
     with pytest.raises(ValueError, match=r"rank \[16, 32\] only"):
