@@ -18,7 +18,7 @@ from keras_lowrank.utils.optional import tensorflow as tf
 SIGNATURE_KEY = "serving_default"
 
 
-def write_saved_model(model, signature, path, serve=None):
+def write_saved_model(model, signature, path, serve=None, *, endpoint=True):
     """Writes `model` as a SavedModel folder at `path`.
 
     Its `serving_default` signature takes the named inputs of `signature`
@@ -37,11 +37,18 @@ def write_saved_model(model, signature, path, serve=None):
         serve: optional. The `tf.function` to save as the signature, with
             `signature` as its input signature. Default:
             `serving_function(model, signature)`.
+        endpoint: whether the folder also holds `serve` as a function of
+            the loaded object (`tf.saved_model.load(path).serve(...)`), as
+            the `"saved_model"` format does. The LiteRT converter reads only
+            the signature: its intermediate SavedModels leave it out, which
+            takes 1.5 instead of 2.5 CPU s per save on all-MiniLM-L6-v2, for
+            the same flatbuffer byte for byte.
     """
     serve = serve or serving_function(model, signature)
     module = tf.Module()
     module.model_variables = [_backing_variable(v) for v in model.variables]
-    module.serve = serve
+    if endpoint:
+        module.serve = serve
     try:
         tf.saved_model.save(
             module,

@@ -182,7 +182,8 @@ def write_text_classifier(model, spec, path, *, quantize=None,
     def write(saved_model):
         with tracing_for(quantize):
             serve = scores_function(model, spec)
-            write_saved_model(model, serving_inputs(spec), saved_model, serve=serve)
+            write_saved_model(model, serving_inputs(spec), saved_model, serve=serve,
+                              endpoint=False)  # the converter reads the signature
 
     key = ("text_classifier", spec.sequence_length, spec.model_inputs, spec.softmax,
            tracing_name(quantize))

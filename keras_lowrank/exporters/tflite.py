@@ -58,13 +58,14 @@ def write_tflite(
     """Writes `model` as a `.tflite` file at `path`.
 
     The model goes through a SavedModel in a temporary folder
-    (`write_saved_model`), then `convert_saved_model`, whose arguments the
-    keyword arguments are. Within an `export_session`, the conversions of
-    one model and signature read one SavedModel (one per tracing).
+    (`write_saved_model`, the signature only: `endpoint=False`), then
+    `convert_saved_model`, whose arguments the keyword arguments are.
+    Within an `export_session`, the conversions of one model and signature
+    read one SavedModel (one per tracing).
     """
     def write(saved_model):
         with tracing_for(quantize):
-            write_saved_model(model, signature, saved_model)
+            write_saved_model(model, signature, saved_model, endpoint=False)
 
     key = ("serving", signature_key(signature), tracing_name(quantize))
     with shared_saved_model(key, model, write) as saved_model:
