@@ -65,12 +65,17 @@ test-fast: $(STAMP)
 demo: $(STAMP) $(MR_DATA)
 	$(VENV)/bin/keras-lowrank finetune --out runs/demo
 
-# SmolLM2-135M-Instruct taught the MR task by LoRA (answer: the label word),
-# measured by greedy generation before and after, exported as a LiteRT
-# generator and measured again in its runtime (README: "Fine-tuning a
-# language model").
+# SmolLM2-135M-Instruct taught the MR task by LoRA on its attention
+# projections (answer: the label word), measured by greedy generation before
+# and after, and shipped to the phone's LLM runtimes, each checked and its
+# test answers measured there: an int8 LiteRT-LM bundle (model.litertlm), an
+# int8 LiteRT-LM base bundle with the run's LoRA file, swapped at run time
+# (litertlm_lora/), and an ONNX Runtime GenAI folder (onnx_genai/). README:
+# "Fine-tuning a language model".
+DEMO_LM_ARGS ?= --targets query key value attention_output \
+	--export litertlm litertlm_lora onnx_genai --tflite-quantize dynamic
 demo-lm: $(STAMP) $(MR_DATA) $(SMOLLM2)
-	$(VENV)/bin/keras-lowrank finetune --task causal-lm --out runs/demo-lm
+	$(VENV)/bin/keras-lowrank finetune --task causal-lm $(DEMO_LM_ARGS) --out runs/demo-lm
 
 bench: $(STAMP) $(MR_DATA)
 	$(PY) benchmarks/run.py

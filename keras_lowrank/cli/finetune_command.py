@@ -211,7 +211,9 @@ def add_parser(subparsers):
                         f"none {_default('export')}; --task causal-lm: among "
                         f"{', '.join(LMFinetuneOptions.supported_exports())} "
                         "(litertlm: a LiteRT-LM bundle, onnx_genai: an ONNX "
-                        "Runtime GenAI folder)")
+                        "Runtime GenAI folder, litertlm_lora: a LiteRT-LM base "
+                        "bundle and the run's LoRA file, for LoRA on the "
+                        "attention projections)")
     output.add_argument("--tflite-quantize", default=None,
                         help=f"{get_format(QUANTIZED_FORMAT).title} quantization, one of "
                         f"{quantize_modes} (default: "

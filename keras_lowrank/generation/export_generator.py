@@ -36,12 +36,7 @@ from keras_lowrank.utils.optional import tensorflow
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_PROMPTS = 8
 DEFAULT_NEW_TOKENS = 32
-# The least next-token agreement (teacher forced on Keras' continuations) a
-# dynamic-range int8 artifact must reach. Free-running agreement is only
-# reported: once greedy paths part at a near tie they rarely meet again, so
-# one early tie costs the rest of that prompt. Measured figures:
-# tests/generation/test_quantized_generation.py, docs/export.md.
-DEFAULT_MIN_AGREEMENT = 0.8
+DEFAULT_MIN_AGREEMENT = arguments.DEFAULT_MIN_AGREEMENT
 _WRITERS = {"tflite": write_litert_generator, "onnx": write_onnx_generator}
 
 

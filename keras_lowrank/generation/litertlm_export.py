@@ -45,7 +45,7 @@ def export_litertlm(
     causal_lm, path, *, max_length=256, prefill_lengths=None, tokenizer=None,
     chat_template=None, start_token_id=None, stop_token_ids=None,
     prompts=None, max_new_tokens=32, verify=True, quantize=None,
-    keep_float=(), min_agreement=0.8, reference=None, runtime_adapters=False,
+    keep_float=(), min_agreement=arguments.DEFAULT_MIN_AGREEMENT, reference=None, runtime_adapters=False,
 ) -> LitertlmReport:
     """Writes `causal_lm` as a `.litertlm` bundle and checks it in LiteRT-LM.
 
@@ -189,6 +189,68 @@ def export_litertlm(
         verified=verify,
         prompt_lengths=tuple(len(p) for p in ids) if verify else (),
         **measured)
+
+
+def check_litertlm_adapter(adapted_lm, report, adapter_path, *, tokenizer,
+                           prompts=None, max_new_tokens=32, min_agreement=None,
+                           reference=None) -> dict:
+    """Runs the base bundle of `report` with the LoRA file `adapter_path` in
+    LiteRT-LM against Keras' greedy generation of `adapted_lm`.
+
+    `export_litertlm(..., runtime_adapters=True)` checks the base bundle
+    with its all-zero LoRA file against the base model; this checks an
+    adapter file (`write_litertlm_adapter(adapted_lm, bundle, path)`)
+    against the model it came from, on raw text prompts, the start token
+    first as the engine puts it.
+
+    Args:
+        adapted_lm: the causal LM whose adapters `adapter_path` holds.
+        report: the `LitertlmReport` of the base bundle (its start and stop
+            tokens and context are used).
+        adapter_path: str. The LoRA file.
+        tokenizer: str. The model's `tokenizer.json`.
+        prompts: list of str. Raw text prompts; default the exporter's.
+        max_new_tokens: int. Tokens generated per prompt.
+        min_agreement: None: the engine's greedy text must equal Keras' on
+            every prompt (a float32 base). A float in [0, 1] (an int8
+            base): the least next-token agreement, teacher forced.
+        reference: a `GreedyReference` of `adapted_lm` on the bundle's
+            context, to share with other checks of the same model.
+
+    Returns:
+        dict of the `LitertlmReport` fields the check measures
+        (`agreement`, `next_token_agreement`, speeds, ...).
+
+    Raises:
+        PromptTooLongError: a prompt that does not fit the context.
+        GenerationVerificationError: the engine's generation differs from
+            Keras'.
+
+    Example:
+    ```python
+    base = export_litertlm(lm, "base.litertlm", tokenizer=tok,
+                           runtime_adapters=True)
+    write_litertlm_adapter(lm, "base.litertlm", "task.lora.tflite")
+    check_litertlm_adapter(lm, base, "task.lora.tflite", tokenizer=tok)
+    ```
+    """
+    max_new_tokens = arguments.check_positive_int("max_new_tokens", max_new_tokens)
+    if min_agreement is not None:
+        arguments.check_quantize("dynamic", min_agreement)
+    meta = report.metadata
+    text_tokenizer = load_tokenizer(
+        tokenizer, cached_causal_lm.vocabulary_size(adapted_lm))
+    prompts = arguments.check_text_prompts(prompts, inputs.DEFAULT_PROMPTS)
+    ids = [inputs.prompt_ids(p, text_tokenizer, meta.start_token_id,
+                             meta.max_num_tokens, max_new_tokens) for p in prompts]
+    reference = checked_reference(
+        reference, adapted_lm,
+        cached_causal_lm.cache_shape(adapted_lm, meta.max_num_tokens))
+    cases = [_case(reference, text, p, max_new_tokens, meta.stop_token_ids)
+             for text, p in zip(prompts, ids)]
+    with open_engine(report.path, meta.max_num_tokens) as engine:
+        return check_bundle(engine, cases, max_new_tokens, min_agreement,
+                            lora_path=adapter_path)
 
 
 def _case(reference, text, ids, max_new_tokens, stops):

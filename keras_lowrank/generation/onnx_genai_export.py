@@ -62,7 +62,7 @@ def export_onnx_genai(causal_lm, folder, *, max_length=DEFAULT_MAX_LENGTH,
                       start_token_id=None, stop_token_ids=None, prompts=None,
                       max_new_tokens=DEFAULT_NEW_TOKENS, verify=True,
                       reference=None, runtime_adapters=False, quantize=None,
-                      min_agreement=0.8) -> OnnxGenAIReport:
+                      min_agreement=arguments.DEFAULT_MIN_AGREEMENT) -> OnnxGenAIReport:
     """Writes `causal_lm` as a folder ONNX Runtime GenAI runs, and checks it.
 
     LoRA adapters are merged first, unless `runtime_adapters`. Keras'

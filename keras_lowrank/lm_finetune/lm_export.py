@@ -5,6 +5,11 @@ answers generated in its runtime.
 `litertlm` (a LiteRT-LM bundle) and `onnx_genai` (an ONNX Runtime GenAI
 folder) hold the model folder's tokenizer and chat template and are
 checked in those runtimes (`export_litertlm`, `export_onnx_genai`).
+`litertlm_lora` is a folder of a LiteRT-LM base bundle, its LoRA inputs
+empty (`export_litertlm(..., runtime_adapters=True)`), and the run's
+adapters as the runtime's LoRA file (`write_litertlm_adapter`), each
+checked in LiteRT-LM: the base with no adapter against the base model,
+the base with the file against the fine-tuned one.
 """
 
 import dataclasses
@@ -17,14 +22,23 @@ from keras_lowrank.generation import PromptTooLongError
 from keras_lowrank.generation import export_generator
 from keras_lowrank.generation import export_litertlm
 from keras_lowrank.generation import export_onnx_genai
+from keras_lowrank.generation import write_litertlm_adapter
 from keras_lowrank.generation.cached_causal_lm import cache_shape
+from keras_lowrank.generation.export_arguments import DEFAULT_MIN_AGREEMENT
 from keras_lowrank.generation.keras_reference import GreedyReference
+from keras_lowrank.generation.litertlm_adapter import checked_adapters
+from keras_lowrank.generation.litertlm_adapter import runtime_rank
+from keras_lowrank.generation.litertlm_check import conversation_text
+from keras_lowrank.generation.litertlm_check import open_engine
+from keras_lowrank.generation.litertlm_export import check_litertlm_adapter
 from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.lm_finetune import lm_evaluation
 from keras_lowrank.lm_finetune.chat_format import TOKENIZER_FILE
 from keras_lowrank.lm_finetune.lm_evaluation import answer_tokens
 from keras_lowrank.runs.export_record import EXPORT_ERRORS
 from keras_lowrank.runs.export_record import record_export
+from keras_lowrank.runs.run_folder import ADAPTER_BUNDLE
+from keras_lowrank.runs.run_folder import ADAPTER_BUNDLE_FILES
 from keras_lowrank.runs.run_folder import RUNTIME_ARTIFACTS
 from keras_lowrank.runs.run_folder import artifact_file
 
@@ -32,13 +46,29 @@ from keras_lowrank.runs.run_folder import artifact_file
 VERIFY_PROMPTS = 4
 VERIFY_NEW_TOKENS = 8
 # The formats whose artifact LiteRT runs: `tflite_quantize` applies to them.
-LITERT_FORMATS = ("tflite", "litertlm")
+LITERT_FORMATS = ("tflite", "litertlm", ADAPTER_BUNDLE)
 
 
 def lm_artifact(format) -> str:
     """The name of the `format` artifact in a causal-LM run folder:
     `model.tflite`, `model.onnx`, `model.litertlm`, `onnx_genai`."""
     return RUNTIME_ARTIFACTS.get(format) or artifact_file(format)
+
+
+def check_adapter_bundle(model):
+    """Raises ValueError, before training, when `model`'s adapters cannot
+    go into a LiteRT-LM LoRA file (`litertlm_lora`): one plain LoRA
+    adapter on attention projections only, rank at most 32."""
+    try:
+        checked_adapters(model)
+        runtime_rank(model)
+    except ValueError as error:
+        raise ValueError(
+            f"--export {ADAPTER_BUNDLE}: {error.args[0]} A run's LoRA goes "
+            "into LiteRT-LM's LoRA file when it adapts only the attention "
+            "projections: train with --targets query key value "
+            "attention_output (rank up to 32), or export litertlm (the "
+            "adapters merged into one bundle).") from None
 
 
 def export_and_measure(model, format, folder, chat, test, scored, examples,
@@ -50,11 +80,12 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
     run's formats: Keras' step is traced once for them all, not once per
     format (seconds each for SmolLM2's 30 blocks).
 
-    A LiteRT-LM bundle's test answers are not measured (`test_accuracy`
-    None): its engine takes text and puts the start token before it, so it
-    cannot be fed the run's prompt ids; its own check (greedy text equal to
-    Keras' on the first test prompts, and through the chat template)
-    stands, with its size, agreement, time to first token and decode speed.
+    A LiteRT-LM bundle's engine takes text, not the run's prompt ids: its
+    test answers are measured by sending each test prompt's user message
+    through its Conversation API (the bundle's chat template), as an app
+    would; its check (greedy text equal to Keras' on the first test
+    prompts, and through the chat template) gives its agreement, time to
+    first token and decode speed.
     """
     path = os.path.join(build, lm_artifact(format))
     prompts = [test.prompts[i] for i in scored]
@@ -100,8 +131,9 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
 
     def write_runtime():
         texts = _user_texts(examples["test"], scored)[:VERIFY_PROMPTS] or None
-        return _write_runtime(model, format, path, chat, test, scored, options,
-                              kwargs, prompts=texts, reference=reference, **check)
+        return _write_runtime(model, format, path, chat, test, scored,
+                              examples["test"], options, kwargs, prompts=texts,
+                              reference=reference, **check)
 
     # A failed export is recorded, as the classifier's runs do: the rest of
     # the report still stands.
@@ -114,10 +146,13 @@ def export_and_measure(model, format, folder, chat, test, scored, examples,
                               "path": None})
 
 
-def _write_runtime(model, format, path, chat, test, scored, options, kwargs,
-                   **check):
+def _write_runtime(model, format, path, chat, test, scored, examples, options,
+                   kwargs, **check):
     """A LiteRT-LM bundle or GenAI folder at `path`, checked in its runtime;
     then, in GenAI, the test prompts answered. Its result, JSON-ready."""
+    if format == ADAPTER_BUNDLE:
+        return _write_adapter_bundle(model, path, chat, test, scored, examples,
+                                     options, kwargs, **check)
     if format == "litertlm":
         report = export_litertlm(model, path, max_length=options.export_max_length,
                                  **check, **kwargs)
@@ -126,6 +161,9 @@ def _write_runtime(model, format, path, chat, test, scored, options, kwargs,
                                    max_length=options.export_max_length, **check)
     start = time.perf_counter()
     accuracy = None
+    if format == "litertlm":
+        accuracy = _litertlm_test_accuracy(path, None, chat, test, scored,
+                                           examples, options)
     if format == "onnx_genai":
         generator = GenAIGenerator(path)
         generated = [
@@ -149,6 +187,59 @@ def _write_runtime(model, format, path, chat, test, scored, options, kwargs,
         "keep_float": list(kwargs.get("keep_float", ())),
     })
     return result
+
+
+def _write_adapter_bundle(model, path, chat, test, scored, examples, options,
+                          kwargs, prompts, reference, **check):
+    """The `litertlm_lora` folder at `path`: the base bundle, checked with
+    no adapter against the base model, and the run's LoRA file, checked
+    with it against `model`. Its result, JSON-ready."""
+    os.makedirs(path)
+    base_file, adapter_file = (os.path.join(path, name)
+                               for name in ADAPTER_BUNDLE_FILES)
+    base = export_litertlm(model, base_file, max_length=options.export_max_length,
+                           prompts=prompts, runtime_adapters=True, **check,
+                           **kwargs)
+    adapter_bytes = write_litertlm_adapter(model, base_file, adapter_file)
+    start = time.perf_counter()
+    forced = DEFAULT_MIN_AGREEMENT if kwargs.get("quantize") else None
+    measured = check_litertlm_adapter(
+        model, base, adapter_file, tokenizer=check["tokenizer"], prompts=prompts,
+        max_new_tokens=check["max_new_tokens"], min_agreement=forced,
+        reference=reference)
+    result = json.loads(json.dumps(dataclasses.asdict(base)))
+    result.update({key: value for key, value in measured.items()})
+    result.update({
+        "format": ADAPTER_BUNDLE,
+        "quantize": kwargs.get("quantize"),
+        "size_bytes": base.size_bytes,
+        "adapter_bytes": adapter_bytes,
+        "base_agreement": base.agreement,
+        "test_accuracy": _litertlm_test_accuracy(
+            base_file, adapter_file, chat, test, scored, examples, options),
+        "runtime_seconds": time.perf_counter() - start,
+        "export_max_length": options.export_max_length,
+        "keep_float": list(kwargs.get("keep_float", ())),
+    })
+    return result
+
+
+def _litertlm_test_accuracy(bundle, lora_path, chat, test, scored, examples,
+                            options):
+    """The test answers of the bundle in LiteRT-LM, each test prompt sent
+    as a phone app sends it: its user message through the Conversation API
+    (the bundle's chat template, applied by the runtime). None when a test
+    example is more than one user message (the runtime's template would
+    be given only the last)."""
+    if not scored or any(len(examples[i].messages) != 1
+                         or examples[i].messages[0][0] != "user" for i in scored):
+        return None
+    new_tokens = answer_tokens(test, scored)
+    with open_engine(bundle, options.export_max_length) as engine:
+        texts = [conversation_text(engine, examples[i].messages[0][1], new_tokens,
+                                   lora_path) for i in scored]
+    return lm_evaluation.answer_accuracy(
+        texts, [chat.decode(test.completions[i]) for i in scored])
 
 
 def _user_texts(examples, scored):

@@ -11,8 +11,9 @@ from keras_lowrank.runs.run_options import RunOptions
 
 # This project's generators (LiteRT, ONNX), then the LLM runtimes: a
 # LiteRT-LM bundle (`model.litertlm`) and an ONNX Runtime GenAI folder
-# (`onnx_genai/`), the model folder's tokenizer and chat template inside.
-GENERATION_FORMATS = ("tflite", "onnx", "litertlm", "onnx_genai")
+# (`onnx_genai/`), the model folder's tokenizer and chat template inside;
+# and `litertlm_lora/`: a LiteRT-LM base bundle and the run's LoRA file.
+GENERATION_FORMATS = ("tflite", "onnx", "litertlm", "onnx_genai", "litertlm_lora")
 # What `export_generator` quantizes a generator with (None: float32).
 TFLITE_QUANTIZE_MODES = (None, "dynamic")
 # The layers a dynamic-range int8 generator keeps in float32: the token
@@ -86,14 +87,20 @@ class LMFinetuneOptions(RunOptions):
             checked in LiteRT-LM and ONNX Runtime GenAI on the first test
             prompts' raw text (size, agreement, time to first token and
             decode tokens/s reported); the test answers are measured in
-            GenAI, not in LiteRT-LM (which takes text, not the run's ids).
+            GenAI from the run's ids, in LiteRT-LM from each test prompt's
+            user message sent through its Conversation API.
+            `litertlm_lora` writes a folder of a LiteRT-LM base bundle
+            (`base.litertlm`, LoRA inputs at rank 16 or 32) and the run's
+            adapters as LiteRT-LM's LoRA file (`adapters.lora.tflite`),
+            swapped at run time; it needs LoRA on the attention
+            projections only (`targets`), checked before training.
         export_max_length: int. Cache positions of the exported generator;
             at least the longest test prompt plus its answer.
         tflite_quantize: None (float32: the artifact's greedy tokens must
             equal Keras') or "dynamic" (int8 weights, LiteRT dynamic-range
             quantization: the report gives the next-token agreement with
             Keras and the task accuracy measured in LiteRT). LiteRT and
-            LiteRT-LM only; an ONNX generator or GenAI folder stays
+            LiteRT-LM (`litertlm_lora`: the base's weights) only; an ONNX generator or GenAI folder stays
             float32, as in the classifier's runs.
         tflite_keep_float: tuple of str. With `tflite_quantize="dynamic"`:
             patterns of the layers left in float32

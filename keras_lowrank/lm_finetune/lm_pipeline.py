@@ -21,6 +21,7 @@ from keras_lowrank.lm_finetune.chat_format import ChatFormat
 from keras_lowrank.lm_finetune.lm_data import load_lm_data
 from keras_lowrank.lm_finetune.lm_evaluation import answer_tokens
 from keras_lowrank.lm_finetune.lm_evaluation import scored_rows
+from keras_lowrank.lm_finetune.lm_export import check_adapter_bundle
 from keras_lowrank.lm_finetune.lm_export import export_and_measure
 from keras_lowrank.lm_finetune.lm_export import keras_reference
 from keras_lowrank.lm_finetune.lm_finetune_options import GENERATION_FORMATS
@@ -36,6 +37,7 @@ from keras_lowrank.runs.build_folder import check_out
 from keras_lowrank.runs.build_folder import run_in_build_folder
 from keras_lowrank.runs.report_files import add_files
 from keras_lowrank.runs.report_files import export_line
+from keras_lowrank.runs.run_folder import ADAPTER_BUNDLE
 from keras_lowrank.runs.run_folder import ADAPTERS_FILE
 
 ACCURACY = "accuracy"
@@ -143,6 +145,8 @@ def _run(options, folder, chat, build, progress):
         # for SmolLM2), once the report has its size.
         base_bytes = klr.weight_bytes(base)
         del base
+        if ADAPTER_BUNDLE in options.export:
+            check_adapter_bundle(model)
         trainable, total = klr.parameter_counts(model)
         note(f"{os.path.basename(folder)} + {adapter_setup.adapters_note(options)} on "
              f"{list(options.targets)}: {klr.trainable_summary(model)}")

@@ -22,9 +22,14 @@ RANKS_FILE = "rank_allocation.png"
 ARTIFACT_STEM = "model"
 # A causal-LM run's artifacts for the phone's own LLM runtimes, by format:
 # a LiteRT-LM bundle and an ONNX Runtime GenAI folder.
+# `litertlm_lora` is a folder of a LiteRT-LM base bundle, its LoRA inputs
+# empty, and the run's adapters as the runtime's LoRA file.
+ADAPTER_BUNDLE = "litertlm_lora"
+ADAPTER_BUNDLE_FILES = ("base.litertlm", "adapters.lora.tflite")
 RUNTIME_ARTIFACTS = {"litertlm": f"{ARTIFACT_STEM}.litertlm",
-                     "onnx_genai": "onnx_genai"}
-RUNTIME_FOLDERS = ("onnx_genai",)
+                     "onnx_genai": "onnx_genai",
+                     ADAPTER_BUNDLE: ADAPTER_BUNDLE}
+RUNTIME_FOLDERS = ("onnx_genai", ADAPTER_BUNDLE)
 
 
 def export_formats() -> tuple[str, ...]:

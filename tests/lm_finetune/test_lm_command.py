@@ -36,7 +36,7 @@ def run_cli(capsys, *argv):
     (["--task", "causal-lm", "--export", "savedmodel"],
      "Unrecognized or repeated export format in --export savedmodel. "
      "Supported formats are: ['tflite', 'onnx', 'litertlm', 'onnx_genai', "
-     "'none'] (none: export nothing)"),
+     "'litertlm_lora', 'none'] (none: export nothing)"),
     (["--export", "litertlm"],
      "Unrecognized or repeated export format in --export litertlm. Supported "
      "formats are: ['tflite', 'onnx', 'none']"),
@@ -232,8 +232,75 @@ def test_a_causal_lm_run_exits_0_and_measures_the_llm_runtimes(
     for exported in (litertlm, genai):
         assert exported["time_to_first_token_ms"] > 0
         assert exported["decode_tokens_per_s"] > 0
-    # Test answers in GenAI; not measured in LiteRT-LM (it takes text).
-    assert 0 <= genai["test_accuracy"] <= 1
-    assert litertlm["test_accuracy"] is None
+    # Test answers in GenAI from the run's ids; in LiteRT-LM from each
+    # test prompt's user message, through its Conversation API.
+    # Float32 artifacts answer as Keras does.
+    assert genai["test_accuracy"] == litertlm["test_accuracy"] == report["test_accuracy"]
     assert report["onnx_genai_test_accuracy"] == genai["test_accuracy"]
     assert "litertlm: " + str(out / "model.litertlm") in output.out
+
+
+def _attention_run(tiny_folder, tmp_path, capsys, *argv):
+    train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
+    return run_cli(
+        capsys, "--task", "causal-lm", "--model", tiny_folder, "--train", train,
+        "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
+        "--max-eval-examples", "2", "--export-max-length", "128",
+        "--samples", "1", "--quiet", "--out", str(tmp_path / "run"), *argv)
+
+
+def test_a_run_ships_a_litertlm_base_bundle_and_its_lora_file(
+        tiny_folder, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from keras_lowrank.generation.litertlm_adapter import bundle_lora_inputs
+
+    status, output = _attention_run(
+        tiny_folder, tmp_path, capsys, "--export", "litertlm_lora",
+        "--targets", "query", "key", "value", "attention_output", "--rank", "4")
+    assert status == 0, output.err
+    out = tmp_path / "run"
+    assert sorted(os.listdir(out / "litertlm_lora")) == [
+        "adapters.lora.tflite", "base.litertlm"]
+    report = json.loads((out / "report.json").read_text())
+    exported = report["exports"]["litertlm_lora"]
+    assert exported["path"] == str(out / "litertlm_lora")
+    assert exported["quantize"] is None
+    assert exported["size_bytes"] == os.path.getsize(out / "litertlm_lora" / "base.litertlm")
+    assert exported["adapter_bytes"] == os.path.getsize(
+        out / "litertlm_lora" / "adapters.lora.tflite")
+    # The base bundle: rank-4 LoRA padded to the runtime's 16, four
+    # attention projections in each of the 2 layers. (An int8 base:
+    # tests/generation/test_litertlm_adapters.py; this tiny byte-level BPE
+    # re-splits Keras' text when the engine is teacher forced on it.)
+    inputs = bundle_lora_inputs(out / "litertlm_lora" / "base.litertlm")
+    assert len(inputs) == 2 * 4 * 2
+    assert {shape[1] for name, shape in inputs.items() if "_a_prime_" in name} == {16}
+    # Checked in LiteRT-LM: the base with no adapter against the base
+    # model, then with the run's file against the trained model: greedy
+    # text equal on every check prompt.
+    assert exported["base_agreement"] == 1.0
+    assert exported["prompts_matching"] == len(exported["prompt_lengths"]) > 0
+    assert exported["tokens_compared"] > 0
+    assert exported["time_to_first_token_ms"] > 0
+    # Its test answers through the Conversation API, as Keras' (float32).
+    assert exported["test_accuracy"] == report["test_accuracy"]
+    assert "litertlm_lora: " + str(out / "litertlm_lora") in output.out
+    assert np.isfinite(exported["decode_tokens_per_s"])
+
+
+def test_litertlm_lora_of_a_run_adapting_other_layers_is_refused_before_training(
+        tiny_folder, tmp_path, capsys):
+    status, output = _attention_run(tiny_folder, tmp_path, capsys,
+                                    "--export", "litertlm_lora")
+    assert status == 2
+    assert output.err.count("\n") == 1
+    assert ("--export litertlm_lora: LiteRT-LM runtime LoRA adapts the attention "
+            "query, key, value and output projections only. Received: an "
+            "adapter on 'transformer_layer_0/feedforward_intermediate_dense'"
+            in output.err), output.err
+    assert "--targets query key value attention_output" in output.err
+    assert "[3/6] train" not in output.out
+    assert not (tmp_path / "run").exists()

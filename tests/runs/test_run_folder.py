@@ -14,9 +14,10 @@ def _earlier_run(tmp_path, *files, folders=()):
 
 def test_a_causal_lm_run_with_runtime_artifacts_is_a_run_folder(tmp_path):
     assert run_folder.RUNTIME_ARTIFACTS == {
-        "litertlm": "model.litertlm", "onnx_genai": "onnx_genai"}
+        "litertlm": "model.litertlm", "onnx_genai": "onnx_genai",
+        "litertlm_lora": "litertlm_lora"}
     folder = _earlier_run(tmp_path, "model.litertlm", "model.tflite",
-                          folders=["onnx_genai"])
+                          folders=["onnx_genai", "litertlm_lora"])
     assert run_folder.is_run_folder(folder)
 
 
