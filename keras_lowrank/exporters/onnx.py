@@ -59,7 +59,8 @@ def write_onnx(model, signature, path, opset=None, quantize=None,
     def convert():
         with tf2onnx_compat.optimizer_without_copies_per_pass(), \
                 tf2onnx_compat.einsum_search_on_shapes(), \
-                tf2onnx_compat.merge_duplicates_hashing_each_tensor_once():
+                tf2onnx_compat.merge_duplicates_hashing_each_tensor_once(), \
+                tf2onnx_compat.subgraph_walked_once():
             tf2onnx.convert.from_function(
                 serve, input_signature=[signature], opset=opset, output_path=path
             )

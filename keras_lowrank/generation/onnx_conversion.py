@@ -63,8 +63,11 @@ def convert_step(step, signature, variables, names, opset, fed=()):
     # and 5-7% less CPU per export (fastest of 5-8 alternating runs:
     # 1.69 s -> 1.58 s, and 1.99 s -> 1.88 s on a loaded machine).
     # keras-hub's attention projections are Einsums: tf2onnx's search for
-    # their decomposition runs on shapes only (`_compat.tf2onnx`).
-    with _tf2onnx_without_copies(), tf2onnx_compat.einsum_search_on_shapes():
+    # their decomposition runs on shapes only, and the nodes the step's
+    # outputs (one per cache tensor) need are found in one walk of the
+    # graph (`_compat.tf2onnx`).
+    with _tf2onnx_without_copies(), tf2onnx_compat.einsum_search_on_shapes(), \
+            tf2onnx_compat.subgraph_walked_once():
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=signature, opset=opset)
     fed = set(fed)

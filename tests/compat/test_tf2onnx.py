@@ -196,3 +196,43 @@ def test_merge_duplicates_hashing_each_tensor_once_gives_the_same_graph():
     assert plain[0] == hashed_once[0] and plain[1] == hashed_once[1]
     assert plain[1].count(twin.tobytes()) == 1  # the twins were merged
     np.testing.assert_array_equal(plain[2], hashed_once[2])
+
+
+def test_subgraph_walked_once_finds_the_nodes_tf2onnx_finds():
+    # The private surface relied on: `delete_unused_nodes` keeps what
+    # `extract_sub_graph_nodes(outputs, input_checker, remove_unused_inputs)`
+    # returns, which walks `Node.input` and `get_implicit_inputs()`.
+    original = tf2onnx_graph.Graph.__dict__["extract_sub_graph_nodes"]
+    graph = tf2onnx_graph.Graph([], opset=15)
+    for name in ("x", "unused_input"):
+        graph.add_graph_input(name, onnx.TensorProto.FLOAT, [2])
+    graph.make_const("w", np.ones(2, dtype="float32"))
+    shared = graph.make_node("Mul", ["x", "w"], name="shared")
+    graph.make_node("Neg", [shared.output[0]], name="first")
+    graph.make_node("Exp", [shared.output[0]], name="second")
+    graph.make_node("Abs", ["x"], name="dead")
+    outputs = [graph.get_node_by_name(n).output[0] for n in ("first", "second")]
+
+    def names(*args, **kwargs):  # graph inputs by their tensor's name
+        return sorted(n.output[0] if n.type == "Placeholder" else n.name
+                      for n in graph.extract_sub_graph_nodes(*args, **kwargs))
+
+    def not_the_constant(node):
+        return node.name != "w"
+
+    cases = [((outputs,), {}), ((outputs,), {"remove_unused_inputs": False}),
+             ((outputs, not_the_constant), {})]
+    plain = [names(*args, **kwargs) for args, kwargs in cases]
+    assert plain[0] == ["first", "second", "shared", "w", "x"]
+    assert plain[1] == ["first", "second", "shared", "unused_input", "w", "x"]
+    assert plain[2] == ["first", "second", "shared", "x"]
+    with tf2onnx_compat.subgraph_walked_once():
+        assert [names(*args, **kwargs) for args, kwargs in cases] == plain
+    assert tf2onnx_graph.Graph.__dict__["extract_sub_graph_nodes"] is original
+
+
+def test_subgraph_walked_once_gives_the_same_graph():
+    plain = _summary(_convert(contextlib.nullcontext()))
+    walked_once = _summary(_convert(tf2onnx_compat.subgraph_walked_once()))
+    assert plain[0] == walked_once[0] and plain[1] == walked_once[1]
+    np.testing.assert_array_equal(plain[2], walked_once[2])
