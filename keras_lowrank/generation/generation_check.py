@@ -26,6 +26,10 @@ class GenerationCheck:
         next_tokens_matching: int or None. Quantized: of the steps of Keras'
             own continuations (teacher forced), those where the artifact
             picks Keras' next token; None for a float artifact.
+        next_tokens_compared: int or None. The teacher-forced steps those
+            are counted among: `tokens_compared`, or fewer where a runtime
+            fed text (LiteRT-LM) cannot be fed Keras' ids at a step (its
+            tokenizer reads the text back as other ids); None: all of them.
     """
 
     verified: bool = False
@@ -36,6 +40,7 @@ class GenerationCheck:
     time_to_first_token_ms: float | None = None
     decode_tokens_per_s: float | None = None
     next_tokens_matching: int | None = None
+    next_tokens_compared: int | None = None
 
     @property
     def agreement(self):
@@ -50,9 +55,11 @@ class GenerationCheck:
     def next_token_agreement(self):
         """Quantized: the teacher-forced share of Keras' next tokens
         (`min_agreement` applies to it); None otherwise."""
-        if self.next_tokens_matching is None or not self.tokens_compared:
+        steps = (self.tokens_compared if self.next_tokens_compared is None
+                 else self.next_tokens_compared)
+        if self.next_tokens_matching is None or not steps:
             return None
-        return self.next_tokens_matching / self.tokens_compared
+        return self.next_tokens_matching / steps
 
     def matching_text(self) -> str:
         """`"matching/compared (n/N prompts, lengths [...])"`."""

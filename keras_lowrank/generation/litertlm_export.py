@@ -19,6 +19,7 @@ from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation import export_arguments as arguments
 from keras_lowrank.generation import litertlm_inputs as inputs
+from keras_lowrank.generation.generation_check import GenerationCheck
 from keras_lowrank.generation.generation_verification import GenerationVerificationError
 from keras_lowrank.generation.keras_reference import checked_reference
 from keras_lowrank.generation.litertlm_adapter import runtime_lora_model
@@ -193,7 +194,7 @@ def export_litertlm(
 
 def check_litertlm_adapter(adapted_lm, report, adapter_path, *, tokenizer,
                            prompts=None, max_new_tokens=32, min_agreement=None,
-                           reference=None) -> dict:
+                           reference=None) -> GenerationCheck:
     """Runs the base bundle of `report` with the LoRA file `adapter_path` in
     LiteRT-LM against Keras' greedy generation of `adapted_lm`.
 
@@ -218,8 +219,7 @@ def check_litertlm_adapter(adapted_lm, report, adapter_path, *, tokenizer,
             context, to share with other checks of the same model.
 
     Returns:
-        dict of the `LitertlmReport` fields the check measures
-        (`agreement`, `next_token_agreement`, speeds, ...).
+        A `GenerationCheck` (`agreement`, `next_token_agreement`, speeds).
 
     Raises:
         PromptTooLongError: a prompt that does not fit the context.
@@ -249,8 +249,10 @@ def check_litertlm_adapter(adapted_lm, report, adapter_path, *, tokenizer,
     cases = [_case(reference, text, p, max_new_tokens, meta.stop_token_ids)
              for text, p in zip(prompts, ids)]
     with open_engine(report.path, meta.max_num_tokens) as engine:
-        return check_bundle(engine, cases, max_new_tokens, min_agreement,
-                            lora_path=adapter_path)
+        measured = check_bundle(engine, cases, max_new_tokens, min_agreement,
+                                lora_path=adapter_path)
+    return GenerationCheck(verified=True,
+                           prompt_lengths=tuple(len(p) for p in ids), **measured)
 
 
 def _case(reference, text, ids, max_new_tokens, stops):

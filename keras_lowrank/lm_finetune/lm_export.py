@@ -15,6 +15,7 @@ the base with the file against the fine-tuned one.
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 from keras_lowrank.generation import GenerationVerificationError
@@ -195,6 +196,16 @@ def _write_adapter_bundle(model, path, chat, test, scored, examples, options,
     no adapter against the base model, and the run's LoRA file, checked
     with it against `model`. Its result, JSON-ready."""
     os.makedirs(path)
+    try:
+        return _write_adapter_files(model, path, chat, test, scored, examples,
+                                    options, kwargs, prompts, reference, **check)
+    except BaseException:
+        shutil.rmtree(path)  # nothing of a failed export stays
+        raise
+
+
+def _write_adapter_files(model, path, chat, test, scored, examples, options,
+                         kwargs, prompts, reference, **check):
     base_file, adapter_file = (os.path.join(path, name)
                                for name in ADAPTER_BUNDLE_FILES)
     base = export_litertlm(model, base_file, max_length=options.export_max_length,
@@ -207,9 +218,14 @@ def _write_adapter_bundle(model, path, chat, test, scored, examples, options,
         model, base, adapter_file, tokenizer=check["tokenizer"], prompts=prompts,
         max_new_tokens=check["max_new_tokens"], min_agreement=forced,
         reference=reference)
+    # The base bundle's report, its check's figures those of the run's
+    # adapter file (`base_*`: the base with no adapter).
     result = json.loads(json.dumps(dataclasses.asdict(base)))
-    result.update({key: value for key, value in measured.items()})
+    result.update(dataclasses.asdict(measured))
     result.update({
+        "agreement": measured.agreement,
+        "next_token_agreement": measured.next_token_agreement,
+        "base_next_token_agreement": base.next_token_agreement,
         "format": ADAPTER_BUNDLE,
         "quantize": kwargs.get("quantize"),
         "size_bytes": base.size_bytes,

@@ -169,6 +169,7 @@ def test_int8_bundle_agrees_with_keras_on_the_next_token(int8, tmp_path):
     # 11/12 too (one prompt whole).
     assert report.quantize == "dynamic" and report.tokens_compared == 12
     assert 0.8 <= report.next_token_agreement < 1.0
+    assert report.next_tokens_compared == 12  # word-level: every step fed
     assert "next-token agreement 0.917" in str(report)
     assert _int8_weights(report.path, tmp_path) > 0
 

@@ -207,6 +207,8 @@ def test_int8_base_bundle_keeps_the_float_lora_inputs(bundle, int8_bundle):
     # forced on Keras' tokens, at least min_agreement=0.8 of them (measured
     # 11/12; 234,448 bytes against 497,748 in float32).
     assert 0.8 * report.tokens_compared <= report.next_tokens_matching
+    # A word-level tokenizer reads every step's text back as Keras' ids.
+    assert report.next_tokens_compared == report.tokens_compared
     assert report.tokens_compared == float_report.tokens_compared
     assert report.size_bytes < 0.5 * float_report.size_bytes
 
@@ -230,3 +232,4 @@ def test_adapter_file_on_the_int8_base_follows_its_adapted_model(
     # Measured: 12/12 next tokens, and both prompts' greedy text equal.
     assert measured["tokens_compared"] == sum(len(c.expected) for c in cases) > 0
     assert measured["next_tokens_matching"] >= measured["tokens_compared"] - 1
+    assert measured["next_tokens_compared"] == measured["tokens_compared"]

@@ -253,13 +253,12 @@ def test_a_run_ships_a_litertlm_base_bundle_and_its_lora_file(
         tiny_folder, tmp_path, capsys):
     import json
 
-    import numpy as np
-
     from keras_lowrank.generation.litertlm_adapter import bundle_lora_inputs
 
     status, output = _attention_run(
         tiny_folder, tmp_path, capsys, "--export", "litertlm_lora",
-        "--targets", "query", "key", "value", "attention_output", "--rank", "4")
+        "--targets", "query", "key", "value", "attention_output", "--rank", "4",
+        "--tflite-quantize", "dynamic")
     assert status == 0, output.err
     out = tmp_path / "run"
     assert sorted(os.listdir(out / "litertlm_lora")) == [
@@ -267,28 +266,29 @@ def test_a_run_ships_a_litertlm_base_bundle_and_its_lora_file(
     report = json.loads((out / "report.json").read_text())
     exported = report["exports"]["litertlm_lora"]
     assert exported["path"] == str(out / "litertlm_lora")
-    assert exported["quantize"] is None
+    assert exported["quantize"] == "dynamic"
     assert exported["size_bytes"] == os.path.getsize(out / "litertlm_lora" / "base.litertlm")
     assert exported["adapter_bytes"] == os.path.getsize(
         out / "litertlm_lora" / "adapters.lora.tflite")
-    # The base bundle: rank-4 LoRA padded to the runtime's 16, four
-    # attention projections in each of the 2 layers. (An int8 base:
-    # tests/generation/test_litertlm_adapters.py; this tiny byte-level BPE
-    # re-splits Keras' text when the engine is teacher forced on it.)
+    # The int8 base bundle: rank-4 LoRA padded to the runtime's 16, four
+    # attention projections in each of the 2 layers, float32 inputs.
     inputs = bundle_lora_inputs(out / "litertlm_lora" / "base.litertlm")
     assert len(inputs) == 2 * 4 * 2
     assert {shape[1] for name, shape in inputs.items() if "_a_prime_" in name} == {16}
-    # Checked in LiteRT-LM: the base with no adapter against the base
-    # model, then with the run's file against the trained model: greedy
-    # text equal on every check prompt.
-    assert exported["base_agreement"] == 1.0
-    assert exported["prompts_matching"] == len(exported["prompt_lengths"]) > 0
-    assert exported["tokens_compared"] > 0
+    # Checked in LiteRT-LM, teacher forced on Keras' tokens: the base with
+    # no adapter against the base model, then with the run's file against
+    # the trained one. The engine takes text: a step counts only where its
+    # tokenizer reads Keras' tokens back as the same ids (this tiny
+    # byte-level BPE re-splits most of them; free-running, the engine still
+    # writes most of Keras' tokens).
+    assert exported["tokens_compared"] == 16
+    assert 0 < exported["next_tokens_compared"] < exported["tokens_compared"]
+    assert exported["next_token_agreement"] >= 0.8
+    assert exported["base_next_token_agreement"] >= 0.8
+    assert exported["agreement"] >= 0.5
     assert exported["time_to_first_token_ms"] > 0
-    # Its test answers through the Conversation API, as Keras' (float32).
-    assert exported["test_accuracy"] == report["test_accuracy"]
+    assert 0 <= exported["test_accuracy"] <= 1
     assert "litertlm_lora: " + str(out / "litertlm_lora") in output.out
-    assert np.isfinite(exported["decode_tokens_per_s"])
 
 
 def test_litertlm_lora_of_a_run_adapting_other_layers_is_refused_before_training(
