@@ -192,7 +192,8 @@ def rows(results) -> dict:
     median_bytes = None if median is None else median * 1e9
     generation = results.get("generation") or {}
     table = {}
-    names = ("keras", *sorted(generation.get("speedup_vs_keras") or {}))
+    names = ("keras", *sorted(generation.get("speedup_vs_keras") or {}),
+             *sorted(generation.get("other_runtimes_vs_keras") or {}))
     for name in (n for n in names if n in generation):
         entry = generation[name]
         counted = entry.get("decode_bytes") or {}
@@ -212,6 +213,19 @@ def rows(results) -> dict:
         }
     return {"bandwidth_kernel": kernel, "bandwidth_gb_per_s_best": best,
             "bandwidth_gb_per_s_median": median, "rows": table}
+
+
+# The `generation` child's runners by their key's prefix.
+_RUNNERS = {"litert": "LiteRT", "litertlm": "LiteRT-LM",
+            "genai": "ONNX Runtime GenAI"}
+
+
+def runner_label(name) -> str:
+    """`"LiteRT-LM dynamic"` for `"litertlm_dynamic"`; Keras' for `"keras"`."""
+    if name == "keras":
+        return "Keras `generate()`"
+    runner, _, precision = name.partition("_")
+    return f"{_RUNNERS.get(runner, runner)} {precision}"
 
 
 def _percent(fraction):
@@ -249,11 +263,10 @@ def markdown(results) -> str:
         f"moved less than the machine can.")
     if not bound["rows"]:
         return text
-    labels = {"keras": "Keras `generate()`"}
     table = _table(
         ["runner", "decode tokens/s", "weight MB read/token", "bound tokens/s",
          "share of bound", "share (median bandwidth)", "share with KV cache"],
-        [[labels.get(name, f"LiteRT {name.split('_', 1)[-1]}"),
+        [[runner_label(name),
           _f(row["decode_tokens_per_s"], ".1f"),
           _f(None if row["bytes_per_token"] is None else row["bytes_per_token"] / 1e6,
              ",.1f"),

@@ -83,6 +83,11 @@ def _with_generation(results):
         "litert_dynamic": {"decode_tokens_per_s": 30.0, "decode_bytes": int8,
                            "time_to_first_token_ms": 9.0, "agreement": 0.9,
                            "next_token_agreement": 0.95},
+        # The phone LLM runtimes' rows (`benchmarks/generation_runtimes.py`).
+        "other_runtimes_vs_keras": {"litertlm_dynamic": 4.0},
+        "litertlm_dynamic": {"decode_tokens_per_s": 40.0, "decode_bytes": int8,
+                             "time_to_first_token_ms": 5.0, "agreement": 0.9,
+                             "next_token_agreement": 0.9},
     }
     return results
 
@@ -101,7 +106,8 @@ def test_each_generator_gets_its_bound_and_share():
     bound = decode_bound.rows(_with_generation(fake_results()))
     assert (bound["bandwidth_kernel"], bound["bandwidth_gb_per_s_best"],
             bound["bandwidth_gb_per_s_median"]) == ("triad", 10.0, 8.0)
-    assert list(bound["rows"]) == ["keras", "litert_dynamic", "litert_float32"]
+    assert list(bound["rows"]) == ["keras", "litert_dynamic", "litert_float32",
+                                   "litertlm_dynamic"]
     assert bound["rows"]["litert_float32"] == {
         "decode_tokens_per_s": 15.0, "bytes_per_token": 500_000_000,
         "kv_cache_bytes": 100_000_000, "bound_tokens_per_s": 20.0,
@@ -113,6 +119,7 @@ def test_each_generator_gets_its_bound_and_share():
     # int8 weights: a quarter of the bytes, 80 tokens/s at most.
     assert bound["rows"]["litert_dynamic"]["bound_tokens_per_s"] == 80.0
     assert bound["rows"]["litert_dynamic"]["share_of_bound"] == 30.0 / 80.0
+    assert bound["rows"]["litertlm_dynamic"]["share_of_bound"] == 40.0 / 80.0
 
 
 def test_results_md_shows_the_bound_and_its_definition():
@@ -126,6 +133,7 @@ def test_results_md_shows_the_bound_and_its_definition():
             in text)
     assert "| Keras `generate()` | 10.0 | 500.0 | 20.0 | 50.0% | 62.5% |" in text
     assert "| LiteRT dynamic | 30.0 | 125.0 | 80.0 | 37.5% | 46.9% |" in text
+    assert "| LiteRT-LM dynamic | 40.0 | 125.0 | 80.0 | 50.0% | 62.5% |" in text
     assert "the faster kernel (triad, 10.0 GB/s)" in text
     # With a copy that moved more, the bound is the copy's.
     results["bandwidth"]["copy"] = {"gb_per_s_best": 20.0, "gb_per_s_median": 16.0}
