@@ -1,8 +1,11 @@
 """Module-wide fixtures: tiny models, their exports and a tokenizer."""
 
+import os
+
 import pytest
 
 from keras_lowrank.generation import export_generator
+from keras_lowrank.models import presets
 from tests.generation import tiny_lms
 from tests.generation.references import References
 
@@ -59,3 +62,15 @@ def generators(tiny_models, tiny_references, tmp_path_factory):
 def word_tokenizer(tmp_path_factory):
     return tiny_lms.write_word_tokenizer(
         tmp_path_factory.mktemp("tokenizer") / "tokenizer.json")
+
+
+# The real SmolLM2-135M-Instruct (the large tests), loaded once per module.
+@pytest.fixture(scope="module")
+def smollm2():
+    return presets.smollm2_causal_lm()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path():
+    """SmolLM2's Hugging Face `tokenizer.json`."""
+    return os.path.join(presets.smollm2_path(), "tokenizer.json")

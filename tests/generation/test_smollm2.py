@@ -42,16 +42,6 @@ FORMATS = os.environ.get("KERAS_LOWRANK_SMOLLM2_FORMATS", "tflite").split(",")
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return presets.smollm2_causal_lm()
-
-
-@pytest.fixture(scope="module")
-def tokenizer_path():
-    return os.path.join(presets.smollm2_path(), "tokenizer.json")
-
-
-@pytest.fixture(scope="module")
 def prompt_ids(tokenizer_path):
     from tokenizers import Tokenizer
 

@@ -26,7 +26,6 @@ from keras_lowrank.generation.litertlm_check import open_engine
 from keras_lowrank.generation.onnx_genai_adapter import ADAPTER_INPUTS_FILE
 from keras_lowrank.generation.onnx_genai_check import GenAIGenerator
 from keras_lowrank.generation.onnx_genai_check import GenAITokenizer
-from keras_lowrank.models import presets
 from tests.tiny_models import random_factors
 
 pytestmark = pytest.mark.large
@@ -47,16 +46,6 @@ PROMPTS = [
     "fisherman who",
 ]
 ATTENTION = ("query", "key", "value", "attention_output")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return presets.smollm2_causal_lm()
-
-
-@pytest.fixture(scope="module")
-def tokenizer_path():
-    return os.path.join(presets.smollm2_path(), "tokenizer.json")
 
 
 @pytest.fixture(scope="module")
