@@ -31,6 +31,7 @@ def test_formats_and_quantize_modes_come_from_the_registry():
     assert run_folder.run_files() == (
         "adapters.safetensors", "report.json", "training_curves.png",
         "rank_allocation.png", "model.tflite", "model.onnx", "model.litertlm", "onnx_genai",
+        "litertlm_lora",
         "model_text_classifier.tflite", "model_int8.tflite")
 
 
