@@ -287,6 +287,67 @@ def no_collection_per_dropped_variable():
         gc.collect = collect
 
 
+_GROUPED_INT4 = ("keras.src.quantizers", "abs_max_quantize_grouped_with_zero_point")
+
+
+@contextlib.contextmanager
+def grouped_int4_rounding(quantize):
+    """Within: `layer.quantize("int4")` with groups takes its integers, scales
+    and zero points from `quantize(kernel, block_size)` instead of rounding
+    each value to the nearest step; restored after.
+
+    Keras' Dense, EinsumDense and Embedding compute them all with
+    `keras.src.quantizers.abs_max_quantize_grouped_with_zero_point(kernel_2d,
+    block_size, ...)`, on the kernel as the 2D (inputs, outputs) matrix they
+    then store, so a replacement keeps Keras' layout and storage.
+
+    Args:
+        quantize: `quantize(kernel, block_size) -> (values, scale, zero)`:
+            numpy in, numpy out, with the shapes and dtypes of Keras' own
+            (int8 values in [-8, 7]; scale and zero (groups, outputs)).
+    """
+    original = _get(_GROUPED_INT4)
+
+    def replacement(inputs, block_size, value_range=(-8, 7), dtype="int8",
+                    epsilon=keras.backend.epsilon(), to_numpy=False):
+        if tuple(value_range) != (-8, 7):  # not int4: Keras' own
+            return original(inputs, block_size, value_range, dtype, epsilon, to_numpy)
+        values, scale, zero = quantize(keras.ops.convert_to_numpy(inputs), block_size)
+        return (keras.ops.convert_to_tensor(values.astype(dtype)),
+                keras.ops.convert_to_tensor(scale, dtype=inputs.dtype),
+                keras.ops.convert_to_tensor(zero))
+
+    _set(_GROUPED_INT4, replacement)
+    try:
+        yield
+    finally:
+        _set(_GROUPED_INT4, original)
+
+
+@contextlib.contextmanager
+def call_inputs_recorded(layers, record):
+    """Within: each call of one of `layers` first hands
+    `record(layer, inputs)` its first argument; restored after.
+
+    `Layer.__call__` runs `self.call`, so an instance attribute in front of
+    the class's method sees every call, eager or traced, of a layer inside
+    any model.
+    """
+    patched = []
+    try:
+        for layer in layers:
+            def call(inputs, *args, _layer=layer, _call=layer.call, **kwargs):
+                record(_layer, inputs)
+                return _call(inputs, *args, **kwargs)
+
+            object.__setattr__(layer, "call", call)
+            patched.append(layer)
+        yield
+    finally:
+        for layer in patched:
+            object.__delattr__(layer, "call")
+
+
 def dequantized_kernel(layer):
     """The float32 kernel of an int8/int4-quantized Dense, EinsumDense or
     Embedding (Keras' own quantized form), in the float kernel's shape.

@@ -2,6 +2,9 @@
 
 
 
+from keras_lowrank.adapters.calibration import calibrated_kinds
+from keras_lowrank.adapters.calibration import check_calibration
+from keras_lowrank.adapters.calibration import input_hessians
 from keras_lowrank.adapters.config import LoRAConfig
 from keras_lowrank.adapters.targeting import check_patterns_match
 from keras_lowrank.adapters.targeting import freeze_all_but
@@ -20,7 +23,7 @@ from keras_lowrank.surgery import model_state
 from keras_lowrank.surgery import rewriting
 
 
-def add_adapters(model, config=None, *, adapter_name=None, **overrides):
+def add_adapters(model, config=None, *, adapter_name=None, calibration=None, **overrides):
     """A new model with LoRA adapters on the layers `config` targets.
 
     Adapters go on every matched layer of a kind adapters exist for
@@ -43,6 +46,13 @@ def add_adapters(model, config=None, *, adapter_name=None, **overrides):
             new name adds a second adapter (same or other targets) beside
             them; the new one is then the active and only trainable adapter
             (`klr.set_adapter` chooses again).
+        calibration: with `base_quantization="int4"`, inputs of `model` (an
+            array, or a dict of arrays such as a keras-hub backbone's, a few
+            hundred examples of the fine-tuning data) that the int4 Dense and
+            EinsumDense kernels are fitted to: GPTQ rounds each kernel so
+            that its outputs on these inputs change least, instead of
+            rounding every weight to its nearest step. The kernels are held
+            in the same Keras int4 form either way.
         **overrides: fields of `LoRAConfig` that replace `config`'s.
 
     Returns:
@@ -92,13 +102,13 @@ def add_adapters(model, config=None, *, adapter_name=None, **overrides):
     return apply_adapters(
         model, specs, keep_trainable, init=config.init, config=config,
         adapter_name=adapter_name, base_quantization=config.base_quantization,
-        quantize_frozen=config.quantize_frozen,
+        quantize_frozen=config.quantize_frozen, calibration=calibration,
     )
 
 
 def apply_adapters(
     model, specs, keep_trainable, init="default", config=None, adapter_name=None,
-    base_quantization=None, quantize_frozen="adapted",
+    base_quantization=None, quantize_frozen="adapted", calibration=None,
 ):
     """Wraps the layers at `specs`' paths and freezes the rest.
 
@@ -114,6 +124,8 @@ def apply_adapters(
             kernels are held quantized (`LoRAAdapter.quantize_base`).
         quantize_frozen: "adapted", or "all" to quantize every other frozen
             plain Dense, EinsumDense and Embedding too.
+        calibration: inputs of `model` the int4 kernels are fitted to
+            (`add_adapters`), or None to round them to nearest.
 
     Returns:
         The new model.
@@ -122,6 +134,7 @@ def apply_adapters(
     paths = layer_paths.layer_paths(model)
     name = _new_adapter_name(model, paths, adapter_name, init)
     _check_quantization(model, paths, base_quantization)
+    check_calibration(calibration, base_quantization)
     for path in specs:
         layer = paths[path]
         if isinstance(layer, LoRAAdapter):
@@ -144,13 +157,18 @@ def apply_adapters(
     head = output_head_table(model) if quantize_all else None
     head_path = None if head is None else next(
         path for path, layer in paths.items() if layer is head)
+    hessians = {} if calibration is None else input_hessians(model, {
+        path: layer for path, layer in paths.items()
+        if type(layer) in calibrated_kinds() and (path in specs or (
+            quantize_all and not is_kept_trainable(path, keep_trainable)))
+    }, calibration)
 
     def wrap(path, layer):
         if path not in specs:
             if (quantize_all and is_frozen_quantizable(layer) and layer.quantization_mode is None
                     and not is_kept_trainable(path, keep_trainable)):
                 return quantized_copy(layer, frozen_quantization_mode(
-                    base_quantization, output_head=path == head_path))
+                    base_quantization, output_head=path == head_path), hessians.get(path))
             return None
         if isinstance(layer, LoRAAdapter):
             adapter = with_adapter(layer, name, specs[path])
@@ -165,7 +183,7 @@ def apply_adapters(
 
                 pissa_init(adapter)
             if base_quantization is not None:  # after PiSSA left the residual
-                adapter.quantize_base(base_quantization)
+                adapter.quantize_base(base_quantization, hessians.get(path))
         view.variant.initialize(view)
         return adapter
 

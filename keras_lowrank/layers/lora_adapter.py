@@ -309,15 +309,16 @@ class LoRAAdapter(SpecView, NamedAdapters, MergeableAdapter, keras.layers.Layer)
             return keras_compat.dequantized_kernel(self.layer)
         return keras_compat.kernel_variable(self.layer, self.kernel_name)
 
-    def quantize_base(self, mode):
+    def quantize_base(self, mode, hessian=None):
         """Holds the wrapped kernel in Keras' `mode` ("int8" or "int4") form,
         in place; the factors stay float. `add_adapters` calls it after
-        `init="pissa"` moved the principal part out of the kernel."""
+        `init="pissa"` moved the principal part out of the kernel. With
+        `hessian` an int4 kernel is rounded by GPTQ (`quantize_layer`)."""
         owner = f"{type(self).__name__}(layer='{self.layer.name}')"
         check_quantization_mode(mode, owner)
         check_quantizable(self.layer, mode, owner)
         self.base_quantization = mode
-        quantize_layer(self.layer, mode)
+        quantize_layer(self.layer, mode, hessian)
 
     # === Forward ===
 

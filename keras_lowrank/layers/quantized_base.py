@@ -18,11 +18,13 @@ outputs; under an adapter it is refused, since the adapter does not
 dequantize the reverse projection.
 """
 
+import contextlib
 import sys
 
 import keras
 
 from keras_lowrank._compat import keras as keras_compat
+from keras_lowrank.layers.gptq import gptq_int4
 
 QUANTIZATION_MODES = ("int8", "int4")
 # Values per int4 group along a kernel's input axis. Keras' default is 128;
@@ -100,28 +102,36 @@ def check_quantizable(layer, mode, owner):
         )
 
 
-def quantize_layer(layer, mode):
+def quantize_layer(layer, mode, hessian=None):
     """Quantizes a built float `layer` to `mode` in place (Keras' own form).
 
     Weights only: Keras' int8 default also quantizes a Dense's inputs, which
     would make the layer differ from its dequantized float twin (the merge).
+    With `hessian` (`XᵀX` of the layer's inputs, `adapters.calibration`), an
+    int4 kernel is rounded by GPTQ (`layers.gptq`) instead of to nearest.
     """
-    if layer.quantization_mode is None:
-        if mode == "int8":
-            config = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
-        else:  # weight-only, as Keras' int4 default is
-            config = keras.quantizers.Int4QuantizationConfig(block_size=INT4_BLOCK_SIZE)
-        with keras_compat.no_collection_per_dropped_variable():
-            layer.quantize(mode, config=config)
+    if layer.quantization_mode is not None:
+        return layer
+    if mode == "int8":
+        config = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
+    else:  # weight-only, as Keras' int4 default is
+        config = keras.quantizers.Int4QuantizationConfig(block_size=INT4_BLOCK_SIZE)
+    rounding = contextlib.nullcontext()
+    if hessian is not None and mode == "int4":
+        rounding = keras_compat.grouped_int4_rounding(
+            lambda kernel, block_size: gptq_int4(kernel, hessian, block_size))
+    with keras_compat.no_collection_per_dropped_variable(), rounding:
+        layer.quantize(mode, config=config)
     return layer
 
 
-def quantized_copy(layer, mode):
-    """A new built layer equal to the float `layer`, quantized to `mode`."""
+def quantized_copy(layer, mode, hessian=None):
+    """A new built layer equal to the float `layer`, quantized to `mode`
+    (by GPTQ against `hessian`, if given: `quantize_layer`)."""
     copy = type(layer).from_config(layer.get_config())
     copy.build(_input_shape(layer))
     copy.set_weights(layer.get_weights())
-    return quantize_layer(copy, mode)
+    return quantize_layer(copy, mode, hessian)
 
 
 def float_config(layer):

@@ -327,6 +327,56 @@ def test_dequantized_kernel_refuses_a_float_layer():
         keras_compat.dequantized_kernel(dense)
 
 
+@pytest.mark.parametrize("layer,shape,kernel", [
+    (lambda: keras.layers.Dense(6), (None, 40), (40, 6)),
+    (lambda: keras.layers.EinsumDense("btd,dnh->btnh", output_shape=(None, 2, 3)),
+     (None, 4, 40), (40, 6)),
+    # An embedding's groups run along each vector: Keras passes the table
+    # transposed.
+    (lambda: keras.layers.Embedding(40, 6), None, (6, 40)),
+])
+def test_grouped_int4_rounding_is_what_keras_int4_stores(layer, shape, kernel):
+    config = keras.quantizers.Int4QuantizationConfig(block_size=16)
+    calls = []
+
+    def fixed(kernel, block_size):  # every value 3, scale 0.5, zero -1
+        calls.append((kernel.shape, block_size))
+        groups = -(-kernel.shape[0] // block_size)
+        return (np.full(kernel.shape, 3, "int8"),
+                np.full((groups, kernel.shape[1]), 0.5, "float32"),
+                np.full((groups, kernel.shape[1]), -1, "int8"))
+
+    ours = layer()
+    ours.build(shape)
+    with keras_compat.grouped_int4_rounding(fixed):
+        ours.quantize("int4", config=config)
+    # Called once, on the 2D kernel Keras stores, input rows first.
+    assert calls == [(kernel, 16)]
+    np.testing.assert_array_equal(keras_compat.dequantized_kernel(ours), 2.0)
+    # Restored: the next layer is Keras' own round to nearest.
+    again = layer()
+    again.build(shape)
+    float_kernel = np.array(again.weights[0])
+    again.quantize("int4", config=config)
+    assert len(calls) == 1
+    assert np.abs(np.array(keras_compat.dequantized_kernel(again)) - float_kernel).max() < 0.1
+
+
+def test_call_inputs_recorded_sees_every_call_and_restores_the_layer():
+    dense = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((3,)), dense, keras.layers.Dense(1)])
+    x = np.ones((4, 3), "float32")
+    seen = []
+    with keras_compat.call_inputs_recorded([dense], lambda layer, inputs: seen.append(
+            (layer, tuple(inputs.shape)))):
+        model(x)
+        tf.function(lambda batch: model(batch))(x)  # traced calls too
+    assert seen == [(dense, (4, 3)), (dense, (4, 3))]
+    assert "call" not in vars(dense)
+    model(x)
+    assert len(seen) == 2
+
+
 def test_no_collection_per_dropped_variable_frees_the_kernel_without_collecting():
     dense = keras.layers.Dense(4)
     dense.build((None, 3))
