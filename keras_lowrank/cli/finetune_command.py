@@ -35,6 +35,7 @@ from keras_lowrank.runs import adapter_setup
 from keras_lowrank.runs.run_folder import RANKS_FILE
 from keras_lowrank.runs.run_folder import export_formats
 from keras_lowrank.runs.run_options import ADAPTIVE_INITIAL_RANK_FACTOR
+from keras_lowrank.runs.run_options import BASE_CALIBRATION_EXAMPLES
 from keras_lowrank.runs.run_options import BASE_QUANTIZATIONS
 from keras_lowrank.runs.run_options import QUANTIZE_FROZEN
 from keras_lowrank.runs.run_options import QUANTIZED_FORMAT
@@ -135,6 +136,11 @@ def add_parser(subparsers):
                        help="with --base-quantization: quantize the adapted "
                        "kernels only, or every frozen Dense, EinsumDense and "
                        f"Embedding too (default: {QUANTIZE_FROZEN[0]})")
+    model.add_argument("--base-calibration", type=int, default=None, metavar="N",
+                       help="with --base-quantization int4: fit the int4 "
+                       "kernels to the first N training examples by GPTQ; 0 "
+                       "rounds them to nearest (default: "
+                       f"{BASE_CALIBRATION_EXAMPLES})")
     model.add_argument("--adaptive-rank", type=int, default=None, metavar="TARGET",
                        help="AdaLoRA: the adapters start at "
                        "--adaptive-initial-rank and the rank budget moves to "

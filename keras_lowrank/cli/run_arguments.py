@@ -23,7 +23,8 @@ SHARED = {
     "sequence_length": "sequence_length", "seed": "seed",
     "deterministic": "deterministic",
     "base_quantization": "base_quantization",
-    "quantize_frozen": "quantize_frozen", "adaptive_rank": "adaptive_rank",
+    "quantize_frozen": "quantize_frozen", "base_calibration": "base_calibration",
+    "adaptive_rank": "adaptive_rank",
     "adaptive_initial_rank": "adaptive_initial_rank",
 }
 # The classifier's options: argparse destination -> `FinetuneOptions` field

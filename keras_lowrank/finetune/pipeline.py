@@ -169,7 +169,7 @@ def _run(options, precision, build, progress, strategy=None, watchdog=None):
         total_steps = training.training_steps(options, _train_examples(data, options))
         with distributed.scope(strategy):
             model, base = training.build_classifier(
-                options, data.num_classes, precision, total_steps)
+                options, data.num_classes, precision, total_steps, data.train)
         # What the phone artifacts need of the model, known now: refused
         # before training rather than after it.
         phone_lib.check_phone_artifacts(model, options.phone_artifacts, data.label_names)

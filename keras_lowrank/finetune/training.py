@@ -47,7 +47,7 @@ def load_data(options: FinetuneOptions):
 
 
 def build_classifier(options: FinetuneOptions, num_classes, precision=None,
-                     total_steps=None):
+                     total_steps=None, train=None):
     """A `BertTextClassifier` from `options.model` with LoRA adapters.
 
     Args:
@@ -59,6 +59,9 @@ def build_classifier(options: FinetuneOptions, num_classes, precision=None,
             bfloat16 / float16 and keeps every variable float32.
         total_steps: int or None. The optimizer steps the run trains for
             (`training_steps`); needed with `options.adaptive_rank`.
+        train: the training split (unbatched `(text, label)` dataset): an
+            int4 base is fitted to its first `options.base_calibration`
+            examples (`runs.adapter_setup.calibration_examples`).
 
     Returns:
         `(model, base_model)`: the adapted classifier, and the base it was
@@ -74,8 +77,11 @@ def build_classifier(options: FinetuneOptions, num_classes, precision=None,
               else contextlib.nullcontext())
     with policy:
         base = load_base_classifier(options, num_classes)
-        model = klr.add_adapters(
-            base, **adapter_setup.adapter_arguments(options, total_steps))
+        examples = adapter_setup.calibration_examples(options)
+        calibration = (tokenize(base.preprocessor, train, examples)[0]
+                       if examples and train is not None else None)
+        model = klr.add_adapters(base, **adapter_setup.adapter_arguments(
+            options, total_steps, calibration))
     return model, base
 
 

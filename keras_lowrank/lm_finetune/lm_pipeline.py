@@ -139,8 +139,10 @@ def _run(options, folder, chat, build, progress):
     with progress.stage("model") as note:
         keras.utils.set_random_seed(options.seed)
         base = load_causal_lm(folder)
+        train = splits["train"]
         model = klr.add_adapters(base, **adapter_setup.adapter_arguments(
-            options, options.training_steps))
+            options, options.training_steps, calibration={
+                "token_ids": train.token_ids, "padding_mask": train.padding_mask}))
         # The adapted copy holds its own weights: the float base goes (538 MB
         # for SmolLM2), once the report has its size.
         base_bytes = klr.weight_bytes(base)

@@ -24,7 +24,9 @@ def adapter_values(model, base_bytes, options, adaptive) -> dict:
             (`adapter_setup.adalora_schedule`).
 
     Returns:
-        `base_quantization`, `quantize_frozen` (None for a float base);
+        `base_quantization`, `quantize_frozen` (None for a float base),
+        `base_calibration` (the training examples an int4 base was fitted
+        to by GPTQ; 0: rounded to nearest; None for another base);
         `weight_bytes`: `klr.weight_bytes` of the adapted model (its
         quantized kernels at their own dtype); `weight_bytes_float_base`:
         of the float model the run loaded (counted, not estimated: the run
@@ -36,6 +38,7 @@ def adapter_values(model, base_bytes, options, adaptive) -> dict:
     values = {
         "base_quantization": options.base_quantization,
         "quantize_frozen": options.quantize_frozen,
+        "base_calibration": options.base_calibration,
         "weight_bytes": int(klr.weight_bytes(model)),
         "weight_bytes_float_base": int(base_bytes),
         "adapter_ranks": ranks,

@@ -45,13 +45,16 @@ def adalora_schedule(options, total_steps):
     )
 
 
-def adapter_arguments(options, total_steps) -> dict:
+def adapter_arguments(options, total_steps, calibration=None) -> dict:
     """The keyword arguments of the run's `klr.add_adapters` call.
 
     Args:
         options: RunOptions.
         total_steps: int. The optimizer steps the run trains for (AdaLoRA's
             schedule spans them).
+        calibration: the model's inputs for the first training examples,
+            at least `options.base_calibration` of them (taken under an
+            int4 base with `base_calibration` > 0), or None.
     """
     arguments = {
         "rank": options.rank,
@@ -63,7 +66,20 @@ def adapter_arguments(options, total_steps) -> dict:
     if options.base_quantization is not None:
         arguments["base_quantization"] = options.base_quantization
         arguments["quantize_frozen"] = options.quantize_frozen
+    if calibration_examples(options):
+        if calibration is None:
+            raise ValueError(
+                f"base_calibration={options.base_calibration} fits the int4 "
+                "base to training examples, but none were given to "
+                "adapter_arguments.")
+        arguments["calibration"] = {
+            key: value[:options.base_calibration] for key, value in calibration.items()}
     return arguments
+
+
+def calibration_examples(options) -> int:
+    """How many training examples the run fits its int4 base to (GPTQ)."""
+    return options.base_calibration or 0
 
 
 def training_callbacks(options) -> list:
@@ -88,5 +104,7 @@ def adapters_note(options):
                 f"AdaLoRA rank {options.rank} -> {options.adaptive_rank}")
     if options.base_quantization is None:
         return adapters
+    fitted = (f", GPTQ on {options.base_calibration} examples"
+              if calibration_examples(options) else "")
     return (f"{adapters}, {options.base_quantization} base "
-            f"({options.quantize_frozen})")
+            f"({options.quantize_frozen}{fitted})")

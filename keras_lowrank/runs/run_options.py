@@ -29,6 +29,10 @@ BASE_QUANTIZATIONS = (None, "int8", "int4")
 # `quantize_frozen` with a `base_quantization`: the adapted kernels only, or
 # every frozen Dense, EinsumDense and Embedding (`LoRAConfig.quantize_frozen`).
 QUANTIZE_FROZEN = ("adapted", "all")
+# Training examples an int4 base's Dense and EinsumDense kernels are fitted
+# to (GPTQ, `add_adapters(calibration=...)`) when `base_calibration` is None;
+# 0 rounds them to nearest. GPTQ's paper calibrates on 128 sequences.
+BASE_CALIBRATION_EXAMPLES = 128
 # AdaLoRA's initial rank when `adaptive_initial_rank` is None: 1.5 times
 # the target, rounded up (PEFT's defaults `init_r=12`, `target_r=8`).
 ADAPTIVE_INITIAL_RANK_FACTOR = 1.5
@@ -83,6 +87,11 @@ class RunOptions:
             frozen Dense, EinsumDense and Embedding too. None (not given)
             means "adapted" with a `base_quantization`; given without one
             it is an error.
+        base_calibration: int or None. With an int4 base: the training
+            examples (the first ones) its Dense and EinsumDense kernels are
+            fitted to by GPTQ; 0 rounds them to nearest. None means
+            `BASE_CALIBRATION_EXAMPLES` under an int4 base; given with
+            another base it is an error.
         adaptive_rank: int or None. AdaLoRA's `target_rank`: the adapters
             start at `adaptive_initial_rank` and end, on average, at this
             rank (docs/adalora.md). None: plain LoRA.
@@ -126,6 +135,7 @@ class RunOptions:
     verbose: int
     base_quantization: str | None = None
     quantize_frozen: str | None = None
+    base_calibration: int | None = None
     adaptive_rank: int | None = None
     adaptive_initial_rank: int | None = None
 
@@ -162,6 +172,7 @@ class RunOptions:
             raise ValueError(
                 f"out must be a folder, but {self.out!r} is an existing file.")
         self._set_base_quantization()
+        self._set_base_calibration()
         self._set_adaptive_rank()
 
     def set_field(self, name, value):
@@ -215,6 +226,25 @@ class RunOptions:
                 "quantizes, but none was given. Received: quantize_frozen="
                 f"{self.quantize_frozen!r} with base_quantization=None. Pass "
                 f"base_quantization, one of {list(BASE_QUANTIZATIONS[1:])}")
+
+    def _set_base_calibration(self):
+        if self.base_calibration is None:
+            if self.base_quantization == "int4":
+                self.set_field("base_calibration", BASE_CALIBRATION_EXAMPLES)
+            return
+        if (not isinstance(self.base_calibration, numbers.Integral)
+                or isinstance(self.base_calibration, bool) or self.base_calibration < 0):
+            raise ValueError(
+                "base_calibration must be a whole number of examples >= 0 (0 "
+                "rounds the int4 kernels to nearest). Received: "
+                f"base_calibration={self.base_calibration!r}")
+        if self.base_quantization != "int4":
+            raise ValueError(
+                "base_calibration is the number of training examples an int4 "
+                "base is fitted to (GPTQ). Received: base_calibration="
+                f"{self.base_calibration} with base_quantization="
+                f"{self.base_quantization!r}. Pass base_quantization='int4', "
+                "or leave base_calibration out.")
 
     def _set_adaptive_rank(self):
         if self.adaptive_rank is None:

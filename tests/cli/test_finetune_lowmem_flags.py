@@ -61,6 +61,7 @@ def test_classifier_on_an_int8_base_reports_its_weight_bytes(
     report = read_report(out)
     assert (report["base_quantization"], report["quantize_frozen"]) == ("int8", "adapted")
     assert report["options"]["base_quantization"] == "int8"
+    assert report["base_calibration"] is None
     lora = BERT_ADAPTED * 8 * (BERT_HIDDEN + BERT_HIDDEN)  # rank 8
     assert report["trainable_params"] == lora + BERT_HEAD == 1_058
     # The float base is counted on the model the run loaded, as base_bytes.
@@ -85,6 +86,7 @@ def test_classifier_adalora_on_an_int4_base_exports_and_plots_its_ranks(
     assert code == 0
     report = read_report(out)
     assert (report["base_quantization"], report["quantize_frozen"]) == ("int4", "all")
+    assert report["base_calibration"] == 128  # GPTQ on the training examples
     # 28 training examples, batches of 8: 4 steps an epoch, 2 epochs, all
     # run (no early stopping under AdaLoRA); warmup 10%, final 30%, floored.
     assert report["adaptive"] == {
@@ -108,6 +110,25 @@ def test_classifier_adalora_on_an_int4_base_exports_and_plots_its_ranks(
     assert sorted(os.listdir(out)) == [
         "adapters.safetensors", "model.onnx", "rank_allocation.png", "report.json",
         "training_curves.png"]
+
+
+def test_causal_lm_int4_base_is_fitted_to_its_training_examples(tmp_path, tiny_folder):
+    train = write_jsonl(tmp_path / "toy.jsonl", toy_records(20))
+    reports = {}
+    for calibration in ("128", "0"):
+        out = str(tmp_path / f"run-{calibration}")
+        code = main(["finetune", "--task", "causal-lm", "--model", tiny_folder,
+                     "--train", train, "--max-steps", "2", "--eval-every", "2",
+                     "--batch-size", "4", "--max-eval-examples", "2", "--samples", "1",
+                     "--export", "none", "--quiet", "--out", out,
+                     "--base-quantization", "int4", "--base-calibration", calibration])
+        assert code == 0
+        reports[calibration] = read_report(out)
+    assert [r["base_calibration"] for r in reports.values()] == [128, 0]
+    # GPTQ against the training examples, or round to nearest: other int4
+    # kernels, so another held-out loss before training, at the same size.
+    assert reports["128"]["heldout_loss_before"] != reports["0"]["heldout_loss_before"]
+    assert reports["128"]["weight_bytes"] == reports["0"]["weight_bytes"]
 
 
 def test_causal_lm_adalora_on_an_int8_base(tmp_path, tiny_folder):
@@ -187,6 +208,17 @@ def _llama(folder):
      "adaptive_rank, the average rank AdaLoRA ends at, must be at most"),
     (["--task", "causal-lm", "--quantize-frozen", "adapted"],
      "quantize_frozen says which frozen layers a base_quantization quantizes"),
+    (["--base-quantization", "int8", "--base-calibration", "64"],
+     "base_calibration is the number of training examples an int4 base is "
+     "fitted to (GPTQ). Received: base_calibration=64 with "
+     "base_quantization='int8'. Pass base_quantization='int4', or leave "
+     "base_calibration out."),
+    (["--task", "causal-lm", "--base-calibration", "64"],
+     "base_calibration is the number of training examples an int4 base is "
+     "fitted to (GPTQ). Received: base_calibration=64 with base_quantization=None"),
+    (["--base-quantization", "int4", "--base-calibration", "-1"],
+     "base_calibration must be a whole number of examples >= 0 (0 rounds the "
+     "int4 kernels to nearest). Received: base_calibration=-1"),
 ])
 def test_bad_combinations_are_one_line_and_write_nothing(tmp_path, capsys, argv,
                                                          message):
@@ -221,6 +253,12 @@ def test_options_resolve_the_initial_rank_and_quantize_frozen(options_class):
     assert (plain.adaptive_rank, plain.adaptive_initial_rank) == (None, None)
     int4 = options_class(base_quantization="int4")
     assert int4.quantize_frozen == "adapted"
+    # An int4 base is fitted to 128 training examples (GPTQ) unless told;
+    # 0 rounds to nearest; other bases have none.
+    assert (int4.base_calibration, plain.base_calibration) == (128, None)
+    assert options_class(base_quantization="int8").base_calibration is None
+    nearest = options_class(base_quantization="int4", base_calibration=0)
+    assert nearest.base_calibration == 0 and nearest.to_dict()["base_calibration"] == 0
     # 1.5 x the target, rounded up; the adapters start at it (`rank`).
     for target, initial in ((8, 12), (3, 5), (1, 2)):
         adaptive = options_class(adaptive_rank=target)

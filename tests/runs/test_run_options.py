@@ -56,7 +56,9 @@ def test_the_shared_fields_are_declared_once():
         fields = list(task.__dataclass_fields__)
         # Shared fields first, in the base's order; the task's own after.
         assert fields[:len(shared)] == shared
-    assert len(shared) == 27  # 23 + base_quantization, quantize_frozen, adaptive_rank, adaptive_initial_rank
+    # 23 + base_quantization, quantize_frozen, base_calibration, adaptive_rank,
+    # adaptive_initial_rank
+    assert len(shared) == 28
 
 
 def test_the_base_has_no_task_defaults():
