@@ -44,13 +44,14 @@ def input_hessians(model, layers, calibration, batch_size=BATCH_SIZE):
     paths = {id(layer): path for path, layer in layers.items()}
     count = _examples(calibration)
     leader = {}  # path -> the path whose statistics it shares
+    runner = _runner(model, layers)
 
     def statistics(batch):
         """`{leader path: XᵀX}` of one batch (traced once on TensorFlow)."""
         inputs = {}
         with keras_compat.call_inputs_recorded(
                 list(layers.values()), lambda layer, x: inputs.setdefault(id(layer), x)):
-            _runner(model, layers)(batch, training=False)
+            runner(batch, training=False)
         mask = batch.get("padding_mask") if isinstance(batch, dict) else None
         first, grams = {}, {}
         for key, x in inputs.items():
