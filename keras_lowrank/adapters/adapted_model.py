@@ -2,7 +2,7 @@
 
 
 
-from keras_lowrank.adapters.calibration import calibrated_kinds
+from keras_lowrank.adapters.calibration import CALIBRATED_CLASSES
 from keras_lowrank.adapters.calibration import check_calibration
 from keras_lowrank.adapters.calibration import input_hessians
 from keras_lowrank.adapters.config import LoRAConfig
@@ -159,7 +159,7 @@ def apply_adapters(
         path for path, layer in paths.items() if layer is head)
     hessians = {} if calibration is None else input_hessians(model, {
         path: layer for path, layer in paths.items()
-        if type(layer) in calibrated_kinds() and (path in specs or (
+        if type(layer) in CALIBRATED_CLASSES and (path in specs or (
             quantize_all and not is_kept_trainable(path, keep_trainable)))
     }, calibration)
 

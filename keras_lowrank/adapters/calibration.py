@@ -17,9 +17,9 @@ from keras_lowrank._compat import keras as keras_compat
 BATCH_SIZE = 8
 
 
-def calibrated_kinds():
-    """The layer classes whose int4 kernels calibration fits."""
-    return (keras.layers.Dense, keras.layers.EinsumDense)
+# The layer classes whose int4 kernels calibration fits (an embedding is
+# looked up, not multiplied: it stays rounded to nearest).
+CALIBRATED_CLASSES = (keras.layers.Dense, keras.layers.EinsumDense)
 
 
 def input_hessians(model, layers, calibration, batch_size=BATCH_SIZE):
