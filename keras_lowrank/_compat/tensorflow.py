@@ -54,6 +54,34 @@ def _custom_gradient_names():
             if name.startswith(_CUSTOM_GRADIENT_PREFIX)}
 
 
+@contextlib.contextmanager
+def silu_without_custom_gradient():
+    """Within the context, `tf.nn.silu` (Keras' `silu` on this backend) is
+    its forward ops alone, `x * sigmoid(x)` as TensorFlow computes it, bit
+    for bit, without the `tf.custom_gradient` around them.
+
+    For graphs that are never differentiated (a generator's prefill and
+    decode steps): `tf.saved_model.save`, which the LiteRT converter runs,
+    traced, stored and loaded again a gradient function for every SiLU of
+    the model (30 per SmolLM2 graph). Not for training: the plain ops'
+    gradient is correct but not TensorFlow's memory-saving one.
+    """
+    import tensorflow as tf
+
+    original = tf.nn.silu
+
+    def silu(features, beta=1.0):
+        features = tf.convert_to_tensor(features, name="features")
+        beta = tf.cast(tf.convert_to_tensor(beta, name="beta"), features.dtype)
+        return features * tf.math.sigmoid(beta * features)
+
+    tf.nn.silu = silu
+    try:
+        yield
+    finally:
+        tf.nn.silu = original
+
+
 # === The coordination service ===
 
 

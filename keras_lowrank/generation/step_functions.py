@@ -7,10 +7,17 @@ SavedModel of the module then stores each weight once, and the LiteRT
 converter turns them into constants in every signature (with Keras'
 variables in the graph it kept resource variables: `READ_VARIABLE` fails
 in the interpreter, or gives NaN under XNNPACK); tf2onnx freezes them too.
+
+The graphs are traced with `tf.nn.silu` as its forward ops alone
+(`_compat.tensorflow.silu_without_custom_gradient`): the same values,
+without the `tf.custom_gradient` these inference graphs never use, whose
+gradient function the converter's SavedModel traced, stored and loaded
+again for every SiLU of the model.
 """
 
 import keras
 
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.utils.optional import tensorflow as tf
 
@@ -63,7 +70,9 @@ class FrozenWeights:
         the LiteRT signature after it (`litert_generator.convert_signatures`)."""
         step = self.wrap(function)
         step.__name__ = name
-        return tf.function(step, input_signature=input_signature).get_concrete_function()
+        with tensorflow_compat.silu_without_custom_gradient():
+            return tf.function(
+                step, input_signature=input_signature).get_concrete_function()
 
 
 def fed_factors(model, spec):

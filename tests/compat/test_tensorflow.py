@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from keras_lowrank._compat import tensorflow as tensorflow_compat
 
@@ -163,3 +164,33 @@ def test_custom_gradients_released_as_a_decorator():
 
     trace()
     assert set(registry) == before
+
+
+def test_silu_without_custom_gradient_gives_tensorflows_values_and_registers_none():
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    original = tf.nn.silu
+    x = tf.constant(np.random.default_rng(0).normal(0, 4, (3, 64)).astype("float32"))
+
+    def trace():
+        @tf.function(input_signature=[tf.TensorSpec((None, 64), tf.float32)])
+        def step(x):
+            return keras.activations.silu(x)  # Keras' own, as the models call it
+
+        return step.get_concrete_function()
+
+    expected = trace()(x).numpy()
+    before = set(registry)
+    with tensorflow_compat.silu_without_custom_gradient():
+        assert tf.nn.silu is not original
+        concrete = trace()
+    assert set(registry) == before  # no gradient function registered
+    np.testing.assert_array_equal(concrete(x).numpy(), expected)
+    assert tf.nn.silu is original
+    with pytest.raises(RuntimeError, match="inside"):
+        with tensorflow_compat.silu_without_custom_gradient():
+            raise RuntimeError("inside")
+    assert tf.nn.silu is original
