@@ -223,3 +223,34 @@ def _extract_sub_graph_nodes(graph, outputs_name, input_checker=None,
                     found.add(node)
                     pending.append(node)
     return list(found)
+
+
+@contextlib.contextmanager
+def identities_removed_through_consumers():
+    """Within the context, tf2onnx's Identity pass rewires only the
+    consumers of each Identity it removes, found in the graph's own map.
+
+    `IdentityOptimizer._handle_non_graph_output_identity` calls
+    `graph.replace_all_inputs(old, new, ops=graph.get_nodes())`: for every
+    Identity it walks every node of the graph (and registers each as a
+    consumer of `new`), quadratic in the graph's size: SmolLM2's GenAI step
+    has 1,328 Identities and about 20,000 nodes, and the pass was a quarter
+    of its export. Without `ops`, tf2onnx takes the consumers of `old`
+    from its map: the nodes whose inputs it rewrites either way, so the
+    graph comes out the same.
+    """
+    from tf2onnx.optimizer import identity_optimizer
+
+    optimizer = identity_optimizer.IdentityOptimizer
+    original = optimizer.__dict__["_handle_non_graph_output_identity"]
+    optimizer._handle_non_graph_output_identity = staticmethod(_remove_identity)
+    try:
+        yield
+    finally:
+        optimizer._handle_non_graph_output_identity = original
+
+
+def _remove_identity(graph, identity):
+    graph.replace_all_inputs(identity.output[0], identity.input[0])
+    graph.remove_node(identity.name)
+    return True

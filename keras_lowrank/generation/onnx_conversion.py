@@ -65,9 +65,11 @@ def convert_step(step, signature, variables, names, opset, fed=()):
     # keras-hub's attention projections are Einsums: tf2onnx's search for
     # their decomposition runs on shapes only, and the nodes the step's
     # outputs (one per cache tensor) need are found in one walk of the
-    # graph (`_compat.tf2onnx`).
+    # graph, and each Identity removed rewires its own consumers only, not
+    # a walk of the whole graph (`_compat.tf2onnx`).
     with _tf2onnx_without_copies(), tf2onnx_compat.einsum_search_on_shapes(), \
-            tf2onnx_compat.subgraph_walked_once():
+            tf2onnx_compat.subgraph_walked_once(), \
+            tf2onnx_compat.identities_removed_through_consumers():
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=signature, opset=opset)
     fed = set(fed)

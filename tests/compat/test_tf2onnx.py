@@ -13,6 +13,7 @@ import tf2onnx
 from onnx import numpy_helper
 from tf2onnx import graph as tf2onnx_graph
 from tf2onnx.optimizer import einsum_optimizer
+from tf2onnx.optimizer import identity_optimizer
 from tf2onnx.optimizer import merge_duplicated_nodes_optimizer as merging
 
 from keras_lowrank._compat import tf2onnx as tf2onnx_compat
@@ -236,3 +237,48 @@ def test_subgraph_walked_once_gives_the_same_graph():
     walked_once = _summary(_convert(tf2onnx_compat.subgraph_walked_once()))
     assert plain[0] == walked_once[0] and plain[1] == walked_once[1]
     np.testing.assert_array_equal(plain[2], walked_once[2])
+
+
+
+def test_identities_removed_through_consumers_gives_the_same_graph():
+    # The private surface relied on: the Identity pass hands each Identity
+    # that is no graph output to `_handle_non_graph_output_identity`.
+    def graph_and_outputs():
+        graph = tf2onnx_graph.Graph([], opset=15)
+        graph.add_graph_input("x", onnx.TensorProto.FLOAT, [2])
+        graph.make_const("w", np.ones(2, dtype="float32"))
+        mul = graph.make_node("Mul", ["x", "w"], name="mul")
+        kept = graph.make_node("Identity", [mul.output[0]], name="kept")  # read twice
+        chained = graph.make_node("Identity", [kept.output[0]], name="chained")
+        neg = graph.make_node("Neg", [chained.output[0]], name="neg")
+        add = graph.make_node("Add", [kept.output[0], neg.output[0]], name="add")
+        graph.outputs = [add.output[0]]
+        return graph
+
+    def optimized(context):
+        graph = graph_and_outputs()
+        with context:
+            graph = identity_optimizer.IdentityOptimizer().optimize(graph, 0)
+        return sorted((n.output[0] if n.type == "Placeholder" else n.name, n.type,
+                       tuple(n.input)) for n in graph.get_nodes())
+
+    seen = []
+    original = identity_optimizer.IdentityOptimizer.__dict__["_handle_non_graph_output_identity"]
+
+    def counted(graph, identity):  # tf2onnx's own, counting its calls
+        seen.append(identity.name)
+        return original.__func__(graph, identity)
+
+    identity_optimizer.IdentityOptimizer._handle_non_graph_output_identity = (
+        staticmethod(counted))
+    try:
+        plain = optimized(contextlib.nullcontext())
+    finally:
+        identity_optimizer.IdentityOptimizer._handle_non_graph_output_identity = original
+    assert sorted(seen) == ["chained", "kept"]
+    assert [node[:2] for node in plain] == [
+        ("add", "Add"), ("mul", "Mul"), ("neg", "Neg"), ("w", "Const"), ("x", "Placeholder")]
+    through_consumers = optimized(tf2onnx_compat.identities_removed_through_consumers())
+    assert through_consumers == plain
+    assert (identity_optimizer.IdentityOptimizer.__dict__["_handle_non_graph_output_identity"]
+            is original)
