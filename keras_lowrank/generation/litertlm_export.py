@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import tempfile
 
+from keras_lowrank.adapters.adapted_model import adapters
 from keras_lowrank.adapters.merge import merge_adapters
 from keras_lowrank.generation import cached_causal_lm
 from keras_lowrank.generation import export_arguments as arguments
@@ -87,7 +88,8 @@ def export_litertlm(
             Keras' next tokens the engine must pick when fed Keras' tokens.
         reference: a `GreedyReference` of `causal_lm` with the same
             `max_length`, to reuse across exports (its decode step is
-            traced once).
+            traced once). With `runtime_adapters`, only for a `causal_lm`
+            without adapters (the base model the check runs).
         runtime_adapters: False, True, 16 or 32. Keep LoRA out of the
             weights: the signatures take LiteRT-LM's LoRA inputs for the
             attention projections of every layer at that rank (True: the
@@ -126,10 +128,15 @@ def export_litertlm(
     check_family(causal_lm)
     cached_causal_lm.check_exportable(causal_lm, max_length, "export_litertlm")
     lora_inputs = ()
+    # The model of Keras' tokens. With runtime adapters the base: the
+    # traced model (its LoRA `B` zero), or the model as given, which has
+    # no adapters when a `reference` comes with it.
+    checked_lm = causal_lm
     if runtime_adapters is not False:
-        _check_runtime_adapters(reference)
+        _check_runtime_adapters(causal_lm, reference)
         causal_lm, lora_inputs = runtime_lora_model(
             causal_lm, runtime_rank(causal_lm, runtime_adapters))
+        checked_lm = checked_lm if reference is not None else causal_lm
     if tokenizer is None:
         raise ValueError(
             "export_litertlm needs the model's Hugging Face tokenizer.json, "
@@ -152,7 +159,7 @@ def export_litertlm(
         template, text_tokenizer.id_to_token(start)))
     cases = conversation = None
     if verify:
-        reference = checked_reference(reference, causal_lm, shape)
+        reference = checked_reference(reference, checked_lm, shape)
         cases = [_case(reference, text, p, max_new_tokens, stops)
                  for text, p in zip(prompts, ids)]
         conversation = (prompts[0], _case(reference, prompts[0], chat,
@@ -272,11 +279,15 @@ def _check_quantize(quantize, keep_float, min_agreement):
             f"quantize={quantize!r}")
 
 
-def _check_runtime_adapters(reference):
-    if reference is not None:
+def _check_runtime_adapters(causal_lm, reference):
+    """A `reference` runs the base model only when `causal_lm` has no
+    adapters: the base is then `causal_lm` itself."""
+    found = sorted(adapters(causal_lm))
+    if reference is not None and found:
         raise ValueError(
             "With runtime_adapters the check runs the base model (its "
-            "adapters removed), not `reference`'s. Received: a reference; "
+            "adapters removed), not `reference`'s. Received: a reference and "
+            f"a model with {len(found)} adapters (first on '{found[0]}'); "
             "pass reference=None.")
 
 

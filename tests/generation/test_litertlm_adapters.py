@@ -233,3 +233,20 @@ def test_adapter_file_on_the_int8_base_follows_its_adapted_model(
     assert measured["tokens_compared"] == sum(len(c.expected) for c in cases) > 0
     assert measured["next_tokens_matching"] >= measured["tokens_compared"] - 1
     assert measured["next_tokens_compared"] == measured["tokens_compared"]
+
+
+def test_runtime_adapters_take_a_reference_of_the_base_only(base_lm, adapted, folder):
+    # A reference is of the model it was made from; with runtime adapters
+    # the check runs the base, so a model with adapters cannot bring one
+    # (an adapter-free model can: tests/generation/test_smollm2_runtimes.py).
+    from keras_lowrank.generation.keras_reference import GreedyReference
+
+    model = adapted["r4"]
+    path = folder / "refused.litertlm"
+    with pytest.raises(ValueError, match=(
+            r"not `reference`'s\. Received: a reference and a model with "
+            rf"{len(adapters(model))} adapters \(first on '.+'\); pass reference=None")):
+        export_litertlm(model, str(path), max_length=MAX_LENGTH,
+                        tokenizer=str(folder / "tokenizer.json"), runtime_adapters=True,
+                        reference=GreedyReference(model, (1, 2, 2, MAX_LENGTH, 2, 16)))
+    assert not path.exists()

@@ -8,7 +8,8 @@ attention projections, `B` non-zero, so that the adapter changes the
 greedy tokens. Keras' tokens of the base and the adapted model come from one
 `SharedReference` each (`references`: the decode step traced once per
 model, 22-30 s on 2 cores). LiteRT-LM's export checks its base bundle itself (raw text and
-the Conversation API); the GenAI folder is checked by the test alone.
+the Conversation API) against the base model's, passed as its `reference`; the
+GenAI folder is checked by the test alone.
 """
 
 import os
@@ -94,15 +95,17 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bundle(smollm2, tokenizer_path, folder):
+def bundle(smollm2, tokenizer_path, folder, references):
     """`(report, path)` of SmolLM2's base bundle with LiteRT-LM's LoRA
     inputs (rank 16), checked by the export in the engine with the
-    all-zero LoRA file against Keras' base model."""
+    all-zero LoRA file against Keras' base model: the module's reference
+    of `smollm2` (no adapters), whose tokens `greedy("base", ...)` gives
+    too."""
     path = str(folder / "smollm2.litertlm")
     report = export_litertlm(
         smollm2, path, tokenizer=tokenizer_path, runtime_adapters=True,
         max_length=MAX_LENGTH, prefill_lengths=(16,), prompts=PROMPTS,
-        max_new_tokens=NEW_TOKENS)
+        max_new_tokens=NEW_TOKENS, reference=references(smollm2, MAX_LENGTH))
     print(report)
     return report, path
 
