@@ -1,5 +1,7 @@
 """The three splits of a causal-LM run: the user's files or the MR task."""
 
+import math
+
 import numpy as np
 
 from keras_lowrank.data.data_error import DataError
@@ -25,7 +27,8 @@ def load_lm_data(options) -> tuple:
             or train files too few to split.
     """
     if not options.train_files:
-        return mr_instruction_examples(options.cache_dir, options.seed), SOURCE
+        return mr_instruction_examples(options.cache_dir, options.seed,
+                                       split_limits(options)), SOURCE
     read = lambda files: [example for path in files  # noqa: E731
                           for example in read_lm_file(path, options.text_field)]
     splits = {name: read(getattr(options, f"{name}_files")) for name in SPLITS}
@@ -48,3 +51,13 @@ def load_lm_data(options) -> tuple:
         splits["train"] = [train[i] for i in sorted(order[start:])]
     files = options.train_files + options.validation_files + options.test_files
     return splits, "files " + ", ".join(files)
+
+
+def split_limits(options) -> dict:
+    """`{split: int or None}`: the most examples `options` keeps of each
+    split (None: all). Validation is capped by `max_eval_examples` too."""
+    limits = {"train": options.max_train_examples,
+              "validation": min(options.max_eval_examples or math.inf,
+                                options.max_validation_examples or math.inf),
+              "test": options.max_eval_examples}
+    return {k: None if v == math.inf else v for k, v in limits.items()}

@@ -19,6 +19,7 @@ from keras_lowrank.lm_finetune.causal_lm_loading import load_causal_lm
 from keras_lowrank.lm_finetune.causal_lm_loading import read_config
 from keras_lowrank.lm_finetune.chat_format import ChatFormat
 from keras_lowrank.lm_finetune.lm_data import load_lm_data
+from keras_lowrank.lm_finetune.lm_data import split_limits
 from keras_lowrank.lm_finetune.lm_evaluation import answer_tokens
 from keras_lowrank.lm_finetune.lm_evaluation import scored_rows
 from keras_lowrank.lm_finetune.lm_export import check_adapter_bundle
@@ -112,11 +113,7 @@ def load_splits(options, chat):
     """`(examples, source, splits)`: the run's examples, capped as
     `options` says, and their token ids (`lm_batches.TokenizedSplit`)."""
     examples, source = load_lm_data(options)
-    limits = {"train": options.max_train_examples,
-              "validation": min(options.max_eval_examples or math.inf,
-                                options.max_validation_examples or math.inf),
-              "test": options.max_eval_examples}
-    limits = {k: None if v == math.inf else v for k, v in limits.items()}
+    limits = split_limits(options)
     examples = {k: v[:limits[k]] for k, v in examples.items()}
     splits = {k: lm_batches.encode_split(chat, v, options.sequence_length)
               for k, v in examples.items()}

@@ -6,6 +6,8 @@ The splits are those of `keras_lowrank.data.load_mr_polarity` (2,800 /
 same seed see the same test sentences.
 """
 
+import itertools
+
 from keras_lowrank.lm_finetune.lm_examples import LMExample
 
 INSTRUCTION = ("Review: {text}\nIs this movie review positive or negative? "
@@ -13,12 +15,15 @@ INSTRUCTION = ("Review: {text}\nIs this movie review positive or negative? "
 SOURCE = "MR sentence polarity (instruction, answer = label word)"
 
 
-def mr_instruction_examples(cache_dir=".cache", seed=1337) -> dict:
+def mr_instruction_examples(cache_dir=".cache", seed=1337, limits=None) -> dict:
     """`{"train", "validation", "test"}`: lists of `LMExample`.
 
     Args:
         cache_dir: str. Holds `mr_polarity/polarity.csv` (`make fetch`).
         seed: int. Seed of the split.
+        limits: optional `{split: int or None}`: the first examples of a
+            split only (None: all). Reading the 4,000 sentences one by one
+            took ~3 s of CPU, for a run that may keep a dozen.
 
     Raises:
         DataError: the data is missing (the message says how to fetch it).
@@ -35,6 +40,7 @@ def mr_instruction_examples(cache_dir=".cache", seed=1337) -> dict:
                 data.label_names[int(label)],
                 f"MR {name}:{index + 1}",
             )
-            for index, (text, label) in enumerate(dataset.as_numpy_iterator())
+            for index, (text, label) in enumerate(itertools.islice(
+                dataset.as_numpy_iterator(), (limits or {}).get(name)))
         ]
     return splits

@@ -74,3 +74,29 @@ def test_unknown_suffix_and_missing_file(tmp_path):
         read_lm_file(path)
     with pytest.raises(DataError, match=r"nope.jsonl: no such file"):
         read_lm_file(tmp_path / "nope.jsonl")
+
+
+def test_the_mr_task_reads_only_the_examples_a_run_keeps():
+    import os
+
+    from keras_lowrank.data import fetch
+    from keras_lowrank.lm_finetune.lm_data import split_limits
+    from keras_lowrank.lm_finetune.lm_finetune_options import LMFinetuneOptions
+    from keras_lowrank.lm_finetune.mr_instruction_task import mr_instruction_examples
+
+    cache = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), ".cache")
+    fetch.fetch_mr_polarity(cache)  # a no-op when `make fetch` ran
+    options = LMFinetuneOptions(out="unused", max_train_examples=8,
+                                max_eval_examples=5, max_validation_examples=64)
+    limits = split_limits(options)
+    # Validation is capped by the test cap too; None reads a whole split.
+    assert limits == {"train": 8, "validation": 5, "test": 5}
+    assert split_limits(LMFinetuneOptions(
+        out="unused", max_eval_examples=None, max_validation_examples=None)) == {
+            "train": None, "validation": None, "test": None}
+    whole = mr_instruction_examples(cache, 7)
+    kept = mr_instruction_examples(cache, 7, limits)
+    assert {k: len(v) for k, v in whole.items()} == {
+        "train": 2800, "validation": 400, "test": 800}
+    assert kept == {name: whole[name][:limits[name]] for name in whole}
