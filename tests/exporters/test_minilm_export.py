@@ -14,6 +14,7 @@ import pytest
 
 import keras_lowrank as klr
 from keras_lowrank.adapters.adapted_model import adapters
+from keras_lowrank.exporters import export_session
 from tests.exporters.helpers import RUNTIMES
 from tests.exporters.helpers import keras_call
 from tests.exporters.helpers import max_abs_diff
@@ -51,6 +52,13 @@ def minilm():
 
 @pytest.fixture(scope="module")
 def reports(minilm, tmp_path_factory):
+    """`get(format, quantize)`: the adapted model's export report, made once.
+
+    The exports share one session (`klr.exporters.export_session`): one
+    merge, one SavedModel for the float and dynamic-range LiteRT files, and
+    Keras' outputs on the checked rows computed once; each artifact is the
+    one a lone `export` writes.
+    """
     folder = tmp_path_factory.mktemp("minilm")
     cache = {}
 
@@ -63,7 +71,8 @@ def reports(minilm, tmp_path_factory):
             print(cache[format, quantize])
         return cache[format, quantize]
 
-    return get
+    with export_session():
+        yield get
 
 
 def test_the_model_holds_adapters(minilm):
