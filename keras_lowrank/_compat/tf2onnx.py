@@ -18,6 +18,18 @@ _TENSOR_HASH = "_keras_lowrank_tensor_hash"
 
 
 @contextlib.contextmanager
+def _attribute_replaced(owner, name, value):
+    """`owner.name` is `value` within the context; the attribute as it was
+    stored (a staticmethod kept as one) is put back after it."""
+    original = owner.__dict__[name]
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextlib.contextmanager
 def optimizer_without_copies_per_pass():
     """Within the context, tf2onnx's optimizer copies no weight per pass.
 
@@ -53,11 +65,8 @@ def optimizer_without_copies_per_pass():
         node._op = _proto_without_written_fields(node._op)
         original(node, external_tensor_storage)
 
-    graph.Node.update_proto = update_proto
-    try:
+    with _attribute_replaced(graph.Node, "update_proto", update_proto):
         yield
-    finally:
-        graph.Node.update_proto = original
 
 
 def _write_constant_proto(node):
@@ -103,13 +112,9 @@ def einsum_search_on_shapes():
     """
     from tf2onnx.optimizer import einsum_optimizer
 
-    runtime = einsum_optimizer.OnnxMicroRuntime
-    original = runtime._op_gemm
-    runtime._op_gemm = _gemm_of_zeros
-    try:
+    with _attribute_replaced(einsum_optimizer.OnnxMicroRuntime, "_op_gemm",
+                             _gemm_of_zeros):
         yield
-    finally:
-        runtime._op_gemm = original
 
 
 def _gemm_of_zeros(runtime, a, b, c=None, alpha=None, beta=None,
@@ -139,13 +144,10 @@ def merge_duplicates_hashing_each_tensor_once():
     """
     from tf2onnx.optimizer import merge_duplicated_nodes_optimizer as merging
 
-    optimizer = merging.MergeDuplicatedNodesOptimizer
-    original = optimizer.__dict__["_group_nodes_by_type_inputs"]
-    optimizer._group_nodes_by_type_inputs = staticmethod(_group_nodes_by_type_inputs)
-    try:
+    with _attribute_replaced(merging.MergeDuplicatedNodesOptimizer,
+                             "_group_nodes_by_type_inputs",
+                             staticmethod(_group_nodes_by_type_inputs)):
         yield
-    finally:
-        optimizer._group_nodes_by_type_inputs = original
 
 
 def _group_nodes_by_type_inputs(graph):
@@ -188,12 +190,9 @@ def subgraph_walked_once():
     """
     from tf2onnx import graph as tf2onnx_graph
 
-    original = tf2onnx_graph.Graph.__dict__["extract_sub_graph_nodes"]
-    tf2onnx_graph.Graph.extract_sub_graph_nodes = _extract_sub_graph_nodes
-    try:
+    with _attribute_replaced(tf2onnx_graph.Graph, "extract_sub_graph_nodes",
+                             _extract_sub_graph_nodes):
         yield
-    finally:
-        tf2onnx_graph.Graph.extract_sub_graph_nodes = original
 
 
 def _extract_sub_graph_nodes(graph, outputs_name, input_checker=None,
@@ -241,13 +240,10 @@ def identities_removed_through_consumers():
     """
     from tf2onnx.optimizer import identity_optimizer
 
-    optimizer = identity_optimizer.IdentityOptimizer
-    original = optimizer.__dict__["_handle_non_graph_output_identity"]
-    optimizer._handle_non_graph_output_identity = staticmethod(_remove_identity)
-    try:
+    with _attribute_replaced(identity_optimizer.IdentityOptimizer,
+                             "_handle_non_graph_output_identity",
+                             staticmethod(_remove_identity)):
         yield
-    finally:
-        optimizer._handle_non_graph_output_identity = original
 
 
 def _remove_identity(graph, identity):
