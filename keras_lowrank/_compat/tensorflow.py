@@ -7,6 +7,8 @@ tensorflow==2.21.0.
 import contextlib
 import sys
 
+from keras_lowrank._compat.patching import attribute_replaced
+
 # === Graph-mode custom gradients ===
 
 # The name `tf.custom_gradient` registers each gradient under
@@ -119,6 +121,68 @@ def configure_worker_registration(cluster_spec, timeout_seconds):
     context.context().coordination_service.cluster_register_with_barrier = True
 
 
+# === LiteRT's converter: one reading of the SavedModel ===
+
+
+def converted(converter, deduplicate_buffers=True):
+    """`converter.convert()`, reading its SavedModel's variables once.
+
+    LiteRT's converter (`tf.lite.TFLiteConverter`, from a SavedModel or
+    from concrete functions, which it saves as one) restores the whole
+    SavedModel, variables included, a second time during `convert()`
+    (`lite._load`) only to read its graph debug information, the stack
+    traces its error messages quote; after a `from_saved_model` it then
+    runs a full `gc.collect()`. Here that reading parses the SavedModel's
+    protos alone (`saved_model/debug/saved_model_debug_info.pb`, as the
+    full load reads them), and no collection runs. For SmolLM2's generator
+    (540 MB of variables) the second load took 8 s and held its copy of
+    the weights through the conversion.
+
+    Args:
+        converter: a `tf.lite.TFLiteConverter`, configured.
+        deduplicate_buffers: bool. False skips the converter's last step
+            that merges read-only buffers of equal bytes, for graphs whose
+            weights the converter already shares (one constant per
+            variable, whatever the number of signatures): it unpacks and
+            repacks the whole flatbuffer in Python (10 s for SmolLM2's
+            652 MB) and found 24 bytes to merge in a tiny Llama's
+            generator.
+
+    Returns:
+        The flatbuffer, bytes.
+    """
+    from tensorflow.lite.python import lite
+    from tensorflow.python.saved_model import loader_impl
+
+    def debug_information_only(saved_model_dir, tags=None):
+        _, debug_info = loader_impl.parse_saved_model_with_debug_info(saved_model_dir)
+        return _DebugInformation(debug_info)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(attribute_replaced(lite, "_load", debug_information_only))
+        stack.enter_context(attribute_replaced(lite, "gc", _NoCollection))
+        if not deduplicate_buffers:
+            stack.enter_context(attribute_replaced(
+                lite, "_deduplicate_readonly_buffers", lambda model: model))
+        return converter.convert()
+
+
+class _DebugInformation:
+    """What the converter reads of a loaded SavedModel: its
+    `graph_debug_info`."""
+
+    def __init__(self, graph_debug_info):
+        self.graph_debug_info = graph_debug_info
+
+
+class _NoCollection:
+    """Stands for the `gc` module inside the converter."""
+
+    @staticmethod
+    def collect(generation=2):
+        return 0
+
+
 # === LiteRT's converter: calibration, then quantization with denylists ===
 
 
@@ -139,7 +203,7 @@ def calibrated_flatbuffer(converter):
     """
     converter.experimental_mlir_quantizer = True
     converter._experimental_calibrate_only = True
-    return converter.convert()
+    return converted(converter)
 
 
 def quantize_calibrated(converter, calibrated, denylisted_ops=(), denylisted_nodes=()):

@@ -10,23 +10,13 @@ import contextlib
 
 import numpy as np
 
+from keras_lowrank._compat.patching import attribute_replaced
+
 # The NodeProto fields `Node.update_proto` writes from the node; every other
 # field (name, op_type, domain, ...) is carried over as it is.
 _WRITTEN_FIELDS = ("input", "output", "attribute")
 # The attribute of a tf2onnx constant `Node` that keeps its tensor's hash.
 _TENSOR_HASH = "_keras_lowrank_tensor_hash"
-
-
-@contextlib.contextmanager
-def _attribute_replaced(owner, name, value):
-    """`owner.name` is `value` within the context; the attribute as it was
-    stored (a staticmethod kept as one) is put back after it."""
-    original = owner.__dict__[name]
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -65,7 +55,7 @@ def optimizer_without_copies_per_pass():
         node._op = _proto_without_written_fields(node._op)
         original(node, external_tensor_storage)
 
-    with _attribute_replaced(graph.Node, "update_proto", update_proto):
+    with attribute_replaced(graph.Node, "update_proto", update_proto):
         yield
 
 
@@ -112,7 +102,7 @@ def einsum_search_on_shapes():
     """
     from tf2onnx.optimizer import einsum_optimizer
 
-    with _attribute_replaced(einsum_optimizer.OnnxMicroRuntime, "_op_gemm",
+    with attribute_replaced(einsum_optimizer.OnnxMicroRuntime, "_op_gemm",
                              _gemm_of_zeros):
         yield
 
@@ -144,7 +134,7 @@ def merge_duplicates_hashing_each_tensor_once():
     """
     from tf2onnx.optimizer import merge_duplicated_nodes_optimizer as merging
 
-    with _attribute_replaced(merging.MergeDuplicatedNodesOptimizer,
+    with attribute_replaced(merging.MergeDuplicatedNodesOptimizer,
                              "_group_nodes_by_type_inputs",
                              staticmethod(_group_nodes_by_type_inputs)):
         yield
@@ -190,7 +180,7 @@ def subgraph_walked_once():
     """
     from tf2onnx import graph as tf2onnx_graph
 
-    with _attribute_replaced(tf2onnx_graph.Graph, "extract_sub_graph_nodes",
+    with attribute_replaced(tf2onnx_graph.Graph, "extract_sub_graph_nodes",
                              _extract_sub_graph_nodes):
         yield
 
@@ -240,7 +230,7 @@ def identities_removed_through_consumers():
     """
     from tf2onnx.optimizer import identity_optimizer
 
-    with _attribute_replaced(identity_optimizer.IdentityOptimizer,
+    with attribute_replaced(identity_optimizer.IdentityOptimizer,
                              "_handle_non_graph_output_identity",
                              staticmethod(_remove_identity)):
         yield

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from keras_lowrank._compat import litert as litert_compat
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.exporters import tflite_quantization
 from keras_lowrank.exporters.int16_tracing import int16_friendly_tracing
 from keras_lowrank.exporters.export_format import ExportFormat
@@ -129,7 +130,7 @@ def convert_saved_model(
             warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter")
             if quantize == "int8":
                 return tflite_quantization.quantize_int8(converter, representative_data)
-            return converter.convert()
+            return tensorflow_compat.converted(converter)
     except Exception as error:
         unsupported = _unsupported_ops_error(str(error), allow_flex)
         if unsupported is None:

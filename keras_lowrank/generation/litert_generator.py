@@ -11,6 +11,7 @@ goes into the flatbuffer's model metadata.
 
 import numpy as np
 
+from keras_lowrank._compat import tensorflow as tensorflow_compat
 from keras_lowrank.exporters.dynamic_range import quantize_dynamic_range
 from keras_lowrank.exporters.tflite import UnsupportedOpsError
 from keras_lowrank.generation.generator_spec import METADATA_KEY
@@ -67,7 +68,8 @@ def convert_signatures(frozen, signatures, what, conversion_metadata=True):
     """The `.tflite` bytes of `signatures`, builtin ops only.
 
     The converter saves `frozen.module` with the signatures itself and
-    loads that SavedModel once; `from_saved_model` on a SavedModel of ours
+    reads back that SavedModel's protos, not its variables
+    (`_compat.tensorflow.converted`); `from_saved_model` on a SavedModel of ours
     loaded it twice (once for its signature keys, once for debug
     information) and ran a full `gc.collect()`. Measured on the tiny Llama
     (5 runs each, alternating, median CPU): the generator's 3 signatures
@@ -95,7 +97,8 @@ def convert_signatures(frozen, signatures, what, conversion_metadata=True):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.exclude_conversion_metadata = not conversion_metadata
     try:
-        return converter.convert()
+        # The converter shares each weight between the signatures itself.
+        return tensorflow_compat.converted(converter, deduplicate_buffers=False)
     except Exception as error:  # the converter raises a bare Exception
         message = str(error)
         if "Select ops" not in message and "neither a custom op" not in message:

@@ -1,5 +1,6 @@
 """One test per function of `keras_lowrank._compat.tensorflow`."""
 
+import gc
 import json
 import os
 import subprocess
@@ -194,3 +195,104 @@ def test_silu_without_custom_gradient_gives_tensorflows_values_and_registers_non
         with tensorflow_compat.silu_without_custom_gradient():
             raise RuntimeError("inside")
     assert tf.nn.silu is original
+
+
+def _loads_counted(monkeypatch):
+    """A list that grows by one at each full SavedModel load (`Loader`)."""
+    from tensorflow.python.saved_model import load as load_module
+
+    loads = []
+    original = load_module.Loader.__init__
+
+    def counting(self, *args, **kwargs):
+        loads.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(load_module.Loader, "__init__", counting)
+    return loads
+
+
+def _module_with_two_signatures():
+    """A module whose two functions read one 64 x 32 weight."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(0).normal(size=(64, 32)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def relu(x):
+        return {"y": tf.nn.relu(x @ module.w)}
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def tanh(x):
+        return {"y": tf.tanh(x @ module.w)}
+
+    module.relu, module.tanh = relu, tanh
+    return module
+
+
+def test_converted_loads_a_saved_model_once_and_gives_the_same_bytes(tmp_path, monkeypatch):
+    import tensorflow as tf
+    from tensorflow.lite.python import lite
+    from tensorflow.python.saved_model.load import load
+
+    module = _module_with_two_signatures()
+    tf.saved_model.save(module, str(tmp_path / "m"),
+                        signatures={"serving_default": module.relu})
+    loads = _loads_counted(monkeypatch)
+    made = {}
+    for how in ("convert", "converted"):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "m"))
+        before = len(loads)
+        made[how] = (converter.convert() if how == "convert"
+                     else tensorflow_compat.converted(converter))
+        made[how + " loads"] = len(loads) - before
+    assert made["convert loads"] == 1 and made["converted loads"] == 0
+    assert made["converted"] == made["convert"]
+    # The converter's own attributes are back.
+    assert lite._load is load and lite.gc is gc
+
+
+def test_converted_without_deduplication_keeps_each_weight_once(monkeypatch):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import convert
+    from tensorflow.lite.python import lite
+
+
+    module = _module_with_two_signatures()
+    functions = [module.relu.get_concrete_function(), module.tanh.get_concrete_function()]
+    loads = _loads_counted(monkeypatch)
+    flatbuffers = {}
+    for deduplicate in (True, False):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, module)
+        flatbuffers[deduplicate] = tensorflow_compat.converted(
+            converter, deduplicate_buffers=deduplicate)
+    assert loads == []  # the SavedModel the converter writes is not loaded
+    assert lite._deduplicate_readonly_buffers is convert.deduplicate_readonly_buffers
+    weight_bytes = 64 * 32 * 4
+    # One copy of the weight in each, the same outputs from each signature.
+    for flatbuffer in flatbuffers.values():
+        assert weight_bytes < len(flatbuffer) < 2 * weight_bytes
+    x = np.random.default_rng(1).normal(size=(1, 64)).astype("float32")
+    for name in ("relu", "tanh"):
+        outputs = [Interpreter(model_content=f).get_signature_runner(name)(x=x)["y"]
+                   for f in flatbuffers.values()]
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_converted_puts_the_converter_back_when_it_raises(monkeypatch):
+    from tensorflow.lite.python import lite
+
+
+    original = {name: lite.__dict__[name]
+                for name in ("_load", "gc", "_deduplicate_readonly_buffers")}
+
+    class Failing:
+        def convert(self):
+            assert lite._load is not original["_load"]
+            raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        tensorflow_compat.converted(Failing(), deduplicate_buffers=False)
+    assert {name: lite.__dict__[name] for name in original} == original
