@@ -184,4 +184,5 @@ def _pack(model, size_hint):
 
     builder = flatbuffers.Builder(size_hint + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    # One copy out of the builder (`Output()` slices a copy first).
+    return bytes(memoryview(builder.Bytes)[builder.Head():])

@@ -60,8 +60,10 @@ def write_litert_generator(model, spec, path, quantize=None, keep_float=()):
                                     conversion_metadata=False)
     if quantize == "dynamic":
         flatbuffer, _ = quantize_dynamic_range(flatbuffer, keep_float)
+    packed = with_metadata(flatbuffer, METADATA_KEY, spec.to_json())
+    del flatbuffer  # 652 MB for SmolLM2, not to be held while writing
     with open(path, "wb") as file:
-        file.write(with_metadata(flatbuffer, METADATA_KEY, spec.to_json()))
+        file.write(packed)
 
 
 def convert_signatures(frozen, signatures, what, conversion_metadata=True):
@@ -110,7 +112,14 @@ def convert_signatures(frozen, signatures, what, conversion_metadata=True):
 
 
 def with_metadata(flatbuffer, name, text):
-    """`flatbuffer` with a model metadata entry `name` holding `text`."""
+    """`flatbuffer` with a model metadata entry `name` holding `text`.
+
+    Returns:
+        A memoryview of the packed model in the builder's own buffer, not
+        a copy: `Builder.Output()` slices a copy of it, and `bytes()` of
+        that is one more (SmolLM2's generator: 2 x 652 MB that set the
+        export's peak memory).
+    """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -125,7 +134,7 @@ def with_metadata(flatbuffer, name, text):
     model.metadata.append(entry)
     builder = flatbuffers.Builder(len(flatbuffer) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return memoryview(builder.Bytes)[builder.Head():]
 
 
 def _last_line(message):
