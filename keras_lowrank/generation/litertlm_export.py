@@ -178,6 +178,7 @@ def export_litertlm(
                 f"The LiteRT-LM graphs kept resource variables ({leftover}); "
                 f"the runtime would emit token 0. Nothing was written to {path!r}.")
         write_bundle(tmp, flatbuffer, tokenizer, metadata)
+        del flatbuffer  # in the bundle now; not held while the engine runs
         if verify:
             try:
                 with _base_adapter(tmp, lora_inputs) as lora_path, \
